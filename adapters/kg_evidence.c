@@ -1,0 +1,37 @@
+#include "kg_evidence.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+void kg_evidence_clear(kg_evidence *ev)
+{
+    if (ev == NULL)
+        return;
+    free(ev->quote);
+    free(ev->runtime_data);
+    free(ev->user_data);
+    free(ev->event_log);
+    memset(ev, 0, sizeof(*ev));
+}
+
+int tdx_report_data_compute(const uint8_t *nonce_val, size_t val_len, const uint8_t *nonce_iat,
+                            size_t iat_len, const uint8_t *user_data, size_t user_data_len,
+                            uint8_t out[64])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    int ok = 0;
+
+    if (md == NULL)
+        return 0;
+    if (EVP_DigestInit_ex(md, EVP_sha512(), NULL) &&
+        (val_len == 0 || EVP_DigestUpdate(md, nonce_val, val_len)) &&
+        (iat_len == 0 || EVP_DigestUpdate(md, nonce_iat, iat_len)) &&
+        (user_data_len == 0 || EVP_DigestUpdate(md, user_data, user_data_len)) &&
+        EVP_DigestFinal_ex(md, out, &n) && n == 64)
+        ok = 1;
+    EVP_MD_CTX_free(md);
+    return ok;
+}

@@ -1,0 +1,34 @@
+/*
+ * Evidence as the adapters return it, and the REPORTDATA binding rule for Intel TDX
+ * (ita-api.md §9.1): REPORTDATA = SHA-512(nonce.val ‖ nonce.iat ‖ user_data), where val/iat are
+ * the base64-decoded nonce fields (val is 88 ASCII bytes, hashed as-is). With neither nonce nor
+ * user data the input is empty: SHA-512(""), never zeros.
+ */
+#ifndef KG_EVIDENCE_H
+#define KG_EVIDENCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kg_err.h"
+
+typedef struct kg_evidence {
+    uint8_t *quote; /* owned */
+    size_t quote_len;
+    uint8_t *runtime_data; /* owned; what ITA receives as runtime_data */
+    size_t runtime_data_len;
+    uint8_t *user_data; /* owned; Azure only */
+    size_t user_data_len;
+    uint8_t *event_log; /* owned; optional */
+    size_t event_log_len;
+    uint8_t report_data[64]; /* the value written into the TD's REPORTDATA */
+} kg_evidence;
+
+void kg_evidence_clear(kg_evidence *ev);
+
+/* Computes the Intel TDX REPORTDATA. Any pointer may be NULL with length 0. Returns 1/0. */
+int tdx_report_data_compute(const uint8_t *nonce_val, size_t val_len, const uint8_t *nonce_iat,
+                            size_t iat_len, const uint8_t *user_data, size_t user_data_len,
+                            uint8_t out[64]);
+
+#endif

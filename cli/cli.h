@@ -1,0 +1,26 @@
+/* Shared declarations of the keygate command's subcommands. */
+#ifndef KG_CLI_H
+#define KG_CLI_H
+
+#include "kg_config.h"
+#include "kg_err.h"
+
+/* Exit codes: 0 success, 1 usage error, otherwise the failed step's kg_step value (10..19). */
+#define KG_EXIT_OK 0
+#define KG_EXIT_USAGE 1
+
+typedef struct kg_cli_common {
+    const char *config_path; /* --config, else $KEYGATE_CONF, else /etc/keygate/keygate.conf */
+    int json;                /* --json */
+} kg_cli_common;
+
+/* Loads and checks the configuration. Returns 1 or 0 with err. */
+int kg_cli_load_config(const kg_cli_common *common, kg_config *cfg, kg_err *err);
+
+/* Prints "keygate: <err.msg>" on stderr and returns the exit code for it. */
+int kg_cli_fail(const kg_err *err);
+
+int kg_cmd_evidence(int argc, char **argv, const kg_cli_common *common);
+int kg_cmd_token(int argc, char **argv, const kg_cli_common *common);
+
+#endif

@@ -1,0 +1,326 @@
+#include "kg_http.h"
+
+#include <curl/curl.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "kg_log.h"
+
+struct kg_http {
+    CURL *curl;
+    kg_http_opts opts;
+    char ca_file[512];
+};
+
+typedef struct body_buf {
+    unsigned char *data;
+    size_t len;
+    size_t max;
+    int overflow;
+} body_buf;
+
+typedef struct hdr_state {
+    kg_http_response *resp;
+    long retry_after_s; /* -1: none */
+} hdr_state;
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static int curl_init_ok;
+
+static void curl_global_once(void)
+{
+    /* once per process; never per call (pitfall 14 of the official C client) */
+    curl_init_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+}
+
+kg_http *kg_http_new(const kg_http_opts *opts, kg_err *err)
+{
+    kg_http *h;
+
+    pthread_once(&curl_once, curl_global_once);
+    if (!curl_init_ok) {
+        kg_err_set(err, KG_STEP_INTERNAL, "libcurl initialisation failed");
+        return NULL;
+    }
+    h = calloc(1, sizeof(*h));
+    if (h == NULL || (h->curl = curl_easy_init()) == NULL) {
+        free(h);
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory (curl handle)");
+        return NULL;
+    }
+    h->opts = *opts;
+    if (opts->ca_file != NULL)
+        snprintf(h->ca_file, sizeof(h->ca_file), "%s", opts->ca_file);
+    h->opts.ca_file = h->ca_file;
+    if (h->opts.retry_max < 1)
+        h->opts.retry_max = 1;
+    return h;
+}
+
+void kg_http_free(kg_http *h)
+{
+    if (h == NULL)
+        return;
+    curl_easy_cleanup(h->curl);
+    free(h);
+}
+
+void kg_http_response_clear(kg_http_response *resp)
+{
+    if (resp == NULL)
+        return;
+    free(resp->body);
+    memset(resp, 0, sizeof(*resp));
+}
+
+static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    body_buf *b = userdata;
+    size_t n = size * nmemb;
+    unsigned char *p;
+
+    if (b->len + n > b->max) {
+        b->overflow = 1;
+        return 0; /* aborts the transfer */
+    }
+    p = realloc(b->data, b->len + n + 1);
+    if (p == NULL)
+        return 0;
+    memcpy(p + b->len, ptr, n);
+    b->data = p;
+    b->len += n;
+    b->data[b->len] = '\0';
+    return n;
+}
+
+static void copy_header_value(char *dst, size_t size, const char *v, size_t len)
+{
+    while (len > 0 && (*v == ' ' || *v == '\t'))
+        v++, len--;
+    while (len > 0 && (v[len - 1] == '\r' || v[len - 1] == '\n' || v[len - 1] == ' '))
+        len--;
+    if (len >= size)
+        len = size - 1;
+    for (size_t i = 0; i < len; i++) /* printable only: these end up in log lines */
+        dst[i] = (v[i] >= 0x20 && v[i] < 0x7f) ? v[i] : '?';
+    dst[len] = '\0';
+}
+
+static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
+{
+    hdr_state *st = userdata;
+    size_t n = size * nitems;
+    const char *colon = memchr(buf, ':', n);
+    size_t name_len, vlen;
+
+    if (colon == NULL)
+        return n;
+    name_len = (size_t)(colon - buf);
+    vlen = n - name_len - 1;
+    if (name_len == 10 && strncasecmp(buf, "request-id", 10) == 0)
+        copy_header_value(st->resp->request_id, sizeof(st->resp->request_id), colon + 1, vlen);
+    else if (name_len == 8 && strncasecmp(buf, "trace-id", 8) == 0)
+        copy_header_value(st->resp->trace_id, sizeof(st->resp->trace_id), colon + 1, vlen);
+    else if (name_len == 12 && strncasecmp(buf, "content-type", 12) == 0)
+        copy_header_value(st->resp->content_type, sizeof(st->resp->content_type), colon + 1, vlen);
+    else if (name_len == 11 && strncasecmp(buf, "retry-after", 11) == 0) {
+        char tmp[32];
+        copy_header_value(tmp, sizeof(tmp), colon + 1, vlen);
+        st->retry_after_s = strtol(tmp, NULL, 10); /* delta-seconds form only */
+        if (st->retry_after_s < 0 || st->retry_after_s > 600)
+            st->retry_after_s = -1;
+    }
+    return n;
+}
+
+int kg_http_url_is_loopback(const char *url)
+{
+    CURLU *u = curl_url();
+    char *host = NULL;
+    int loop = 0;
+
+    if (u == NULL)
+        return 0;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+        loop = strncmp(host, "127.", 4) == 0 || strcasecmp(host, "localhost") == 0 ||
+               strcmp(host, "[::1]") == 0;
+    curl_free(host);
+    curl_url_cleanup(u);
+    return loop;
+}
+
+static int check_url(const kg_http *h, kg_step step, const char *url, kg_err *err)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL;
+    int ok = 0;
+
+    if (u == NULL)
+        return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
+        kg_err_set(err, step, "malformed URL '%s'", url);
+        goto err;
+    }
+    if (strcmp(scheme, "https") == 0)
+        ok = 1;
+    else if (strcmp(scheme, "http") == 0 && h->opts.allow_http_loopback && kg_http_url_is_loopback(url))
+        ok = 1;
+    else
+        kg_err_set(err, step, "refusing %s: only https:// (plain http only to loopback with "
+                   "allow_http_loopback = yes)", url);
+err:
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return ok;
+}
+
+static int retryable_status(long s)
+{
+    return s == 429 || s == 500 || s == 502 || s == 503 || s == 504;
+}
+
+static void backoff_sleep(const kg_http *h, int attempt, long retry_after_s)
+{
+    long lo = h->opts.retry_wait_min_ms, hi = h->opts.retry_wait_max_ms, cap, ms;
+    unsigned int r = 0;
+    struct timespec ts;
+
+    if (retry_after_s >= 0) {
+        ms = retry_after_s * 1000;
+        if (ms > hi)
+            ms = hi; /* never wait longer than configured */
+    } else {
+        /* exponential with full jitter: uniform in [lo, min(hi, lo * 2^attempt)] */
+        cap = lo << (attempt < 16 ? attempt : 16);
+        if (cap > hi || cap <= 0)
+            cap = hi;
+        RAND_bytes((unsigned char *)&r, sizeof(r));
+        ms = cap > lo ? lo + (long)(r % (unsigned long)(cap - lo + 1)) : lo;
+    }
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+}
+
+int kg_http_request(kg_http *h, kg_step step, const char *method, const char *url,
+                    const char *const *headers, const void *body, size_t body_len, size_t max_body,
+                    kg_http_response *resp, kg_err *err)
+{
+    struct curl_slist *hl = NULL, *tmp;
+    CURL *c = h->curl;
+    char curl_msg[CURL_ERROR_SIZE];
+    int attempt, ok = 0;
+
+    memset(resp, 0, sizeof(*resp));
+    if (!check_url(h, step, url, err))
+        return 0;
+    for (const char *const *p = headers; p != NULL && *p != NULL; p++) {
+        if ((tmp = curl_slist_append(hl, *p)) == NULL) {
+            kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+            goto err;
+        }
+        hl = tmp;
+    }
+    /* we want exactly the headers we send: no "Expect: 100-continue" */
+    if ((tmp = curl_slist_append(hl, "Expect:")) == NULL)
+        goto err;
+    hl = tmp;
+
+    for (attempt = 1;; attempt++) {
+        body_buf bb = {NULL, 0, max_body, 0};
+        hdr_state hs = {resp, -1};
+        CURLcode rc;
+
+        kg_http_response_clear(resp);
+        curl_easy_reset(c);
+        curl_msg[0] = '\0';
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https,http");
+        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+        curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+        if (h->ca_file[0] != '\0')
+            curl_easy_setopt(c, CURLOPT_CAINFO, h->ca_file);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->opts.timeout_ms);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->opts.timeout_ms);
+        curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body);
+        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_msg);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &bb);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, &hs);
+        curl_easy_setopt(c, CURLOPT_USERAGENT, "keygate");
+        if (body != NULL) {
+            curl_easy_setopt(c, CURLOPT_POST, 1L);
+            curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+        }
+        if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
+            curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+
+        rc = curl_easy_perform(c);
+        resp->attempts = attempt;
+        if (rc == CURLE_OK) {
+            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+            resp->body = bb.data != NULL ? bb.data : calloc(1, 1);
+            resp->body_len = bb.len;
+            if (resp->body == NULL) {
+                kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+                goto err;
+            }
+            if (!retryable_status(resp->status) || attempt >= h->opts.retry_max) {
+                ok = 1;
+                goto err;
+            }
+            KG_INFO("%s %s: HTTP %ld, retrying (attempt %d of %ld)", method, url, resp->status,
+                    attempt, h->opts.retry_max);
+        } else {
+            free(bb.data);
+            if (bb.overflow || rc == CURLE_FILESIZE_EXCEEDED) {
+                kg_err_set(err, step, "%s %s: response larger than %zu bytes", method, url, max_body);
+                goto err;
+            }
+            if (attempt >= h->opts.retry_max) {
+                kg_err_set(err, step, "%s %s: %s%s%s (after %d attempt%s)", method, url,
+                           curl_easy_strerror(rc), curl_msg[0] ? ": " : "", curl_msg, attempt,
+                           attempt == 1 ? "" : "s");
+                goto err;
+            }
+            KG_INFO("%s %s: %s, retrying (attempt %d of %ld)", method, url, curl_easy_strerror(rc),
+                    attempt, h->opts.retry_max);
+        }
+        backoff_sleep(h, attempt, hs.retry_after_s);
+    }
+err:
+    curl_slist_free_all(hl);
+    if (!ok) {
+        if (err != NULL && resp->status != 0)
+            err->http_status = resp->status;
+        kg_http_response_clear(resp);
+    }
+    return ok;
+}
+
+int kg_http_status_error(kg_err *err, kg_step step, const char *what, const char *url,
+                         const kg_http_response *resp)
+{
+    kg_err_set(err, step, "%s %s: HTTP %ld%s%s%s%s%s", what, url, resp->status,
+               resp->request_id[0] ? ", request-id " : "", resp->request_id,
+               resp->trace_id[0] ? ", trace-id " : "", resp->trace_id, "");
+    if (err != NULL) {
+        err->http_status = resp->status;
+        snprintf(err->request_id, sizeof(err->request_id), "%s", resp->request_id);
+        snprintf(err->trace_id, sizeof(err->trace_id), "%s", resp->trace_id);
+    }
+    return 0;
+}

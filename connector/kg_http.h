@@ -1,0 +1,67 @@
+/*
+ * kg_http: the one HTTP client (libcurl) of keygate.
+ *
+ * - HTTPS with peer and host verification always on (tls_ca_file or the system store);
+ *   plain http:// only to loopback hosts and only when allow_http_loopback is set.
+ * - Connect and total timeouts; retries on transport errors, 429 and 500/502/503/504 with
+ *   exponential backoff and full jitter in [wait_min, wait_max], honouring Retry-After.
+ * - Response bodies are capped (max_body); status, request-id and trace-id are returned.
+ * - Proxy environment variables are honoured (libcurl default).
+ * - TLS runs in libcurl's OpenSSL, which never loads our provider: curl's SSL_CTX is created
+ *   from the default library context (see README "recursion").
+ *
+ * A kg_http is not thread-safe; use one per thread. It owns its CURL easy handle, reused
+ * across requests for keep-alive.
+ */
+#ifndef KG_HTTP_H
+#define KG_HTTP_H
+
+#include <stddef.h>
+
+#include "kg_err.h"
+
+typedef struct kg_http_opts {
+    const char *ca_file; /* NULL/"" = system store */
+    int allow_http_loopback;
+    long timeout_ms;
+    long retry_max; /* attempts in all */
+    long retry_wait_min_ms;
+    long retry_wait_max_ms;
+} kg_http_opts;
+
+typedef struct kg_http kg_http;
+
+typedef struct kg_http_response {
+    long status;
+    unsigned char *body; /* malloc'ed, NUL-terminated (not counted in body_len); caller frees */
+    size_t body_len;
+    char request_id[129];
+    char trace_id[129];
+    char content_type[128];
+    int attempts;
+} kg_http_response;
+
+/* Returns a new client (caller frees with kg_http_free) or NULL with err. */
+kg_http *kg_http_new(const kg_http_opts *opts, kg_err *err);
+void kg_http_free(kg_http *h);
+
+/*
+ * One request with retries. headers: NULL-terminated array of "Name: value" (may be NULL).
+ * body: NULL for GET. A completed exchange with any status returns 1 (check resp->status);
+ * transport failure, over-size body or a bad URL returns 0 with err (step = `step`).
+ * resp must be released with kg_http_response_clear.
+ */
+int kg_http_request(kg_http *h, kg_step step, const char *method, const char *url,
+                    const char *const *headers, const void *body, size_t body_len, size_t max_body,
+                    kg_http_response *resp, kg_err *err);
+
+void kg_http_response_clear(kg_http_response *resp);
+
+/* Fills err with "<what> <url>: HTTP <status> (request-id …, trace-id …)" and the HTTP fields. */
+int kg_http_status_error(kg_err *err, kg_step step, const char *what, const char *url,
+                         const kg_http_response *resp);
+
+/* 1 if the URL's host is 127.0.0.0/8, localhost or [::1]. */
+int kg_http_url_is_loopback(const char *url);
+
+#endif

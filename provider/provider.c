@@ -1,0 +1,177 @@
+/*
+ * keygate.so: provider entry point. For now it identifies itself (name, version, buildinfo,
+ * status) and offers no algorithms; key handling arrives with the decoder, keymgmt and
+ * signature files. Nothing here touches the network: provider init only reads keygate.conf.
+ */
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/params.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keygate/version.h"
+#include "kg_log.h"
+#include "provider.h"
+
+static OSSL_FUNC_core_get_params_fn *core_get_params;
+static OSSL_FUNC_core_new_error_fn *core_new_error;
+static OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
+static OSSL_FUNC_core_vset_error_fn *core_vset_error;
+
+static OSSL_FUNC_provider_gettable_params_fn kg_prov_gettable_params;
+static OSSL_FUNC_provider_get_params_fn kg_prov_get_params;
+static OSSL_FUNC_provider_query_operation_fn kg_prov_query;
+static OSSL_FUNC_provider_get_reason_strings_fn kg_prov_reason_strings;
+static OSSL_FUNC_provider_teardown_fn kg_prov_teardown;
+
+static const OSSL_PARAM kg_param_types[] = {
+    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
+    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
+    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
+    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0),
+    OSSL_PARAM_END};
+
+static const OSSL_ITEM kg_reason_strings[] = {
+    {KG_R_CONFIG, "keygate configuration error"},
+    {KG_R_NOT_AVAILABLE, "keygate: operation not available"},
+    {0, NULL}};
+
+static const OSSL_PARAM *kg_prov_gettable_params(void *provctx)
+{
+    return kg_param_types;
+}
+
+static int kg_prov_get_params(void *provctx, OSSL_PARAM params[])
+{
+    OSSL_PARAM *p;
+
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME);
+    if (p != NULL && !OSSL_PARAM_set_utf8_ptr(p, "keygate attested-key provider"))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION);
+    if (p != NULL && !OSSL_PARAM_set_utf8_ptr(p, KEYGATE_VERSION_STR))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_BUILDINFO);
+    if (p != NULL && !OSSL_PARAM_set_utf8_ptr(p, KEYGATE_BUILD_INFO))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS);
+    if (p != NULL && !OSSL_PARAM_set_int(p, 1))
+        return 0;
+    return 1;
+}
+
+static const OSSL_ALGORITHM *kg_prov_query(void *provctx, int operation_id, int *no_cache)
+{
+    *no_cache = 0;
+    return NULL;
+}
+
+static const OSSL_ITEM *kg_prov_reason_strings(void *provctx)
+{
+    return kg_reason_strings;
+}
+
+static void kg_prov_teardown(void *provctx)
+{
+    kg_provctx *ctx = provctx;
+
+    if (ctx == NULL)
+        return;
+    OPENSSL_cleanse(&ctx->cfg, sizeof(ctx->cfg));
+    free(ctx);
+}
+
+/* Raises a provider error through the core, with our reason code and file:line. */
+#define KG_PROV_RAISE(ctx, reason, ...) kg_prov_raise((ctx), __FILE__, __LINE__, __func__, (reason), __VA_ARGS__)
+static void kg_prov_raise(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
+                          const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void kg_prov_raise(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
+                          const char *fmt, ...)
+{
+    va_list ap;
+
+    if (core_new_error == NULL || core_vset_error == NULL)
+        return;
+    core_new_error(ctx->handle);
+    if (core_set_error_debug != NULL)
+        core_set_error_debug(ctx->handle, file, line, func);
+    va_start(ap, fmt);
+    core_vset_error(ctx->handle, (uint32_t)reason, fmt, ap);
+    va_end(ap);
+}
+
+static const OSSL_DISPATCH kg_prov_dispatch[] = {
+    {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))kg_prov_gettable_params},
+    {OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))kg_prov_get_params},
+    {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))kg_prov_query},
+    {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))kg_prov_reason_strings},
+    {OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))kg_prov_teardown},
+    {0, NULL}};
+
+/* Reads the provider section: "config" names keygate.conf; any other key of keygate.conf may be
+ * given inline and overrides the file. Only local file I/O here, never the network. */
+static int kg_prov_load_config(kg_provctx *ctx)
+{
+    char *config = NULL;
+    OSSL_PARAM p[] = {OSSL_PARAM_utf8_ptr("config", &config, 0), OSSL_PARAM_END};
+    kg_err err;
+
+    kg_config_defaults(&ctx->cfg);
+    if (core_get_params == NULL || !core_get_params(ctx->handle, p))
+        return 1;
+    if (config != NULL && *config != '\0')
+        snprintf(ctx->config_path, sizeof(ctx->config_path), "%s", config);
+    if (ctx->config_path[0] != '\0' && !kg_config_load_file(&ctx->cfg, ctx->config_path, &err)) {
+        KG_LOG(KG_LOG_ERROR, "%s", err.msg);
+        KG_PROV_RAISE(ctx, KG_R_CONFIG, "%s", err.msg);
+        return 0;
+    }
+    for (const kg_conf_key *k = kg_config_keys; k->name != NULL; k++) {
+        char *val = NULL;
+        OSSL_PARAM q[] = {OSSL_PARAM_utf8_ptr(k->name, &val, 0), OSSL_PARAM_END};
+        if (core_get_params(ctx->handle, q) && val != NULL && !kg_config_set(&ctx->cfg, k->name, val, &err)) {
+            KG_LOG(KG_LOG_ERROR, "openssl.cnf: %s", err.msg);
+            KG_PROV_RAISE(ctx, KG_R_CONFIG, "%s", err.msg);
+            return 0;
+        }
+    }
+    if (kg_log_enabled(KG_LOG_DEBUG)) {
+        char dump[16384];
+        if (kg_config_dump(&ctx->cfg, dump, sizeof(dump)))
+            KG_DEBUG("effective configuration (%s):\n%s", ctx->config_path, dump);
+    }
+    return 1;
+}
+
+__attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HANDLE *handle,
+                                                              const OSSL_DISPATCH *in,
+                                                              const OSSL_DISPATCH **out,
+                                                              void **provctx)
+{
+    kg_provctx *ctx;
+
+    for (; in->function_id != 0; in++) {
+        switch (in->function_id) {
+        case OSSL_FUNC_CORE_GET_PARAMS: core_get_params = OSSL_FUNC_core_get_params(in); break;
+        case OSSL_FUNC_CORE_NEW_ERROR: core_new_error = OSSL_FUNC_core_new_error(in); break;
+        case OSSL_FUNC_CORE_SET_ERROR_DEBUG: core_set_error_debug = OSSL_FUNC_core_set_error_debug(in); break;
+        case OSSL_FUNC_CORE_VSET_ERROR: core_vset_error = OSSL_FUNC_core_vset_error(in); break;
+        default: break;
+        }
+    }
+    ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL)
+        return 0;
+    ctx->handle = handle;
+    if (!kg_prov_load_config(ctx)) {
+        kg_prov_teardown(ctx);
+        return 0;
+    }
+    KG_DEBUG("keygate provider %s initialised", KEYGATE_VERSION_STR);
+    *out = kg_prov_dispatch;
+    *provctx = ctx;
+    return 1;
+}

@@ -1,0 +1,37 @@
+/*
+ * Pipeline steps 2-4 (DESIGN.md §1): nonce → evidence → token.
+ * Verification (step 5) is not part of this file.
+ */
+#ifndef KG_ATTEST_H
+#define KG_ATTEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ita_client.h"
+#include "kg_config.h"
+#include "kg_err.h"
+#include "kg_evidence.h"
+
+typedef struct kg_attestation {
+    ita_nonce nonce;
+    kg_evidence evidence;
+    char *token; /* compact JWS as ITA returned it (unverified); owned */
+    double ms_nonce, ms_evidence, ms_token;
+} kg_attestation;
+
+void kg_attestation_clear(kg_attestation *a);
+
+/* Step 3: asks the configured adapter for evidence binding nonce (may be NULL) and user_data.
+ * Checks locally that the quote's REPORTDATA equals what was asked for. Returns 1 or 0. */
+int kg_collect_evidence(const kg_config *cfg, const ita_nonce *nonce, const uint8_t *user_data,
+                        size_t user_data_len, kg_evidence *ev, kg_err *err);
+
+/* Steps 2-4 against ITA. Returns 1 with *out filled (caller clears), or 0 with err. */
+int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len,
+              kg_attestation *out, kg_err *err);
+
+/* kg_http options from the configuration. */
+void kg_config_http_opts(const kg_config *cfg, kg_http_opts *opts);
+
+#endif

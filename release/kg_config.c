@@ -1,0 +1,406 @@
+#include "kg_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define F(field) offsetof(kg_config, field), sizeof(((kg_config *)0)->field)
+
+/* The one table of keys. Order = order in README.md. */
+const kg_conf_key kg_config_keys[] = {
+    {"adapter", KG_CONF_T_ENUM, "tdx", "tdx|tdx-ioctl|azure-tdx|sim",
+     "evidence adapter: configfs-tsm TDX, /dev/tdx_guest, Azure vTPM, or the simulated TD", F(adapter)},
+    {"ita_api_url", KG_CONF_T_URL, "https://api.trustauthority.intel.com", "",
+     "ITA API URL (nonce, attest; needs the API key)", F(ita_api_url)},
+    {"ita_base_url", KG_CONF_T_URL, "https://portal.trustauthority.intel.com", "",
+     "ITA portal URL; the JWKS is at {base}/certs", F(ita_base_url)},
+    {"ita_api_key_file", KG_CONF_T_PATH, "", "",
+     "file holding the ITA API key; refused if group/others can read it", F(ita_api_key_file)},
+    {"ita_trust_anchor", KG_CONF_T_PATH, "", "",
+     "PEM root pinned for token signing chains", F(ita_trust_anchor)},
+    {"ita_api_version", KG_CONF_T_ENUM, "v1", "v1|v2",
+     "v1: flat /appraisal/v1/attest (Intel KBS needs it); v2: composite /appraisal/v2/attest",
+     F(ita_api_version)},
+    {"ita_policy_ids", KG_CONF_T_UUID_LIST, "", "",
+     "comma-separated ITA policy UUIDs (at most 10) sent with attest", F(ita_policy_ids)},
+    {"ita_token_alg", KG_CONF_T_ENUM, "PS384", "PS384|RS256", "token signing algorithm to request",
+     F(ita_token_alg)},
+    {"tls_ca_file", KG_CONF_T_PATH, "", "",
+     "PEM CA bundle for ITA/KBS TLS; empty = system store", F(tls_ca_file)},
+    {"allow_http_loopback", KG_CONF_T_BOOL, "no", "",
+     "allow plain http:// to 127.0.0.1/localhost/[::1] only (tests); never other hosts",
+     F(allow_http_loopback)},
+    {"kbs_url", KG_CONF_T_URL, "", "", "Key Broker Service URL", F(kbs_url)},
+    {"kbs_type", KG_CONF_T_ENUM, "intel", "intel|trustee", "KBS protocol", F(kbs_type)},
+    {"kbs_mode", KG_CONF_T_ENUM, "passport", "passport|background",
+     "passport: keygate gets and verifies the token; background: the KBS asks ITA", F(kbs_mode)},
+    {"timeout_ms", KG_CONF_T_INT, "10000", "100..600000", "connect and total timeout per HTTP request",
+     F(timeout_ms)},
+    {"retry_max", KG_CONF_T_INT, "3", "1..10", "attempts in all per HTTP request (1 = no retry)",
+     F(retry_max)},
+    {"retry_wait_min_ms", KG_CONF_T_INT, "200", "0..60000", "backoff lower bound", F(retry_wait_min_ms)},
+    {"retry_wait_max_ms", KG_CONF_T_INT, "5000", "0..600000", "backoff upper bound",
+     F(retry_wait_max_ms)},
+    {"require_tcb_status", KG_CONF_T_STRING, "UpToDate", "",
+     "comma list of acceptable attester_tcb_status values", F(require_tcb_status)},
+    {"require_mrtd", KG_CONF_T_HEX_LIST, "", "48", "comma list of allowed MRTDs (96 hex); empty = any",
+     F(require_mrtd)},
+    {"require_rtmr0", KG_CONF_T_HEX_LIST, "", "48", "allowed RTMR0 values; empty = any", F(require_rtmr[0])},
+    {"require_rtmr1", KG_CONF_T_HEX_LIST, "", "48", "allowed RTMR1 values; empty = any", F(require_rtmr[1])},
+    {"require_rtmr2", KG_CONF_T_HEX_LIST, "", "48", "allowed RTMR2 values; empty = any", F(require_rtmr[2])},
+    {"require_rtmr3", KG_CONF_T_HEX_LIST, "", "48", "allowed RTMR3 values; empty = any", F(require_rtmr[3])},
+    {"allow_debug_td", KG_CONF_T_BOOL, "no", "", "accept tokens for debug TDs (never in production)",
+     F(allow_debug_td)},
+    {"log_level", KG_CONF_T_INT, "1", "0..4", "0 error, 1 warn, 2 info, 3 debug, 4 trace", F(log_level)},
+    {"sim_pck_key", KG_CONF_T_PATH, "", "", "sim adapter: PEM key of the simulated PCK",
+     F(sim.pck_key_file)},
+    {"sim_pck_chain", KG_CONF_T_PATH, "", "", "sim adapter: PEM chain PCK, platform CA, root",
+     F(sim.pck_chain_file)},
+    {"sim_mrtd", KG_CONF_T_HEX, "", "48", "sim adapter: MRTD (96 hex); unset = the built-in value", F(sim.mrtd)},
+    {"sim_mrseam", KG_CONF_T_HEX, "", "48", "sim adapter: MRSEAM (96 hex); unset = the built-in value", F(sim.mrseam)},
+    {"sim_rtmr0", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR0; unset = the built-in value", F(sim.rtmr[0])},
+    {"sim_rtmr1", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR1; unset = the built-in value", F(sim.rtmr[1])},
+    {"sim_rtmr2", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR2; unset = the built-in value", F(sim.rtmr[2])},
+    {"sim_rtmr3", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR3; unset = the built-in value", F(sim.rtmr[3])},
+    {"sim_tee_tcb_svn", KG_CONF_T_HEX, "", "16", "sim adapter: TEE_TCB_SVN (32 hex); unset = the built-in value", F(sim.tee_tcb_svn)},
+    {"sim_xfam", KG_CONF_T_HEX, "", "8", "sim adapter: XFAM (16 hex); unset = the built-in value", F(sim.xfam)},
+    {"sim_td_attributes", KG_CONF_T_HEX, "", "8",
+     "sim adapter: TDATTRIBUTES, 16 hex, little-endian bytes (0100000000000000 = DEBUG); "
+     "unset = 0000001000000000 (SEPT_VE_DISABLE)",
+     F(sim.td_attributes)},
+    {NULL, 0, NULL, NULL, NULL, 0, 0}};
+
+static const kg_conf_key *find_key(const char *name)
+{
+    for (const kg_conf_key *k = kg_config_keys; k->name != NULL; k++)
+        if (strcmp(k->name, name) == 0)
+            return k;
+    return NULL;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Parses exactly n bytes of hex (2n digits). */
+static int parse_hex(const char *s, size_t slen, unsigned char *out, size_t n)
+{
+    if (slen != 2 * n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return 0;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 1;
+}
+
+static int is_uuid(const char *s, size_t len)
+{
+    if (len != 36)
+        return 0;
+    for (size_t i = 0; i < 36; i++) {
+        int want_dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (want_dash ? s[i] != '-' : hexval((unsigned char)s[i]) < 0)
+            return 0;
+    }
+    return 1;
+}
+
+static int enum_has(const char *choices, const char *value)
+{
+    size_t vlen = strlen(value);
+    const char *p = choices;
+
+    while (*p != '\0') {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == vlen && strncmp(p, value, len) == 0)
+            return 1;
+        if (bar == NULL)
+            break;
+        p = bar + 1;
+    }
+    return 0;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "on"))
+        *out = 1;
+    else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "off"))
+        *out = 0;
+    else
+        return 0;
+    return 1;
+}
+
+static int copy_str(char *dst, size_t size, const char *v)
+{
+    size_t len = strlen(v);
+    if (len >= size)
+        return 0;
+    memcpy(dst, v, len + 1);
+    return 1;
+}
+
+/* Splits a comma list; calls check on each trimmed item. Returns the count or -1. */
+static int for_each_item(const char *v, int (*check)(const char *, size_t, void *), void *arg)
+{
+    int count = 0;
+    const char *p = v;
+
+    if (*v == '\0')
+        return 0;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        while (p < end && isspace((unsigned char)*p))
+            p++;
+        while (end > p && isspace((unsigned char)end[-1]))
+            end--;
+        if (end == p || !check(p, (size_t)(end - p), arg))
+            return -1;
+        count++;
+        if (comma == NULL)
+            return count;
+        p = comma + 1;
+    }
+}
+
+static int check_hex_item(const char *s, size_t len, void *arg)
+{
+    unsigned char tmp[64];
+    size_t n = *(size_t *)arg;
+    return n <= sizeof(tmp) && parse_hex(s, len, tmp, n);
+}
+
+struct uuid_acc {
+    kg_config *cfg;
+};
+
+static int add_uuid_item(const char *s, size_t len, void *arg)
+{
+    kg_config *cfg = ((struct uuid_acc *)arg)->cfg;
+    if (!is_uuid(s, len) || cfg->ita_policy_id_count >= KG_CONF_MAX_POLICY_IDS)
+        return 0;
+    memcpy(cfg->ita_policy_ids[cfg->ita_policy_id_count], s, 36);
+    cfg->ita_policy_ids[cfg->ita_policy_id_count][36] = '\0';
+    cfg->ita_policy_id_count++;
+    return 1;
+}
+
+static int url_ok(const char *v)
+{
+    return strncmp(v, "https://", 8) == 0 || strncmp(v, "http://", 7) == 0;
+}
+
+int kg_config_set(kg_config *cfg, const char *key, const char *value, kg_err *err)
+{
+    const kg_conf_key *k = find_key(key);
+    char *slot;
+
+    if (k == NULL)
+        return kg_err_set(err, KG_STEP_CONFIG, "unknown key '%s'", key);
+    slot = (char *)cfg + k->off;
+    switch (k->type) {
+    case KG_CONF_T_STRING:
+    case KG_CONF_T_PATH:
+        if (!copy_str(slot, k->size, value))
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: value too long", key);
+        return 1;
+    case KG_CONF_T_URL:
+        if (*value != '\0' && !url_ok(value))
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: '%s' is not an http(s) URL", key, value);
+        if (!copy_str(slot, k->size, value))
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: value too long", key);
+        /* a trailing '/' would double up when paths are appended */
+        for (size_t n = strlen(slot); n > 8 && slot[n - 1] == '/'; n--)
+            slot[n - 1] = '\0';
+        return 1;
+    case KG_CONF_T_ENUM:
+        if (!enum_has(k->choices, value))
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: '%s' is not one of %s", key, value, k->choices);
+        return copy_str(slot, k->size, value);
+    case KG_CONF_T_INT: {
+        char *end;
+        long lo, hi, v;
+        errno = 0;
+        v = strtol(value, &end, 10);
+        sscanf(k->choices, "%ld..%ld", &lo, &hi);
+        if (errno != 0 || end == value || *end != '\0' || v < lo || v > hi)
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: '%s' is not an integer in %s", key, value,
+                              k->choices);
+        if (k->size == sizeof(long))
+            *(long *)slot = v;
+        else
+            *(int *)slot = (int)v;
+        return 1;
+    }
+    case KG_CONF_T_BOOL:
+        if (!parse_bool(value, (int *)slot))
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: '%s' is not yes/no", key, value);
+        return 1;
+    case KG_CONF_T_UUID_LIST: {
+        struct uuid_acc acc = {cfg};
+        cfg->ita_policy_id_count = 0;
+        if (for_each_item(value, add_uuid_item, &acc) < 0) {
+            cfg->ita_policy_id_count = 0;
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: expected at most %d comma-separated UUIDs",
+                              key, KG_CONF_MAX_POLICY_IDS);
+        }
+        return 1;
+    }
+    case KG_CONF_T_HEX_LIST: {
+        size_t n = (size_t)atoi(k->choices);
+        if (for_each_item(value, check_hex_item, &n) < 0)
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: expected comma-separated %zu-hex-digit values",
+                              key, 2 * n);
+        if (!copy_str(slot, k->size, value))
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: value too long", key);
+        return 1;
+    }
+    case KG_CONF_T_HEX: {
+        size_t n = (size_t)atoi(k->choices);
+        unsigned char tmp[64];
+        if (n > sizeof(tmp) || n != k->size || !parse_hex(value, strlen(value), tmp, n))
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: expected %zu hex digits", key, 2 * n);
+        memcpy(slot, tmp, n);
+        return 1;
+    }
+    }
+    return kg_err_set(err, KG_STEP_INTERNAL, "config key '%s' has no type", key);
+}
+
+void kg_config_defaults(kg_config *cfg)
+{
+    kg_err ignored;
+
+    memset(cfg, 0, sizeof(*cfg));
+    sim_td_config_defaults(&cfg->sim);
+    for (const kg_conf_key *k = kg_config_keys; k->name != NULL; k++)
+        if (k->def[0] != '\0')
+            kg_config_set(cfg, k->name, k->def, &ignored);
+}
+
+int kg_config_load_file(kg_config *cfg, const char *path, kg_err *err)
+{
+    FILE *fp = fopen(path, "re");
+    char line[4096];
+    int lineno = 0, ok = 0;
+
+    if (fp == NULL)
+        return kg_err_set(err, KG_STEP_CONFIG, "%s: cannot open: %s", path, strerror(errno));
+    while (fgets(line, sizeof(line), fp) != NULL) {
+        char *p = line, *eq, *key, *val, *end;
+        kg_err e;
+
+        lineno++;
+        if (strchr(line, '\n') == NULL && !feof(fp)) {
+            kg_err_set(err, KG_STEP_CONFIG, "%s:%d: line too long", path, lineno);
+            goto err;
+        }
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p == '\0' || *p == '#')
+            continue;
+        eq = strchr(p, '=');
+        if (eq == NULL) {
+            kg_err_set(err, KG_STEP_CONFIG, "%s:%d: expected 'key = value'", path, lineno);
+            goto err;
+        }
+        key = p;
+        end = eq;
+        while (end > key && isspace((unsigned char)end[-1]))
+            end--;
+        *end = '\0';
+        val = eq + 1;
+        while (isspace((unsigned char)*val))
+            val++;
+        end = val + strlen(val);
+        while (end > val && isspace((unsigned char)end[-1]))
+            end--;
+        *end = '\0';
+        if (!kg_config_set(cfg, key, val, &e)) {
+            /* e.msg is "config: <problem>": re-prefix with the location */
+            kg_err_set(err, KG_STEP_CONFIG, "%s:%d: %s", path, lineno, e.msg + strlen("config: "));
+            goto err;
+        }
+    }
+    if (ferror(fp)) {
+        kg_err_set(err, KG_STEP_CONFIG, "%s: read error", path);
+        goto err;
+    }
+    ok = 1;
+err:
+    fclose(fp);
+    return ok;
+}
+
+int kg_config_check(const kg_config *cfg, kg_err *err)
+{
+    if (strcmp(cfg->adapter, "sim") == 0 &&
+        (cfg->sim.pck_key_file[0] == '\0' || cfg->sim.pck_chain_file[0] == '\0'))
+        return kg_err_set(err, KG_STEP_CONFIG, "adapter = sim needs sim_pck_key and sim_pck_chain");
+    if (cfg->retry_wait_min_ms > cfg->retry_wait_max_ms)
+        return kg_err_set(err, KG_STEP_CONFIG, "retry_wait_min_ms is larger than retry_wait_max_ms");
+    return 1;
+}
+
+static void hex_of(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+int kg_config_dump(const kg_config *cfg, char *buf, size_t len)
+{
+    size_t used = 0;
+
+    for (const kg_conf_key *k = kg_config_keys; k->name != NULL; k++) {
+        const char *slot = (const char *)cfg + k->off;
+        char val[1300];
+        int n;
+
+        switch (k->type) {
+        case KG_CONF_T_INT:
+            snprintf(val, sizeof(val), "%ld",
+                     k->size == sizeof(long) ? *(const long *)slot : (long)*(const int *)slot);
+            break;
+        case KG_CONF_T_BOOL:
+            snprintf(val, sizeof(val), "%s", *(const int *)slot ? "yes" : "no");
+            break;
+        case KG_CONF_T_HEX:
+            hex_of((const unsigned char *)slot, k->size, val);
+            break;
+        case KG_CONF_T_UUID_LIST:
+            val[0] = '\0';
+            for (int i = 0; i < cfg->ita_policy_id_count; i++) {
+                strcat(val, i ? "," : "");
+                strcat(val, cfg->ita_policy_ids[i]);
+            }
+            break;
+        default:
+            snprintf(val, sizeof(val), "%s", slot);
+        }
+        n = snprintf(buf + used, len - used, "%s = %s\n", k->name, val);
+        if (n < 0 || (size_t)n >= len - used)
+            return 0;
+        used += (size_t)n;
+    }
+    return 1;
+}

@@ -1,0 +1,89 @@
+/*
+ * keygate.conf: "key = value" lines, '#' comments, blank lines. Unknown keys are an error.
+ * The one table of keys lives in kg_config.c (kg_config_keys); README.md mirrors it and a unit
+ * test checks the two agree.
+ *
+ * kg_config is a plain value struct (fixed-size strings): copy it freely, nothing to free.
+ * It never holds secrets: the API key stays in its file until the HTTP layer reads it.
+ */
+#ifndef KG_CONFIG_H
+#define KG_CONFIG_H
+
+#include <stddef.h>
+
+#include "kg_err.h"
+#include "sim_td.h"
+
+#define KG_CONF_STR 512
+#define KG_CONF_MAX_POLICY_IDS 10
+
+typedef struct kg_config {
+    char adapter[16];            /* tdx | tdx-ioctl | azure-tdx | sim */
+    char ita_api_url[KG_CONF_STR];
+    char ita_base_url[KG_CONF_STR];
+    char ita_api_key_file[KG_CONF_STR];
+    char ita_trust_anchor[KG_CONF_STR];
+    char ita_api_version[4];     /* v1 | v2 */
+    char ita_policy_ids[KG_CONF_MAX_POLICY_IDS][37];
+    int ita_policy_id_count;
+    char ita_token_alg[8];       /* PS384 | RS256 */
+    char tls_ca_file[KG_CONF_STR];
+    int allow_http_loopback;
+    char kbs_url[KG_CONF_STR];
+    char kbs_type[8];            /* intel | trustee */
+    char kbs_mode[12];           /* passport | background */
+    long timeout_ms;
+    long retry_max;
+    long retry_wait_min_ms;
+    long retry_wait_max_ms;
+    char require_tcb_status[KG_CONF_STR]; /* comma list of acceptable attester_tcb_status */
+    char require_mrtd[KG_CONF_STR * 2];   /* comma list of 96-hex values */
+    char require_rtmr[4][KG_CONF_STR * 2];
+    int allow_debug_td;
+    int log_level;
+    sim_td_config sim;           /* sim_* keys */
+} kg_config;
+
+typedef enum kg_conf_type {
+    KG_CONF_T_STRING,
+    KG_CONF_T_PATH,
+    KG_CONF_T_URL,
+    KG_CONF_T_ENUM,
+    KG_CONF_T_INT,
+    KG_CONF_T_BOOL,
+    KG_CONF_T_UUID_LIST,
+    KG_CONF_T_HEX_LIST,
+    KG_CONF_T_HEX
+} kg_conf_type;
+
+typedef struct kg_conf_key {
+    const char *name;
+    kg_conf_type type;
+    const char *def;     /* default as written in keygate.conf, "" for none */
+    const char *choices; /* ENUM: "a|b|c"; INT: "min..max"; HEX: byte length as text */
+    const char *doc;
+    size_t off;  /* where the value lives in kg_config */
+    size_t size; /* its size in bytes */
+} kg_conf_key;
+
+/* The table of every accepted key, terminated by a {NULL} entry. */
+extern const kg_conf_key kg_config_keys[];
+
+/* Fills every default. */
+void kg_config_defaults(kg_config *cfg);
+
+/* Sets one key. Returns 1, or 0 with err (step config) naming the key and the problem. */
+int kg_config_set(kg_config *cfg, const char *key, const char *value, kg_err *err);
+
+/* Parses a keygate.conf file on top of cfg (call kg_config_defaults first). Returns 1 or 0
+ * with err "config: <path>:<line>: <problem>". */
+int kg_config_load_file(kg_config *cfg, const char *path, kg_err *err);
+
+/* Cross-key checks after loading (e.g. sim adapter needs sim_pck_key). Returns 1 or 0. */
+int kg_config_check(const kg_config *cfg, kg_err *err);
+
+/* Writes the effective configuration, one "key = value" per line, to buf (for debug logs and
+ * `keygate config`). Returns 1, or 0 if buf is too small. */
+int kg_config_dump(const kg_config *cfg, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds from scratch, runs every C unit
+# test (ctest) and every pytest test, then the C unit tests again under ASan+UBSan.
+# Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+jobs=$(nproc)
+
+./scripts/setup.sh
+
+echo "== build (from scratch)"
+rm -rf build build-asan
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEYGATE_WERROR=ON >/dev/null
+cmake --build build -j "$jobs" >/dev/null
+
+echo "== C unit tests (ctest)"
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+echo "== integration tests (pytest)"
+KEYGATE_BUILD_DIR="$root/build" /usr/bin/python3 -m pytest -p no:cacheprovider -q "$root/tests"
+
+echo "== C unit tests under ASan+UBSan"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKEYGATE_SANITIZE=address,undefined >/dev/null
+cmake --build build-asan -j "$jobs" >/dev/null
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$jobs"
+
+echo "== all tests passed"

@@ -1,0 +1,421 @@
+/*
+ * sim_td: builds a throwaway simulated PCK PKI (root, platform CA, PCK leaf) in a temp dir,
+ * produces quotes, and checks they parse back field by field and verify only against the
+ * simulated root. Negative cases: missing/garbage/wrong-type files.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sim_td.h"
+#include "tdx_quote.h"
+
+#ifndef KG_VECTORS_DIR
+#error "KG_VECTORS_DIR must point to the shared vectors"
+#endif
+
+typedef struct sim_pki {
+    char dir[64];
+    char key_file[128];     /* PCK leaf private key (P-256) */
+    char chain_file[128];   /* leaf, platform CA, root */
+    char garbage_file[128]; /* not PEM */
+    char p384_key_file[128];
+    char other_key_file[128]; /* P-256 key that is not the leaf's */
+    X509 *root;
+} sim_pki;
+
+static EVP_PKEY *gen_key(const char *curve)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve);
+
+    assert_non_null(key);
+    return key;
+}
+
+static void add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509_EXTENSION *ext;
+
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    assert_non_null(ext);
+    assert_int_equal(X509_add_ext(cert, ext, -1), 1);
+    X509_EXTENSION_free(ext);
+}
+
+/* Issues a certificate for `key` named cn, signed by issuer_key (self-signed when issuer NULL). */
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, long serial,
+                       int is_ca)
+{
+    X509 *cert = X509_new();
+    X509_NAME *name;
+
+    assert_non_null(cert);
+    assert_int_equal(X509_set_version(cert, 2), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(cert), serial), 1);
+    name = X509_get_subject_name(cert);
+    assert_int_equal(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"keygate tests", -1, -1, 0), 1);
+    assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0), 1);
+    assert_int_equal(X509_set_issuer_name(cert, issuer ? X509_get_subject_name(issuer) : name), 1);
+    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(cert), -3600));
+    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(cert), 7L * 24 * 3600));
+    assert_int_equal(X509_set_pubkey(cert, key), 1);
+    add_ext(cert, issuer ? issuer : cert, NID_subject_key_identifier, "hash");
+    add_ext(cert, issuer ? issuer : cert, NID_authority_key_identifier, "keyid:always");
+    if (is_ca) {
+        add_ext(cert, issuer ? issuer : cert, NID_basic_constraints, "critical,CA:TRUE");
+        add_ext(cert, issuer ? issuer : cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+    } else {
+        add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+        add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature,nonRepudiation");
+    }
+    assert_true(X509_sign(cert, issuer_key, EVP_sha256()) > 0);
+    return cert;
+}
+
+static void write_key(const char *path, EVP_PKEY *key)
+{
+    FILE *fp = fopen(path, "w");
+
+    assert_non_null(fp);
+    assert_int_equal(PEM_write_PrivateKey(fp, key, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(fp);
+}
+
+static int setup_pki(void **state)
+{
+    sim_pki *pki = calloc(1, sizeof(*pki));
+    EVP_PKEY *root_key, *ca_key, *pck_key, *p384, *other;
+    X509 *ca, *leaf;
+    FILE *fp;
+
+    assert_non_null(pki);
+    strcpy(pki->dir, "/tmp/kg-test-sim-td-XXXXXX");
+    assert_non_null(mkdtemp(pki->dir));
+    snprintf(pki->key_file, sizeof(pki->key_file), "%s/pck-key.pem", pki->dir);
+    snprintf(pki->chain_file, sizeof(pki->chain_file), "%s/pck-chain.pem", pki->dir);
+    snprintf(pki->garbage_file, sizeof(pki->garbage_file), "%s/garbage.pem", pki->dir);
+    snprintf(pki->p384_key_file, sizeof(pki->p384_key_file), "%s/p384-key.pem", pki->dir);
+    snprintf(pki->other_key_file, sizeof(pki->other_key_file), "%s/other-key.pem", pki->dir);
+
+    root_key = gen_key("P-256");
+    ca_key = gen_key("P-256");
+    pck_key = gen_key("P-256");
+    p384 = gen_key("P-384");
+    other = gen_key("P-256");
+    pki->root = make_cert("keygate sim SGX Root CA", root_key, NULL, root_key, 1, 1);
+    ca = make_cert("keygate sim SGX PCK Platform CA", ca_key, pki->root, root_key, 2, 1);
+    leaf = make_cert("keygate sim SGX PCK Certificate", pck_key, ca, ca_key, 3, 0);
+
+    write_key(pki->key_file, pck_key);
+    write_key(pki->p384_key_file, p384);
+    write_key(pki->other_key_file, other);
+    fp = fopen(pki->chain_file, "w");
+    assert_non_null(fp);
+    assert_int_equal(PEM_write_X509(fp, leaf), 1);
+    assert_int_equal(PEM_write_X509(fp, ca), 1);
+    assert_int_equal(PEM_write_X509(fp, pki->root), 1);
+    fclose(fp);
+    fp = fopen(pki->garbage_file, "w");
+    assert_non_null(fp);
+    fputs("this is not a certificate\n-----BEGIN CERTIFICATE-----\nAAAA\n", fp);
+    fclose(fp);
+
+    X509_free(leaf);
+    X509_free(ca);
+    EVP_PKEY_free(other);
+    EVP_PKEY_free(p384);
+    EVP_PKEY_free(pck_key);
+    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(root_key);
+    *state = pki;
+    return 0;
+}
+
+static int teardown_pki(void **state)
+{
+    sim_pki *pki = *state;
+
+    unlink(pki->key_file);
+    unlink(pki->chain_file);
+    unlink(pki->garbage_file);
+    unlink(pki->p384_key_file);
+    unlink(pki->other_key_file);
+    assert_int_equal(rmdir(pki->dir), 0);
+    X509_free(pki->root);
+    free(pki);
+    return 0;
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    uint8_t *buf;
+    long size;
+
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    size = ftell(fp);
+    assert_true(size > 0);
+    rewind(fp);
+    buf = malloc((size_t)size);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)size, fp), (size_t)size);
+    fclose(fp);
+    *len = (size_t)size;
+    return buf;
+}
+
+static X509_STORE *store_with(X509 *cert)
+{
+    X509_STORE *store = X509_STORE_new();
+
+    assert_non_null(store);
+    assert_int_equal(X509_STORE_add_cert(store, cert), 1);
+    return store;
+}
+
+static X509_STORE *intel_root_store(void)
+{
+    FILE *fp = fopen(KG_VECTORS_DIR "/intel-sgx-root-ca.pem", "r");
+    X509 *cert;
+    X509_STORE *store;
+
+    assert_non_null(fp);
+    cert = PEM_read_X509(fp, NULL, NULL, NULL);
+    fclose(fp);
+    assert_non_null(cert);
+    store = store_with(cert);
+    X509_free(cert);
+    return store;
+}
+
+static void config_for(const sim_pki *pki, sim_td_config *cfg)
+{
+    sim_td_config_defaults(cfg);
+    snprintf(cfg->pck_key_file, sizeof(cfg->pck_key_file), "%s", pki->key_file);
+    snprintf(cfg->pck_chain_file, sizeof(cfg->pck_chain_file), "%s", pki->chain_file);
+}
+
+static void test_roundtrip_custom(void **state)
+{
+    static const uint8_t intel_vendor_id[16] = {0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9,
+                                                0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07};
+    const sim_pki *pki = *state;
+    sim_td_config cfg;
+    uint8_t report_data[64], zero48[48] = {0};
+    uint8_t *quote = NULL, *chain_pem;
+    size_t quote_len = 0, chain_len;
+    tdx_quote q;
+    kg_err err;
+    X509_STORE *sim_root = store_with(pki->root);
+    X509_STORE *intel = intel_root_store();
+
+    config_for(pki, &cfg);
+    for (int i = 0; i < 48; i++) {
+        cfg.mrtd[i] = (uint8_t)(0x10 + i);
+        cfg.mrseam[i] = (uint8_t)(0x80 + i);
+        for (int r = 0; r < 4; r++)
+            cfg.rtmr[r][i] = (uint8_t)(r * 0x40 + i + 1);
+    }
+    for (int i = 0; i < 16; i++)
+        cfg.tee_tcb_svn[i] = (uint8_t)(i * 3);
+    for (int i = 0; i < 8; i++)
+        cfg.xfam[i] = (uint8_t)(0xe0 + i);
+    cfg.td_attributes = TDX_TD_ATTR_DEBUG | TDX_TD_ATTR_SEPT_VE_DISABLE | 0x0102030400000000ULL;
+    for (int i = 0; i < 64; i++)
+        report_data[i] = (uint8_t)(0xff - i);
+
+    kg_err_clear(&err);
+    if (!sim_td_get_quote(&cfg, report_data, NULL, &quote, &quote_len, &err))
+        fail_msg("%s", err.msg);
+    assert_non_null(quote);
+    if (!tdx_quote_parse(quote, quote_len, &q, &err))
+        fail_msg("%s", err.msg);
+
+    assert_int_equal(q.version, 4);
+    assert_int_equal(q.att_key_type, 2);
+    assert_int_equal(q.tee_type, 0x81);
+    assert_memory_equal(q.qe_vendor_id, intel_vendor_id, 16);
+    assert_memory_equal(q.tee_tcb_svn, cfg.tee_tcb_svn, 16);
+    assert_memory_equal(q.mrseam, cfg.mrseam, 48);
+    assert_memory_equal(q.mrtd, cfg.mrtd, 48);
+    for (int r = 0; r < 4; r++)
+        assert_memory_equal(q.rtmr[r], cfg.rtmr[r], 48);
+    assert_memory_equal(q.xfam, cfg.xfam, 8);
+    assert_int_equal(q.td_attributes, cfg.td_attributes);
+    assert_memory_equal(quote + 168, "\x01\x00\x00\x10\x04\x03\x02\x01", 8); /* LE u64 */
+    assert_memory_equal(q.report_data, report_data, 64);
+    assert_memory_equal(quote + TDX_QUOTE_REPORTDATA_OFFSET, report_data, 64);
+    assert_memory_equal(q.mrsignerseam, zero48, 48);
+    assert_memory_equal(q.mrconfigid, zero48, 48);
+    assert_memory_equal(q.mrowner, zero48, 48);
+    assert_memory_equal(q.mrownerconfig, zero48, 48);
+    assert_true(tdx_quote_is_debug(&q));
+
+    assert_int_equal(q.quote_len, quote_len);
+    assert_int_equal(q.cert_type, 6);
+    assert_int_equal(q.inner_cert_type, 5);
+    assert_int_equal(q.qe_report[256] | (q.qe_report[257] << 8), 2); /* ISVPRODID */
+    assert_int_equal(q.qe_auth_len, 32);
+    for (int i = 0; i < 32; i++)
+        assert_int_equal(q.qe_auth_data[i], i);
+    chain_pem = read_file(pki->chain_file, &chain_len);
+    assert_int_equal(q.pck_chain_len, chain_len + 1);
+    assert_memory_equal(q.pck_chain, chain_pem, chain_len);
+    assert_int_equal(q.pck_chain[chain_len], '\0');
+    free(chain_pem);
+
+    if (!tdx_quote_verify(&q, quote, sim_root, 0, NULL, &err))
+        fail_msg("%s", err.msg);
+    kg_err_clear(&err);
+    assert_false(tdx_quote_verify(&q, quote, intel, 0, NULL, &err));
+    assert_int_equal(err.step, KG_STEP_EVIDENCE);
+    assert_non_null(strstr(err.msg, "PCK chain does not verify"));
+
+    /* tampering with the body breaks the quote signature */
+    quote[200] ^= 0x80;
+    assert_false(tdx_quote_verify(&q, quote, sim_root, 0, NULL, &err));
+    assert_non_null(strstr(err.msg, "quote signature does not verify"));
+
+    free(quote);
+    X509_STORE_free(intel);
+    X509_STORE_free(sim_root);
+}
+
+static void test_defaults_and_same_att_key(void **state)
+{
+    const sim_pki *pki = *state;
+    sim_td_config cfg;
+    uint8_t report_data[64] = {0}, zero48[48] = {0};
+    uint8_t *quote1 = NULL, *quote2 = NULL;
+    size_t len1 = 0, len2 = 0;
+    tdx_quote q1, q2;
+    kg_err err;
+    X509_STORE *sim_root = store_with(pki->root);
+    OSSL_LIB_CTX *libctx = OSSL_LIB_CTX_new();
+
+    assert_non_null(libctx);
+    config_for(pki, &cfg);
+    assert_true(sim_td_get_quote(&cfg, report_data, NULL, &quote1, &len1, &err));
+    report_data[0] = 1;
+    /* a second call, in another library context: same per-process attestation key */
+    assert_true(sim_td_get_quote(&cfg, report_data, libctx, &quote2, &len2, &err));
+    assert_true(tdx_quote_parse(quote1, len1, &q1, &err));
+    assert_true(tdx_quote_parse(quote2, len2, &q2, &err));
+    assert_memory_equal(q1.att_pubkey, q2.att_pubkey, 64);
+    assert_int_equal(q2.report_data[0], 1);
+
+    assert_false(tdx_quote_is_debug(&q1));
+    assert_int_equal(q1.td_attributes, TDX_TD_ATTR_SEPT_VE_DISABLE);
+    assert_memory_not_equal(q1.mrtd, zero48, 48);
+    for (int r = 0; r < 4; r++)
+        assert_memory_equal(q1.rtmr[r], zero48, 48);
+    assert_memory_equal(q1.tee_tcb_svn, "\x04\x01\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 16);
+    assert_true(tdx_quote_verify(&q1, quote1, sim_root, 0, NULL, &err));
+    if (!tdx_quote_verify(&q2, quote2, sim_root, 0, libctx, &err))
+        fail_msg("%s", err.msg);
+
+    free(quote1);
+    free(quote2);
+    OSSL_LIB_CTX_free(libctx);
+    X509_STORE_free(sim_root);
+}
+
+/* Expects sim_td_get_quote to fail with a message containing `want`; no output on failure. */
+static void expect_quote_fails(const sim_td_config *cfg, const char *want)
+{
+    static uint8_t sentinel[1];
+    uint8_t report_data[64] = {0};
+    uint8_t *quote = sentinel;
+    size_t quote_len = 99;
+    kg_err err;
+
+    kg_err_clear(&err);
+    assert_false(sim_td_get_quote(cfg, report_data, NULL, &quote, &quote_len, &err));
+    assert_null(quote);
+    assert_int_equal(quote_len, 0);
+    assert_int_equal(err.step, KG_STEP_EVIDENCE);
+    assert_null(strchr(err.msg, '\n'));
+    if (strstr(err.msg, want) == NULL)
+        fail_msg("want '%s', got '%s'", want, err.msg);
+}
+
+static void test_negative(void **state)
+{
+    const sim_pki *pki = *state;
+    sim_td_config cfg;
+    char missing[160];
+
+    snprintf(missing, sizeof(missing), "%s/does-not-exist.pem", pki->dir);
+
+    sim_td_config_defaults(&cfg);
+    expect_quote_fails(&cfg, "no PCK key file configured");
+
+    config_for(pki, &cfg);
+    snprintf(cfg.pck_key_file, sizeof(cfg.pck_key_file), "%s", missing);
+    expect_quote_fails(&cfg, "cannot open PCK key file");
+
+    config_for(pki, &cfg);
+    snprintf(cfg.pck_key_file, sizeof(cfg.pck_key_file), "%s", pki->garbage_file);
+    expect_quote_fails(&cfg, "holds no unencrypted PEM private key");
+
+    config_for(pki, &cfg);
+    snprintf(cfg.pck_key_file, sizeof(cfg.pck_key_file), "%s", pki->p384_key_file);
+    expect_quote_fails(&cfg, "is not an EC P-256 key");
+
+    config_for(pki, &cfg);
+    snprintf(cfg.pck_key_file, sizeof(cfg.pck_key_file), "%s", pki->other_key_file);
+    expect_quote_fails(&cfg, "does not match the PCK key");
+
+    config_for(pki, &cfg);
+    cfg.pck_chain_file[0] = '\0';
+    expect_quote_fails(&cfg, "no PCK chain file configured");
+
+    config_for(pki, &cfg);
+    snprintf(cfg.pck_chain_file, sizeof(cfg.pck_chain_file), "%s", missing);
+    expect_quote_fails(&cfg, "cannot open PCK chain file");
+
+    config_for(pki, &cfg);
+    snprintf(cfg.pck_chain_file, sizeof(cfg.pck_chain_file), "%s", pki->garbage_file);
+    expect_quote_fails(&cfg, "holds no PEM certificate");
+
+    config_for(pki, &cfg);
+    snprintf(cfg.pck_chain_file, sizeof(cfg.pck_chain_file), "%s", pki->key_file);
+    expect_quote_fails(&cfg, "holds no PEM certificate");
+
+    {
+        uint8_t report_data[64] = {0};
+        uint8_t *quote = NULL;
+        size_t quote_len = 0;
+        kg_err err;
+
+        assert_false(sim_td_get_quote(NULL, report_data, NULL, &quote, &quote_len, &err));
+        assert_int_equal(err.step, KG_STEP_INTERNAL);
+        config_for(pki, &cfg);
+        assert_false(sim_td_get_quote(&cfg, report_data, NULL, NULL, &quote_len, &err));
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_custom),
+        cmocka_unit_test(test_defaults_and_same_att_key),
+        cmocka_unit_test(test_negative),
+    };
+    return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
+}
