@@ -17,8 +17,7 @@ void kg_evidence_clear(kg_evidence *ev)
 }
 
 int tdx_report_data_compute(const uint8_t *nonce_val, size_t val_len, const uint8_t *nonce_iat,
-                            size_t iat_len, const uint8_t *user_data, size_t user_data_len,
-                            uint8_t out[64])
+                            size_t iat_len, const uint8_t *user_data, size_t user_data_len, uint8_t out[64])
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     unsigned int n = 0;

@@ -28,7 +28,6 @@ void kg_evidence_clear(kg_evidence *ev);
 
 /* Computes the Intel TDX REPORTDATA. Any pointer may be NULL with length 0. Returns 1/0. */
 int tdx_report_data_compute(const uint8_t *nonce_val, size_t val_len, const uint8_t *nonce_iat,
-                            size_t iat_len, const uint8_t *user_data, size_t user_data_len,
-                            uint8_t out[64]);
+                            size_t iat_len, const uint8_t *user_data, size_t user_data_len, uint8_t out[64]);
 
 #endif

@@ -98,11 +98,11 @@ static int att_key_init_locked(OSSL_LIB_CTX *libctx)
     if (att_key_ready)
         return 1;
     pkey = EVP_PKEY_Q_keygen(libctx, NULL, "EC", "P-256");
-    if (pkey == NULL || !EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_PRIV_KEY, &priv)
-        || BN_bn2binpad(priv, att_key_priv, sizeof(att_key_priv)) != (int)sizeof(att_key_priv)
-        || !EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, att_key_pub,
-                                            sizeof(att_key_pub), &pub_len)
-        || pub_len != sizeof(att_key_pub) || att_key_pub[0] != 0x04)
+    if (pkey == NULL || !EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_PRIV_KEY, &priv) ||
+        BN_bn2binpad(priv, att_key_priv, sizeof(att_key_priv)) != (int)sizeof(att_key_priv) ||
+        !EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, att_key_pub, sizeof(att_key_pub),
+                                         &pub_len) ||
+        pub_len != sizeof(att_key_pub) || att_key_pub[0] != 0x04)
         goto err;
     att_key_ready = 1;
     ret = 1;
@@ -134,16 +134,14 @@ static EVP_PKEY *att_key_get(OSSL_LIB_CTX *libctx, uint8_t pub_xy[64])
         goto err;
     memcpy(pub_xy, att_key_pub + 1, 64);
     bld = OSSL_PARAM_BLD_new();
-    if (bld == NULL
-        || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0)
-        || !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, att_key_pub,
-                                             sizeof(att_key_pub))
-        || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, priv))
+    if (bld == NULL || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
+        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, att_key_pub, sizeof(att_key_pub)) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, priv))
         goto err;
     params = OSSL_PARAM_BLD_to_param(bld);
     pctx = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL);
-    if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0
-        || EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_KEYPAIR, params) <= 0) {
+    if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+        EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_KEYPAIR, params) <= 0) {
         EVP_PKEY_free(pkey);
         pkey = NULL;
     }
@@ -170,8 +168,8 @@ static int ecdsa_sign_raw(EVP_PKEY *key, const uint8_t *data, size_t data_len, O
     int ret = 0;
 
     mdctx = EVP_MD_CTX_new();
-    if (mdctx == NULL || EVP_DigestSignInit_ex(mdctx, NULL, "SHA256", libctx, NULL, key, NULL) <= 0
-        || EVP_DigestSign(mdctx, NULL, &der_len, data, data_len) <= 0)
+    if (mdctx == NULL || EVP_DigestSignInit_ex(mdctx, NULL, "SHA256", libctx, NULL, key, NULL) <= 0 ||
+        EVP_DigestSign(mdctx, NULL, &der_len, data, data_len) <= 0)
         goto err;
     der = OPENSSL_malloc(der_len);
     if (der == NULL || EVP_DigestSign(mdctx, der, &der_len, data, data_len) <= 0)
@@ -216,10 +214,9 @@ static EVP_PKEY *load_pck_key(const char *path, OSSL_LIB_CTX *libctx, kg_err *er
                    "simulated TD: PCK key file %s holds no unencrypted PEM private key", path);
         goto err;
     }
-    if (!EVP_PKEY_is_a(key, "EC")
-        || !EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-                                           &group_len)
-        || (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)) {
+    if (!EVP_PKEY_is_a(key, "EC") ||
+        !EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &group_len) ||
+        (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)) {
         kg_err_set(err, KG_STEP_EVIDENCE, "simulated TD: PCK key in %s is not an EC P-256 key", path);
         EVP_PKEY_free(key);
         key = NULL;
@@ -243,8 +240,8 @@ static int read_chain_file(const char *path, uint8_t **out, size_t *out_len, kg_
         return kg_err_set(err, KG_STEP_EVIDENCE, "simulated TD: no PCK chain file configured");
     fp = fopen(path, "rb");
     if (fp == NULL)
-        return kg_err_set(err, KG_STEP_EVIDENCE, "simulated TD: cannot open PCK chain file %s: %s",
-                          path, strerror(errno));
+        return kg_err_set(err, KG_STEP_EVIDENCE, "simulated TD: cannot open PCK chain file %s: %s", path,
+                          strerror(errno));
     buf = malloc(SIM_CHAIN_FILE_MAX + 1);
     if (buf == NULL) {
         kg_err_set(err, KG_STEP_INTERNAL, "out of memory reading %s", path);
@@ -290,8 +287,7 @@ static int check_chain_leaf(const uint8_t *pem, size_t pem_len, EVP_PKEY *pck_ke
         goto err;
     }
     if (PEM_read_bio_X509(bio, &leaf, NULL, NULL) == NULL) {
-        kg_err_set(err, KG_STEP_EVIDENCE, "simulated TD: PCK chain file %s holds no PEM certificate",
-                   path);
+        kg_err_set(err, KG_STEP_EVIDENCE, "simulated TD: PCK chain file %s holds no PEM certificate", path);
         goto err;
     }
     leaf_key = X509_get0_pubkey(leaf);
@@ -309,12 +305,12 @@ err:
 }
 
 /* Fills the 384-byte QE report; REPORTDATA binds the attestation key and the QE auth data. */
-static int build_qe_report(uint8_t *qe_report, const uint8_t att_pub_xy[64],
-                           const uint8_t *qe_auth, size_t qe_auth_len, OSSL_LIB_CTX *libctx)
+static int build_qe_report(uint8_t *qe_report, const uint8_t att_pub_xy[64], const uint8_t *qe_auth,
+                           size_t qe_auth_len, OSSL_LIB_CTX *libctx)
 {
-    static const uint8_t sim_mrsigner[32] = {
-        0x6b, 0x65, 0x79, 0x67, 0x61, 0x74, 0x65, 0x2d, 0x73, 0x69, 0x6d, 0x2d, 0x71, 0x65, 0x2d, 0x6d,
-        0x72, 0x73, 0x69, 0x67, 0x6e, 0x65, 0x72, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01};
+    static const uint8_t sim_mrsigner[32] = {0x6b, 0x65, 0x79, 0x67, 0x61, 0x74, 0x65, 0x2d, 0x73, 0x69, 0x6d,
+                                             0x2d, 0x71, 0x65, 0x2d, 0x6d, 0x72, 0x73, 0x69, 0x67, 0x6e, 0x65,
+                                             0x72, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01};
     EVP_MD *sha256 = NULL;
     EVP_MD_CTX *mdctx = NULL;
     unsigned int digest_len = 0;
@@ -329,10 +325,10 @@ static int build_qe_report(uint8_t *qe_report, const uint8_t att_pub_xy[64],
 
     sha256 = EVP_MD_fetch(libctx, "SHA256", NULL);
     mdctx = EVP_MD_CTX_new();
-    if (sha256 == NULL || mdctx == NULL || !EVP_DigestInit_ex2(mdctx, sha256, NULL)
-        || !EVP_DigestUpdate(mdctx, att_pub_xy, 64) || !EVP_DigestUpdate(mdctx, qe_auth, qe_auth_len)
-        || !EVP_DigestFinal_ex(mdctx, qe_report + SGX_REPORT_BODY_REPORTDATA_OFFSET, &digest_len)
-        || digest_len != 32)
+    if (sha256 == NULL || mdctx == NULL || !EVP_DigestInit_ex2(mdctx, sha256, NULL) ||
+        !EVP_DigestUpdate(mdctx, att_pub_xy, 64) || !EVP_DigestUpdate(mdctx, qe_auth, qe_auth_len) ||
+        !EVP_DigestFinal_ex(mdctx, qe_report + SGX_REPORT_BODY_REPORTDATA_OFFSET, &digest_len) ||
+        digest_len != 32)
         goto err;
     ret = 1;
 err:
@@ -361,8 +357,8 @@ int sim_td_get_quote(const sim_td_config *cfg, const uint8_t report_data[64], OS
     pck_key = load_pck_key(cfg->pck_key_file, libctx, err);
     if (pck_key == NULL)
         goto err;
-    if (!read_chain_file(cfg->pck_chain_file, &chain, &chain_len, err)
-        || !check_chain_leaf(chain, chain_len, pck_key, cfg->pck_chain_file, libctx, err))
+    if (!read_chain_file(cfg->pck_chain_file, &chain, &chain_len, err) ||
+        !check_chain_leaf(chain, chain_len, pck_key, cfg->pck_chain_file, libctx, err))
         goto err;
     att_key = att_key_get(libctx, att_pub_xy);
     if (att_key == NULL) {

@@ -20,7 +20,7 @@ typedef struct sim_td_config {
     uint8_t rtmr[4][48];
     uint8_t tee_tcb_svn[16];
     uint8_t xfam[8];
-    uint64_t td_attributes; /* bit 0 = DEBUG */
+    uint64_t td_attributes;   /* bit 0 = DEBUG */
     char pck_key_file[512];   /* PEM private key (EC P-256) of the simulated PCK */
     char pck_chain_file[512]; /* PEM chain: PCK leaf, platform CA, root */
 } sim_td_config;

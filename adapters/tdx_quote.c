@@ -14,6 +14,7 @@
  */
 #include "tdx_quote.h"
 
+#include <limits.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -21,12 +22,11 @@
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
-#include <limits.h>
 #include <string.h>
 
 #define TDX_SIG_LEN 64
 #define TDX_PUBKEY_LEN 64
-#define TDX_CERT_HEADER_LEN 6 /* u16 type + u32 size */
+#define TDX_CERT_HEADER_LEN 6                                                  /* u16 type + u32 size */
 #define TDX_SIG_FIXED_LEN (TDX_SIG_LEN + TDX_PUBKEY_LEN + TDX_CERT_HEADER_LEN) /* 134 */
 #define TDX_QE_REPORT_SIG_LEN 64
 
@@ -148,10 +148,9 @@ int tdx_quote_parse(const uint8_t *buf, size_t len, tdx_quote *q, kg_err *err)
     sig_cur.buf = buf;
     sig_cur.off = TDX_QUOTE_SIGNED_LEN + 4;
     sig_cur.end = sig_cur.off + sig_data_len;
-    if (!cursor_take(&sig_cur, TDX_SIG_LEN, &q->signature)
-        || !cursor_take(&sig_cur, TDX_PUBKEY_LEN, &q->att_pubkey)
-        || !cursor_u16(&sig_cur, &q->cert_type)
-        || !cursor_u32(&sig_cur, &cert_size))
+    if (!cursor_take(&sig_cur, TDX_SIG_LEN, &q->signature) ||
+        !cursor_take(&sig_cur, TDX_PUBKEY_LEN, &q->att_pubkey) || !cursor_u16(&sig_cur, &q->cert_type) ||
+        !cursor_u32(&sig_cur, &cert_size))
         return kg_err_set(err, KG_STEP_EVIDENCE, "quote signature data is truncated");
     if (q->cert_type != TDX_CERT_TYPE_QE_REPORT)
         return kg_err_set(err, KG_STEP_EVIDENCE,
@@ -165,12 +164,13 @@ int tdx_quote_parse(const uint8_t *buf, size_t len, tdx_quote *q, kg_err *err)
     cert_cur.buf = buf;
     cert_cur.off = sig_cur.off;
     cert_cur.end = sig_cur.end;
-    if (!cursor_take(&cert_cur, SGX_REPORT_BODY_LEN, &q->qe_report)
-        || !cursor_take(&cert_cur, TDX_QE_REPORT_SIG_LEN, &q->qe_report_sig)
-        || !cursor_u16(&cert_cur, &qe_auth_len))
+    if (!cursor_take(&cert_cur, SGX_REPORT_BODY_LEN, &q->qe_report) ||
+        !cursor_take(&cert_cur, TDX_QE_REPORT_SIG_LEN, &q->qe_report_sig) ||
+        !cursor_u16(&cert_cur, &qe_auth_len))
         return kg_err_set(err, KG_STEP_EVIDENCE, "quote QE report certification data is truncated");
     if (!cursor_take(&cert_cur, qe_auth_len, &q->qe_auth_data))
-        return kg_err_set(err, KG_STEP_EVIDENCE, "quote QE auth data length %u exceeds the certification data",
+        return kg_err_set(err, KG_STEP_EVIDENCE,
+                          "quote QE auth data length %u exceeds the certification data",
                           (unsigned)qe_auth_len);
     q->qe_auth_len = qe_auth_len;
     if (!cursor_u16(&cert_cur, &q->inner_cert_type) || !cursor_u32(&cert_cur, &pck_chain_len))
@@ -210,16 +210,15 @@ static EVP_PKEY *p256_pubkey_from_xy(const uint8_t xy[64], OSSL_LIB_CTX *libctx)
     point[0] = 0x04; /* uncompressed */
     memcpy(point + 1, xy, 64);
     bld = OSSL_PARAM_BLD_new();
-    if (bld == NULL
-        || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0)
-        || !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point)))
+    if (bld == NULL || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
+        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point)))
         goto err;
     params = OSSL_PARAM_BLD_to_param(bld);
     if (params == NULL)
         goto err;
     pctx = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL);
-    if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0
-        || EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
+    if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+        EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
         EVP_PKEY_free(pkey);
         pkey = NULL;
     }
@@ -269,7 +268,7 @@ err:
 }
 
 /* Reads every PEM certificate of the quote's chain (trailing NULs dropped). Caller frees. */
-static STACK_OF(X509) *load_pck_chain(const tdx_quote *q, OSSL_LIB_CTX *libctx)
+static STACK_OF(X509) * load_pck_chain(const tdx_quote *q, OSSL_LIB_CTX *libctx)
 {
     size_t pem_len = q->pck_chain_len;
     BIO *bio = NULL;
@@ -325,10 +324,10 @@ static int qe_report_binds_att_key(const tdx_quote *q, OSSL_LIB_CTX *libctx)
 
     sha256 = EVP_MD_fetch(libctx, "SHA256", NULL);
     mdctx = EVP_MD_CTX_new();
-    if (sha256 == NULL || mdctx == NULL || !EVP_DigestInit_ex2(mdctx, sha256, NULL)
-        || !EVP_DigestUpdate(mdctx, q->att_pubkey, TDX_PUBKEY_LEN)
-        || !EVP_DigestUpdate(mdctx, q->qe_auth_data, q->qe_auth_len)
-        || !EVP_DigestFinal_ex(mdctx, digest, &digest_len) || digest_len != sizeof(digest))
+    if (sha256 == NULL || mdctx == NULL || !EVP_DigestInit_ex2(mdctx, sha256, NULL) ||
+        !EVP_DigestUpdate(mdctx, q->att_pubkey, TDX_PUBKEY_LEN) ||
+        !EVP_DigestUpdate(mdctx, q->qe_auth_data, q->qe_auth_len) ||
+        !EVP_DigestFinal_ex(mdctx, digest, &digest_len) || digest_len != sizeof(digest))
         goto err;
     ret = memcmp(qe_report_data, digest, 32) == 0 && memcmp(qe_report_data + 32, zeros, 32) == 0;
 err:
@@ -339,8 +338,8 @@ err:
 }
 
 /* Verifies leaf + untrusted intermediates up to a root in `roots`. Error text into err. */
-static int verify_pck_chain(STACK_OF(X509) *certs, X509_STORE *roots, time_t at_time,
-                            OSSL_LIB_CTX *libctx, kg_err *err)
+static int verify_pck_chain(STACK_OF(X509) * certs, X509_STORE *roots, time_t at_time, OSSL_LIB_CTX *libctx,
+                            kg_err *err)
 {
     X509_STORE_CTX *ctx = NULL;
     STACK_OF(X509) *untrusted = NULL;
@@ -391,8 +390,8 @@ int tdx_quote_verify(const tdx_quote *q, const uint8_t *buf, X509_STORE *roots, 
 
     if (q == NULL || buf == NULL || roots == NULL)
         return kg_err_set(err, KG_STEP_INTERNAL, "tdx_quote_verify: NULL argument");
-    if (q->signature == NULL || q->att_pubkey == NULL || q->qe_report == NULL
-        || q->qe_report_sig == NULL || q->pck_chain == NULL)
+    if (q->signature == NULL || q->att_pubkey == NULL || q->qe_report == NULL || q->qe_report_sig == NULL ||
+        q->pck_chain == NULL)
         return kg_err_set(err, KG_STEP_INTERNAL, "tdx_quote_verify: quote was not parsed");
 
     /* 1. quote signature over header + TD report body, with the attestation key */

@@ -53,15 +53,15 @@ typedef struct tdx_quote {
     uint8_t rtmr[4][48];
     uint8_t report_data[64];
     /* signature section: pointers into the caller's buffer */
-    const uint8_t *signature;  /* 64 bytes, r || s big-endian */
-    const uint8_t *att_pubkey; /* 64 bytes, x || y */
-    uint16_t cert_type;        /* outer certification data type, 6 */
-    const uint8_t *qe_report;  /* 384-byte SGX report body */
+    const uint8_t *signature;     /* 64 bytes, r || s big-endian */
+    const uint8_t *att_pubkey;    /* 64 bytes, x || y */
+    uint16_t cert_type;           /* outer certification data type, 6 */
+    const uint8_t *qe_report;     /* 384-byte SGX report body */
     const uint8_t *qe_report_sig; /* 64 bytes */
     const uint8_t *qe_auth_data;
     uint16_t qe_auth_len;
     uint16_t inner_cert_type; /* 5 */
-    const uint8_t *pck_chain;  /* PEM, leaf first, maybe NUL-terminated */
+    const uint8_t *pck_chain; /* PEM, leaf first, maybe NUL-terminated */
     uint32_t pck_chain_len;
     size_t quote_len; /* header + body + 4 + signature data length */
 } tdx_quote;

@@ -73,15 +73,19 @@ static int parse_args(int argc, char **argv, kg_cli_common *common, attest_args 
         case 'C': a->claims = 1; break;
         case 'h':
             if (is_token)
-                printf("usage: keygate token [--config F] [--json] [--user-data-file F] [--steps] [--claims]\n"
-                       "  Gets an ITA nonce, collects evidence binding it and the user data, and asks ITA\n"
-                       "  for an attestation token, printed on stdout. --steps prints each step with its\n"
-                       "  time on stderr; --claims prints the decoded claims (NOT verified: verification\n"
-                       "  is a separate step).\n");
+                printf(
+                    "usage: keygate token [--config F] [--json] [--user-data-file F] [--steps] [--claims]\n"
+                    "  Gets an ITA nonce, collects evidence binding it and the user data, and asks ITA\n"
+                    "  for an attestation token, printed on stdout. --steps prints each step with its\n"
+                    "  time on stderr; --claims prints the decoded claims (NOT verified: verification\n"
+                    "  is a separate step).\n");
             else
-                printf("usage: keygate evidence [--config F] [--json] [--user-data-file F] [--no-nonce] [--out F]\n"
-                       "  Collects TDX evidence for a fresh ITA nonce (or none with --no-nonce) and the user\n"
-                       "  data, and prints it as the ITA v2 'tdx' request object; --out writes the raw quote.\n");
+                printf(
+                    "usage: keygate evidence [--config F] [--json] [--user-data-file F] [--no-nonce] [--out "
+                    "F]\n"
+                    "  Collects TDX evidence for a fresh ITA nonce (or none with --no-nonce) and the user\n"
+                    "  data, and prints it as the ITA v2 'tdx' request object; --out writes the raw "
+                    "quote.\n");
             return KG_EXIT_OK;
         default: return KG_EXIT_USAGE;
         }
@@ -107,7 +111,10 @@ static int add_b64(cJSON *obj, const char *name, const uint8_t *p, size_t len)
 
 static void print_steps(const kg_attestation *a, const kg_err *err, int failed)
 {
-    struct { kg_step step; double ms; } done[] = {
+    struct {
+        kg_step step;
+        double ms;
+    } done[] = {
         {KG_STEP_NONCE, a->ms_nonce}, {KG_STEP_EVIDENCE, a->ms_evidence}, {KG_STEP_TOKEN, a->ms_token}};
     for (size_t i = 0; i < sizeof(done) / sizeof(done[0]); i++) {
         if (failed && err->step == done[i].step) {

@@ -37,8 +37,7 @@ char *kg_b64url_encode(const unsigned char *in, size_t len)
 
 static int is_std_b64_char(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
-           c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
 }
 
 int kg_b64_decode(const char *in, size_t in_len, unsigned char **out, size_t *out_len)

@@ -14,16 +14,16 @@
 /* The pipeline step that failed (DESIGN.md §1). Values are stable: scripts see them as exit codes. */
 typedef enum kg_step {
     KG_STEP_NONE = 0,
-    KG_STEP_CONFIG = 10,    /* keygate.conf, key references, command line */
-    KG_STEP_WRAPKEY = 11,   /* 1. wrapping key */
-    KG_STEP_NONCE = 12,     /* 2. nonce */
-    KG_STEP_EVIDENCE = 13,  /* 3. evidence (adapters) */
-    KG_STEP_TOKEN = 14,     /* 4. token (attest) */
-    KG_STEP_VERIFY = 15,    /* 5. verify */
-    KG_STEP_TRANSFER = 16,  /* 6. transfer */
-    KG_STEP_UNWRAP = 17,    /* 7. unwrap + check */
-    KG_STEP_HANDOVER = 18,  /* 8. hand over */
-    KG_STEP_INTERNAL = 19   /* out of memory, library misuse */
+    KG_STEP_CONFIG = 10,   /* keygate.conf, key references, command line */
+    KG_STEP_WRAPKEY = 11,  /* 1. wrapping key */
+    KG_STEP_NONCE = 12,    /* 2. nonce */
+    KG_STEP_EVIDENCE = 13, /* 3. evidence (adapters) */
+    KG_STEP_TOKEN = 14,    /* 4. token (attest) */
+    KG_STEP_VERIFY = 15,   /* 5. verify */
+    KG_STEP_TRANSFER = 16, /* 6. transfer */
+    KG_STEP_UNWRAP = 17,   /* 7. unwrap + check */
+    KG_STEP_HANDOVER = 18, /* 8. hand over */
+    KG_STEP_INTERNAL = 19  /* out of memory, library misuse */
 } kg_step;
 
 typedef struct kg_err {
@@ -39,8 +39,7 @@ void kg_err_clear(kg_err *err);
 
 /* Sets step and message (the step name is prefixed). Accepts err == NULL. Always returns 0 so
  * that "return kg_err_set(...)" reads naturally in functions that return 1/0. */
-int kg_err_set(kg_err *err, kg_step step, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int kg_err_set(kg_err *err, kg_step step, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Appends the first queued OpenSSL error (reason text) to the message and clears the queue. */
 void kg_err_add_openssl(kg_err *err);

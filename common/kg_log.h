@@ -15,10 +15,10 @@ void kg_log_write(int level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int kg_log_enabled(int level);
 
-#define KG_LOG(level, ...) \
-    do { \
-        if (kg_log_enabled(level)) \
-            kg_log_write(level, __FILE__, __LINE__, __VA_ARGS__); \
+#define KG_LOG(level, ...)                                                                                   \
+    do {                                                                                                     \
+        if (kg_log_enabled(level))                                                                           \
+            kg_log_write(level, __FILE__, __LINE__, __VA_ARGS__);                                            \
     } while (0)
 #define KG_WARN(...) KG_LOG(KG_LOG_WARN, __VA_ARGS__)
 #define KG_INFO(...) KG_LOG(KG_LOG_INFO, __VA_ARGS__)

@@ -43,8 +43,8 @@ static int read_api_key(const char *path, char **out, kg_err *err)
     }
     if ((st.st_mode & 077) != 0) {
         kg_err_set(err, KG_STEP_CONFIG,
-                   "ita_api_key_file %s: readable by group or others (mode %03o); chmod 600 it",
-                   path, (unsigned)(st.st_mode & 0777));
+                   "ita_api_key_file %s: readable by group or others (mode %03o); chmod 600 it", path,
+                   (unsigned)(st.st_mode & 0777));
         goto err;
     }
     key = OPENSSL_secure_zalloc(ITA_MAX_API_KEY + 1);
@@ -152,8 +152,8 @@ int ita_get_nonce(ita_client *c, ita_nonce *nonce, kg_err *err)
         return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
     {
         const char *headers[] = {keyhdr, "Accept: application/json", NULL};
-        if (!kg_http_request(c->http, KG_STEP_NONCE, "GET", url, headers, NULL, 0, ITA_MAX_JSON_BODY,
-                             &resp, err))
+        if (!kg_http_request(c->http, KG_STEP_NONCE, "GET", url, headers, NULL, 0, ITA_MAX_JSON_BODY, &resp,
+                             err))
             goto err;
     }
     if (resp.status != 200) {
@@ -251,8 +251,8 @@ err:
     return out;
 }
 
-int ita_attest(ita_client *c, const ita_evidence *ev, const ita_nonce *nonce,
-               const ita_attest_opts *opts, char **token, kg_err *err)
+int ita_attest(ita_client *c, const ita_evidence *ev, const ita_nonce *nonce, const ita_attest_opts *opts,
+               char **token, kg_err *err)
 {
     char url[600], reqid[160];
     char *body = NULL, *keyhdr = NULL;

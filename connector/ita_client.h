@@ -66,7 +66,7 @@ void ita_nonce_clear(ita_nonce *nonce);
 
 /* Posts evidence; nonce may be NULL. On success *token is a malloc'ed NUL-terminated compact
  * JWS (caller frees). Returns 1, or 0 with err (step token) naming URL and HTTP details. */
-int ita_attest(ita_client *c, const ita_evidence *ev, const ita_nonce *nonce,
-               const ita_attest_opts *opts, char **token, kg_err *err);
+int ita_attest(ita_client *c, const ita_evidence *ev, const ita_nonce *nonce, const ita_attest_opts *opts,
+               char **token, kg_err *err);
 
 #endif

@@ -148,8 +148,8 @@ int kg_http_url_is_loopback(const char *url)
         return 0;
     if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
         curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
-        loop = strncmp(host, "127.", 4) == 0 || strcasecmp(host, "localhost") == 0 ||
-               strcmp(host, "[::1]") == 0;
+        loop =
+            strncmp(host, "127.", 4) == 0 || strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0;
     curl_free(host);
     curl_url_cleanup(u);
     return loop;
@@ -173,8 +173,10 @@ static int check_url(const kg_http *h, kg_step step, const char *url, kg_err *er
     else if (strcmp(scheme, "http") == 0 && h->opts.allow_http_loopback && kg_http_url_is_loopback(url))
         ok = 1;
     else
-        kg_err_set(err, step, "refusing %s: only https:// (plain http only to loopback with "
-                   "allow_http_loopback = yes)", url);
+        kg_err_set(err, step,
+                   "refusing %s: only https:// (plain http only to loopback with "
+                   "allow_http_loopback = yes)",
+                   url);
 err:
     curl_free(scheme);
     curl_url_cleanup(u);
@@ -209,9 +211,8 @@ static void backoff_sleep(const kg_http *h, int attempt, long retry_after_s)
     nanosleep(&ts, NULL);
 }
 
-int kg_http_request(kg_http *h, kg_step step, const char *method, const char *url,
-                    const char *const *headers, const void *body, size_t body_len, size_t max_body,
-                    kg_http_response *resp, kg_err *err)
+int kg_http_request(kg_http *h, kg_step step, const char *method, const char *url, const char *const *headers,
+                    const void *body, size_t body_len, size_t max_body, kg_http_response *resp, kg_err *err)
 {
     struct curl_slist *hl = NULL, *tmp;
     CURL *c = h->curl;
@@ -282,8 +283,8 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
                 ok = 1;
                 goto err;
             }
-            KG_INFO("%s %s: HTTP %ld, retrying (attempt %d of %ld)", method, url, resp->status,
-                    attempt, h->opts.retry_max);
+            KG_INFO("%s %s: HTTP %ld, retrying (attempt %d of %ld)", method, url, resp->status, attempt,
+                    h->opts.retry_max);
         } else {
             free(bb.data);
             if (bb.overflow || rc == CURLE_FILESIZE_EXCEEDED) {
@@ -296,8 +297,8 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
                            attempt == 1 ? "" : "s");
                 goto err;
             }
-            KG_INFO("%s %s: %s, retrying (attempt %d of %ld)", method, url, curl_easy_strerror(rc),
-                    attempt, h->opts.retry_max);
+            KG_INFO("%s %s: %s, retrying (attempt %d of %ld)", method, url, curl_easy_strerror(rc), attempt,
+                    h->opts.retry_max);
         }
         backoff_sleep(h, attempt, hs.retry_after_s);
     }

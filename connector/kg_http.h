@@ -51,9 +51,8 @@ void kg_http_free(kg_http *h);
  * transport failure, over-size body or a bad URL returns 0 with err (step = `step`).
  * resp must be released with kg_http_response_clear.
  */
-int kg_http_request(kg_http *h, kg_step step, const char *method, const char *url,
-                    const char *const *headers, const void *body, size_t body_len, size_t max_body,
-                    kg_http_response *resp, kg_err *err);
+int kg_http_request(kg_http *h, kg_step step, const char *method, const char *url, const char *const *headers,
+                    const void *body, size_t body_len, size_t max_body, kg_http_response *resp, kg_err *err);
 
 void kg_http_response_clear(kg_http_response *resp);
 

@@ -38,8 +38,7 @@ int kg_jws_split(const char *compact, kg_jws *out, kg_err *err)
         goto bad;
     if (!decode_text(dot1 + 1, (size_t)(dot2 - dot1 - 1), &out->payload_json))
         goto bad;
-    if (!kg_b64url_decode(dot2 + 1, len - (size_t)(dot2 + 1 - compact), &out->signature,
-                          &out->signature_len))
+    if (!kg_b64url_decode(dot2 + 1, len - (size_t)(dot2 + 1 - compact), &out->signature, &out->signature_len))
         goto bad;
     out->signing_input_len = (size_t)(dot2 - compact);
     return 1;

@@ -12,8 +12,8 @@
 #define KG_JWS_MAX_LEN (64 * 1024)
 
 typedef struct kg_jws {
-    char *header_json;  /* decoded protected header, NUL-terminated; owned */
-    char *payload_json; /* decoded payload, NUL-terminated; owned */
+    char *header_json;        /* decoded protected header, NUL-terminated; owned */
+    char *payload_json;       /* decoded payload, NUL-terminated; owned */
     unsigned char *signature; /* owned */
     size_t signature_len;
     size_t signing_input_len; /* bytes of "<b64 header>.<b64 payload>" at the token's start */

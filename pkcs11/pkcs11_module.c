@@ -105,7 +105,8 @@ static CK_RV kg_C_GetTokenInfo(CK_SLOT_ID slot_id, CK_TOKEN_INFO_PTR info)
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_GetMechanismList(CK_SLOT_ID slot_id, CK_MECHANISM_TYPE *mechanism_list, unsigned long *count)
+static CK_RV kg_C_GetMechanismList(CK_SLOT_ID slot_id, CK_MECHANISM_TYPE *mechanism_list,
+                                   unsigned long *count)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -115,7 +116,8 @@ static CK_RV kg_C_GetMechanismInfo(CK_SLOT_ID slot_id, CK_MECHANISM_TYPE type, C
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_InitToken(CK_SLOT_ID slot_id, unsigned char *pin, unsigned long pin_len, unsigned char *label)
+static CK_RV kg_C_InitToken(CK_SLOT_ID slot_id, unsigned char *pin, unsigned long pin_len,
+                            unsigned char *label)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -125,12 +127,14 @@ static CK_RV kg_C_InitPIN(CK_SESSION_HANDLE session, unsigned char *pin, unsigne
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_SetPIN(CK_SESSION_HANDLE session, unsigned char *old_pin, unsigned long old_len, unsigned char *new_pin, unsigned long new_len)
+static CK_RV kg_C_SetPIN(CK_SESSION_HANDLE session, unsigned char *old_pin, unsigned long old_len,
+                         unsigned char *new_pin, unsigned long new_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_OpenSession(CK_SLOT_ID slot_id, CK_FLAGS flags, void *application, CK_NOTIFY notify, CK_SESSION_HANDLE *session)
+static CK_RV kg_C_OpenSession(CK_SLOT_ID slot_id, CK_FLAGS flags, void *application, CK_NOTIFY notify,
+                              CK_SESSION_HANDLE *session)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -150,17 +154,21 @@ static CK_RV kg_C_GetSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR 
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_GetOperationState(CK_SESSION_HANDLE session, unsigned char *operation_state, unsigned long *operation_state_len)
+static CK_RV kg_C_GetOperationState(CK_SESSION_HANDLE session, unsigned char *operation_state,
+                                    unsigned long *operation_state_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_SetOperationState(CK_SESSION_HANDLE session, unsigned char *operation_state, unsigned long operation_state_len, CK_OBJECT_HANDLE encryption_key, CK_OBJECT_HANDLE authentiation_key)
+static CK_RV kg_C_SetOperationState(CK_SESSION_HANDLE session, unsigned char *operation_state,
+                                    unsigned long operation_state_len, CK_OBJECT_HANDLE encryption_key,
+                                    CK_OBJECT_HANDLE authentiation_key)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_Login(CK_SESSION_HANDLE session, CK_USER_TYPE user_type, unsigned char *pin, unsigned long pin_len)
+static CK_RV kg_C_Login(CK_SESSION_HANDLE session, CK_USER_TYPE user_type, unsigned char *pin,
+                        unsigned long pin_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -170,12 +178,14 @@ static CK_RV kg_C_Logout(CK_SESSION_HANDLE session)
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, unsigned long count, CK_OBJECT_HANDLE *object)
+static CK_RV kg_C_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, unsigned long count,
+                               CK_OBJECT_HANDLE *object)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_CopyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ, unsigned long count, CK_OBJECT_HANDLE *new_object)
+static CK_RV kg_C_CopyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,
+                             unsigned long count, CK_OBJECT_HANDLE *new_object)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -190,12 +200,14 @@ static CK_RV kg_C_GetObjectSize(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obje
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ, unsigned long count)
+static CK_RV kg_C_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                                    CK_ATTRIBUTE_PTR templ, unsigned long count)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_SetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ, unsigned long count)
+static CK_RV kg_C_SetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                                    CK_ATTRIBUTE_PTR templ, unsigned long count)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -205,7 +217,8 @@ static CK_RV kg_C_FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR te
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE *object, unsigned long max_object_count, unsigned long *object_count)
+static CK_RV kg_C_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE *object,
+                              unsigned long max_object_count, unsigned long *object_count)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -220,17 +233,20 @@ static CK_RV kg_C_EncryptInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechan
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_Encrypt(CK_SESSION_HANDLE session, unsigned char *data, unsigned long data_len, unsigned char *encrypted_data, unsigned long *encrypted_data_len)
+static CK_RV kg_C_Encrypt(CK_SESSION_HANDLE session, unsigned char *data, unsigned long data_len,
+                          unsigned char *encrypted_data, unsigned long *encrypted_data_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_EncryptUpdate(CK_SESSION_HANDLE session, unsigned char *part, unsigned long part_len, unsigned char *encrypted_part, unsigned long *encrypted_part_len)
+static CK_RV kg_C_EncryptUpdate(CK_SESSION_HANDLE session, unsigned char *part, unsigned long part_len,
+                                unsigned char *encrypted_part, unsigned long *encrypted_part_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_EncryptFinal(CK_SESSION_HANDLE session, unsigned char *last_encrypted_part, unsigned long *last_encrypted_part_len)
+static CK_RV kg_C_EncryptFinal(CK_SESSION_HANDLE session, unsigned char *last_encrypted_part,
+                               unsigned long *last_encrypted_part_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -240,17 +256,21 @@ static CK_RV kg_C_DecryptInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechan
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_Decrypt(CK_SESSION_HANDLE session, unsigned char *encrypted_data, unsigned long encrypted_data_len, unsigned char *data, unsigned long *data_len)
+static CK_RV kg_C_Decrypt(CK_SESSION_HANDLE session, unsigned char *encrypted_data,
+                          unsigned long encrypted_data_len, unsigned char *data, unsigned long *data_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_DecryptUpdate(CK_SESSION_HANDLE session, unsigned char *encrypted_part, unsigned long encrypted_part_len, unsigned char *part, unsigned long *part_len)
+static CK_RV kg_C_DecryptUpdate(CK_SESSION_HANDLE session, unsigned char *encrypted_part,
+                                unsigned long encrypted_part_len, unsigned char *part,
+                                unsigned long *part_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_DecryptFinal(CK_SESSION_HANDLE session, unsigned char *last_part, unsigned long *last_part_len)
+static CK_RV kg_C_DecryptFinal(CK_SESSION_HANDLE session, unsigned char *last_part,
+                               unsigned long *last_part_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -260,7 +280,8 @@ static CK_RV kg_C_DigestInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechani
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_Digest(CK_SESSION_HANDLE session, unsigned char *data, unsigned long data_len, unsigned char *digest, unsigned long *digest_len)
+static CK_RV kg_C_Digest(CK_SESSION_HANDLE session, unsigned char *data, unsigned long data_len,
+                         unsigned char *digest, unsigned long *digest_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -285,7 +306,8 @@ static CK_RV kg_C_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_Sign(CK_SESSION_HANDLE session, unsigned char *data, unsigned long data_len, unsigned char *signature, unsigned long *signature_len)
+static CK_RV kg_C_Sign(CK_SESSION_HANDLE session, unsigned char *data, unsigned long data_len,
+                       unsigned char *signature, unsigned long *signature_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -305,7 +327,8 @@ static CK_RV kg_C_SignRecoverInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR me
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_SignRecover(CK_SESSION_HANDLE session, unsigned char *data, unsigned long data_len, unsigned char *signature, unsigned long *signature_len)
+static CK_RV kg_C_SignRecover(CK_SESSION_HANDLE session, unsigned char *data, unsigned long data_len,
+                              unsigned char *signature, unsigned long *signature_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -315,7 +338,8 @@ static CK_RV kg_C_VerifyInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechani
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_Verify(CK_SESSION_HANDLE session, unsigned char *data, unsigned long data_len, unsigned char *signature, unsigned long signature_len)
+static CK_RV kg_C_Verify(CK_SESSION_HANDLE session, unsigned char *data, unsigned long data_len,
+                         unsigned char *signature, unsigned long signature_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -325,62 +349,83 @@ static CK_RV kg_C_VerifyUpdate(CK_SESSION_HANDLE session, unsigned char *part, u
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_VerifyFinal(CK_SESSION_HANDLE session, unsigned char *signature, unsigned long signature_len)
+static CK_RV kg_C_VerifyFinal(CK_SESSION_HANDLE session, unsigned char *signature,
+                              unsigned long signature_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_VerifyRecoverInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key)
+static CK_RV kg_C_VerifyRecoverInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                                    CK_OBJECT_HANDLE key)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_VerifyRecover(CK_SESSION_HANDLE session, unsigned char *signature, unsigned long signature_len, unsigned char *data, unsigned long *data_len)
+static CK_RV kg_C_VerifyRecover(CK_SESSION_HANDLE session, unsigned char *signature,
+                                unsigned long signature_len, unsigned char *data, unsigned long *data_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_DigestEncryptUpdate(CK_SESSION_HANDLE session, unsigned char *part, unsigned long part_len, unsigned char *encrypted_part, unsigned long *encrypted_part_len)
+static CK_RV kg_C_DigestEncryptUpdate(CK_SESSION_HANDLE session, unsigned char *part, unsigned long part_len,
+                                      unsigned char *encrypted_part, unsigned long *encrypted_part_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_DecryptDigestUpdate(CK_SESSION_HANDLE session, unsigned char *encrypted_part, unsigned long encrypted_part_len, unsigned char *part, unsigned long *part_len)
+static CK_RV kg_C_DecryptDigestUpdate(CK_SESSION_HANDLE session, unsigned char *encrypted_part,
+                                      unsigned long encrypted_part_len, unsigned char *part,
+                                      unsigned long *part_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_SignEncryptUpdate(CK_SESSION_HANDLE session, unsigned char *part, unsigned long part_len, unsigned char *encrypted_part, unsigned long *encrypted_part_len)
+static CK_RV kg_C_SignEncryptUpdate(CK_SESSION_HANDLE session, unsigned char *part, unsigned long part_len,
+                                    unsigned char *encrypted_part, unsigned long *encrypted_part_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_DecryptVerifyUpdate(CK_SESSION_HANDLE session, unsigned char *encrypted_part, unsigned long encrypted_part_len, unsigned char *part, unsigned long *part_len)
+static CK_RV kg_C_DecryptVerifyUpdate(CK_SESSION_HANDLE session, unsigned char *encrypted_part,
+                                      unsigned long encrypted_part_len, unsigned char *part,
+                                      unsigned long *part_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_GenerateKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_ATTRIBUTE_PTR templ, unsigned long count, CK_OBJECT_HANDLE *key)
+static CK_RV kg_C_GenerateKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_ATTRIBUTE_PTR templ,
+                              unsigned long count, CK_OBJECT_HANDLE *key)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_GenerateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_ATTRIBUTE_PTR public_key_template, unsigned long public_key_attribute_count, CK_ATTRIBUTE_PTR private_key_template, unsigned long private_key_attribute_count, CK_OBJECT_HANDLE *public_key, CK_OBJECT_HANDLE *private_key)
+static CK_RV kg_C_GenerateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                                  CK_ATTRIBUTE_PTR public_key_template,
+                                  unsigned long public_key_attribute_count,
+                                  CK_ATTRIBUTE_PTR private_key_template,
+                                  unsigned long private_key_attribute_count, CK_OBJECT_HANDLE *public_key,
+                                  CK_OBJECT_HANDLE *private_key)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_WrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE wrapping_key, CK_OBJECT_HANDLE key, unsigned char *wrapped_key, unsigned long *wrapped_key_len)
+static CK_RV kg_C_WrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                          CK_OBJECT_HANDLE wrapping_key, CK_OBJECT_HANDLE key, unsigned char *wrapped_key,
+                          unsigned long *wrapped_key_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_UnwrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE unwrapping_key, unsigned char *wrapped_key, unsigned long wrapped_key_len, CK_ATTRIBUTE_PTR templ, unsigned long attribute_count, CK_OBJECT_HANDLE *key)
+static CK_RV kg_C_UnwrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                            CK_OBJECT_HANDLE unwrapping_key, unsigned char *wrapped_key,
+                            unsigned long wrapped_key_len, CK_ATTRIBUTE_PTR templ,
+                            unsigned long attribute_count, CK_OBJECT_HANDLE *key)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_DeriveKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE base_key, CK_ATTRIBUTE_PTR templ, unsigned long attribute_count, CK_OBJECT_HANDLE *key)
+static CK_RV kg_C_DeriveKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE base_key,
+                            CK_ATTRIBUTE_PTR templ, unsigned long attribute_count, CK_OBJECT_HANDLE *key)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
@@ -390,7 +435,8 @@ static CK_RV kg_C_SeedRandom(CK_SESSION_HANDLE session, unsigned char *seed, uns
     return CKR_FUNCTION_NOT_SUPPORTED;
 }
 
-static CK_RV kg_C_GenerateRandom(CK_SESSION_HANDLE session, unsigned char *random_data, unsigned long random_len)
+static CK_RV kg_C_GenerateRandom(CK_SESSION_HANDLE session, unsigned char *random_data,
+                                 unsigned long random_len)
 {
     return CKR_FUNCTION_NOT_SUPPORTED;
 }

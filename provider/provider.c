@@ -31,13 +31,11 @@ static const OSSL_PARAM kg_param_types[] = {
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
-    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0),
-    OSSL_PARAM_END};
+    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0), OSSL_PARAM_END};
 
-static const OSSL_ITEM kg_reason_strings[] = {
-    {KG_R_CONFIG, "keygate configuration error"},
-    {KG_R_NOT_AVAILABLE, "keygate: operation not available"},
-    {0, NULL}};
+static const OSSL_ITEM kg_reason_strings[] = {{KG_R_CONFIG, "keygate configuration error"},
+                                              {KG_R_NOT_AVAILABLE, "keygate: operation not available"},
+                                              {0, NULL}};
 
 static const OSSL_PARAM *kg_prov_gettable_params(void *provctx)
 {
@@ -85,7 +83,8 @@ static void kg_prov_teardown(void *provctx)
 }
 
 /* Raises a provider error through the core, with our reason code and file:line. */
-#define KG_PROV_RAISE(ctx, reason, ...) kg_prov_raise((ctx), __FILE__, __LINE__, __func__, (reason), __VA_ARGS__)
+#define KG_PROV_RAISE(ctx, reason, ...)                                                                      \
+    kg_prov_raise((ctx), __FILE__, __LINE__, __func__, (reason), __VA_ARGS__)
 static void kg_prov_raise(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
                           const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 static void kg_prov_raise(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
@@ -148,8 +147,7 @@ static int kg_prov_load_config(kg_provctx *ctx)
 
 __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HANDLE *handle,
                                                               const OSSL_DISPATCH *in,
-                                                              const OSSL_DISPATCH **out,
-                                                              void **provctx)
+                                                              const OSSL_DISPATCH **out, void **provctx)
 {
     kg_provctx *ctx;
 

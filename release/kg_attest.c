@@ -71,8 +71,8 @@ err:
     return 0;
 }
 
-int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len,
-              kg_attestation *out, kg_err *err)
+int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, kg_attestation *out,
+              kg_err *err)
 {
     ita_client_opts copts;
     ita_attest_opts aopts;

@@ -28,8 +28,8 @@ int kg_collect_evidence(const kg_config *cfg, const ita_nonce *nonce, const uint
                         size_t user_data_len, kg_evidence *ev, kg_err *err);
 
 /* Steps 2-4 against ITA. Returns 1 with *out filled (caller clears), or 0 with err. */
-int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len,
-              kg_attestation *out, kg_err *err);
+int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, kg_attestation *out,
+              kg_err *err);
 
 /* kg_http options from the configuration. */
 void kg_config_http_opts(const kg_config *cfg, kg_http_opts *opts);

@@ -19,8 +19,8 @@ const kg_conf_key kg_config_keys[] = {
      "ITA portal URL; the JWKS is at {base}/certs", F(ita_base_url)},
     {"ita_api_key_file", KG_CONF_T_PATH, "", "",
      "file holding the ITA API key; refused if group/others can read it", F(ita_api_key_file)},
-    {"ita_trust_anchor", KG_CONF_T_PATH, "", "",
-     "PEM root pinned for token signing chains", F(ita_trust_anchor)},
+    {"ita_trust_anchor", KG_CONF_T_PATH, "", "", "PEM root pinned for token signing chains",
+     F(ita_trust_anchor)},
     {"ita_api_version", KG_CONF_T_ENUM, "v1", "v1|v2",
      "v1: flat /appraisal/v1/attest (Intel KBS needs it); v2: composite /appraisal/v2/attest",
      F(ita_api_version)},
@@ -28,8 +28,8 @@ const kg_conf_key kg_config_keys[] = {
      "comma-separated ITA policy UUIDs (at most 10) sent with attest", F(ita_policy_ids)},
     {"ita_token_alg", KG_CONF_T_ENUM, "PS384", "PS384|RS256", "token signing algorithm to request",
      F(ita_token_alg)},
-    {"tls_ca_file", KG_CONF_T_PATH, "", "",
-     "PEM CA bundle for ITA/KBS TLS; empty = system store", F(tls_ca_file)},
+    {"tls_ca_file", KG_CONF_T_PATH, "", "", "PEM CA bundle for ITA/KBS TLS; empty = system store",
+     F(tls_ca_file)},
     {"allow_http_loopback", KG_CONF_T_BOOL, "no", "",
      "allow plain http:// to 127.0.0.1/localhost/[::1] only (tests); never other hosts",
      F(allow_http_loopback)},
@@ -42,8 +42,7 @@ const kg_conf_key kg_config_keys[] = {
     {"retry_max", KG_CONF_T_INT, "3", "1..10", "attempts in all per HTTP request (1 = no retry)",
      F(retry_max)},
     {"retry_wait_min_ms", KG_CONF_T_INT, "200", "0..60000", "backoff lower bound", F(retry_wait_min_ms)},
-    {"retry_wait_max_ms", KG_CONF_T_INT, "5000", "0..600000", "backoff upper bound",
-     F(retry_wait_max_ms)},
+    {"retry_wait_max_ms", KG_CONF_T_INT, "5000", "0..600000", "backoff upper bound", F(retry_wait_max_ms)},
     {"require_tcb_status", KG_CONF_T_STRING, "UpToDate", "",
      "comma list of acceptable attester_tcb_status values", F(require_tcb_status)},
     {"require_mrtd", KG_CONF_T_HEX_LIST, "", "48", "comma list of allowed MRTDs (96 hex); empty = any",
@@ -55,18 +54,21 @@ const kg_conf_key kg_config_keys[] = {
     {"allow_debug_td", KG_CONF_T_BOOL, "no", "", "accept tokens for debug TDs (never in production)",
      F(allow_debug_td)},
     {"log_level", KG_CONF_T_INT, "1", "0..4", "0 error, 1 warn, 2 info, 3 debug, 4 trace", F(log_level)},
-    {"sim_pck_key", KG_CONF_T_PATH, "", "", "sim adapter: PEM key of the simulated PCK",
-     F(sim.pck_key_file)},
+    {"sim_pck_key", KG_CONF_T_PATH, "", "", "sim adapter: PEM key of the simulated PCK", F(sim.pck_key_file)},
     {"sim_pck_chain", KG_CONF_T_PATH, "", "", "sim adapter: PEM chain PCK, platform CA, root",
      F(sim.pck_chain_file)},
-    {"sim_mrtd", KG_CONF_T_HEX, "", "48", "sim adapter: MRTD (96 hex); unset = the built-in value", F(sim.mrtd)},
-    {"sim_mrseam", KG_CONF_T_HEX, "", "48", "sim adapter: MRSEAM (96 hex); unset = the built-in value", F(sim.mrseam)},
+    {"sim_mrtd", KG_CONF_T_HEX, "", "48", "sim adapter: MRTD (96 hex); unset = the built-in value",
+     F(sim.mrtd)},
+    {"sim_mrseam", KG_CONF_T_HEX, "", "48", "sim adapter: MRSEAM (96 hex); unset = the built-in value",
+     F(sim.mrseam)},
     {"sim_rtmr0", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR0; unset = the built-in value", F(sim.rtmr[0])},
     {"sim_rtmr1", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR1; unset = the built-in value", F(sim.rtmr[1])},
     {"sim_rtmr2", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR2; unset = the built-in value", F(sim.rtmr[2])},
     {"sim_rtmr3", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR3; unset = the built-in value", F(sim.rtmr[3])},
-    {"sim_tee_tcb_svn", KG_CONF_T_HEX, "", "16", "sim adapter: TEE_TCB_SVN (32 hex); unset = the built-in value", F(sim.tee_tcb_svn)},
-    {"sim_xfam", KG_CONF_T_HEX, "", "8", "sim adapter: XFAM (16 hex); unset = the built-in value", F(sim.xfam)},
+    {"sim_tee_tcb_svn", KG_CONF_T_HEX, "", "16",
+     "sim adapter: TEE_TCB_SVN (32 hex); unset = the built-in value", F(sim.tee_tcb_svn)},
+    {"sim_xfam", KG_CONF_T_HEX, "", "8", "sim adapter: XFAM (16 hex); unset = the built-in value",
+     F(sim.xfam)},
     {"sim_td_attributes", KG_CONF_T_HEX, "", "8",
      "sim adapter: TDATTRIBUTES, 16 hex, little-endian bytes (0100000000000000 = DEBUG); "
      "unset = 0000001000000000 (SEPT_VE_DISABLE)",
@@ -256,16 +258,16 @@ int kg_config_set(kg_config *cfg, const char *key, const char *value, kg_err *er
         cfg->ita_policy_id_count = 0;
         if (for_each_item(value, add_uuid_item, &acc) < 0) {
             cfg->ita_policy_id_count = 0;
-            return kg_err_set(err, KG_STEP_CONFIG, "%s: expected at most %d comma-separated UUIDs",
-                              key, KG_CONF_MAX_POLICY_IDS);
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: expected at most %d comma-separated UUIDs", key,
+                              KG_CONF_MAX_POLICY_IDS);
         }
         return 1;
     }
     case KG_CONF_T_HEX_LIST: {
         size_t n = (size_t)atoi(k->choices);
         if (for_each_item(value, check_hex_item, &n) < 0)
-            return kg_err_set(err, KG_STEP_CONFIG, "%s: expected comma-separated %zu-hex-digit values",
-                              key, 2 * n);
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: expected comma-separated %zu-hex-digit values", key,
+                              2 * n);
         if (!copy_str(slot, k->size, value))
             return kg_err_set(err, KG_STEP_CONFIG, "%s: value too long", key);
         return 1;
@@ -381,12 +383,8 @@ int kg_config_dump(const kg_config *cfg, char *buf, size_t len)
             snprintf(val, sizeof(val), "%ld",
                      k->size == sizeof(long) ? *(const long *)slot : (long)*(const int *)slot);
             break;
-        case KG_CONF_T_BOOL:
-            snprintf(val, sizeof(val), "%s", *(const int *)slot ? "yes" : "no");
-            break;
-        case KG_CONF_T_HEX:
-            hex_of((const unsigned char *)slot, k->size, val);
-            break;
+        case KG_CONF_T_BOOL: snprintf(val, sizeof(val), "%s", *(const int *)slot ? "yes" : "no"); break;
+        case KG_CONF_T_HEX: hex_of((const unsigned char *)slot, k->size, val); break;
         case KG_CONF_T_UUID_LIST:
             val[0] = '\0';
             for (int i = 0; i < cfg->ita_policy_id_count; i++) {
@@ -394,8 +392,7 @@ int kg_config_dump(const kg_config *cfg, char *buf, size_t len)
                 strcat(val, cfg->ita_policy_ids[i]);
             }
             break;
-        default:
-            snprintf(val, sizeof(val), "%s", slot);
+        default: snprintf(val, sizeof(val), "%s", slot);
         }
         n = snprintf(buf + used, len - used, "%s = %s\n", k->name, val);
         if (n < 0 || (size_t)n >= len - used)

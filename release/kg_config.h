@@ -18,20 +18,20 @@
 #define KG_CONF_MAX_POLICY_IDS 10
 
 typedef struct kg_config {
-    char adapter[16];            /* tdx | tdx-ioctl | azure-tdx | sim */
+    char adapter[16]; /* tdx | tdx-ioctl | azure-tdx | sim */
     char ita_api_url[KG_CONF_STR];
     char ita_base_url[KG_CONF_STR];
     char ita_api_key_file[KG_CONF_STR];
     char ita_trust_anchor[KG_CONF_STR];
-    char ita_api_version[4];     /* v1 | v2 */
+    char ita_api_version[4]; /* v1 | v2 */
     char ita_policy_ids[KG_CONF_MAX_POLICY_IDS][37];
     int ita_policy_id_count;
-    char ita_token_alg[8];       /* PS384 | RS256 */
+    char ita_token_alg[8]; /* PS384 | RS256 */
     char tls_ca_file[KG_CONF_STR];
     int allow_http_loopback;
     char kbs_url[KG_CONF_STR];
-    char kbs_type[8];            /* intel | trustee */
-    char kbs_mode[12];           /* passport | background */
+    char kbs_type[8];  /* intel | trustee */
+    char kbs_mode[12]; /* passport | background */
     long timeout_ms;
     long retry_max;
     long retry_wait_min_ms;
@@ -41,7 +41,7 @@ typedef struct kg_config {
     char require_rtmr[4][KG_CONF_STR * 2];
     int allow_debug_td;
     int log_level;
-    sim_td_config sim;           /* sim_* keys */
+    sim_td_config sim; /* sim_* keys */
 } kg_config;
 
 typedef enum kg_conf_type {

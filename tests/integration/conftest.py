@@ -28,3 +28,34 @@ def run(cmd, env=None, timeout=60, **kw):
     if env:
         full_env.update(env)
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture
+def ita_stack(tmp_path):
+    """A LocalStack with the ITA service started; stopped by PID at teardown."""
+    from tests.stack.fixtures import LocalStack
+
+    stack = LocalStack(tmp_path / "stack").init()
+    stack.start_ita()
+    yield stack
+    stack.stop_all()
+
+
+def write_keygate_conf(stack, path, **overrides):
+    """keygate.conf for the sim adapter against the stack's ITA; overrides replace keys."""
+    state = pathlib.Path(stack.state_dir)
+    ita = stack.services["ita"].url
+    keys = {
+        "adapter": "sim",
+        "ita_api_url": ita,
+        "ita_base_url": ita,
+        "ita_api_key_file": state / "ita-api-key",
+        "tls_ca_file": state / "tls-ca.pem",
+        "sim_pck_key": state / "sim-pck.key",
+        "sim_pck_chain": state / "sim-pck-chain.pem",
+        "retry_wait_min_ms": 50,
+        "retry_wait_max_ms": 400,
+    }
+    keys.update(overrides)
+    path.write_text("".join(f"{k} = {v}\n" for k, v in keys.items() if v is not None))
+    return path

@@ -1,4 +1,4 @@
-/* Common includes for cmocka unit tests. */
+/* Common includes for cmocka unit tests (cmocka.h needs these first). */
 #ifndef KG_TEST_H
 #define KG_TEST_H
 #include <setjmp.h>

@@ -40,14 +40,17 @@ static void parse_good_file(void **state)
 {
     kg_config c;
     kg_err e;
-    const char *p = write_conf("# comment\n\n  adapter = sim  \n"
-                               "ita_api_url=https://127.0.0.1:8443/\n"
-                               "ita_policy_ids = 4f5c2a3e-1b2c-4d5e-8f90-0123456789ab, "
-                               "5f5c2a3e-1b2c-4d5e-8f90-0123456789ab\n"
-                               "timeout_ms = 2500\nallow_debug_td = yes\n"
-                               "sim_td_attributes = 0100000000000000\n"
-                               "sim_pck_key = /k\nsim_pck_chain = /c\n"
-                               "require_mrtd = " "aa" "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n");
+    const char *p = write_conf(
+        "# comment\n\n  adapter = sim  \n"
+        "ita_api_url=https://127.0.0.1:8443/\n"
+        "ita_policy_ids = 4f5c2a3e-1b2c-4d5e-8f90-0123456789ab, "
+        "5f5c2a3e-1b2c-4d5e-8f90-0123456789ab\n"
+        "timeout_ms = 2500\nallow_debug_td = yes\n"
+        "sim_td_attributes = 0100000000000000\n"
+        "sim_pck_key = /k\nsim_pck_chain = /c\n"
+        "require_mrtd = "
+        "aa"
+        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n");
     kg_config_defaults(&c);
     assert_int_equal(kg_config_load_file(&c, p, &e), 1);
     assert_int_equal(kg_config_check(&c, &e), 1);
@@ -96,7 +99,8 @@ static void rejects_bad_lines(void **state)
                       "4f5c2a3e-1b2c-4d5e-8f90-0123456789ab,4f5c2a3e-1b2c-4d5e-8f90-0123456789ab,"
                       "4f5c2a3e-1b2c-4d5e-8f90-0123456789ab,4f5c2a3e-1b2c-4d5e-8f90-0123456789ab,"
                       "4f5c2a3e-1b2c-4d5e-8f90-0123456789ab,4f5c2a3e-1b2c-4d5e-8f90-0123456789ab,"
-                      "4f5c2a3e-1b2c-4d5e-8f90-0123456789ab\n", "at most 10");
+                      "4f5c2a3e-1b2c-4d5e-8f90-0123456789ab\n",
+                      "at most 10");
 }
 
 static void missing_file_and_sim_check(void **state)

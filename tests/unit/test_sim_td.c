@@ -67,8 +67,11 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *is
     assert_int_equal(X509_set_version(cert, 2), 1);
     assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(cert), serial), 1);
     name = X509_get_subject_name(cert);
-    assert_int_equal(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"keygate tests", -1, -1, 0), 1);
-    assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0), 1);
+    assert_int_equal(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+                                                (const unsigned char *)"keygate tests", -1, -1, 0),
+                     1);
+    assert_int_equal(
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0), 1);
     assert_int_equal(X509_set_issuer_name(cert, issuer ? X509_get_subject_name(issuer) : name), 1);
     assert_non_null(X509_gmtime_adj(X509_getm_notBefore(cert), -3600));
     assert_non_null(X509_gmtime_adj(X509_getm_notAfter(cert), 7L * 24 * 3600));
@@ -324,7 +327,8 @@ static void test_defaults_and_same_att_key(void **state)
     assert_memory_not_equal(q1.mrtd, zero48, 48);
     for (int r = 0; r < 4; r++)
         assert_memory_equal(q1.rtmr[r], zero48, 48);
-    assert_memory_equal(q1.tee_tcb_svn, "\x04\x01\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 16);
+    assert_memory_equal(q1.tee_tcb_svn, "\x04\x01\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+                        16);
     assert_true(tdx_quote_verify(&q1, quote1, sim_root, 0, NULL, &err));
     if (!tdx_quote_verify(&q2, quote2, sim_root, 0, libctx, &err))
         fail_msg("%s", err.msg);

@@ -60,14 +60,20 @@ static const quote_vector vectors[] = {
         .qe_isvsvn = 6,
         .header_user_data = "0000000000000000000000000000000000000000",
         .tee_tcb_svn = "04010700000000000000000000000000",
-        .mrseam = "ffc97a88587660fb04e1f7c851300c96ae0b5a463ac46d035d16c2d9f36d0ed1d23775bcbd27deb219e3a3cc28023895",
-        .mrtd = "dae67181d3d65e073ad8f95b7907d5e927bfe9761c9ff3e9b89734a45d8954dba41394c7717cb2735396c1d04231f94a",
+        .mrseam = "ffc97a88587660fb04e1f7c851300c96ae0b5a463ac46d035d16c2d9f36d0ed1d23775bcbd27deb219e3a3cc28"
+                  "023895",
+        .mrtd = "dae67181d3d65e073ad8f95b7907d5e927bfe9761c9ff3e9b89734a45d8954dba41394c7717cb2735396c1d04231"
+                "f94a",
         .xfam = "e700060000000000",
-        .rtmr = {"3fa2f61f395b7f5feefb4ec2df61297f109ad8abcd6410c1b7df60f21f37b19297fc35e544039c7e1edece752afd17f6",
-                 "f62dbc072bd5d3f3438b7b35c39a727f5aea2ffc2473f43723953f530daf62504f0a7944aa62c41a86e8a878c2b122c1",
-                 "4969684dc87381fc3b3134176c8d8806eaf0a901859f5f70cfae8d17714b46c10a8de219048c9fc09f11f381a6fbe7c1",
+        .rtmr = {"3fa2f61f395b7f5feefb4ec2df61297f109ad8abcd6410c1b7df60f21f37b19297fc35e544039c7e1edece752af"
+                 "d17f6",
+                 "f62dbc072bd5d3f3438b7b35c39a727f5aea2ffc2473f43723953f530daf62504f0a7944aa62c41a86e8a878c2b"
+                 "122c1",
+                 "4969684dc87381fc3b3134176c8d8806eaf0a901859f5f70cfae8d17714b46c10a8de219048c9fc09f11f381a6f"
+                 "be7c1",
                  NULL},
-        .report_data = "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        .report_data = "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                       "0000000000000000000000000000000000000000000",
     },
     {
         .file = "tdx-quote-trustee-v4-debug.bin",
@@ -82,13 +88,18 @@ static const quote_vector vectors[] = {
         .qe_isvsvn = 4,
         .header_user_data = "d099bfec0a477aa85a605dceabf2b10800000000",
         .tee_tcb_svn = "03000500000000000000000000000000",
-        .mrseam = "2fd279c16164a93dd5bf373d834328d46008c2b693af9ebb865b08b2ced320c9a89b4869a9fab60fbe9d0c5a5363c656",
-        .mrtd = "705ee9381b8633a9fbe532b52345e8433343d2868959f57889d84ca377c395b689cac1599ccea1b7d420483a9ce5f031",
+        .mrseam = "2fd279c16164a93dd5bf373d834328d46008c2b693af9ebb865b08b2ced320c9a89b4869a9fab60fbe9d0c5a53"
+                  "63c656",
+        .mrtd = "705ee9381b8633a9fbe532b52345e8433343d2868959f57889d84ca377c395b689cac1599ccea1b7d420483a9ce5"
+                "f031",
         .xfam = "e742060000000000",
-        .rtmr = {"e940da7c2712d2790e2961e00484f4fa8e6f9eed71361655ae22699476b14f9e63867eb41edd4b480fef0c59f496b288",
-                 "559cfcf42716ed6c40a48a73d5acb7da255435012f0a9f00fbe8c1c57612ede486a5684c4c9ff3ddf52315fcdca3a596",
+        .rtmr = {"e940da7c2712d2790e2961e00484f4fa8e6f9eed71361655ae22699476b14f9e63867eb41edd4b480fef0c59f49"
+                 "6b288",
+                 "559cfcf42716ed6c40a48a73d5acb7da255435012f0a9f00fbe8c1c57612ede486a5684c4c9ff3ddf52315fcdca"
+                 "3a596",
                  NULL, NULL},
-        .report_data = "7c71fe2c86eff65a7cf8dbc22b3275689fd0464a267baced1bf94fc1324656aeb755da3d44d098c0c87382f3a5f85b45c8a28fee1d3bdb38342bf96671501429",
+        .report_data = "7c71fe2c86eff65a7cf8dbc22b3275689fd0464a267baced1bf94fc1324656aeb755da3d44d098c0c8738"
+                       "2f3a5f85b45c8a28fee1d3bdb38342bf96671501429",
     },
     {
         .file = "tdx-quote-azure.bin",
@@ -103,11 +114,14 @@ static const quote_vector vectors[] = {
         .qe_isvsvn = 5,
         .header_user_data = "f17eac112e4cd9a0fafce1b46b5af18f00000000",
         .tee_tcb_svn = "02010600000000000000000000000000",
-        .mrseam = "360304d34a16aace0a18e09ad2d07d2b9fd3c174378e5bf108388079827f89ff62acc5f8c473dd40706324834e202946",
-        .mrtd = "024a32b070383331181619fa387cb4d55d1e38879f989933055ccad5bc2db795d1737b66205949d15469dc8c1ba7ab7b",
+        .mrseam = "360304d34a16aace0a18e09ad2d07d2b9fd3c174378e5bf108388079827f89ff62acc5f8c473dd40706324834e"
+                  "202946",
+        .mrtd = "024a32b070383331181619fa387cb4d55d1e38879f989933055ccad5bc2db795d1737b66205949d15469dc8c1ba7"
+                "ab7b",
         .xfam = "e718060000000000",
         .rtmr = {NULL, NULL, NULL, NULL},
-        .report_data = "9734504f161d104c74e3165c15f779b06a9bb40dfa71937817d7eee68e5938390000000000000000000000000000000000000000000000000000000000000000",
+        .report_data = "9734504f161d104c74e3165c15f779b06a9bb40dfa71937817d7eee68e593839000000000000000000000"
+                       "0000000000000000000000000000000000000000000",
     },
 };
 #define N_VECTORS (sizeof(vectors) / sizeof(vectors[0]))
@@ -371,9 +385,10 @@ static void test_tamper(void **state)
         expect_tamper_fails(&vectors[v], 0 + 30, "quote signature does not verify");  /* header */
         expect_tamper_fails(&vectors[v], 184 + 5, "quote signature does not verify"); /* MRTD */
         expect_tamper_fails(&vectors[v], TDX_QUOTE_REPORTDATA_OFFSET + 63, "quote signature does not verify");
-        expect_tamper_fails(&vectors[v], sig_data + 10, "quote signature does not verify");     /* r */
+        expect_tamper_fails(&vectors[v], sig_data + 10, "quote signature does not verify");      /* r */
         expect_tamper_fails(&vectors[v], qe_report + 10, "QE report signature does not verify"); /* CPUSVN */
-        expect_tamper_fails(&vectors[v], qe_report + 256, "QE report signature does not verify"); /* ISVPRODID */
+        expect_tamper_fails(&vectors[v], qe_report + 256,
+                            "QE report signature does not verify"); /* ISVPRODID */
         expect_tamper_fails(&vectors[v], qe_report + SGX_REPORT_BODY_LEN + 5,
                             "QE report signature does not verify");
         expect_tamper_fails(&vectors[v], qe_auth + 3, "QE report data is not SHA-256");
