@@ -31,14 +31,10 @@ def run(cmd, env=None, timeout=60, **kw):
 
 
 @pytest.fixture
-def ita_stack(tmp_path):
-    """A LocalStack with the ITA service started; stopped by PID at teardown."""
-    from tests.stack.fixtures import LocalStack
-
-    stack = LocalStack(tmp_path / "stack").init()
-    stack.start_ita()
-    yield stack
-    stack.stop_all()
+def ita_stack(local_stack):
+    """The shared LocalStack fixture (tests/conftest.py): ITA running on a copy of the session
+    PKI, stopped by PID at teardown."""
+    return local_stack
 
 
 def write_keygate_conf(stack, path, **overrides):

@@ -5,6 +5,7 @@ import base64
 import hashlib
 import json
 import os
+import pathlib
 import time
 
 import pytest
@@ -79,7 +80,7 @@ def test_evidence_quote_is_real_layout(keygate_bin, ita_stack, tmp_path):
     assert b64(ev["report_data"]) == report_data
     assert q[568:632] == report_data
     # the stack's independent Python verifier accepts it, pinned to the simulated root only
-    sim_root = (tmp_path / "stack" / "sim-sgx-root-ca.pem").read_bytes()
+    sim_root = (pathlib.Path(ita_stack.state_dir) / "sim-sgx-root-ca.pem").read_bytes()
     parsed = stack_quote.verify_quote(q, [sim_root])
     assert parsed.mrtd.hex() == MRTD
 
@@ -95,7 +96,7 @@ def test_evidence_without_nonce_is_offline(keygate_bin, ita_stack, tmp_path):
 
 def test_api_key_file_readable_by_others_is_refused(keygate_bin, ita_stack, tmp_path):
     key = tmp_path / "api-key"
-    key.write_text((tmp_path / "stack" / "ita-api-key").read_text())
+    key.write_text((pathlib.Path(ita_stack.state_dir) / "ita-api-key").read_text())
     key.chmod(0o644)
     conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", ita_api_key_file=key)
     r = run([keygate_bin, "-c", str(conf), "token"])
@@ -125,10 +126,12 @@ def test_retries_503_then_succeeds(keygate_bin, ita_stack, tmp_path):
 
 
 def test_gives_up_after_retry_max_with_status_in_message(keygate_bin, ita_stack, tmp_path):
-    ita_stack.set_faults("ita", [{"route": "/appraisal/v2/nonce", "mode": "status", "status": 503}])
+    ita_stack.set_faults("ita", [{"route": "/appraisal/v2/nonce", "mode": "status", "status": 503,
+                                  "headers": {"trace-id": "t-123", "request-id": "r-9"}}])
     conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", retry_max=2)
     r = run([keygate_bin, "-c", str(conf), "token"])
-    assert r.returncode == 12 and "HTTP 503" in r.stderr and "trace-id" in r.stderr
+    assert r.returncode == 12
+    assert r.stderr.endswith("/appraisal/v2/nonce: HTTP 503, request-id r-9, trace-id t-123\n")
     assert len(ita_stack.requests("ita")) == 2
 
 
@@ -176,7 +179,7 @@ def test_plain_http_refused_without_opt_in(keygate_bin, ita_stack, tmp_path):
 
 
 def test_tls_verification_is_on(keygate_bin, ita_stack, tmp_path):
-    other_ca = tmp_path / "stack" / "ita-root-ca.pem"  # a real CA, but not the TLS one
+    other_ca = pathlib.Path(ita_stack.state_dir) / "ita-root-ca.pem"  # a real CA, but not the TLS one
     conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", tls_ca_file=other_ca, retry_max=1)
     r = run([keygate_bin, "-c", str(conf), "token"])
     assert r.returncode == 12 and "certificate" in r.stderr.lower()

@@ -1,0 +1,425 @@
+"""Tests of the local Intel-compatible KBS (tests/stack/kbs.py) and its reference client.
+
+One ITA + KBS pair serves the whole module (a copy of the session PKI); tokens from the local
+ITA are reused where the KBS allows it (it checks no nonce in passport mode).
+"""
+
+import base64
+import json
+import os
+import shutil
+import uuid
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.stack import kbs_fixture as kf
+from tests.stack import pki
+from tests.stack.fixtures import LocalStack
+from tests.stack.simquote import DEFAULTS
+
+MRTD = DEFAULTS["mrtd"].hex()
+OTHER_MRTD = "ab" * 48
+ITA_POLICY_ID = str(uuid.UUID("6d8d4a1c-1e49-4d6b-9a55-6f0d3c2b8a11"))
+JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
+
+
+# =========================================================================== fixtures
+
+@pytest.fixture(scope="module")
+def stack(stack_dir, tmp_path_factory):
+    """ITA (with one policy matching the simulated TD's MRTD) and KBS on a copy of stack_dir."""
+    state = tmp_path_factory.mktemp("kbs-stack") / "state"
+    shutil.copytree(stack_dir, state, ignore=shutil.ignore_patterns(
+        "*.json.tmp*", "*-requests.jsonl", "*.log", "ita.json", "kbs.json", ".pki.lock"))
+    s = LocalStack(str(state)).init()
+    policies = os.path.join(s.state_dir, "ita-policies.json")
+    with open(policies, "w") as f:
+        json.dump({ITA_POLICY_ID: {"mrtd": [MRTD]}}, f)
+    s.start_ita(policies=policies)
+    s.kbs = kf.start_kbs(s, ita_retry_wait=0.1)
+    yield s
+    s.stop_all()
+
+
+@pytest.fixture(scope="module")
+def url(stack):
+    return stack.kbs.url
+
+
+@pytest.fixture(scope="module")
+def admin(stack, url):
+    return kf.kbs_admin_token(url, stack.state_dir)
+
+
+@pytest.fixture(scope="module")
+def wrapping():
+    return kf.new_wrapping_key(3072)
+
+
+@pytest.fixture(scope="module")
+def make_quote(stack):
+    return kf.sim_quote_maker(stack.state_dir)
+
+
+@pytest.fixture(scope="module")
+def token(stack, wrapping, make_quote):
+    """A v1 passport token binding the module's wrapping key (reusable until it expires)."""
+    return kf.ita_token(stack.services["ita"].url, stack.state_dir,
+                        kf.user_data_blob(wrapping.public_key()), make_quote)
+
+
+@pytest.fixture(scope="module")
+def rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+
+
+@pytest.fixture(scope="module")
+def mrtd_policy(url, admin):
+    return kf.create_policy(url, admin, {"mrtd": [MRTD]})
+
+
+@pytest.fixture(scope="module")
+def rsa_key_id(url, admin, rsa_key, mrtd_policy):
+    return kf.register_key(url, admin, pem(rsa_key), mrtd_policy)
+
+
+@pytest.fixture
+def kbs_faults(stack):
+    yield lambda faults: stack.set_faults("kbs", faults)
+    stack.clear_faults("kbs")
+
+
+def pem(key):
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def der(key):
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def request(url, method, path, body=None, headers=None):
+    status, hdrs, data = kf.kbs_request(url, method, path, body, headers)
+    return status, hdrs, data
+
+
+def error_text(data):
+    return json.loads(data)["error"]
+
+
+def passport_status(url, key_id, tok):
+    """Status and error text of a passport transfer that is expected to fail."""
+    with pytest.raises(kf.KbsHttpError) as e:
+        kf.transfer_passport(url, key_id, tok, kf.new_wrapping_key())
+    return e.value.status, error_text(e.value.body)
+
+
+# =========================================================================== header rules
+
+def test_accept_and_content_type_must_be_exact(url, admin, rsa_key_id):
+    path = f"/keys/{rsa_key_id}/transfer"
+    for accept in ("application/json; charset=utf-8", "*/*", None):
+        headers = {} if accept is None else {"Accept": accept}
+        status, hdrs, data = request(url, "POST", path, b"", headers)
+        assert (status, error_text(data)) == (415, "Invalid Accept header")
+        assert hdrs["Content-Type"] == "text/plain; charset=utf-8"      # Go sniffing
+    status, _, data = request(url, "POST", path, {"attestation_token": "x"},
+                              {"Accept": "application/json",
+                               "Content-Type": "application/json; charset=utf-8"})
+    assert (status, error_text(data)) == (415, "Invalid Content-type header")
+    status, _, data = request(url, "POST", "/key-transfer-policies", {"attestation_type": "TDX"},
+                              {**JSON_HEADERS, "Content-Type": "application/json; charset=utf-8",
+                               "Authorization": f"Bearer {admin}"})
+    assert (status, error_text(data)) == (415, "Invalid Content-type header")
+    status, _, _ = request(url, "POST", "/token", {"username": "a", "password": "b"},
+                           JSON_HEADERS)
+    assert status == 415                                # the token wants Accept application/jwt
+
+
+def test_unknown_fields_and_bad_json_are_400(url, admin, rsa_key_id):
+    path = f"/keys/{rsa_key_id}/transfer"
+    for body in ({"attestation_token": "x", "extra": 1}, {"nonce": {"val": "", "x": ""}},
+                 {"quote": "not base64!"}, b"{not json"):
+        status, _, data = request(url, "POST", path, body,
+                                  {**JSON_HEADERS, "Attestation-Type": "TDX"})
+        assert (status, error_text(data)) == (400, "Failed to JSON-decode request body")
+    status, _, data = request(url, "POST", path, {"quote": ""},
+                              {**JSON_HEADERS, "Attestation-Type": "SEV"})
+    assert (status, error_text(data)) == (400, "Invalid attestion type header")
+    status, _, data = request(url, "POST", path, {"quote": ""}, JSON_HEADERS)
+    assert (status, error_text(data)) == (400, "Invalid request body")
+    auth = {**JSON_HEADERS, "Authorization": f"Bearer {admin}"}
+    for policy in ({"attestation_type": "TDX", "tdx": {}, "color": "red"},
+                   {"attestation_type": "TDX", "tdx": {"attributes": {"seamsvn": "3"}}},
+                   {"attestation_type": "TDX", "tdx": {"attributes": {"seamsvn": 70000}}}):
+        status, _, data = request(url, "POST", "/key-transfer-policies", policy, auth)
+        assert (status, error_text(data)) == (400, "Failed to JSON-decode request body")
+
+
+def test_ids_must_be_uuid_v4(url, admin):
+    auth = {"Accept": "application/json", "Authorization": f"Bearer {admin}"}
+    for bad in ("not-a-uuid", str(uuid.uuid1()), "6d8d4a1c-1e49-4d6b-7a55-6f0d3c2b8a11"):
+        status, hdrs, data = request(url, "GET", f"/keys/{bad}", None, auth)
+        assert (status, data) == (404, b"404 page not found\n")
+        status, _, _ = request(url, "POST", f"/keys/{bad}/transfer", b"",
+                               {"Accept": "application/json"})
+        assert status == 404
+    status, _, data = request(url, "GET", f"/keys/{uuid.uuid4()}", None, auth)
+    assert (status, error_text(data)) == (404, "404: Key with specified id does not exist")
+    status, _, data = request(url, "POST", f"/keys/{uuid.uuid4()}/transfer", b"",
+                              {"Accept": "application/json"})
+    assert (status, error_text(data)) == (404, "404: Key with specified id does not exist")
+
+
+def test_admin_routes_need_a_valid_bearer(url, admin):
+    for headers in ({}, {"Authorization": "Bearer nonsense"},
+                    {"Authorization": f"Bearer {admin[:-4]}AAAA"}, {"Authorization": admin}):
+        status, hdrs, data = request(url, "GET", "/key-transfer-policies", None,
+                                     {"Accept": "application/json", **headers})
+        assert (status, data) == (401, b"Unauthorized\n")
+        assert hdrs["Content-Type"] == "text/plain; charset=utf-8"
+    status, _, data = request(url, "GET", "/version", None, {})
+    assert status == 200 and json.loads(data)["name"] == "Key Broker Service"
+
+
+def test_admin_token_is_ps384_with_scopes_and_bad_password_is_401(stack, url, admin):
+    header, claims = (json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+                      for p in admin.split(".")[:2])
+    assert header == {"alg": "PS384", "kid": "secret-id", "typ": "JWT"}
+    assert "keys:create" in claims["scp"] and claims["exp"] - claims["iat"] == 300
+    creds = dict(pki.kbs_admin(stack.state_dir), password="wrong-password")
+    status, _, data = request(url, "POST", "/token", creds,
+                              {"Accept": "application/jwt", "Content-Type": "application/json"})
+    assert (status, error_text(data)) == (401, "401: invalid username or password provided")
+
+
+# =========================================================================== admin objects
+
+def test_policy_create_get_and_validation(url, admin, mrtd_policy):
+    auth = {**JSON_HEADERS, "Authorization": f"Bearer {admin}"}
+    status, _, data = request(url, "GET", f"/key-transfer-policies/{mrtd_policy}", None, auth)
+    policy = json.loads(data)
+    assert status == 200
+    assert list(policy) == ["id", "created_at", "attestation_type", "tdx"]
+    assert policy["tdx"] == {"attributes": {"mrtd": [MRTD]}}
+    status, _, data = request(url, "POST", "/key-transfer-policies",
+                              {"attestation_type": "TDX", "tdx": {"attributes": {"mrtd": ["ab"]}}},
+                              auth)
+    assert (status, error_text(data)) == (400, "Invalid request body")
+    status, _, data = request(url, "POST", "/key-transfer-policies", {"attestation_type": "TDX"},
+                              auth)
+    assert (status, data) == (500, b"")                 # the real KBS dereferences nil tdx
+    status, _, data = request(url, "GET", "/key-transfer-policies", None, auth)
+    assert mrtd_policy in [p["id"] for p in json.loads(data)]
+
+
+def test_register_rsa3072_and_p256_pkcs8_and_reject_pkcs1(url, admin, mrtd_policy, rsa_key,
+                                                           rsa_key_id):
+    auth = {"Accept": "application/json", "Authorization": f"Bearer {admin}"}
+    status, _, data = request(url, "GET", f"/keys/{rsa_key_id}", None, auth)
+    assert status == 200
+    assert json.loads(data) == {
+        "id": rsa_key_id, "key_info": {"algorithm": "RSA", "key_length": 3072},
+        "transfer_policy_id": mrtd_policy,
+        "transfer_link": f"/kbs/v1/keys/{rsa_key_id}/transfer",
+        "created_at": json.loads(data)["created_at"]}
+    ec_id = kf.register_key(url, admin, pem(ec.generate_private_key(ec.SECP256R1())),
+                            mrtd_policy)
+    status, _, data = request(url, "GET", f"/keys/{ec_id}", None, auth)
+    assert json.loads(data)["key_info"] == {"algorithm": "EC", "key_length": 2048}
+    pkcs1 = rsa_key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption())
+    with pytest.raises(kf.KbsHttpError) as e:
+        kf.register_key(url, admin, pkcs1, mrtd_policy)
+    assert (e.value.status, error_text(e.value.body)) == (500, "500: Failed to register key")
+    status, _, data = request(url, "DELETE", f"/key-transfer-policies/{mrtd_policy}", None, auth)
+    assert (status, error_text(data)) == (400, "400: Key transfer policy is associated with keys")
+
+
+def test_key_search_update_delete(url, admin, mrtd_policy):
+    auth = {**JSON_HEADERS, "Authorization": f"Bearer {admin}"}
+    status, _, data = request(url, "POST", "/keys",
+                              {"key_information": {"algorithm": "AES", "key_length": 256}}, auth)
+    key = json.loads(data)
+    assert status == 201 and key["key_info"] == {"algorithm": "AES", "key_length": 256}
+    assert "transfer_policy_id" not in key
+    status, _, data = request(url, "GET", "/keys", None, auth)
+    assert (status, error_text(data)) == (
+        400, "Invalid query parameter provided. Refer to API doc for details.")
+    status, _, data = request(url, "GET", "/keys?algorithm=AES", None, auth)
+    assert key["id"] in [k["id"] for k in json.loads(data)]
+    status, _, data = request(url, "PUT", f"/keys/{key['id']}",
+                              {"transfer_policy_id": mrtd_policy}, auth)
+    assert status == 201 and json.loads(data)["transfer_policy_id"] == mrtd_policy
+    status, _, data = request(url, "GET", f"/keys?transferPolicyId={mrtd_policy}", None, auth)
+    assert key["id"] in [k["id"] for k in json.loads(data)]
+    assert request(url, "DELETE", f"/keys/{key['id']}", None, auth)[0] == 204
+    assert request(url, "DELETE", f"/keys/{key['id']}", None, auth)[0] == 404
+
+
+# =========================================================================== transfers
+
+def test_passport_transfer_releases_registered_rsa3072(url, rsa_key, rsa_key_id, token,
+                                                       wrapping):
+    assert kf.transfer_passport(url, rsa_key_id, token, wrapping) == der(rsa_key)
+
+
+def test_passport_transfer_of_p256_key(url, admin, mrtd_policy, token, wrapping):
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_id = kf.register_key(url, admin, pem(key), mrtd_policy)
+    assert kf.transfer_passport(url, key_id, token, wrapping) == der(key)
+
+
+def test_background_transfer(stack, url, rsa_key, rsa_key_id, wrapping, make_quote):
+    stack.clear_requests("ita")
+    nonce, att_type = kf.transfer_nonce(url, rsa_key_id)
+    assert att_type == "TDX" and set(nonce) == {"val", "iat", "signature"}
+    assert len(base64.b64decode(nonce["val"])) == 88
+    assert kf.transfer_background(url, rsa_key_id, wrapping, make_quote) == der(rsa_key)
+    calls = [(r["method"], r["path"], r["request_id"], r["has_api_key"])
+             for r in stack.requests("ita") if "/appraisal/" in r["path"]]
+    assert calls == [("GET", "/appraisal/v1/nonce", rsa_key_id, True)] * 2 + [
+        ("POST", "/appraisal/v1/attest", rsa_key_id, True)]
+
+
+def test_background_single_shot_and_release_response_shape(url, rsa_key, rsa_key_id, wrapping,
+                                                           make_quote):
+    """No nonce: REPORTDATA = SHA-512(blob); Go-encoded release, empty Attestation-Type."""
+    blob = kf.user_data_blob(wrapping.public_key())
+    body = {"quote": base64.b64encode(make_quote(kf.report_data(None, blob))).decode(),
+            "user_data": base64.b64encode(blob).decode()}
+    status, hdrs, data = request(url, "POST", f"/keys/{rsa_key_id}/transfer", body,
+                                 {**JSON_HEADERS, "Attestation-Type": "TDX"})
+    assert status == 200 and hdrs["Content-Type"] == "application/json"
+    assert hdrs["Attestation-Type"] == "" and data.endswith(b"}\n")
+    resp = json.loads(data)
+    assert list(resp) == ["wrapped_key", "wrapped_swk"]
+    wrapped_key = base64.b64decode(resp["wrapped_key"])
+    ct_len = len(der(rsa_key)) + 16
+    assert wrapped_key[:12] == (12).to_bytes(4, "little") + (16).to_bytes(4, "little") + \
+        ct_len.to_bytes(4, "little") and len(wrapped_key) == 24 + ct_len
+    assert len(base64.b64decode(resp["wrapped_swk"])) == 384
+    assert kf.unwrap(resp["wrapped_key"], resp["wrapped_swk"], wrapping) == der(rsa_key)
+
+
+def test_background_failures(stack, url, rsa_key_id, wrapping, make_quote):
+    blob = kf.user_data_blob(wrapping.public_key())
+    nonce, _ = kf.transfer_nonce(url, rsa_key_id)
+    body = {"quote": base64.b64encode(make_quote(kf.report_data(None, blob))).decode(),
+            "nonce": nonce, "user_data": base64.b64encode(blob).decode()}
+    path = f"/keys/{rsa_key_id}/transfer"
+    status, _, data = request(url, "POST", path, body, {**JSON_HEADERS, "Attestation-Type": "TDX"})
+    assert (status, error_text(data)) == (
+        502, "502: Error retrieving token from Trust Authority service")   # REPORTDATA mismatch
+    status, _, data = request(url, "POST", path, body, {**JSON_HEADERS, "Attestation-Type": "SGX"})
+    assert status == 401 and "attestation-type in request header" in error_text(data)
+    stack.set_faults("ita", [{"route": "/nonce", "mode": "status", "status": 503}])
+    try:
+        status, _, data = request(url, "POST", path, b"", {"Accept": "application/json"})
+    finally:
+        stack.clear_faults("ita")
+    assert (status, error_text(data)) == (
+        502, "502: Error retrieving nonce from Trust Authority service")
+
+
+# =========================================================================== policy and token
+
+def test_wrong_mrtd_is_denied(url, admin, token):
+    key_id = kf.register_key(url, admin, pem(ec.generate_private_key(ec.SECP256R1())),
+                             kf.create_policy(url, admin, {"mrtd": [OTHER_MRTD]}))
+    assert passport_status(url, key_id, token) == (
+        401, "401: 0: Token claims validation against key-transfer-policy failed")
+
+
+def test_policy_id_shortcut_overrides_attributes(stack, url, admin, wrapping, make_quote):
+    policy = kf.create_policy(url, admin, {"mrtd": [OTHER_MRTD]}, policy_ids=[ITA_POLICY_ID])
+    key = ec.generate_private_key(ec.SECP384R1())
+    key_id = kf.register_key(url, admin, pem(key), policy)
+    with_ids = kf.ita_token(stack.services["ita"].url, stack.state_dir,
+                            kf.user_data_blob(wrapping.public_key()), make_quote,
+                            policy_ids=[ITA_POLICY_ID])
+    assert kf.transfer_passport(url, key_id, with_ids, wrapping) == der(key)
+
+
+def test_enforce_tcb_upto_date_wants_ok_like_the_real_kbs(url, admin, token):
+    key_id = kf.register_key(url, admin, pem(ec.generate_private_key(ec.SECP256R1())),
+                             kf.create_policy(url, admin, {"enforce_tcb_upto_date": True}))
+    assert passport_status(url, key_id, token)[0] == 401       # ITA says "UpToDate", not "OK"
+
+
+def test_policy_without_attributes_and_no_shortcut_is_500(url, admin, token):
+    key_id = kf.register_key(url, admin, pem(ec.generate_private_key(ec.SECP256R1())),
+                             kf.create_policy(url, admin, policy_ids=[ITA_POLICY_ID]))
+    with pytest.raises(kf.KbsHttpError) as e:
+        kf.transfer_passport(url, key_id, token, kf.new_wrapping_key())
+    assert e.value.status == 500                  # token without policy_ids_matched: nil attrs
+
+
+def test_v2_token_is_rejected(stack, url, rsa_key_id, wrapping, make_quote):
+    v2 = kf.ita_token(stack.services["ita"].url, stack.state_dir,
+                      kf.user_data_blob(wrapping.public_key()), make_quote, version=2)
+    assert passport_status(url, rsa_key_id, v2) == (
+        401, "401: attestation-token is not valid for attestation-type in key-transfer policy")
+
+
+def test_wrapping_key_of_2048_bits_is_500(stack, url, rsa_key_id, make_quote):
+    small = kf.new_wrapping_key(2048)
+    tok = kf.ita_token(stack.services["ita"].url, stack.state_dir,
+                       kf.user_data_blob(small.public_key()), make_quote)
+    with pytest.raises(kf.KbsHttpError) as e:
+        kf.transfer_passport(url, rsa_key_id, tok, small)
+    assert (e.value.status, error_text(e.value.body)) == (
+        500, "500: 0: Error in getting public key")
+
+
+@pytest.mark.parametrize("mode", ["expired", "tampered", "foreign_root", "revoked_leaf",
+                                  "hs256", "alg_none"])
+def test_bad_tokens_are_401(stack, url, rsa_key_id, wrapping, make_quote, mode):
+    stack.set_faults("ita", [{"route": "/attest", "mode": mode, "count": 1}])
+    try:
+        bad = kf.ita_token(stack.services["ita"].url, stack.state_dir,
+                           kf.user_data_blob(wrapping.public_key()), make_quote)
+    finally:
+        stack.clear_faults("ita")
+    assert passport_status(url, rsa_key_id, bad) == (
+        401, "401: Failed to authenticate attestation-token")
+
+
+def test_forged_and_garbage_tokens_are_401(url, rsa_key_id, token):
+    h, p, s = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+    claims["tdx_mrtd"] = OTHER_MRTD
+    forged = ".".join((h, base64.urlsafe_b64encode(json.dumps(claims).encode())
+                       .rstrip(b"=").decode(), s))
+    for bad in (forged, "a.b.c", token + "x"):
+        assert passport_status(url, rsa_key_id, bad)[0] == 401
+
+
+# =========================================================================== KBS faults
+
+@pytest.mark.parametrize("fault", [{"mode": "corrupt_wrap"}, {"mode": "corrupt_swk"},
+                                   {"mode": "bad_header"},
+                                   {"mode": "bad_header", "variant": "ct_len"}])
+def test_fault_breaks_unwrap(url, rsa_key_id, token, wrapping, kbs_faults, fault):
+    kbs_faults([{"route": "/transfer", **fault}])
+    with pytest.raises(kf.UnwrapError):
+        kf.transfer_passport(url, rsa_key_id, token, wrapping)
+
+
+def test_fault_wrong_key_releases_another_key(url, rsa_key, rsa_key_id, token, wrapping,
+                                              kbs_faults):
+    kbs_faults([{"route": "/transfer", "mode": "wrong_key"}])
+    other = kf.transfer_passport(url, rsa_key_id, token, wrapping)
+    assert other != der(rsa_key)
+    assert serialization.load_der_private_key(other, None).key_size == 3072
+
+
+def test_faults_deny_and_not_found(url, rsa_key_id, token, kbs_faults):
+    kbs_faults([{"route": "/transfer", "mode": "deny", "count": 1},
+                {"route": "/transfer", "mode": "not_found", "count": 1}])
+    assert passport_status(url, rsa_key_id, token)[0] == 401
+    assert passport_status(url, rsa_key_id, token)[0] == 404
