@@ -11,41 +11,14 @@
 #include "kg_b64.h"
 #include "kg_jws.h"
 
-#define MAX_USER_DATA (1024 * 1024) /* ITA's runtime_data limit */
-
 typedef struct attest_args {
     const char *user_data_file;
     const char *out_file;
     int no_nonce;
     int steps;
     int claims;
+    int no_verify;
 } attest_args;
-
-static int read_file(const char *path, uint8_t **out, size_t *len, kg_err *err)
-{
-    FILE *fp = fopen(path, "rbe");
-    uint8_t *buf = NULL;
-    size_t n;
-
-    *out = NULL;
-    *len = 0;
-    if (fp == NULL)
-        return kg_err_set(err, KG_STEP_CONFIG, "%s: %s", path, strerror(errno));
-    buf = malloc(MAX_USER_DATA + 1);
-    if (buf == NULL) {
-        fclose(fp);
-        return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
-    }
-    n = fread(buf, 1, MAX_USER_DATA + 1, fp);
-    fclose(fp);
-    if (n > MAX_USER_DATA) {
-        free(buf);
-        return kg_err_set(err, KG_STEP_CONFIG, "%s: user data larger than 1 MiB", path);
-    }
-    *out = buf;
-    *len = n;
-    return 1;
-}
 
 /* Parses the subcommand's options. Returns -1 to continue, else an exit code. */
 static int parse_args(int argc, char **argv, kg_cli_common *common, attest_args *a, int is_token)
@@ -57,12 +30,13 @@ static int parse_args(int argc, char **argv, kg_cli_common *common, attest_args 
                                          {"no-nonce", no_argument, NULL, 'N'},
                                          {"steps", no_argument, NULL, 's'},
                                          {"claims", no_argument, NULL, 'C'},
+                                         {"no-verify", no_argument, NULL, 'n'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     int c;
 
     memset(a, 0, sizeof(*a));
-    while ((c = getopt_long(argc, argv, "c:ju:o:NsCh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:ju:o:NsCnh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': common->config_path = optarg; break;
         case 'j': common->json = 1; break;
@@ -71,14 +45,18 @@ static int parse_args(int argc, char **argv, kg_cli_common *common, attest_args 
         case 'N': a->no_nonce = 1; break;
         case 's': a->steps = 1; break;
         case 'C': a->claims = 1; break;
+        case 'n': a->no_verify = 1; break;
         case 'h':
             if (is_token)
                 printf(
                     "usage: keygate token [--config F] [--json] [--user-data-file F] [--steps] [--claims]\n"
-                    "  Gets an ITA nonce, collects evidence binding it and the user data, and asks ITA\n"
-                    "  for an attestation token, printed on stdout. --steps prints each step with its\n"
-                    "  time on stderr; --claims prints the decoded claims (NOT verified: verification\n"
-                    "  is a separate step).\n");
+                    "                     [--no-verify]\n"
+                    "  Gets an ITA nonce, collects evidence binding it and the user data, asks ITA for an\n"
+                    "  attestation token and verifies it (pinned root, CRLs, claims, binding, local "
+                    "policy).\n"
+                    "  The token goes to stdout, its request-id/trace-id to stderr. --claims prints the\n"
+                    "  verified claims instead; --steps prints each step with its time on stderr;\n"
+                    "  --no-verify skips verification (the token is then NOT to be trusted).\n");
             else
                 printf(
                     "usage: keygate evidence [--config F] [--json] [--user-data-file F] [--no-nonce] [--out "
@@ -92,6 +70,10 @@ static int parse_args(int argc, char **argv, kg_cli_common *common, attest_args 
     }
     if (optind != argc) {
         fprintf(stderr, "keygate: unexpected argument '%s'\n", argv[optind]);
+        return KG_EXIT_USAGE;
+    }
+    if (!is_token && (a->no_verify || a->claims || a->steps)) {
+        fprintf(stderr, "keygate: --no-verify, --claims and --steps belong to 'keygate token'\n");
         return KG_EXIT_USAGE;
     }
     if (is_token && (a->no_nonce || a->out_file)) {
@@ -109,22 +91,33 @@ static int add_b64(cJSON *obj, const char *name, const uint8_t *p, size_t len)
     return ok;
 }
 
-static void print_steps(const kg_attestation *a, const kg_err *err, int failed)
+static void print_steps(const kg_attestation *a, const kg_err *err, int failed, int verify)
 {
     struct {
         kg_step step;
         double ms;
-    } done[] = {
-        {KG_STEP_NONCE, a->ms_nonce}, {KG_STEP_EVIDENCE, a->ms_evidence}, {KG_STEP_TOKEN, a->ms_token}};
-    for (size_t i = 0; i < sizeof(done) / sizeof(done[0]); i++) {
-        if (failed && err->step == done[i].step) {
+    } done[] = {{KG_STEP_NONCE, a->ms_nonce},
+                {KG_STEP_EVIDENCE, a->ms_evidence},
+                {KG_STEP_TOKEN, a->ms_token},
+                {KG_STEP_VERIFY, a->ms_verify}};
+    size_t n = verify ? 4 : 3;
+
+    for (size_t i = 0; i < n; i++) {
+        if (failed && err->step == (int)done[i].step) {
             fprintf(stderr, "  %-9s FAIL  %s\n", kg_step_name(done[i].step), err->msg);
             return;
         }
-        if (done[i].ms <= 0 && failed)
+        if (failed && done[i].ms <= 0)
             return;
         fprintf(stderr, "  %-9s ok    %8.1f ms\n", kg_step_name(done[i].step), done[i].ms);
     }
+}
+
+static void print_ids(const kg_attestation *a)
+{
+    if (a->token_request_id[0] != '\0' || a->token_trace_id[0] != '\0')
+        fprintf(stderr, "request-id: %s\ntrace-id: %s\n", a->token_request_id[0] ? a->token_request_id : "-",
+                a->token_trace_id[0] ? a->token_trace_id : "-");
 }
 
 int kg_cmd_token(int argc, char **argv, const kg_cli_common *common_in)
@@ -138,6 +131,7 @@ int kg_cmd_token(int argc, char **argv, const kg_cli_common *common_in)
     uint8_t *ud = NULL;
     size_t ud_len = 0;
     cJSON *out = NULL;
+    char *s = NULL;
     int rc;
 
     memset(&att, 0, sizeof(att));
@@ -147,49 +141,60 @@ int kg_cmd_token(int argc, char **argv, const kg_cli_common *common_in)
         return rc;
     if (!kg_cli_load_config(&common, &cfg, &err))
         return kg_cli_fail(&err);
-    if (args.user_data_file && !read_file(args.user_data_file, &ud, &ud_len, &err))
+    if (args.user_data_file &&
+        !kg_cli_read_file(args.user_data_file, KG_CLI_MAX_USER_DATA, &ud, &ud_len, &err))
         return kg_cli_fail(&err);
-    if (!kg_attest(&cfg, ud, ud_len, &att, &err)) {
+    if (!kg_attest(&cfg, ud, ud_len, !args.no_verify, &att, &err)) {
         if (args.steps)
-            print_steps(&att, &err, 1);
+            print_steps(&att, &err, 1, !args.no_verify);
+        print_ids(&att);
         rc = kg_cli_fail(&err);
         goto end;
     }
     if (args.steps)
-        print_steps(&att, &err, 0);
+        print_steps(&att, &err, 0, !args.no_verify);
+    print_ids(&att);
     if (!kg_jws_split(att.token, &jws, &err)) {
         rc = kg_cli_fail(&err);
         goto end;
     }
     if (common.json) {
-        cJSON *claims = cJSON_Parse(jws.payload_json), *header = cJSON_Parse(jws.header_json);
+        cJSON *st;
         out = cJSON_CreateObject();
+        if (out == NULL)
+            goto oom;
         cJSON_AddStringToObject(out, "token", att.token);
-        cJSON_AddBoolToObject(out, "verified", 0);
-        cJSON_AddItemToObject(out, "header", header ? header : cJSON_CreateNull());
-        cJSON_AddItemToObject(out, "claims", claims ? claims : cJSON_CreateNull());
-        {
-            cJSON *st = cJSON_AddObjectToObject(out, "steps_ms");
-            cJSON_AddNumberToObject(st, "nonce", att.ms_nonce);
-            cJSON_AddNumberToObject(st, "evidence", att.ms_evidence);
-            cJSON_AddNumberToObject(st, "token", att.ms_token);
-        }
-        char *s = cJSON_Print(out);
-        if (s != NULL)
-            printf("%s\n", s);
-        free(s);
+        cJSON_AddBoolToObject(out, "verified", att.verified);
+        cJSON_AddItemToObject(out, "header", cJSON_Parse(jws.header_json));
+        cJSON_AddItemToObject(out, "claims", cJSON_Parse(jws.payload_json));
+        cJSON_AddStringToObject(out, "request_id", att.token_request_id);
+        cJSON_AddStringToObject(out, "trace_id", att.token_trace_id);
+        st = cJSON_AddObjectToObject(out, "steps_ms");
+        cJSON_AddNumberToObject(st, "nonce", att.ms_nonce);
+        cJSON_AddNumberToObject(st, "evidence", att.ms_evidence);
+        cJSON_AddNumberToObject(st, "token", att.ms_token);
+        if (att.verified)
+            cJSON_AddNumberToObject(st, "verify", att.ms_verify);
+        s = cJSON_Print(out);
     } else if (args.claims) {
         cJSON *claims = cJSON_Parse(jws.payload_json);
-        char *s = claims ? cJSON_Print(claims) : NULL;
-        fprintf(stderr, "claims (decoded, NOT verified):\n");
-        printf("%s\n", s ? s : jws.payload_json);
-        free(s);
+        s = claims ? cJSON_Print(claims) : NULL;
         cJSON_Delete(claims);
+        if (!att.verified)
+            fprintf(stderr, "claims (decoded, NOT verified: --no-verify):\n");
     } else {
-        printf("%s\n", att.token);
+        s = strdup(att.token);
     }
+    if (s == NULL)
+        goto oom;
+    printf("%s\n", s);
     rc = KG_EXIT_OK;
+    goto end;
+oom:
+    kg_err_set(&err, KG_STEP_INTERNAL, "out of memory");
+    rc = kg_cli_fail(&err);
 end:
+    free(s);
     cJSON_Delete(out);
     kg_jws_clear(&jws);
     kg_attestation_clear(&att);
@@ -219,7 +224,8 @@ int kg_cmd_evidence(int argc, char **argv, const kg_cli_common *common_in)
         return rc;
     if (!kg_cli_load_config(&common, &cfg, &err))
         return kg_cli_fail(&err);
-    if (args.user_data_file && !read_file(args.user_data_file, &ud, &ud_len, &err))
+    if (args.user_data_file &&
+        !kg_cli_read_file(args.user_data_file, KG_CLI_MAX_USER_DATA, &ud, &ud_len, &err))
         return kg_cli_fail(&err);
     if (!args.no_nonce) {
         ita_client_opts copts = {cfg.ita_api_url, cfg.ita_base_url, cfg.ita_api_key_file, {0}};

@@ -1,5 +1,6 @@
 /* keygate: the command-line front end. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <getopt.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -19,7 +20,8 @@ static void usage(FILE *fp)
             "\n"
             "commands:\n"
             "  evidence   collect TDX evidence bound to a fresh ITA nonce and print it\n"
-            "  token      nonce -> evidence -> ITA attestation token (printed, not yet verified)\n"
+            "  token      nonce -> evidence -> ITA attestation token, verified, printed\n"
+            "  verify     verify an ITA token from a file and print its claims\n"
             "  version    print version information\n"
             "\n"
             "common options:\n"
@@ -46,6 +48,31 @@ int kg_cli_fail(const kg_err *err)
 {
     fprintf(stderr, "keygate: %s\n", err->msg[0] ? err->msg : "failed");
     return err->step >= KG_STEP_CONFIG ? (int)err->step : KG_STEP_INTERNAL;
+}
+
+int kg_cli_read_file(const char *path, size_t max, uint8_t **out, size_t *len, kg_err *err)
+{
+    FILE *fp = fopen(path, "rbe");
+    uint8_t *buf;
+    size_t n;
+
+    *out = NULL;
+    *len = 0;
+    if (fp == NULL)
+        return kg_err_set(err, KG_STEP_CONFIG, "%s: %s", path, strerror(errno));
+    if ((buf = malloc(max + 1)) == NULL) {
+        fclose(fp);
+        return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+    }
+    n = fread(buf, 1, max + 1, fp);
+    fclose(fp);
+    if (n > max) {
+        free(buf);
+        return kg_err_set(err, KG_STEP_CONFIG, "%s: larger than %zu bytes", path, max);
+    }
+    *out = buf;
+    *len = n;
+    return 1;
 }
 
 int kg_cli_load_config(const kg_cli_common *common, kg_config *cfg, kg_err *err)
@@ -99,6 +126,8 @@ int main(int argc, char **argv)
         return kg_cmd_evidence(argc, argv, &common);
     if (strcmp(cmd, "token") == 0)
         return kg_cmd_token(argc, argv, &common);
+    if (strcmp(cmd, "verify") == 0)
+        return kg_cmd_verify(argc, argv, &common);
     if (strcmp(cmd, "help") == 0) {
         usage(stdout);
         return KG_EXIT_OK;

@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#include "keygate/error.h"
+
 /* The pipeline step that failed (DESIGN.md §1). Values are stable: scripts see them as exit codes. */
 typedef enum kg_step {
     KG_STEP_NONE = 0,
@@ -26,13 +28,8 @@ typedef enum kg_step {
     KG_STEP_INTERNAL = 19  /* out of memory, library misuse */
 } kg_step;
 
-typedef struct kg_err {
-    kg_step step;
-    long http_status;     /* 0 when no HTTP exchange completed */
-    char request_id[129]; /* echoed request-id header, "" when none */
-    char trace_id[129];   /* trace-id header, "" when none */
-    char msg[768];        /* "<step>: <cause>" */
-} kg_err;
+/* The public keygate_error (keygate/error.h); step holds a kg_step. */
+typedef keygate_error kg_err;
 
 /* Clears all fields. Accepts NULL. */
 void kg_err_clear(kg_err *err);

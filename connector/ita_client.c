@@ -1,6 +1,7 @@
 #include "ita_client.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -20,7 +21,20 @@ struct ita_client {
     char api_url[512];
     char base_url[512];
     char *api_key; /* secure heap; NUL-terminated */
+    ita_call_meta last;
 };
+
+const ita_call_meta *ita_client_last_meta(const ita_client *c)
+{
+    return &c->last;
+}
+
+static void remember(ita_client *c, const kg_http_response *resp)
+{
+    c->last.status = resp->status;
+    memcpy(c->last.request_id, resp->request_id, sizeof(c->last.request_id));
+    memcpy(c->last.trace_id, resp->trace_id, sizeof(c->last.trace_id));
+}
 
 /* Reads the API key file: must be a regular file not readable by group/others. */
 static int read_api_key(const char *path, char **out, kg_err *err)
@@ -156,6 +170,7 @@ int ita_get_nonce(ita_client *c, ita_nonce *nonce, kg_err *err)
                              err))
             goto err;
     }
+    remember(c, &resp);
     if (resp.status != 200) {
         kg_http_status_error(err, KG_STEP_NONCE, "GET", url, &resp);
         goto err;
@@ -251,6 +266,54 @@ err:
     return out;
 }
 
+/* request-id as ITA's clients accept it: ^[a-zA-Z0-9_ /.-]{1,128}$ */
+static int request_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 128)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = id[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+              ch == ' ' || ch == '/' || ch == '.' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int uuid_ok(const char *s)
+{
+    if (strlen(s) != 36)
+        return 0;
+    for (int i = 0; i < 36; i++) {
+        int dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+            return 0;
+    }
+    return 1;
+}
+
+int ita_attest_opts_check(const ita_evidence *ev, const ita_attest_opts *o, kg_err *err)
+{
+    if (o->api_version != 1 && o->api_version != 2)
+        return kg_err_set(err, KG_STEP_TOKEN, "api version %d is not 1 or 2", o->api_version);
+    if (o->policy_id_count < 0 || o->policy_id_count > ITA_MAX_ATTEST_POLICY_IDS)
+        return kg_err_set(err, KG_STEP_TOKEN, "at most %d policy ids", ITA_MAX_ATTEST_POLICY_IDS);
+    for (int i = 0; i < o->policy_id_count; i++)
+        if (!uuid_ok(o->policy_ids[i]))
+            return kg_err_set(err, KG_STEP_TOKEN, "policy id '%.40s' is not a UUID", o->policy_ids[i]);
+    if (o->token_alg != NULL && strcmp(o->token_alg, "PS384") != 0 && strcmp(o->token_alg, "RS256") != 0)
+        return kg_err_set(err, KG_STEP_TOKEN, "token signing alg '%.16s' is not PS384 or RS256",
+                          o->token_alg);
+    if (o->request_id != NULL && !request_id_ok(o->request_id))
+        return kg_err_set(err, KG_STEP_TOKEN, "request id must match ^[a-zA-Z0-9_ /.-]{1,128}$");
+    if (ev->quote == NULL || ev->quote_len == 0)
+        return kg_err_set(err, KG_STEP_TOKEN, "no quote to attest");
+    if (ev->runtime_data_len > ITA_MAX_USER_DATA || ev->user_data_len > ITA_MAX_USER_DATA)
+        return kg_err_set(err, KG_STEP_TOKEN, "user data larger than %d bytes", ITA_MAX_USER_DATA);
+    return 1;
+}
+
 int ita_attest(ita_client *c, const ita_evidence *ev, const ita_nonce *nonce, const ita_attest_opts *opts,
                char **token, kg_err *err)
 {
@@ -264,6 +327,8 @@ int ita_attest(ita_client *c, const ita_evidence *ev, const ita_nonce *nonce, co
 
     *token = NULL;
     memset(&resp, 0, sizeof(resp));
+    if (!ita_attest_opts_check(ev, opts, err))
+        return 0;
     snprintf(url, sizeof(url), "%s/appraisal/%s/attest", c->api_url, opts->api_version == 2 ? "v2" : "v1");
     if ((body = attest_body(ev, nonce, opts)) == NULL) {
         kg_err_set(err, KG_STEP_INTERNAL, "out of memory building the attest request");
@@ -286,6 +351,7 @@ int ita_attest(ita_client *c, const ita_evidence *ev, const ita_nonce *nonce, co
                              ITA_MAX_JSON_BODY, &resp, err))
             goto err;
     }
+    remember(c, &resp);
     if (resp.status != 200) {
         kg_http_status_error(err, KG_STEP_TOKEN, "POST", url, &resp);
         goto err;

@@ -12,10 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keygate/ita.h"
 #include "kg_err.h"
 #include "kg_http.h"
 
 #define ITA_MAX_JSON_BODY (64 * 1024)
+#define ITA_MAX_USER_DATA (1024 * 1024) /* ITA runtime_data limit */
+#define ITA_MAX_ATTEST_POLICY_IDS 10
 
 typedef struct ita_client_opts {
     const char *api_url;
@@ -25,25 +28,8 @@ typedef struct ita_client_opts {
 } ita_client_opts;
 
 /* The signed verifier nonce: decoded bytes of val/iat/signature (val is 88 ASCII bytes). */
-typedef struct ita_nonce {
-    uint8_t *val;
-    size_t val_len;
-    uint8_t *iat;
-    size_t iat_len;
-    uint8_t *signature;
-    size_t signature_len;
-} ita_nonce;
-
-typedef struct ita_evidence {
-    const uint8_t *quote;
-    size_t quote_len;
-    const uint8_t *runtime_data; /* Intel TDX: the user data bound in REPORTDATA */
-    size_t runtime_data_len;
-    const uint8_t *user_data; /* Azure only */
-    size_t user_data_len;
-    const uint8_t *event_log;
-    size_t event_log_len;
-} ita_evidence;
+typedef keygate_ita_nonce ita_nonce;
+typedef keygate_ita_evidence ita_evidence;
 
 typedef struct ita_attest_opts {
     int api_version; /* 1: flat v1 body and token; 2: composite v2 */
@@ -56,6 +42,15 @@ typedef struct ita_attest_opts {
 
 typedef struct ita_client ita_client;
 
+/* HTTP details of the last completed exchange (also filled when the call failed on status). */
+typedef struct ita_call_meta {
+    long status;
+    char request_id[129];
+    char trace_id[129];
+} ita_call_meta;
+
+const ita_call_meta *ita_client_last_meta(const ita_client *c);
+
 /* Returns a client or NULL with err (config step for key-file problems). Caller frees. */
 ita_client *ita_client_new(const ita_client_opts *opts, kg_err *err);
 void ita_client_free(ita_client *c);
@@ -63,6 +58,10 @@ void ita_client_free(ita_client *c);
 /* Fetches a fresh nonce. Returns 1, or 0 with err (step nonce). Caller clears *nonce. */
 int ita_get_nonce(ita_client *c, ita_nonce *nonce, kg_err *err);
 void ita_nonce_clear(ita_nonce *nonce);
+
+/* Validates attest inputs in the library (UUID policy ids, at most 10; PS384|RS256; request-id
+ * ^[a-zA-Z0-9_ /.-]{1,128}$; user data at most 1 MiB). Returns 1, or 0 with err (step token). */
+int ita_attest_opts_check(const ita_evidence *ev, const ita_attest_opts *opts, kg_err *err);
 
 /* Posts evidence; nonce may be NULL. On success *token is a malloc'ed NUL-terminated compact
  * JWS (caller frees). Returns 1, or 0 with err (step token) naming URL and HTTP details. */

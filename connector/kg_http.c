@@ -1,6 +1,7 @@
 #include "kg_http.h"
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "kg_libctx.h"
 #include "kg_log.h"
 
 struct kg_http {
@@ -220,6 +222,8 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
     int attempt, ok = 0;
 
     memset(resp, 0, sizeof(*resp));
+    if (kg_libctx() == NULL)
+        return kg_err_set(err, KG_STEP_INTERNAL, "cannot create the private OpenSSL library context");
     if (!check_url(h, step, url, err))
         return 0;
     for (const char *const *p = headers; p != NULL && *p != NULL; p++) {
@@ -269,7 +273,14 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
         if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
             curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 
-        rc = curl_easy_perform(c);
+        {
+            /* libcurl's OpenSSL creates its SSL_CTX in the thread's default library context:
+             * make that our private one, so TLS never fetches from a provider the application
+             * loaded (keygate itself: recursion) */
+            OSSL_LIB_CTX *prev = OSSL_LIB_CTX_set0_default(kg_libctx());
+            rc = curl_easy_perform(c);
+            OSSL_LIB_CTX_set0_default(prev);
+        }
         resp->attempts = attempt;
         if (rc == CURLE_OK) {
             curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);

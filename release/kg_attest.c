@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "sim_td.h"
+#include "kg_verify.h"
 #include "tdx_quote.h"
 
 static double now_ms(void)
@@ -21,6 +22,8 @@ void kg_attestation_clear(kg_attestation *a)
     ita_nonce_clear(&a->nonce);
     kg_evidence_clear(&a->evidence);
     free(a->token);
+    ita_claims_clear(&a->claims);
+    cJSON_Delete(a->payload);
     memset(a, 0, sizeof(*a));
 }
 
@@ -71,8 +74,8 @@ err:
     return 0;
 }
 
-int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, kg_attestation *out,
-              kg_err *err)
+int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
+              kg_attestation *out, kg_err *err)
 {
     ita_client_opts copts;
     ita_attest_opts aopts;
@@ -113,13 +116,29 @@ int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_l
     aopts.policy_id_count = cfg->ita_policy_id_count;
     aopts.token_alg = cfg->ita_token_alg;
     t0 = now_ms();
-    if (!ita_attest(ita, &iev, &out->nonce, &aopts, &out->token, err))
+    ok = ita_attest(ita, &iev, &out->nonce, &aopts, &out->token, err);
+    memcpy(out->token_request_id, ita_client_last_meta(ita)->request_id, sizeof(out->token_request_id));
+    memcpy(out->token_trace_id, ita_client_last_meta(ita)->trace_id, sizeof(out->token_trace_id));
+    if (!ok)
         goto err;
     out->ms_token = now_ms() - t0;
+    ok = 0;
+
+    if (verify) {
+        kg_verify_opts vopts;
+        memset(&vopts, 0, sizeof(vopts));
+        vopts.nonce = &out->nonce;
+        vopts.user_data = user_data;
+        vopts.user_data_len = user_data_len;
+        vopts.payload = &out->payload;
+        t0 = now_ms();
+        if (!kg_verify_token(cfg, out->token, &vopts, &out->claims, err))
+            goto err;
+        out->ms_verify = now_ms() - t0;
+        out->verified = 1;
+    }
     ok = 1;
 err:
     ita_client_free(ita);
-    if (!ok)
-        kg_attestation_clear(out);
     return ok;
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ita_claims.h"
 #include "ita_client.h"
 #include "kg_config.h"
 #include "kg_err.h"
@@ -16,8 +17,13 @@
 typedef struct kg_attestation {
     ita_nonce nonce;
     kg_evidence evidence;
-    char *token; /* compact JWS as ITA returned it (unverified); owned */
-    double ms_nonce, ms_evidence, ms_token;
+    char *token;                /* compact JWS as ITA returned it; owned */
+    char token_request_id[129]; /* request-id / trace-id of the attest reply */
+    char token_trace_id[129];
+    int verified;      /* 1 when step 5 ran and passed */
+    ita_claims claims; /* filled when verified */
+    cJSON *payload;    /* the verified payload when verified; owned */
+    double ms_nonce, ms_evidence, ms_token, ms_verify;
 } kg_attestation;
 
 void kg_attestation_clear(kg_attestation *a);
@@ -27,9 +33,11 @@ void kg_attestation_clear(kg_attestation *a);
 int kg_collect_evidence(const kg_config *cfg, const ita_nonce *nonce, const uint8_t *user_data,
                         size_t user_data_len, kg_evidence *ev, kg_err *err);
 
-/* Steps 2-4 against ITA. Returns 1 with *out filled (caller clears), or 0 with err. */
-int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, kg_attestation *out,
-              kg_err *err);
+/* Steps 2-4 against ITA and, when verify is set, step 5 (kg_verify_token with our nonce and user
+ * data). Returns 1 with *out filled, or 0 with err; *out keeps what the steps that ran produced
+ * (timings, request ids). The caller always clears *out. */
+int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
+              kg_attestation *out, kg_err *err);
 
 /* kg_http options from the configuration. */
 void kg_config_http_opts(const kg_config *cfg, kg_http_opts *opts);

@@ -27,6 +27,8 @@ typedef struct kg_config {
     char ita_policy_ids[KG_CONF_MAX_POLICY_IDS][37];
     int ita_policy_id_count;
     char ita_token_alg[8]; /* PS384 | RS256 */
+    char crl_policy[16];   /* require | if-available */
+    long token_leeway_s;
     char tls_ca_file[KG_CONF_STR];
     int allow_http_loopback;
     char kbs_url[KG_CONF_STR];

@@ -46,6 +46,7 @@ def write_keygate_conf(stack, path, **overrides):
         "ita_api_url": ita,
         "ita_base_url": ita,
         "ita_api_key_file": state / "ita-api-key",
+        "ita_trust_anchor": state / "ita-root-ca.pem",
         "tls_ca_file": state / "tls-ca.pem",
         "sim_pck_key": state / "sim-pck.key",
         "sim_pck_chain": state / "sim-pck-chain.pem",

@@ -36,7 +36,7 @@ def test_token_v1_binds_nonce_and_user_data(keygate_bin, ita_stack, tmp_path):
     conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", sim_mrtd=MRTD, sim_rtmr2=RTMR2)
     out, r = token_json(keygate_bin, conf, ud)
     assert "simulated TD" in r.stderr  # the sim adapter warns on every use
-    assert out["verified"] is False
+    assert out["verified"] is True
     assert out["header"]["alg"] == "PS384"
     c = out["claims"]
     assert c["ver"] == "1.0.0" and c["attester_type"] == "TDX"
@@ -48,13 +48,17 @@ def test_token_v1_binds_nonce_and_user_data(keygate_bin, ita_stack, tmp_path):
     assert c["tdx_is_debuggable"] is False
     reqs = ita_stack.requests("ita")
     paths = [(q["method"], q["path"]) for q in reqs]
-    assert paths == [("GET", "/appraisal/v2/nonce"), ("POST", "/appraisal/v1/attest")]
-    assert all(q["has_api_key"] for q in reqs)
+    assert paths[:2] == [("GET", "/appraisal/v2/nonce"), ("POST", "/appraisal/v1/attest")]
+    # verification fetched the JWKS and both CRLs, and never sent the API key there
+    assert sorted(paths[2:]) == [("GET", "/certs"), ("GET", "/crl/ats-ca-crl.der"),
+                                 ("GET", "/crl/root-ca-crl.der")]
+    assert [q["has_api_key"] for q in reqs] == [True, True, False, False, False]
 
 
 def test_token_v2_rs256_and_debug_td(keygate_bin, ita_stack, tmp_path):
     conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", ita_api_version="v2",
-                              ita_token_alg="RS256", sim_td_attributes="0100001000000000")
+                              ita_token_alg="RS256", sim_td_attributes="0100001000000000",
+                              allow_debug_td="yes")
     out, _ = token_json(keygate_bin, conf)
     assert out["header"]["alg"] == "RS256"
     c = out["claims"]

@@ -1,0 +1,179 @@
+/* keygate verify: pipeline step 5 for a token given in a file. */
+#define _GNU_SOURCE /* strptime, timegm */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "kg_jws.h"
+#include "kg_verify.h"
+
+#define MAX_CRL_FILES 8
+
+/* Reads a whole text file (at most max bytes) with trailing whitespace removed. */
+static int read_text(const char *path, size_t max, char **out, kg_err *err)
+{
+    FILE *fp = fopen(path, "rbe");
+    char *buf;
+    size_t n;
+
+    *out = NULL;
+    if (fp == NULL)
+        return kg_err_set(err, KG_STEP_CONFIG, "%s: %s", path, strerror(errno));
+    if ((buf = malloc(max + 2)) == NULL) {
+        fclose(fp);
+        return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+    }
+    n = fread(buf, 1, max + 1, fp);
+    fclose(fp);
+    if (n > max) {
+        free(buf);
+        return kg_err_set(err, KG_STEP_CONFIG, "%s: larger than %zu bytes", path, max);
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        n--;
+    buf[n] = '\0';
+    *out = buf;
+    return 1;
+}
+
+/* "1701734950" or "2023-12-05T00:10:00Z". */
+static int parse_time(const char *s, time_t *out)
+{
+    struct tm tm;
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno == 0 && *end == '\0' && end != s && v > 0) {
+        *out = (time_t)v;
+        return 1;
+    }
+    memset(&tm, 0, sizeof(tm));
+    end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (end == NULL || *end != '\0')
+        return 0;
+    *out = timegm(&tm);
+    return *out > 0;
+}
+
+static void usage(FILE *fp)
+{
+    fprintf(fp, "usage: keygate verify --token FILE [--config F] [--json] [--at TIME] [--jwks-file F]\n"
+                "                      [--crl-file F]... [--user-data-file F]\n"
+                "  Verifies an ITA token: PS384/RS256 only, (kid, alg) in the JWKS, JWK equal to the x5c\n"
+                "  leaf, chain to the pinned ita_trust_anchor, CRLs (crl_policy), exp/nbf with\n"
+                "  token_leeway_s, iss/ver, the REPORTDATA binding and the local policy of keygate.conf.\n"
+                "  --at TIME verifies as of a Unix time or 2023-12-05T00:10:00Z (for old artefacts);\n"
+                "  --jwks-file and --crl-file verify offline; --user-data-file also requires\n"
+                "  attester_held_data to equal that file. Prints the verified claims; on failure exits 15\n"
+                "  and names the failed check.\n");
+}
+
+int kg_cmd_verify(int argc, char **argv, const kg_cli_common *common_in)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"token", required_argument, NULL, 't'},
+                                         {"at", required_argument, NULL, 'a'},
+                                         {"jwks-file", required_argument, NULL, 'J'},
+                                         {"crl-file", required_argument, NULL, 'r'},
+                                         {"user-data-file", required_argument, NULL, 'u'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    kg_cli_common common = *common_in;
+    const char *token_file = NULL, *ud_file = NULL, *crl_files[MAX_CRL_FILES + 1] = {NULL};
+    int ncrl = 0, c, rc;
+    kg_verify_opts vo;
+    kg_config cfg;
+    ita_claims claims;
+    kg_err err;
+    cJSON *payload = NULL, *out = NULL;
+    char *token = NULL, *ud = NULL, *s = NULL;
+
+    memset(&vo, 0, sizeof(vo));
+    memset(&claims, 0, sizeof(claims));
+    kg_err_clear(&err);
+    while ((c = getopt_long(argc, argv, "c:jt:a:J:r:u:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': common.config_path = optarg; break;
+        case 'j': common.json = 1; break;
+        case 't': token_file = optarg; break;
+        case 'a':
+            if (!parse_time(optarg, &vo.at)) {
+                fprintf(stderr, "keygate: --at '%s' is neither Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n",
+                        optarg);
+                return KG_EXIT_USAGE;
+            }
+            break;
+        case 'J': vo.jwks_file = optarg; break;
+        case 'r':
+            if (ncrl == MAX_CRL_FILES) {
+                fprintf(stderr, "keygate: at most %d --crl-file\n", MAX_CRL_FILES);
+                return KG_EXIT_USAGE;
+            }
+            crl_files[ncrl++] = optarg;
+            break;
+        case 'u': ud_file = optarg; break;
+        case 'h': usage(stdout); return KG_EXIT_OK;
+        default: usage(stderr); return KG_EXIT_USAGE;
+        }
+    }
+    if (token_file == NULL || optind != argc) {
+        usage(stderr);
+        return KG_EXIT_USAGE;
+    }
+    vo.crl_files = ncrl > 0 ? crl_files : NULL;
+    vo.payload = &payload;
+    if (!kg_cli_load_config(&common, &cfg, &err) || !read_text(token_file, KG_JWS_MAX_LEN, &token, &err))
+        goto fail;
+    if (ud_file != NULL) {
+        size_t ud_len;
+        if (!kg_cli_read_file(ud_file, KG_CLI_MAX_USER_DATA, (uint8_t **)&ud, &ud_len, &err))
+            goto fail;
+        vo.user_data = (const uint8_t *)ud;
+        vo.user_data_len = ud_len;
+    }
+    if (!kg_verify_token(&cfg, token, &vo, &claims, &err))
+        goto fail;
+    if (common.json) {
+        out = cJSON_CreateObject();
+        if (out == NULL)
+            goto oom;
+        cJSON_AddBoolToObject(out, "verified", 1);
+        cJSON_AddItemToObject(out, "claims", payload);
+        payload = NULL;
+        s = cJSON_Print(out);
+    } else {
+        fprintf(stderr, "token verified: ver %s, %s, attester %s, tcb %s, debuggable %s\n", claims.ver,
+                claims.layout == 2 ? "v2 nested" : "v1 flat",
+                claims.attester_type[0] ? claims.attester_type : "-",
+                claims.tcb_status[0] ? claims.tcb_status : "-",
+                claims.is_debuggable < 0 ? "-"
+                : claims.is_debuggable   ? "yes"
+                                         : "no");
+        s = cJSON_Print(payload);
+    }
+    if (s == NULL)
+        goto oom;
+    printf("%s\n", s);
+    rc = KG_EXIT_OK;
+    goto end;
+oom:
+    kg_err_set(&err, KG_STEP_INTERNAL, "out of memory");
+fail:
+    rc = kg_cli_fail(&err);
+end:
+    free(s);
+    cJSON_Delete(out);
+    cJSON_Delete(payload);
+    ita_claims_clear(&claims);
+    free(token);
+    free(ud);
+    return rc;
+}

@@ -1,0 +1,27 @@
+#include "kg_libctx.h"
+
+#include <openssl/crypto.h>
+#include <openssl/provider.h>
+#include <pthread.h>
+
+static pthread_once_t libctx_once = PTHREAD_ONCE_INIT;
+static OSSL_LIB_CTX *libctx;
+
+static void libctx_create(void)
+{
+    OSSL_LIB_CTX *ctx = OSSL_LIB_CTX_new();
+
+    if (ctx == NULL)
+        return;
+    if (OSSL_PROVIDER_load(ctx, "default") == NULL) {
+        OSSL_LIB_CTX_free(ctx);
+        return;
+    }
+    libctx = ctx;
+}
+
+OSSL_LIB_CTX *kg_libctx(void)
+{
+    pthread_once(&libctx_once, libctx_create);
+    return libctx;
+}

@@ -1,0 +1,17 @@
+/*
+ * keygate/error.h: the error every libkeygate call fills on failure.
+ */
+#ifndef KEYGATE_ERROR_H
+#define KEYGATE_ERROR_H
+
+/* The failed step; the values are the keygate command's exit codes: 10 config, 11 wrapping key,
+ * 12 nonce, 13 evidence, 14 token, 15 verify, 16 transfer, 17 unwrap, 18 handover, 19 internal. */
+typedef struct keygate_error {
+    int step;
+    long http_status;     /* 0 when no HTTP exchange completed */
+    char request_id[129]; /* request-id of the failed exchange, "" when none */
+    char trace_id[129];   /* trace-id of the failed exchange, "" when none */
+    char msg[768];        /* "<step>: <cause>", one line, never a secret */
+} keygate_error;
+
+#endif

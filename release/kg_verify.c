@@ -1,0 +1,66 @@
+#include "kg_verify.h"
+
+#include <string.h>
+
+#include "ita_verify.h"
+#include "kg_attest.h"
+
+int kg_verify_token(const kg_config *cfg, const char *token, const kg_verify_opts *opts, ita_claims *claims,
+                    kg_err *err)
+{
+    ita_verifier_opts vo;
+    ita_verifier *v = NULL;
+    ita_expect x;
+    cJSON *payload = NULL;
+    char alg[16];
+    int ok = 0;
+
+    memset(claims, 0, sizeof(*claims));
+    if (cfg->ita_trust_anchor[0] == '\0')
+        return kg_err_set(err, KG_STEP_CONFIG,
+                          "ita_trust_anchor is not set: tokens are only verified "
+                          "against a pinned root");
+    memset(&vo, 0, sizeof(vo));
+    vo.base_url = cfg->ita_base_url;
+    vo.jwks_file = opts->jwks_file;
+    vo.trust_anchor_file = cfg->ita_trust_anchor;
+    vo.crl_policy = strcmp(cfg->crl_policy, "if-available") == 0 ? ITA_CRL_IF_AVAILABLE : ITA_CRL_REQUIRE;
+    vo.crl_files = opts->crl_files;
+    vo.allow_rs256 = 1; /* both are ITA algorithms; which one is requested is ita_token_alg */
+    kg_config_http_opts(cfg, &vo.http);
+    if ((v = ita_verifier_new(&vo, err)) == NULL)
+        goto err;
+    if (!ita_verify_signature(v, token, opts->at, &payload, alg, err))
+        goto err;
+    if (!ita_claims_parse(payload, claims, err))
+        goto err;
+
+    memset(&x, 0, sizeof(x));
+    x.now = opts->at;
+    x.leeway_s = cfg->token_leeway_s;
+    x.base_url = cfg->ita_base_url;
+    x.nonce = opts->nonce;
+    x.user_data = opts->user_data;
+    x.user_data_len = opts->user_data_len;
+    x.check_binding = opts->user_data != NULL;
+    x.allow_debug = cfg->allow_debug_td;
+    x.tcb_status_allow = cfg->require_tcb_status;
+    x.mrtd_allow = cfg->require_mrtd;
+    for (int i = 0; i < 4; i++)
+        x.rtmr_allow[i] = cfg->require_rtmr[i];
+    x.required_policy_ids = cfg->ita_policy_ids;
+    x.required_policy_count = cfg->ita_policy_id_count;
+    if (!ita_claims_check(claims, &x, err))
+        goto err;
+    if (opts->payload != NULL) {
+        *opts->payload = payload;
+        payload = NULL;
+    }
+    ok = 1;
+err:
+    if (!ok)
+        ita_claims_clear(claims);
+    cJSON_Delete(payload);
+    ita_verifier_free(v);
+    return ok;
+}

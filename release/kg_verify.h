@@ -1,0 +1,30 @@
+/*
+ * Pipeline step 5: verify an ITA token with the configuration's trust anchor, CRL policy and
+ * local policy (DESIGN.md §1). Signature and chain: ita_verify.h; claims: ita_claims.h.
+ */
+#ifndef KG_VERIFY_H
+#define KG_VERIFY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "ita_claims.h"
+#include "kg_config.h"
+#include "kg_err.h"
+
+typedef struct kg_verify_opts {
+    time_t at;                /* 0 = now; also judges certificate and CRL validity */
+    const ita_nonce *nonce;   /* the nonce we fetched, or NULL (standalone verification) */
+    const uint8_t *user_data; /* our bound user data, or NULL */
+    size_t user_data_len;
+    const char *jwks_file;        /* optional offline JWKS instead of {ita_base_url}/certs */
+    const char *const *crl_files; /* optional preloaded CRLs */
+    cJSON **payload;              /* optional: receives the verified payload (caller frees) */
+} kg_verify_opts;
+
+/* Verifies token; on success fills *claims (caller clears). Returns 1 or 0 with err (verify). */
+int kg_verify_token(const kg_config *cfg, const char *token, const kg_verify_opts *opts, ita_claims *claims,
+                    kg_err *err);
+
+#endif
