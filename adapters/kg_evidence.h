@@ -12,7 +12,13 @@
 
 #include "kg_err.h"
 
+typedef enum kg_evidence_kind {
+    KG_EVIDENCE_TDX = 0,      /* Intel TDX quote; runtime_data = user data */
+    KG_EVIDENCE_AZURE_TDX = 1 /* Azure: runtime_data = runtime JSON, user_data = ours; ITA's /azure routes */
+} kg_evidence_kind;
+
 typedef struct kg_evidence {
+    kg_evidence_kind kind;
     uint8_t *quote; /* owned */
     size_t quote_len;
     uint8_t *runtime_data; /* owned; what ITA receives as runtime_data */

@@ -1,4 +1,4 @@
-/* keygate evidence | token: pipeline steps 2-4 from the command line. */
+/* keygate token: pipeline steps 2-5 from the command line. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
@@ -13,21 +13,17 @@
 
 typedef struct attest_args {
     const char *user_data_file;
-    const char *out_file;
-    int no_nonce;
     int steps;
     int claims;
     int no_verify;
 } attest_args;
 
 /* Parses the subcommand's options. Returns -1 to continue, else an exit code. */
-static int parse_args(int argc, char **argv, kg_cli_common *common, attest_args *a, int is_token)
+static int parse_args(int argc, char **argv, kg_cli_common *common, attest_args *a)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"user-data-file", required_argument, NULL, 'u'},
-                                         {"out", required_argument, NULL, 'o'},
-                                         {"no-nonce", no_argument, NULL, 'N'},
                                          {"steps", no_argument, NULL, 's'},
                                          {"claims", no_argument, NULL, 'C'},
                                          {"no-verify", no_argument, NULL, 'n'},
@@ -36,34 +32,22 @@ static int parse_args(int argc, char **argv, kg_cli_common *common, attest_args 
     int c;
 
     memset(a, 0, sizeof(*a));
-    while ((c = getopt_long(argc, argv, "c:ju:o:NsCnh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:ju:sCnh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': common->config_path = optarg; break;
         case 'j': common->json = 1; break;
         case 'u': a->user_data_file = optarg; break;
-        case 'o': a->out_file = optarg; break;
-        case 'N': a->no_nonce = 1; break;
         case 's': a->steps = 1; break;
         case 'C': a->claims = 1; break;
         case 'n': a->no_verify = 1; break;
         case 'h':
-            if (is_token)
-                printf(
-                    "usage: keygate token [--config F] [--json] [--user-data-file F] [--steps] [--claims]\n"
-                    "                     [--no-verify]\n"
-                    "  Gets an ITA nonce, collects evidence binding it and the user data, asks ITA for an\n"
-                    "  attestation token and verifies it (pinned root, CRLs, claims, binding, local "
-                    "policy).\n"
-                    "  The token goes to stdout, its request-id/trace-id to stderr. --claims prints the\n"
-                    "  verified claims instead; --steps prints each step with its time on stderr;\n"
-                    "  --no-verify skips verification (the token is then NOT to be trusted).\n");
-            else
-                printf(
-                    "usage: keygate evidence [--config F] [--json] [--user-data-file F] [--no-nonce] [--out "
-                    "F]\n"
-                    "  Collects TDX evidence for a fresh ITA nonce (or none with --no-nonce) and the user\n"
-                    "  data, and prints it as the ITA v2 'tdx' request object; --out writes the raw "
-                    "quote.\n");
+            printf("usage: keygate token [--config F] [--json] [--user-data-file F] [--steps] [--claims]\n"
+                   "                     [--no-verify]\n"
+                   "  Gets an ITA nonce, collects evidence binding it and the user data, asks ITA for an\n"
+                   "  attestation token and verifies it (pinned root, CRLs, claims, binding, local policy).\n"
+                   "  The token goes to stdout, its request-id/trace-id to stderr. --claims prints the\n"
+                   "  verified claims instead; --steps prints each step with its time on stderr;\n"
+                   "  --no-verify skips verification (the token is then NOT to be trusted).\n");
             return KG_EXIT_OK;
         default: return KG_EXIT_USAGE;
         }
@@ -72,23 +56,7 @@ static int parse_args(int argc, char **argv, kg_cli_common *common, attest_args 
         fprintf(stderr, "keygate: unexpected argument '%s'\n", argv[optind]);
         return KG_EXIT_USAGE;
     }
-    if (!is_token && (a->no_verify || a->claims || a->steps)) {
-        fprintf(stderr, "keygate: --no-verify, --claims and --steps belong to 'keygate token'\n");
-        return KG_EXIT_USAGE;
-    }
-    if (is_token && (a->no_nonce || a->out_file)) {
-        fprintf(stderr, "keygate: --no-nonce and --out belong to 'keygate evidence'\n");
-        return KG_EXIT_USAGE;
-    }
     return -1;
-}
-
-static int add_b64(cJSON *obj, const char *name, const uint8_t *p, size_t len)
-{
-    char *s = kg_b64_encode(p, len);
-    int ok = s != NULL && cJSON_AddStringToObject(obj, name, s) != NULL;
-    free(s);
-    return ok;
 }
 
 static void print_steps(const kg_attestation *a, const kg_err *err, int failed, int verify)
@@ -137,7 +105,7 @@ int kg_cmd_token(int argc, char **argv, const kg_cli_common *common_in)
     memset(&att, 0, sizeof(att));
     memset(&jws, 0, sizeof(jws));
     kg_err_clear(&err);
-    if ((rc = parse_args(argc, argv, &common, &args, 1)) >= 0)
+    if ((rc = parse_args(argc, argv, &common, &args)) >= 0)
         return rc;
     if (!kg_cli_load_config(&common, &cfg, &err))
         return kg_cli_fail(&err);
@@ -198,78 +166,6 @@ end:
     cJSON_Delete(out);
     kg_jws_clear(&jws);
     kg_attestation_clear(&att);
-    free(ud);
-    return rc;
-}
-
-int kg_cmd_evidence(int argc, char **argv, const kg_cli_common *common_in)
-{
-    kg_cli_common common = *common_in;
-    attest_args args;
-    kg_config cfg;
-    kg_evidence ev;
-    ita_nonce nonce;
-    ita_client *ita = NULL;
-    kg_err err;
-    uint8_t *ud = NULL;
-    size_t ud_len = 0;
-    cJSON *out = NULL, *vn;
-    char *s = NULL;
-    int rc;
-
-    memset(&ev, 0, sizeof(ev));
-    memset(&nonce, 0, sizeof(nonce));
-    kg_err_clear(&err);
-    if ((rc = parse_args(argc, argv, &common, &args, 0)) >= 0)
-        return rc;
-    if (!kg_cli_load_config(&common, &cfg, &err))
-        return kg_cli_fail(&err);
-    if (args.user_data_file &&
-        !kg_cli_read_file(args.user_data_file, KG_CLI_MAX_USER_DATA, &ud, &ud_len, &err))
-        return kg_cli_fail(&err);
-    if (!args.no_nonce) {
-        ita_client_opts copts = {cfg.ita_api_url, cfg.ita_base_url, cfg.ita_api_key_file, {0}};
-        kg_config_http_opts(&cfg, &copts.http);
-        if ((ita = ita_client_new(&copts, &err)) == NULL || !ita_get_nonce(ita, &nonce, &err))
-            goto fail;
-    }
-    if (!kg_collect_evidence(&cfg, args.no_nonce ? NULL : &nonce, ud, ud_len, &ev, &err))
-        goto fail;
-    if (args.out_file) {
-        FILE *fp = fopen(args.out_file, "wbe");
-        if (fp == NULL || fwrite(ev.quote, 1, ev.quote_len, fp) != ev.quote_len || fclose(fp) != 0) {
-            kg_err_set(&err, KG_STEP_EVIDENCE, "%s: cannot write the quote", args.out_file);
-            goto fail;
-        }
-    }
-    out = cJSON_CreateObject();
-    if (out == NULL || !add_b64(out, "quote", ev.quote, ev.quote_len) ||
-        (ev.runtime_data_len > 0 && !add_b64(out, "runtime_data", ev.runtime_data, ev.runtime_data_len)) ||
-        !add_b64(out, "report_data", ev.report_data, sizeof(ev.report_data))) {
-        kg_err_set(&err, KG_STEP_INTERNAL, "out of memory");
-        goto fail;
-    }
-    if (!args.no_nonce) {
-        vn = cJSON_AddObjectToObject(out, "verifier_nonce");
-        if (vn == NULL || !add_b64(vn, "val", nonce.val, nonce.val_len) ||
-            !add_b64(vn, "iat", nonce.iat, nonce.iat_len) ||
-            !add_b64(vn, "signature", nonce.signature, nonce.signature_len)) {
-            kg_err_set(&err, KG_STEP_INTERNAL, "out of memory");
-            goto fail;
-        }
-    }
-    s = common.json ? cJSON_PrintUnformatted(out) : cJSON_Print(out);
-    printf("%s\n", s ? s : "{}");
-    rc = KG_EXIT_OK;
-    goto end;
-fail:
-    rc = kg_cli_fail(&err);
-end:
-    free(s);
-    cJSON_Delete(out);
-    kg_evidence_clear(&ev);
-    ita_nonce_clear(&nonce);
-    ita_client_free(ita);
     free(ud);
     return rc;
 }

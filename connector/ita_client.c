@@ -329,7 +329,10 @@ int ita_attest(ita_client *c, const ita_evidence *ev, const ita_nonce *nonce, co
     memset(&resp, 0, sizeof(resp));
     if (!ita_attest_opts_check(ev, opts, err))
         return 0;
-    snprintf(url, sizeof(url), "%s/appraisal/%s/attest", c->api_url, opts->api_version == 2 ? "v2" : "v1");
+    snprintf(url, sizeof(url), "%s/appraisal/%s/attest%s", c->api_url, opts->api_version == 2 ? "v2" : "v1",
+             !opts->azure             ? ""
+             : opts->api_version == 2 ? "/azure"
+                                      : "/azure/tdxvm");
     if ((body = attest_body(ev, nonce, opts)) == NULL) {
         kg_err_set(err, KG_STEP_INTERNAL, "out of memory building the attest request");
         goto err;

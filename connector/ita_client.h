@@ -38,6 +38,7 @@ typedef struct ita_attest_opts {
     const char *token_alg; /* "PS384" | "RS256" | NULL (server default) */
     int policy_must_match;
     const char *request_id; /* NULL: none */
+    int azure;              /* Azure TDX evidence: /appraisal/v1/attest/azure/tdxvm or /v2/attest/azure */
 } ita_attest_opts;
 
 typedef struct ita_client ita_client;

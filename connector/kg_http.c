@@ -17,6 +17,7 @@ struct kg_http {
     CURL *curl;
     kg_http_opts opts;
     char ca_file[512];
+    char http_host[256];
 };
 
 typedef struct body_buf {
@@ -59,6 +60,9 @@ kg_http *kg_http_new(const kg_http_opts *opts, kg_err *err)
     if (opts->ca_file != NULL)
         snprintf(h->ca_file, sizeof(h->ca_file), "%s", opts->ca_file);
     h->opts.ca_file = h->ca_file;
+    if (opts->allow_http_host != NULL)
+        snprintf(h->http_host, sizeof(h->http_host), "%s", opts->allow_http_host);
+    h->opts.allow_http_host = h->http_host;
     if (h->opts.retry_max < 1)
         h->opts.retry_max = 1;
     return h;
@@ -160,7 +164,7 @@ int kg_http_url_is_loopback(const char *url)
 static int check_url(const kg_http *h, kg_step step, const char *url, kg_err *err)
 {
     CURLU *u = curl_url();
-    char *scheme = NULL;
+    char *scheme = NULL, *host = NULL;
     int ok = 0;
 
     if (u == NULL)
@@ -174,6 +178,9 @@ static int check_url(const kg_http *h, kg_step step, const char *url, kg_err *er
         ok = 1;
     else if (strcmp(scheme, "http") == 0 && h->opts.allow_http_loopback && kg_http_url_is_loopback(url))
         ok = 1;
+    else if (strcmp(scheme, "http") == 0 && h->http_host[0] != '\0' &&
+             curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && strcmp(host, h->http_host) == 0)
+        ok = 1;
     else
         kg_err_set(err, step,
                    "refusing %s: only https:// (plain http only to loopback with "
@@ -181,6 +188,7 @@ static int check_url(const kg_http *h, kg_step step, const char *url, kg_err *er
                    url);
 err:
     curl_free(scheme);
+    curl_free(host);
     curl_url_cleanup(u);
     return ok;
 }

@@ -23,6 +23,8 @@
 typedef struct kg_http_opts {
     const char *ca_file; /* NULL/"" = system store */
     int allow_http_loopback;
+    const char *allow_http_host; /* plain http also allowed to exactly this host (Azure IMDS
+                                    169.254.169.254, which only speaks http); NULL = none */
     long timeout_ms;
     long retry_max; /* attempts in all */
     long retry_wait_min_ms;

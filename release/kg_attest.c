@@ -4,9 +4,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "sim_td.h"
+#include "kg_imds.h"
 #include "kg_verify.h"
-#include "tdx_quote.h"
 
 static double now_ms(void)
 {
@@ -41,37 +40,20 @@ void kg_config_http_opts(const kg_config *cfg, kg_http_opts *o)
 int kg_collect_evidence(const kg_config *cfg, const ita_nonce *nonce, const uint8_t *user_data,
                         size_t user_data_len, kg_evidence *ev, kg_err *err)
 {
-    tdx_quote q;
+    kg_adapter_request req;
 
-    memset(ev, 0, sizeof(*ev));
-    if (!tdx_report_data_compute(nonce ? nonce->val : NULL, nonce ? nonce->val_len : 0,
-                                 nonce ? nonce->iat : NULL, nonce ? nonce->iat_len : 0, user_data,
-                                 user_data_len, ev->report_data))
-        return kg_err_set(err, KG_STEP_EVIDENCE, "SHA-512 of the report data failed");
-    if (strcmp(cfg->adapter, "sim") != 0)
-        return kg_err_set(err, KG_STEP_EVIDENCE, "adapter '%s' is not available in this build yet",
-                          cfg->adapter);
-    if (!sim_td_get_quote(&cfg->sim, ev->report_data, NULL, &ev->quote, &ev->quote_len, err))
-        goto err;
-    if (user_data_len > 0) {
-        if ((ev->runtime_data = malloc(user_data_len)) == NULL) {
-            kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
-            goto err;
-        }
-        memcpy(ev->runtime_data, user_data, user_data_len);
-        ev->runtime_data_len = user_data_len;
+    memset(&req, 0, sizeof(req));
+    if (nonce != NULL) {
+        req.nonce_val = nonce->val;
+        req.nonce_val_len = nonce->val_len;
+        req.nonce_iat = nonce->iat;
+        req.nonce_iat_len = nonce->iat_len;
     }
-    /* never send a quote that does not carry what we asked for */
-    if (!tdx_quote_parse(ev->quote, ev->quote_len, &q, err))
-        goto err;
-    if (memcmp(q.report_data, ev->report_data, 64) != 0) {
-        kg_err_set(err, KG_STEP_EVIDENCE, "quote REPORTDATA differs from the value written");
-        goto err;
-    }
-    return 1;
-err:
-    kg_evidence_clear(ev);
-    return 0;
+    req.user_data = user_data;
+    req.user_data_len = user_data_len;
+    req.imds_tdquote = kg_imds_tdquote;
+    req.imds_ctx = (void *)cfg;
+    return kg_adapter_collect(&cfg->ad, &req, ev, err);
 }
 
 int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
@@ -110,11 +92,14 @@ int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_l
     iev.runtime_data_len = out->evidence.runtime_data_len;
     iev.event_log = out->evidence.event_log;
     iev.event_log_len = out->evidence.event_log_len;
+    iev.user_data = out->evidence.user_data;
+    iev.user_data_len = out->evidence.user_data_len;
     memset(&aopts, 0, sizeof(aopts));
     aopts.api_version = strcmp(cfg->ita_api_version, "v2") == 0 ? 2 : 1;
     aopts.policy_ids = cfg->ita_policy_ids;
     aopts.policy_id_count = cfg->ita_policy_id_count;
     aopts.token_alg = cfg->ita_token_alg;
+    aopts.azure = out->evidence.kind == KG_EVIDENCE_AZURE_TDX;
     t0 = now_ms();
     ok = ita_attest(ita, &iev, &out->nonce, &aopts, &out->token, err);
     memcpy(out->token_request_id, ita_client_last_meta(ita)->request_id, sizeof(out->token_request_id));

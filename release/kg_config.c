@@ -12,7 +12,7 @@
 /* The one table of keys. Order = order in README.md. */
 const kg_conf_key kg_config_keys[] = {
     {"adapter", KG_CONF_T_ENUM, "tdx", "tdx|tdx-ioctl|azure-tdx|sim",
-     "evidence adapter: configfs-tsm TDX, /dev/tdx_guest, Azure vTPM, or the simulated TD", F(adapter)},
+     "evidence adapter: configfs-tsm TDX, /dev/tdx_guest, Azure vTPM, or the simulated TD", F(ad.name)},
     {"ita_api_url", KG_CONF_T_URL, "https://api.trustauthority.intel.com", "",
      "ITA API URL (nonce, attest; needs the API key)", F(ita_api_url)},
     {"ita_base_url", KG_CONF_T_URL, "https://portal.trustauthority.intel.com", "",
@@ -59,25 +59,48 @@ const kg_conf_key kg_config_keys[] = {
     {"allow_debug_td", KG_CONF_T_BOOL, "no", "", "accept tokens for debug TDs (never in production)",
      F(allow_debug_td)},
     {"log_level", KG_CONF_T_INT, "1", "0..4", "0 error, 1 warn, 2 info, 3 debug, 4 trace", F(log_level)},
-    {"sim_pck_key", KG_CONF_T_PATH, "", "", "sim adapter: PEM key of the simulated PCK", F(sim.pck_key_file)},
+    {"tsm_report_dir", KG_CONF_T_PATH, "/sys/kernel/config/tsm/report", "",
+     "tdx adapter: configfs-tsm report directory", F(ad.tsm_report_dir)},
+    {"tdx_event_log", KG_CONF_T_BOOL, "no", "", "tdx adapter: send the CCEL event log with the quote",
+     F(ad.event_log)},
+    {"ccel_table", KG_CONF_T_PATH, "/sys/firmware/acpi/tables/CCEL", "", "tdx adapter: ACPI CCEL table",
+     F(ad.ccel_table)},
+    {"ccel_data", KG_CONF_T_PATH, "/sys/firmware/acpi/tables/data/CCEL", "", "tdx adapter: CCEL event log",
+     F(ad.ccel_data)},
+    {"tdx_guest_device", KG_CONF_T_PATH, "/dev/tdx_guest", "", "tdx-ioctl adapter: the TDX guest device",
+     F(ad.tdx_guest_device)},
+    {"azure_tcti", KG_CONF_T_STRING, "device:/dev/tpmrm0", "",
+     "azure-tdx adapter: TSS2 TCTI of the vTPM (e.g. swtpm:host=127.0.0.1,port=2321)", F(ad.azure_tcti)},
+    {"azure_imds_url", KG_CONF_T_URL, "http://169.254.169.254/acc/tdquote", "",
+     "azure-tdx adapter: IMDS quote endpoint (plain http, link-local, by Azure's design)",
+     F(ad.azure_imds_url)},
+    {"azure_report_timeout_ms", KG_CONF_T_INT, "10000", "100..120000",
+     "azure-tdx adapter: bound on waiting for the HCL report to carry our hash",
+     F(ad.azure_report_timeout_ms)},
+    {"sim_pck_key", KG_CONF_T_PATH, "", "", "sim adapter: PEM key of the simulated PCK",
+     F(ad.sim.pck_key_file)},
     {"sim_pck_chain", KG_CONF_T_PATH, "", "", "sim adapter: PEM chain PCK, platform CA, root",
-     F(sim.pck_chain_file)},
+     F(ad.sim.pck_chain_file)},
     {"sim_mrtd", KG_CONF_T_HEX, "", "48", "sim adapter: MRTD (96 hex); unset = the built-in value",
-     F(sim.mrtd)},
+     F(ad.sim.mrtd)},
     {"sim_mrseam", KG_CONF_T_HEX, "", "48", "sim adapter: MRSEAM (96 hex); unset = the built-in value",
-     F(sim.mrseam)},
-    {"sim_rtmr0", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR0; unset = the built-in value", F(sim.rtmr[0])},
-    {"sim_rtmr1", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR1; unset = the built-in value", F(sim.rtmr[1])},
-    {"sim_rtmr2", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR2; unset = the built-in value", F(sim.rtmr[2])},
-    {"sim_rtmr3", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR3; unset = the built-in value", F(sim.rtmr[3])},
+     F(ad.sim.mrseam)},
+    {"sim_rtmr0", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR0; unset = the built-in value",
+     F(ad.sim.rtmr[0])},
+    {"sim_rtmr1", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR1; unset = the built-in value",
+     F(ad.sim.rtmr[1])},
+    {"sim_rtmr2", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR2; unset = the built-in value",
+     F(ad.sim.rtmr[2])},
+    {"sim_rtmr3", KG_CONF_T_HEX, "", "48", "sim adapter: RTMR3; unset = the built-in value",
+     F(ad.sim.rtmr[3])},
     {"sim_tee_tcb_svn", KG_CONF_T_HEX, "", "16",
-     "sim adapter: TEE_TCB_SVN (32 hex); unset = the built-in value", F(sim.tee_tcb_svn)},
+     "sim adapter: TEE_TCB_SVN (32 hex); unset = the built-in value", F(ad.sim.tee_tcb_svn)},
     {"sim_xfam", KG_CONF_T_HEX, "", "8", "sim adapter: XFAM (16 hex); unset = the built-in value",
-     F(sim.xfam)},
+     F(ad.sim.xfam)},
     {"sim_td_attributes", KG_CONF_T_HEX, "", "8",
      "sim adapter: TDATTRIBUTES, 16 hex, little-endian bytes (0100000000000000 = DEBUG); "
      "unset = 0000001000000000 (SEPT_VE_DISABLE)",
-     F(sim.td_attributes)},
+     F(ad.sim.td_attributes)},
     {NULL, 0, NULL, NULL, NULL, 0, 0}};
 
 static const kg_conf_key *find_key(const char *name)
@@ -294,7 +317,7 @@ void kg_config_defaults(kg_config *cfg)
     kg_err ignored;
 
     memset(cfg, 0, sizeof(*cfg));
-    sim_td_config_defaults(&cfg->sim);
+    kg_adapter_config_defaults(&cfg->ad);
     for (const kg_conf_key *k = kg_config_keys; k->name != NULL; k++)
         if (k->def[0] != '\0')
             kg_config_set(cfg, k->name, k->def, &ignored);
@@ -356,8 +379,8 @@ err:
 
 int kg_config_check(const kg_config *cfg, kg_err *err)
 {
-    if (strcmp(cfg->adapter, "sim") == 0 &&
-        (cfg->sim.pck_key_file[0] == '\0' || cfg->sim.pck_chain_file[0] == '\0'))
+    if (strcmp(cfg->ad.name, "sim") == 0 &&
+        (cfg->ad.sim.pck_key_file[0] == '\0' || cfg->ad.sim.pck_chain_file[0] == '\0'))
         return kg_err_set(err, KG_STEP_CONFIG, "adapter = sim needs sim_pck_key and sim_pck_chain");
     if (cfg->retry_wait_min_ms > cfg->retry_wait_max_ms)
         return kg_err_set(err, KG_STEP_CONFIG, "retry_wait_min_ms is larger than retry_wait_max_ms");

@@ -12,13 +12,12 @@
 #include <stddef.h>
 
 #include "kg_err.h"
-#include "sim_td.h"
+#include "kg_adapter.h"
 
 #define KG_CONF_STR 512
 #define KG_CONF_MAX_POLICY_IDS 10
 
 typedef struct kg_config {
-    char adapter[16]; /* tdx | tdx-ioctl | azure-tdx | sim */
     char ita_api_url[KG_CONF_STR];
     char ita_base_url[KG_CONF_STR];
     char ita_api_key_file[KG_CONF_STR];
@@ -43,7 +42,7 @@ typedef struct kg_config {
     char require_rtmr[4][KG_CONF_STR * 2];
     int allow_debug_td;
     int log_level;
-    sim_td_config sim; /* sim_* keys */
+    kg_adapter_config ad; /* adapter = ..., sim_*, tdx_*, azure_* keys */
 } kg_config;
 
 typedef enum kg_conf_type {

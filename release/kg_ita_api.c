@@ -194,6 +194,7 @@ int keygate_ita_get_token(keygate_ita *ita, const keygate_ita_evidence *ev, cons
         o.token_alg = args->token_alg;
         o.policy_must_match = args->policy_must_match;
         o.request_id = args->request_id;
+        o.azure = args->azure;
     }
     ok = ita_attest(ita->client, ev, nonce, &o, token, err);
     meta_from_client(ita->client, meta);
@@ -295,6 +296,9 @@ int keygate_ita_verify_token(keygate_ita *ita, const char *token, const keygate_
         cfg.require_tcb_status[0] = '\0';
         cfg.ita_policy_id_count = 0;
     }
+    if (ita->verifier == NULL && (ita->verifier = kg_verifier_new(&ita->cfg, NULL, NULL, err)) == NULL)
+        return 0;
+    vo.verifier = ita->verifier; /* JWKS and CRLs stay cached across calls */
     return kg_verify_token(&cfg, token, &vo, claims, err);
 }
 

@@ -5,32 +5,41 @@
 #include "ita_verify.h"
 #include "kg_attest.h"
 
+ita_verifier *kg_verifier_new(const kg_config *cfg, const char *jwks_file, const char *const *crl_files,
+                              kg_err *err)
+{
+    ita_verifier_opts vo;
+
+    if (cfg->ita_trust_anchor[0] == '\0') {
+        kg_err_set(err, KG_STEP_CONFIG,
+                   "ita_trust_anchor is not set: tokens are only verified against a pinned root");
+        return NULL;
+    }
+    memset(&vo, 0, sizeof(vo));
+    vo.base_url = cfg->ita_base_url;
+    vo.jwks_file = jwks_file;
+    vo.trust_anchor_file = cfg->ita_trust_anchor;
+    vo.crl_policy = strcmp(cfg->crl_policy, "if-available") == 0 ? ITA_CRL_IF_AVAILABLE : ITA_CRL_REQUIRE;
+    vo.crl_files = crl_files;
+    vo.allow_rs256 = 1; /* both are ITA algorithms; which one is requested is ita_token_alg */
+    kg_config_http_opts(cfg, &vo.http);
+    return ita_verifier_new(&vo, err);
+}
+
 int kg_verify_token(const kg_config *cfg, const char *token, const kg_verify_opts *opts, ita_claims *claims,
                     kg_err *err)
 {
-    ita_verifier_opts vo;
-    ita_verifier *v = NULL;
+    ita_verifier *v = NULL; /* our own, when the caller gave none */
     ita_expect x;
     cJSON *payload = NULL;
     char alg[16];
     int ok = 0;
 
     memset(claims, 0, sizeof(*claims));
-    if (cfg->ita_trust_anchor[0] == '\0')
-        return kg_err_set(err, KG_STEP_CONFIG,
-                          "ita_trust_anchor is not set: tokens are only verified "
-                          "against a pinned root");
-    memset(&vo, 0, sizeof(vo));
-    vo.base_url = cfg->ita_base_url;
-    vo.jwks_file = opts->jwks_file;
-    vo.trust_anchor_file = cfg->ita_trust_anchor;
-    vo.crl_policy = strcmp(cfg->crl_policy, "if-available") == 0 ? ITA_CRL_IF_AVAILABLE : ITA_CRL_REQUIRE;
-    vo.crl_files = opts->crl_files;
-    vo.allow_rs256 = 1; /* both are ITA algorithms; which one is requested is ita_token_alg */
-    kg_config_http_opts(cfg, &vo.http);
-    if ((v = ita_verifier_new(&vo, err)) == NULL)
-        goto err;
-    if (!ita_verify_signature(v, token, opts->at, &payload, alg, err))
+    if (opts->verifier == NULL && (v = kg_verifier_new(cfg, opts->jwks_file, opts->crl_files, err)) == NULL)
+        return 0;
+    if (!ita_verify_signature(opts->verifier != NULL ? opts->verifier : v, token, opts->at, &payload, alg,
+                              err))
         goto err;
     if (!ita_claims_parse(payload, claims, err))
         goto err;

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "ita_claims.h"
+#include "ita_verify.h"
 #include "kg_config.h"
 #include "kg_err.h"
 
@@ -21,7 +22,15 @@ typedef struct kg_verify_opts {
     const char *jwks_file;        /* optional offline JWKS instead of {ita_base_url}/certs */
     const char *const *crl_files; /* optional preloaded CRLs */
     cJSON **payload;              /* optional: receives the verified payload (caller frees) */
+    ita_verifier *verifier;       /* optional, borrowed: a long-lived verifier from kg_verifier_new (JWKS
+                                     and CRLs stay cached across tokens); jwks_file and crl_files
+                                     are then ignored */
 } kg_verify_opts;
+
+/* A verifier for cfg's trust anchor, base URL and CRL policy (caller frees with
+ * ita_verifier_free). jwks_file and crl_files may be NULL. Returns NULL with err. */
+ita_verifier *kg_verifier_new(const kg_config *cfg, const char *jwks_file, const char *const *crl_files,
+                              kg_err *err);
 
 /* Verifies token; on success fills *claims (caller clears). Returns 1 or 0 with err (verify). */
 int kg_verify_token(const kg_config *cfg, const char *token, const kg_verify_opts *opts, ita_claims *claims,

@@ -84,6 +84,7 @@ typedef struct keygate_ita_token_args {
     const char *token_alg; /* "PS384" | "RS256" | NULL */
     int policy_must_match;
     const char *request_id; /* ^[a-zA-Z0-9_ /.-]{1,128}$ or NULL */
+    int azure;              /* Azure TDX evidence: ITA's /azure routes */
 } keygate_ita_token_args;
 
 /* What verification must also check. Zero/NULL = not checked (the debug bit always is). */

@@ -24,7 +24,7 @@ static void defaults(void **state)
 {
     kg_config c;
     kg_config_defaults(&c);
-    assert_string_equal(c.adapter, "tdx");
+    assert_string_equal(c.ad.name, "tdx");
     assert_string_equal(c.kbs_type, "intel");
     assert_string_equal(c.kbs_mode, "passport");
     assert_string_equal(c.ita_api_version, "v1");
@@ -54,13 +54,13 @@ static void parse_good_file(void **state)
     kg_config_defaults(&c);
     assert_int_equal(kg_config_load_file(&c, p, &e), 1);
     assert_int_equal(kg_config_check(&c, &e), 1);
-    assert_string_equal(c.adapter, "sim");
+    assert_string_equal(c.ad.name, "sim");
     assert_string_equal(c.ita_api_url, "https://127.0.0.1:8443"); /* trailing slash dropped */
     assert_int_equal(c.ita_policy_id_count, 2);
     assert_string_equal(c.ita_policy_ids[1], "5f5c2a3e-1b2c-4d5e-8f90-0123456789ab");
     assert_int_equal(c.timeout_ms, 2500);
     assert_int_equal(c.allow_debug_td, 1);
-    assert_int_equal(c.sim.td_attributes & 1, 1);
+    assert_int_equal(c.ad.sim.td_attributes & 1, 1);
     unlink(p);
 }
 
