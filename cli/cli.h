@@ -31,5 +31,7 @@ int kg_cli_fail(const kg_err *err);
 int kg_cmd_evidence(int argc, char **argv, const kg_cli_common *common);
 int kg_cmd_token(int argc, char **argv, const kg_cli_common *common);
 int kg_cmd_verify(int argc, char **argv, const kg_cli_common *common);
+int kg_cmd_release(int argc, char **argv, const kg_cli_common *common);
+int kg_cmd_ref(int argc, char **argv, const kg_cli_common *common);
 
 #endif

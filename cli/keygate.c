@@ -22,6 +22,8 @@ static void usage(FILE *fp)
             "  evidence   collect TDX evidence bound to a fresh ITA nonce and print it\n"
             "  token      nonce -> evidence -> ITA attestation token, verified, printed\n"
             "  verify     verify an ITA token from a file and print its claims\n"
+            "  release    release keys from the KBS after attestation; prints their public keys\n"
+            "  ref        create or show a key reference (KEYGATE KEY REFERENCE PEM)\n"
             "  version    print version information\n"
             "\n"
             "common options:\n"
@@ -31,7 +33,8 @@ static void usage(FILE *fp)
             "  -V, --version       print version information\n"
             "\n"
             "exit codes: 0 ok, 1 usage, 10 config, 11 wrapping key, 12 nonce, 13 evidence,\n"
-            "            14 token, 15 verify, 16 transfer, 17 unwrap, 18 handover, 19 internal\n"
+            "            14 token, 15 verify, 16 transfer, 17 unwrap, 18 handover, 19 internal,\n"
+            "            20 match (the KBS released another key than the reference names)\n"
             "Secrets are never taken on the command line: the ITA API key comes from\n"
             "ita_api_key_file in keygate.conf.\n");
 }
@@ -128,6 +131,10 @@ int main(int argc, char **argv)
         return kg_cmd_token(argc, argv, &common);
     if (strcmp(cmd, "verify") == 0)
         return kg_cmd_verify(argc, argv, &common);
+    if (strcmp(cmd, "release") == 0)
+        return kg_cmd_release(argc, argv, &common);
+    if (strcmp(cmd, "ref") == 0)
+        return kg_cmd_ref(argc, argv, &common);
     if (strcmp(cmd, "help") == 0) {
         usage(stdout);
         return KG_EXIT_OK;

@@ -19,6 +19,7 @@ const char *kg_step_name(kg_step step)
     case KG_STEP_UNWRAP: return "unwrap";
     case KG_STEP_HANDOVER: return "handover";
     case KG_STEP_INTERNAL: return "internal";
+    case KG_STEP_MATCH: return "match";
     }
     return "unknown";
 }

@@ -25,7 +25,8 @@ typedef enum kg_step {
     KG_STEP_TRANSFER = 16, /* 6. transfer */
     KG_STEP_UNWRAP = 17,   /* 7. unwrap + check */
     KG_STEP_HANDOVER = 18, /* 8. hand over */
-    KG_STEP_INTERNAL = 19  /* out of memory, library misuse */
+    KG_STEP_INTERNAL = 19, /* out of memory, library misuse */
+    KG_STEP_MATCH = 20     /* 7b. the released public key must be the reference's */
 } kg_step;
 
 /* The public keygate_error (keygate/error.h); step holds a kg_step. */

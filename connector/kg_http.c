@@ -134,6 +134,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
         copy_header_value(st->resp->trace_id, sizeof(st->resp->trace_id), colon + 1, vlen);
     else if (name_len == 12 && strncasecmp(buf, "content-type", 12) == 0)
         copy_header_value(st->resp->content_type, sizeof(st->resp->content_type), colon + 1, vlen);
+    else if (name_len == 16 && strncasecmp(buf, "attestation-type", 16) == 0)
+        copy_header_value(st->resp->attestation_type, sizeof(st->resp->attestation_type), colon + 1, vlen);
     else if (name_len == 11 && strncasecmp(buf, "retry-after", 11) == 0) {
         char tmp[32];
         copy_header_value(tmp, sizeof(tmp), colon + 1, vlen);
@@ -193,6 +195,15 @@ err:
     return ok;
 }
 
+static int has_header(const char *const *headers, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *const *p = headers; p != NULL && *p != NULL; p++)
+        if (strncasecmp(*p, name, n) == 0 && (*p)[n] == ':')
+            return 1;
+    return 0;
+}
+
 static int retryable_status(long s)
 {
     return s == 429 || s == 500 || s == 502 || s == 503 || s == 504;
@@ -241,10 +252,16 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
         }
         hl = tmp;
     }
-    /* we want exactly the headers we send: no "Expect: 100-continue" */
+    /* we want exactly the headers we send: no "Expect: 100-continue", and no form Content-Type
+     * that libcurl would add to a POST whose caller set none (the Intel KBS checks headers) */
     if ((tmp = curl_slist_append(hl, "Expect:")) == NULL)
         goto err;
     hl = tmp;
+    if (body != NULL && !has_header(headers, "content-type")) {
+        if ((tmp = curl_slist_append(hl, "Content-Type:")) == NULL)
+            goto err;
+        hl = tmp;
+    }
 
     for (attempt = 1;; attempt++) {
         body_buf bb = {NULL, 0, max_body, 0};

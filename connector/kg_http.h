@@ -40,6 +40,7 @@ typedef struct kg_http_response {
     char request_id[129];
     char trace_id[129];
     char content_type[128];
+    char attestation_type[32]; /* Attestation-Type header (Intel KBS nonce step) */
     int attempts;
 } kg_http_response;
 

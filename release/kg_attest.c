@@ -7,6 +7,9 @@
 #include "kg_imds.h"
 #include "kg_verify.h"
 
+static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
+                  ita_verifier *verifier, kg_attestation *out, kg_err *err);
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -58,6 +61,18 @@ int kg_collect_evidence(const kg_config *cfg, const ita_nonce *nonce, const uint
 
 int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
               kg_attestation *out, kg_err *err)
+{
+    return attest(cfg, user_data, user_data_len, verify, NULL, out, err);
+}
+
+int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, ita_verifier *verifier,
+                   kg_attestation *out, kg_err *err)
+{
+    return attest(cfg, user_data, user_data_len, 1, verifier, out, err);
+}
+
+static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
+                  ita_verifier *verifier, kg_attestation *out, kg_err *err)
 {
     ita_client_opts copts;
     ita_attest_opts aopts;
@@ -116,6 +131,7 @@ int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_l
         vopts.user_data = user_data;
         vopts.user_data_len = user_data_len;
         vopts.payload = &out->payload;
+        vopts.verifier = verifier;
         t0 = now_ms();
         if (!kg_verify_token(cfg, out->token, &vopts, &out->claims, err))
             goto err;

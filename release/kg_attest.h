@@ -10,6 +10,7 @@
 
 #include "ita_claims.h"
 #include "ita_client.h"
+#include "ita_verify.h"
 #include "kg_config.h"
 #include "kg_err.h"
 #include "kg_evidence.h"
@@ -38,6 +39,10 @@ int kg_collect_evidence(const kg_config *cfg, const ita_nonce *nonce, const uint
  * (timings, request ids). The caller always clears *out. */
 int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
               kg_attestation *out, kg_err *err);
+
+/* kg_attest with verification by a long-lived verifier (JWKS/CRL caches); verifier may be NULL. */
+int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, ita_verifier *verifier,
+                   kg_attestation *out, kg_err *err);
 
 /* kg_http options from the configuration. */
 void kg_config_http_opts(const kg_config *cfg, kg_http_opts *opts);

@@ -56,3 +56,19 @@ def write_keygate_conf(stack, path, **overrides):
     keys.update(overrides)
     path.write_text("".join(f"{k} = {v}\n" for k, v in keys.items() if v is not None))
     return path
+
+
+@pytest.fixture
+def kbs_stack(local_stack):
+    """The local stack with ITA and the Intel-KBS stand-in running."""
+    from tests.stack.kbs_fixture import start_kbs
+
+    start_kbs(local_stack)
+    return local_stack
+
+
+def kbs_conf(stack, path, **overrides):
+    """keygate.conf for the sim adapter against the stack's ITA and KBS."""
+    keys = {"kbs_url": stack.services["kbs"].url, "kbs_type": "intel"}
+    keys.update(overrides)
+    return write_keygate_conf(stack, path, **keys)

@@ -1,0 +1,215 @@
+#include "kbs_intel.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kg_b64.h"
+
+void kbs_wrapped_clear(kbs_wrapped *w)
+{
+    if (w == NULL)
+        return;
+    free(w->wrapped_key);
+    free(w->wrapped_swk);
+    memset(w, 0, sizeof(*w));
+}
+
+static void transfer_url(char *url, size_t size, const char *kbs_url, const char *key_id)
+{
+    snprintf(url, size, "%s/kbs/v1/keys/%s/transfer", kbs_url, key_id);
+}
+
+/* A non-200 reply: name the status and the KBS's {"error": "..."} text (printable, bounded). */
+static int kbs_status_error(kg_err *err, kg_step step, const char *url, const kg_http_response *resp)
+{
+    char why[200] = "";
+    cJSON *j = cJSON_ParseWithLength((const char *)resp->body, resp->body_len);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    size_t n = 0;
+
+    if (cJSON_IsString(e)) {
+        for (const char *p = e->valuestring; *p != '\0' && n < sizeof(why) - 1; p++)
+            why[n++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+        why[n] = '\0';
+    }
+    cJSON_Delete(j);
+    kg_http_status_error(err, step, "POST", url, resp);
+    if (err != NULL && why[0] != '\0') {
+        size_t len = strlen(err->msg);
+        snprintf(err->msg + len, sizeof(err->msg) - len, ": %s", why);
+    }
+    return 0;
+}
+
+/* Parses {"wrapped_key": b64, "wrapped_swk": b64} and nothing else. */
+static int parse_wrapped(const char *url, const kg_http_response *resp, kbs_wrapped *out, kg_err *err)
+{
+    cJSON *j = cJSON_ParseWithLength((const char *)resp->body, resp->body_len);
+    const cJSON *item, *wk, *ws;
+    int ok = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (!cJSON_IsObject(j)) {
+        kg_err_set(err, KG_STEP_TRANSFER, "POST %s: reply is not a JSON object", url);
+        goto err;
+    }
+    cJSON_ArrayForEach(item, j)
+    {
+        if (strcmp(item->string, "wrapped_key") != 0 && strcmp(item->string, "wrapped_swk") != 0) {
+            kg_err_set(err, KG_STEP_TRANSFER, "POST %s: reply has an unknown field '%.40s'", url, item->string);
+            goto err;
+        }
+    }
+    wk = cJSON_GetObjectItemCaseSensitive(j, "wrapped_key");
+    ws = cJSON_GetObjectItemCaseSensitive(j, "wrapped_swk");
+    if (!cJSON_IsString(wk) || !cJSON_IsString(ws) ||
+        !kg_b64_decode(wk->valuestring, strlen(wk->valuestring), &out->wrapped_key, &out->wrapped_key_len) ||
+        !kg_b64_decode(ws->valuestring, strlen(ws->valuestring), &out->wrapped_swk, &out->wrapped_swk_len)) {
+        kg_err_set(err, KG_STEP_TRANSFER, "POST %s: reply lacks base64 wrapped_key/wrapped_swk", url);
+        goto err;
+    }
+    ok = 1;
+err:
+    if (!ok)
+        kbs_wrapped_clear(out);
+    cJSON_Delete(j);
+    return ok;
+}
+
+static int post(kg_http *h, const char *url, const char *const *headers, const char *body, kg_http_response *resp,
+                kg_err *err)
+{
+    if (!kg_http_request(h, KG_STEP_TRANSFER, "POST", url, headers, body ? body : "", body ? strlen(body) : 0,
+                         KBS_MAX_REPLY, resp, err))
+        return 0;
+    if (err != NULL) {
+        snprintf(err->request_id, sizeof(err->request_id), "%s", resp->request_id);
+        snprintf(err->trace_id, sizeof(err->trace_id), "%s", resp->trace_id);
+    }
+    return 1;
+}
+
+int kbs_intel_transfer_passport(kg_http *h, const char *kbs_url, const char *key_id, const char *token,
+                                kbs_wrapped *out, kg_err *err)
+{
+    static const char *const headers[] = {"Accept: application/json", "Content-Type: application/json", NULL};
+    char url[700];
+    cJSON *req = cJSON_CreateObject();
+    char *body = NULL;
+    kg_http_response resp;
+    int ok = 0;
+
+    memset(out, 0, sizeof(*out));
+    memset(&resp, 0, sizeof(resp));
+    transfer_url(url, sizeof(url), kbs_url, key_id);
+    if (req == NULL || cJSON_AddStringToObject(req, "attestation_token", token) == NULL ||
+        (body = cJSON_PrintUnformatted(req)) == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+        goto err;
+    }
+    if (!post(h, url, headers, body, &resp, err))
+        goto err;
+    if (resp.status != 200) {
+        kbs_status_error(err, KG_STEP_TRANSFER, url, &resp);
+        goto err;
+    }
+    ok = parse_wrapped(url, &resp, out, err);
+err:
+    cJSON_Delete(req);
+    free(body);
+    kg_http_response_clear(&resp);
+    return ok;
+}
+
+int kbs_intel_get_nonce(kg_http *h, const char *kbs_url, const char *key_id, ita_nonce *nonce,
+                        char *attestation_type, size_t at_size, kg_err *err)
+{
+    static const char *const headers[] = {"Accept: application/json", NULL};
+    char url[700];
+    kg_http_response resp;
+    cJSON *j = NULL;
+    const char *fields[] = {"val", "iat", "signature"};
+    uint8_t **dst[] = {&nonce->val, &nonce->iat, &nonce->signature};
+    size_t *dlen[] = {&nonce->val_len, &nonce->iat_len, &nonce->signature_len};
+    int ok = 0;
+
+    memset(nonce, 0, sizeof(*nonce));
+    memset(&resp, 0, sizeof(resp));
+    transfer_url(url, sizeof(url), kbs_url, key_id);
+    if (!post(h, url, headers, NULL, &resp, err))
+        goto err;
+    if (resp.status != 200) {
+        kbs_status_error(err, KG_STEP_NONCE, url, &resp);
+        goto err;
+    }
+    if (resp.attestation_type[0] == '\0') {
+        kg_err_set(err, KG_STEP_NONCE, "POST %s: nonce reply without an Attestation-Type header", url);
+        goto err;
+    }
+    snprintf(attestation_type, at_size, "%s", resp.attestation_type);
+    j = cJSON_ParseWithLength((const char *)resp.body, resp.body_len);
+    for (int i = 0; i < 3; i++) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, fields[i]);
+        if (!cJSON_IsString(f) || !kg_b64_decode(f->valuestring, strlen(f->valuestring), dst[i], dlen[i]) ||
+            *dlen[i] == 0 || *dlen[i] > 1024) {
+            kg_err_set(err, KG_STEP_NONCE, "POST %s: nonce reply lacks base64 val/iat/signature", url);
+            goto err;
+        }
+    }
+    ok = 1;
+err:
+    if (!ok)
+        ita_nonce_clear(nonce);
+    cJSON_Delete(j);
+    kg_http_response_clear(&resp);
+    return ok;
+}
+
+static int add_b64(cJSON *obj, const char *name, const uint8_t *p, size_t len)
+{
+    char *s = kg_b64_encode(p, len);
+    int ok = s != NULL && cJSON_AddStringToObject(obj, name, s) != NULL;
+    free(s);
+    return ok;
+}
+
+int kbs_intel_transfer_background(kg_http *h, const char *kbs_url, const char *key_id,
+                                  const char *attestation_type, const ita_evidence *ev, const ita_nonce *nonce,
+                                  kbs_wrapped *out, kg_err *err)
+{
+    char url[700], at_header[64];
+    const char *headers[] = {"Accept: application/json", "Content-Type: application/json", at_header, NULL};
+    cJSON *req = cJSON_CreateObject(), *n;
+    char *body = NULL;
+    kg_http_response resp;
+    int ok = 0;
+
+    memset(out, 0, sizeof(*out));
+    memset(&resp, 0, sizeof(resp));
+    transfer_url(url, sizeof(url), kbs_url, key_id);
+    snprintf(at_header, sizeof(at_header), "Attestation-Type: %s", attestation_type);
+    if (req == NULL || !add_b64(req, "quote", ev->quote, ev->quote_len) ||
+        (n = cJSON_AddObjectToObject(req, "nonce")) == NULL || !add_b64(n, "val", nonce->val, nonce->val_len) ||
+        !add_b64(n, "iat", nonce->iat, nonce->iat_len) ||
+        !add_b64(n, "signature", nonce->signature, nonce->signature_len) ||
+        !add_b64(req, "user_data", ev->runtime_data, ev->runtime_data_len) ||
+        (ev->event_log_len > 0 && !add_b64(req, "event_log", ev->event_log, ev->event_log_len)) ||
+        (body = cJSON_PrintUnformatted(req)) == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+        goto err;
+    }
+    if (!post(h, url, headers, body, &resp, err))
+        goto err;
+    if (resp.status != 200) {
+        kbs_status_error(err, KG_STEP_TRANSFER, url, &resp);
+        goto err;
+    }
+    ok = parse_wrapped(url, &resp, out, err);
+err:
+    cJSON_Delete(req);
+    free(body);
+    kg_http_response_clear(&resp);
+    return ok;
+}

@@ -1,0 +1,42 @@
+/*
+ * Intel Trust Authority KBS client (intel/trustauthority-kbs): the attested key transfer
+ * POST {kbs}/kbs/v1/keys/{id}/transfer in its three request shapes, with exactly the headers
+ * the real service demands (kbs-protocols.md §A.3). Unwrapping is not done here (kg_wrap.h).
+ */
+#ifndef KG_KBS_INTEL_H
+#define KG_KBS_INTEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ita_client.h"
+#include "kg_err.h"
+#include "kg_http.h"
+
+#define KBS_MAX_REPLY (64 * 1024)
+
+/* The released, still wrapped key: decoded wrapped_key and wrapped_swk. Owned. */
+typedef struct kbs_wrapped {
+    uint8_t *wrapped_key;
+    size_t wrapped_key_len;
+    uint8_t *wrapped_swk;
+    size_t wrapped_swk_len;
+} kbs_wrapped;
+
+void kbs_wrapped_clear(kbs_wrapped *w);
+
+/* Passport: {"attestation_token": token}, no Attestation-Type header. Returns 1, or 0 with err
+ * (step transfer) naming the URL, HTTP status, the KBS's error text and request/trace ids. */
+int kbs_intel_transfer_passport(kg_http *h, const char *kbs_url, const char *key_id, const char *token,
+                                kbs_wrapped *out, kg_err *err);
+
+/* Background step 1: empty POST; returns the KBS's (ITA) nonce and its Attestation-Type. */
+int kbs_intel_get_nonce(kg_http *h, const char *kbs_url, const char *key_id, ita_nonce *nonce,
+                        char *attestation_type, size_t at_size, kg_err *err);
+
+/* Background step 2: Attestation-Type header and {quote, nonce, user_data, event_log?}. */
+int kbs_intel_transfer_background(kg_http *h, const char *kbs_url, const char *key_id,
+                                  const char *attestation_type, const ita_evidence *ev, const ita_nonce *nonce,
+                                  kbs_wrapped *out, kg_err *err);
+
+#endif

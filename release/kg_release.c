@@ -1,0 +1,342 @@
+#include "kg_release.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kbs_intel.h"
+#include "kg_attest.h"
+#include "kg_log.h"
+#include "kg_verify.h"
+#include "kg_wrap.h"
+
+#define SECURE_HEAP_SIZE (1024 * 1024)
+#define SECURE_HEAP_MIN 64
+
+/* One attestation: the wrapping key whose public half ITA bound into the token. */
+typedef struct kg_session {
+    EVP_PKEY *wrapping_key;
+    uint8_t *user_data;
+    size_t user_data_len;
+    char *token; /* verified; NULL in background mode */
+    long long exp;
+} kg_session;
+
+struct kg_release_ctx {
+    kg_config cfg;
+    pthread_mutex_t lock;
+    kg_session session;
+    ita_verifier *verifier; /* JWKS and CRL caches across attestations */
+};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void session_clear(kg_session *s)
+{
+    EVP_PKEY_free(s->wrapping_key);
+    free(s->user_data);
+    free(s->token);
+    memset(s, 0, sizeof(*s));
+}
+
+kg_release_ctx *kg_release_ctx_new(const kg_config *cfg, kg_err *err)
+{
+    kg_release_ctx *ctx;
+
+    /* key bytes belong in the secure heap; set it up if the application did not */
+    if (!CRYPTO_secure_malloc_initialized() && !CRYPTO_secure_malloc_init(SECURE_HEAP_SIZE, SECURE_HEAP_MIN))
+        KG_WARN("cannot initialise OpenSSL's secure heap: key material falls back to the normal heap");
+    if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+        return NULL;
+    }
+    ctx->cfg = *cfg;
+    pthread_mutex_init(&ctx->lock, NULL);
+    return ctx;
+}
+
+void kg_release_ctx_free(kg_release_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    session_clear(&ctx->session);
+    ita_verifier_free(ctx->verifier);
+    pthread_mutex_destroy(&ctx->lock);
+    OPENSSL_cleanse(&ctx->cfg, sizeof(ctx->cfg));
+    free(ctx);
+}
+
+int kg_keyref_for_id(const kg_config *cfg, const char *key_id, const char *kbs_url, kg_keyref *ref, kg_err *err)
+{
+    memset(ref, 0, sizeof(*ref));
+    if (!kg_keyref_key_id_ok(key_id, cfg->kbs_type))
+        return kg_err_set(err, KG_STEP_CONFIG, "key id '%.64s' is not a %s", key_id,
+                          strcmp(cfg->kbs_type, "trustee") == 0 ? "repo/type/tag resource path" : "UUID (v4)");
+    snprintf(ref->key_id, sizeof(ref->key_id), "%s", key_id);
+    snprintf(ref->kbs_url, sizeof(ref->kbs_url), "%s", kbs_url ? kbs_url : "");
+    return 1;
+}
+
+static const char *kbs_url_of(const kg_release_ctx *ctx, const kg_keyref *ref)
+{
+    return ref->kbs_url[0] != '\0' ? ref->kbs_url : ctx->cfg.kbs_url;
+}
+
+/* A fresh wrapping key for a session. */
+static int session_wrapping_key(kg_session *s, kg_release_times *t, kg_err *err)
+{
+    double t0 = now_ms();
+    if ((s->wrapping_key = kg_wrap_key_new(err)) == NULL ||
+        !kg_wrap_user_data(s->wrapping_key, &s->user_data, &s->user_data_len, err))
+        return 0;
+    t->wrapkey = now_ms() - t0;
+    return 1;
+}
+
+/* Passport: the current session if its token has >= 30 s left, else a new attestation. Called
+ * with ctx->lock held. On success *token is a copy (caller frees) and *wrapping_key a new
+ * reference (caller frees). */
+static int passport_session(kg_release_ctx *ctx, kg_release_times *t, char **token, EVP_PKEY **wrapping_key,
+                            kg_err *err)
+{
+    kg_session *s = &ctx->session;
+    kg_attestation att;
+    kg_session fresh;
+    int ok = 0;
+
+    memset(&att, 0, sizeof(att));
+    memset(&fresh, 0, sizeof(fresh));
+    if (s->token == NULL || (long long)time(NULL) + KG_SESSION_MIN_VALIDITY_S > s->exp) {
+        if (ctx->verifier == NULL && (ctx->verifier = kg_verifier_new(&ctx->cfg, NULL, NULL, err)) == NULL)
+            goto err;
+        if (!session_wrapping_key(&fresh, t, err))
+            goto err;
+        if (!kg_attest_with(&ctx->cfg, fresh.user_data, fresh.user_data_len, ctx->verifier, &att, err))
+            goto err;
+        t->nonce = att.ms_nonce;
+        t->evidence = att.ms_evidence;
+        t->token = att.ms_token;
+        t->verify = att.ms_verify;
+        t->attested = 1;
+        fresh.token = att.token;
+        att.token = NULL;
+        fresh.exp = att.claims.exp;
+        session_clear(s);
+        *s = fresh;
+        memset(&fresh, 0, sizeof(fresh));
+    }
+    if ((*token = strdup(s->token)) == NULL || !EVP_PKEY_up_ref(s->wrapping_key)) {
+        free(*token);
+        *token = NULL;
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+        goto err;
+    }
+    *wrapping_key = s->wrapping_key;
+    ok = 1;
+err:
+    kg_attestation_clear(&att);
+    session_clear(&fresh);
+    return ok;
+}
+
+/* Background: the wrapping key of the session (made once), the KBS's nonce, our quote. */
+static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref *ref, kg_release_times *t,
+                               EVP_PKEY **wrapping_key, kbs_wrapped *w, kg_err *err)
+{
+    char attestation_type[32];
+    ita_nonce nonce;
+    kg_evidence ev;
+    ita_evidence iev;
+    double t0;
+    int ok = 0;
+
+    memset(&nonce, 0, sizeof(nonce));
+    memset(&ev, 0, sizeof(ev));
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->session.wrapping_key == NULL && !session_wrapping_key(&ctx->session, t, err)) {
+        session_clear(&ctx->session);
+        pthread_mutex_unlock(&ctx->lock);
+        return 0;
+    }
+    EVP_PKEY_up_ref(ctx->session.wrapping_key);
+    *wrapping_key = ctx->session.wrapping_key;
+    pthread_mutex_unlock(&ctx->lock);
+
+    t0 = now_ms();
+    if (!kbs_intel_get_nonce(h, kbs_url_of(ctx, ref), ref->key_id, &nonce, attestation_type,
+                             sizeof(attestation_type), err))
+        goto err;
+    t->nonce = now_ms() - t0;
+    t0 = now_ms();
+    if (!kg_collect_evidence(&ctx->cfg, &nonce, ctx->session.user_data, ctx->session.user_data_len, &ev, err))
+        goto err;
+    t->evidence = now_ms() - t0;
+    memset(&iev, 0, sizeof(iev));
+    iev.quote = ev.quote;
+    iev.quote_len = ev.quote_len;
+    iev.runtime_data = ev.runtime_data;
+    iev.runtime_data_len = ev.runtime_data_len;
+    iev.event_log = ev.event_log;
+    iev.event_log_len = ev.event_log_len;
+    t0 = now_ms();
+    if (!kbs_intel_transfer_background(h, kbs_url_of(ctx, ref), ref->key_id, attestation_type, &iev, &nonce, w,
+                                       err))
+        goto err;
+    t->transfer = now_ms() - t0;
+    ok = 1;
+err:
+    ita_nonce_clear(&nonce);
+    kg_evidence_clear(&ev);
+    return ok;
+}
+
+/* Transfer, unwrap and match for one key, with its own HTTP handle. */
+static int release_one(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg_release_times *t,
+                       kg_err *err)
+{
+    kg_http_opts hopts;
+    kg_http *h = NULL;
+    kbs_wrapped w;
+    EVP_PKEY *wrapping_key = NULL, *released = NULL;
+    char *token = NULL;
+    double t0;
+    int ok = 0;
+
+    *key = NULL;
+    memset(&w, 0, sizeof(w));
+    if (kbs_url_of(ctx, ref)[0] == '\0')
+        return kg_err_set(err, KG_STEP_CONFIG, "no KBS URL for key %s (kbs_url or the reference)", ref->key_id);
+    if (ref->kbs_type[0] != '\0' && strcmp(ref->kbs_type, ctx->cfg.kbs_type) != 0)
+        return kg_err_set(err, KG_STEP_CONFIG, "key %s is on a %s KBS, keygate.conf says kbs_type = %s", ref->key_id,
+                          ref->kbs_type, ctx->cfg.kbs_type);
+    if (strcmp(ctx->cfg.kbs_type, "intel") != 0)
+        return kg_err_set(err, KG_STEP_CONFIG, "kbs_type = %s is not available in this build", ctx->cfg.kbs_type);
+    kg_config_http_opts(&ctx->cfg, &hopts);
+    if ((h = kg_http_new(&hopts, err)) == NULL)
+        return 0;
+    if (strcmp(ctx->cfg.kbs_mode, "background") == 0) {
+        if (!background_transfer(ctx, h, ref, t, &wrapping_key, &w, err))
+            goto err;
+    } else {
+        pthread_mutex_lock(&ctx->lock);
+        ok = passport_session(ctx, t, &token, &wrapping_key, err);
+        pthread_mutex_unlock(&ctx->lock);
+        if (!ok)
+            goto err;
+        ok = 0;
+        t0 = now_ms();
+        if (!kbs_intel_transfer_passport(h, kbs_url_of(ctx, ref), ref->key_id, token, &w, err))
+            goto err;
+        t->transfer = now_ms() - t0;
+    }
+    t0 = now_ms();
+    if (!kg_wrap_unwrap(wrapping_key, w.wrapped_key, w.wrapped_key_len, w.wrapped_swk, w.wrapped_swk_len, &released,
+                        err))
+        goto err;
+    t->unwrap = now_ms() - t0;
+    t0 = now_ms();
+    if (ref->pubkey != NULL && EVP_PKEY_eq(released, ref->pubkey) != 1) {
+        kg_err_set(err, KG_STEP_MATCH, "the KBS released a key for %s whose public key is not the reference's",
+                   ref->key_id);
+        goto err;
+    }
+    t->match = now_ms() - t0;
+    *key = released;
+    released = NULL;
+    ok = 1;
+err:
+    EVP_PKEY_free(released); /* frees the private key held in the secure heap */
+    EVP_PKEY_free(wrapping_key);
+    kbs_wrapped_clear(&w);
+    free(token);
+    kg_http_free(h);
+    return ok;
+}
+
+int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg_release_times *times, kg_err *err)
+{
+    kg_release_times t;
+    int ok;
+
+    memset(&t, 0, sizeof(t));
+    ok = release_one(ctx, ref, key, &t, err);
+    if (times != NULL)
+        *times = t;
+    return ok;
+}
+
+typedef struct release_job {
+    kg_release_ctx *ctx;
+    const kg_keyref *const *refs;
+    EVP_PKEY **keys;
+    kg_err *errs;
+    kg_release_times *times;
+    size_t n;
+    size_t next; /* next index to take, under ctx->lock */
+} release_job;
+
+static void *release_worker(void *arg)
+{
+    release_job *job = arg;
+    for (;;) {
+        size_t i;
+        pthread_mutex_lock(&job->ctx->lock);
+        i = job->next++;
+        pthread_mutex_unlock(&job->ctx->lock);
+        if (i >= job->n)
+            return NULL;
+        kg_err_clear(&job->errs[i]);
+        release_one(job->ctx, job->refs[i], &job->keys[i], &job->times[i], &job->errs[i]);
+    }
+}
+
+size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t n, EVP_PKEY **keys, kg_err *errs,
+                       kg_release_times *times)
+{
+    kg_release_times *t = calloc(n ? n : 1, sizeof(*t));
+    kg_err *e = errs != NULL ? errs : calloc(n ? n : 1, sizeof(*e));
+    pthread_t threads[KG_RELEASE_MAX_PARALLEL];
+    size_t nthreads = 0, released = 0, first;
+    release_job job = {ctx, refs, keys, e, t, n, 0};
+
+    for (size_t i = 0; i < n; i++)
+        keys[i] = NULL;
+    if (t == NULL || e == NULL || n == 0)
+        goto done;
+    /* the first key runs alone: it makes the attestation every other transfer reuses */
+    first = job.next++;
+    release_one(ctx, refs[first], &keys[first], &t[first], &e[first]);
+    while (nthreads < KG_RELEASE_MAX_PARALLEL && nthreads + 1 < n &&
+           pthread_create(&threads[nthreads], NULL, release_worker, &job) == 0)
+        nthreads++;
+    if (nthreads == 0)
+        release_worker(&job);
+    for (size_t i = 0; i < nthreads; i++)
+        pthread_join(threads[i], NULL);
+    for (size_t i = 0; i < n; i++)
+        released += keys[i] != NULL;
+    if (times != NULL) {
+        *times = t[first];
+        for (size_t i = 0; i < n; i++) {
+            if (t[i].transfer > times->transfer)
+                times->transfer = t[i].transfer;
+            if (t[i].unwrap > times->unwrap)
+                times->unwrap = t[i].unwrap;
+            if (t[i].match > times->match)
+                times->match = t[i].match;
+        }
+    }
+done:
+    free(t);
+    if (errs == NULL)
+        free(e);
+    return released;
+}

@@ -1,0 +1,49 @@
+/*
+ * The release pipeline (DESIGN.md §1): key reference -> wrapping key -> nonce -> evidence ->
+ * token -> verify -> transfer -> unwrap -> match -> EVP_PKEY. Every front end uses this.
+ *
+ * A kg_release_ctx holds one attestation session at a time (wrapping key + verified token),
+ * reused for further keys while the token has at least 30 s left (passport mode), and the
+ * verifier's JWKS/CRL caches. It is thread-safe; kg_release_keys transfers in parallel.
+ * Released keys are EVP_PKEYs in kg_libctx(); their private parts sit in the secure heap.
+ */
+#ifndef KG_RELEASE_H
+#define KG_RELEASE_H
+
+#include <openssl/types.h>
+#include <stddef.h>
+
+#include "kg_config.h"
+#include "kg_err.h"
+#include "kg_keyref.h"
+
+#define KG_SESSION_MIN_VALIDITY_S 30
+#define KG_RELEASE_MAX_PARALLEL 8
+
+/* Wall time of each step in ms (0 when the step did not run, e.g. a reused attestation). */
+typedef struct kg_release_times {
+    double wrapkey, nonce, evidence, token, verify, transfer, unwrap, match;
+    int attested; /* 1 when this release ran a new attestation */
+} kg_release_times;
+
+typedef struct kg_release_ctx kg_release_ctx;
+
+/* Copies cfg. Initialises OpenSSL's secure heap when the application has not. No network. */
+kg_release_ctx *kg_release_ctx_new(const kg_config *cfg, kg_err *err);
+void kg_release_ctx_free(kg_release_ctx *ctx);
+
+/* Releases one key. Returns 1 with *key (caller frees with EVP_PKEY_free), or 0 with err naming
+ * the step; nothing is half-loaded. times may be NULL. */
+int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg_release_times *times,
+                   kg_err *err);
+
+/* Releases n keys with one attestation (passport) and parallel transfers. keys[i]/errs[i] per
+ * key (errs may be NULL). Returns the number released. times gets the shared steps and the
+ * slowest transfer/unwrap/match. */
+size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t n, EVP_PKEY **keys, kg_err *errs,
+                       kg_release_times *times);
+
+/* A reference for key_id on the configured (or given) KBS, without a public key yet. */
+int kg_keyref_for_id(const kg_config *cfg, const char *key_id, const char *kbs_url, kg_keyref *ref, kg_err *err);
+
+#endif

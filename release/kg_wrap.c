@@ -1,0 +1,203 @@
+#include "kg_wrap.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/decoder.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kg_libctx.h"
+
+#define SWK_LEN 32
+#define GCM_IV_LEN 12
+#define GCM_TAG_LEN 16
+#define WRAPPED_HEADER_LEN 12
+#define MAX_PLAINTEXT (16 * 1024)
+
+EVP_PKEY *kg_wrap_key_new(kg_err *err)
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(kg_libctx(), "RSA", NULL);
+    EVP_PKEY *key = NULL;
+
+    if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 || EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, KG_WRAP_RSA_BITS) <= 0 ||
+        EVP_PKEY_keygen(ctx, &key) <= 0) {
+        kg_err_set(err, KG_STEP_WRAPKEY, "RSA-%d key generation failed", KG_WRAP_RSA_BITS);
+        kg_err_add_openssl(err);
+        key = NULL;
+    }
+    EVP_PKEY_CTX_free(ctx);
+    return key;
+}
+
+int kg_wrap_user_data(const EVP_PKEY *wrapping_key, uint8_t **blob, size_t *len, kg_err *err)
+{
+    BIGNUM *n = NULL, *e = NULL;
+    size_t nlen;
+    uint32_t ev;
+    int ok = 0;
+
+    *blob = NULL;
+    *len = 0;
+    if (!EVP_PKEY_get_bn_param(wrapping_key, OSSL_PKEY_PARAM_RSA_N, &n) ||
+        !EVP_PKEY_get_bn_param(wrapping_key, OSSL_PKEY_PARAM_RSA_E, &e) || BN_num_bytes(e) > 4) {
+        kg_err_set(err, KG_STEP_WRAPKEY, "wrapping key is not RSA");
+        goto err;
+    }
+    nlen = (size_t)EVP_PKEY_get_size(wrapping_key);
+    ev = (uint32_t)BN_get_word(e);
+    if ((*blob = malloc(4 + nlen)) == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+        goto err;
+    }
+    (*blob)[0] = (uint8_t)ev; /* the exponent is little-endian, the modulus big-endian (§A.3.4) */
+    (*blob)[1] = (uint8_t)(ev >> 8);
+    (*blob)[2] = (uint8_t)(ev >> 16);
+    (*blob)[3] = (uint8_t)(ev >> 24);
+    if (BN_bn2binpad(n, *blob + 4, (int)nlen) != (int)nlen) {
+        free(*blob);
+        *blob = NULL;
+        kg_err_set(err, KG_STEP_WRAPKEY, "cannot encode the wrapping key modulus");
+        goto err;
+    }
+    *len = 4 + nlen;
+    ok = 1;
+err:
+    BN_free(n);
+    BN_free(e);
+    return ok;
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int key_supported(const EVP_PKEY *pk)
+{
+    char group[32] = "";
+    if (EVP_PKEY_is_a(pk, "RSA"))
+        return EVP_PKEY_get_bits(pk) >= 2048 && EVP_PKEY_get_bits(pk) <= 4096;
+    return EVP_PKEY_is_a(pk, "EC") &&
+           EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL) &&
+           (strcmp(group, "prime256v1") == 0 || strcmp(group, "secp384r1") == 0);
+}
+
+int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err)
+{
+    OSSL_DECODER_CTX *dctx;
+    const unsigned char *p = der;
+    size_t left = len;
+    EVP_PKEY *pk = NULL;
+
+    *key = NULL;
+    dctx = OSSL_DECODER_CTX_new_for_pkey(&pk, "DER", "PrivateKeyInfo", NULL, OSSL_KEYMGMT_SELECT_KEYPAIR,
+                                         kg_libctx(), NULL);
+    if (dctx == NULL)
+        return kg_err_set(err, KG_STEP_INTERNAL, "no PKCS#8 decoder");
+    if (!OSSL_DECODER_from_data(dctx, &p, &left) || pk == NULL || left != 0) {
+        OSSL_DECODER_CTX_free(dctx);
+        EVP_PKEY_free(pk);
+        ERR_clear_error();
+        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
+    }
+    OSSL_DECODER_CTX_free(dctx);
+    if (!key_supported(pk)) {
+        EVP_PKEY_free(pk);
+        return kg_err_set(err, KG_STEP_UNWRAP, "released key type is not RSA 2048..4096 or EC P-256/P-384");
+    }
+    *key = pk;
+    return 1;
+}
+
+static int unwrap_swk(const EVP_PKEY *wrapping_key, const uint8_t *wrapped_swk, size_t len, uint8_t *swk,
+                      kg_err *err)
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), (EVP_PKEY *)wrapping_key, NULL);
+    uint8_t *out = OPENSSL_secure_malloc((size_t)EVP_PKEY_get_size(wrapping_key));
+    size_t outlen = (size_t)EVP_PKEY_get_size(wrapping_key);
+    int ok = 0;
+
+    if (ctx == NULL || out == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+        goto err;
+    }
+    if (len != outlen || EVP_PKEY_decrypt_init(ctx) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_oaep_md_name(ctx, "SHA256", NULL) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_mgf1_md_name(ctx, "SHA256", NULL) <= 0 ||
+        EVP_PKEY_decrypt(ctx, out, &outlen, wrapped_swk, len) <= 0 || outlen != SWK_LEN) {
+        ERR_clear_error();
+        kg_err_set(err, KG_STEP_UNWRAP, "wrapped_swk does not decrypt (RSA-OAEP-SHA256) to a 32-byte key");
+        goto err;
+    }
+    memcpy(swk, out, SWK_LEN);
+    ok = 1;
+err:
+    OPENSSL_secure_clear_free(out, (size_t)EVP_PKEY_get_size(wrapping_key));
+    EVP_PKEY_CTX_free(ctx);
+    return ok;
+}
+
+int kg_wrap_unwrap(const EVP_PKEY *wrapping_key, const uint8_t *wrapped_key, size_t wrapped_key_len,
+                   const uint8_t *wrapped_swk, size_t wrapped_swk_len, EVP_PKEY **key, kg_err *err)
+{
+    uint8_t *swk = OPENSSL_secure_malloc(SWK_LEN), *plain = NULL;
+    uint32_t iv_len, tag_len, ct_len;
+    size_t plain_len = 0;
+    EVP_CIPHER_CTX *cctx = NULL;
+    EVP_CIPHER *gcm = NULL;
+    int outl = 0, finl = 0, ok = 0;
+
+    *key = NULL;
+    if (swk == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of secure memory");
+        goto err;
+    }
+    if (wrapped_key_len < WRAPPED_HEADER_LEN) {
+        kg_err_set(err, KG_STEP_UNWRAP, "wrapped_key of %zu bytes is shorter than its header", wrapped_key_len);
+        goto err;
+    }
+    iv_len = le32(wrapped_key);
+    tag_len = le32(wrapped_key + 4);
+    ct_len = le32(wrapped_key + 8);
+    if (iv_len != GCM_IV_LEN || tag_len != GCM_TAG_LEN || ct_len < GCM_TAG_LEN ||
+        ct_len - GCM_TAG_LEN > MAX_PLAINTEXT ||
+        (size_t)WRAPPED_HEADER_LEN + iv_len + ct_len != wrapped_key_len) {
+        kg_err_set(err, KG_STEP_UNWRAP,
+                   "wrapped_key header (iv %u, tag %u, ciphertext %u) does not match its %zu bytes", iv_len,
+                   tag_len, ct_len, wrapped_key_len);
+        goto err;
+    }
+    if (!unwrap_swk(wrapping_key, wrapped_swk, wrapped_swk_len, swk, err))
+        goto err;
+    plain_len = ct_len - GCM_TAG_LEN;
+    if ((plain = OPENSSL_secure_malloc(plain_len + 1)) == NULL || (cctx = EVP_CIPHER_CTX_new()) == NULL ||
+        (gcm = EVP_CIPHER_fetch(kg_libctx(), "AES-256-GCM", NULL)) == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+        goto err;
+    }
+    {
+        const uint8_t *iv = wrapped_key + WRAPPED_HEADER_LEN, *ct = iv + GCM_IV_LEN;
+        if (!EVP_DecryptInit_ex2(cctx, gcm, swk, iv, NULL) ||
+            !EVP_DecryptUpdate(cctx, plain, &outl, ct, (int)plain_len) ||
+            !EVP_CIPHER_CTX_ctrl(cctx, EVP_CTRL_GCM_SET_TAG, GCM_TAG_LEN, (void *)(ct + plain_len)) ||
+            EVP_DecryptFinal_ex(cctx, plain + outl, &finl) <= 0) {
+            ERR_clear_error();
+            kg_err_set(err, KG_STEP_UNWRAP, "wrapped_key fails AES-256-GCM authentication");
+            goto err;
+        }
+    }
+    if (!kg_wrap_parse_pkcs8(plain, plain_len, key, err))
+        goto err;
+    ok = 1;
+err:
+    OPENSSL_secure_clear_free(swk, SWK_LEN);
+    if (plain != NULL)
+        OPENSSL_secure_clear_free(plain, plain_len + 1);
+    EVP_CIPHER_CTX_free(cctx);
+    EVP_CIPHER_free(gcm);
+    return ok;
+}

@@ -1,0 +1,37 @@
+/*
+ * The wrapping key of an attestation session and the Intel KBS unwrap (kbs-protocols.md §A.4):
+ *   user_data   = LE32(e) ‖ BE(n) of a fresh RSA-3072 key (private half in memory only)
+ *   wrapped_swk = RSA-OAEP(SHA-256, MGF1-SHA-256, empty label) of a 32-byte AES key
+ *   wrapped_key = LE32 iv_len(12) ‖ LE32 tag_len(16) ‖ LE32 ct_len ‖ IV ‖ AES-256-GCM(ct ‖ tag)
+ * The plaintext (PKCS#8 DER) and the AES key live in OpenSSL's secure heap and are zeroized
+ * on every path. All crypto runs in kg_libctx().
+ */
+#ifndef KG_WRAP_H
+#define KG_WRAP_H
+
+#include <openssl/types.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kg_err.h"
+
+#define KG_WRAP_RSA_BITS 3072
+
+/* A fresh RSA-3072 wrapping key in kg_libctx(). Returns NULL with err (wrapping-key step). */
+EVP_PKEY *kg_wrap_key_new(kg_err *err);
+
+/* LE32(e) ‖ BE(n), n padded to the modulus size. *blob is malloc'ed, caller frees. */
+int kg_wrap_user_data(const EVP_PKEY *wrapping_key, uint8_t **blob, size_t *len, kg_err *err);
+
+/*
+ * Unwraps an Intel KBS reply and parses the PKCS#8 private key (RSA 2048..4096, EC P-256/P-384)
+ * into an EVP_PKEY in kg_libctx(). Returns 1 with *key (caller frees), or 0 with err (step
+ * unwrap) naming what failed; nothing is half-loaded.
+ */
+int kg_wrap_unwrap(const EVP_PKEY *wrapping_key, const uint8_t *wrapped_key, size_t wrapped_key_len,
+                   const uint8_t *wrapped_swk, size_t wrapped_swk_len, EVP_PKEY **key, kg_err *err);
+
+/* Parses PKCS#8 DER (PrivateKeyInfo) into a supported private key in kg_libctx(). */
+int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err);
+
+#endif

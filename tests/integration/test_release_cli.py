@@ -1,0 +1,173 @@
+"""`keygate release` and `keygate ref` against the local ITA + Intel-KBS stand-ins: passport and
+background-check mode, RSA and EC keys, one attestation for many keys, and every failure
+named by its step with no key returned."""
+import pathlib
+import re
+import subprocess
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from conftest import kbs_conf, run
+from tests.stack.kbs_fixture import create_policy, kbs_admin_token, register_key
+
+PEM_PUB = re.compile(r"-----BEGIN PUBLIC KEY-----\n.*?-----END PUBLIC KEY-----\n", re.S)
+
+
+def new_key(kind):
+    if kind.startswith("rsa"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:]))
+    return ec.generate_private_key({"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}[kind])
+
+
+def pub_pem(key):
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def register(stack, key, attributes=None):
+    kbs = stack.services["kbs"].url
+    admin = kbs_admin_token(kbs, stack.state_dir)
+    policy = create_policy(kbs, admin, attributes if attributes is not None else {"enforce_tcb_upto_date": False})
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    return register_key(kbs, admin, pem, policy)
+
+
+def release(keygate_bin, conf, *args):
+    return run([keygate_bin, "-c", str(conf), "release", *args], timeout=120)
+
+
+@pytest.mark.parametrize("mode", ["passport", "background"])
+@pytest.mark.parametrize("kind", ["rsa2048", "rsa3072", "p256", "p384"])
+def test_release_prints_the_public_key_the_kbs_holds(keygate_bin, kbs_stack, tmp_path, mode, kind):
+    key = new_key(kind)
+    key_id = register(kbs_stack, key)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_mode=mode)
+    r = release(keygate_bin, conf, "--key-id", key_id, "-v")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == pub_pem(key)
+    assert "PRIVATE" not in r.stdout and "PRIVATE" not in r.stderr
+    for step in ("wrapping-key", "nonce", "evidence", "transfer", "unwrap", "match"):
+        assert re.search(rf"^  {step}\s+[0-9.]+ ms", r.stderr, re.M), r.stderr
+    transfers = [q for q in kbs_stack.requests("kbs") if q["path"].endswith("/transfer")]
+    if mode == "passport":
+        assert [q["status"] for q in transfers] == [200]
+        assert transfers[0]["attestation_type"] in (None, "", "-")
+    else:
+        assert [q["status"] for q in transfers] == [200, 200]  # nonce step, then the release
+
+
+def test_five_keys_cost_one_attestation(keygate_bin, kbs_stack, tmp_path):
+    keys = [new_key(k) for k in ("rsa2048", "rsa3072", "p256", "p384", "rsa2048")]
+    ids = [register(kbs_stack, k) for k in keys]
+    kbs_stack.clear_requests("ita")
+    kbs_stack.clear_requests("kbs")
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf")
+    args = [a for i in ids for a in ("--key-id", i)]
+    r = release(keygate_bin, conf, *args, "-v")
+    assert r.returncode == 0, r.stderr
+    assert PEM_PUB.findall(r.stdout) == [pub_pem(k) for k in keys]
+    ita = [(q["method"], q["path"]) for q in kbs_stack.requests("ita")]
+    assert ita.count(("GET", "/appraisal/v2/nonce")) == 1
+    assert ita.count(("POST", "/appraisal/v1/attest")) == 1
+    assert len([q for q in kbs_stack.requests("kbs") if q["path"].endswith("/transfer")]) == 5
+
+
+def test_ref_create_show_and_release_by_ref(keygate_bin, kbs_stack, tmp_path):
+    key = new_key("p256")
+    key_id = register(kbs_stack, key)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf")
+    ref = tmp_path / "site.ref.pem"
+    r = run([keygate_bin, "-c", str(conf), "ref", "create", "--key-id", key_id, "--description", "web site",
+             "-o", str(ref)])
+    assert r.returncode == 0, r.stderr  # learned the public key by releasing once
+    assert ref.read_text().startswith("-----BEGIN KEYGATE KEY REFERENCE-----\n")
+    r = run([keygate_bin, "ref", "show", str(ref)])
+    assert r.returncode == 0 and key_id in r.stdout and "web site" in r.stdout and pub_pem(key) in r.stdout
+    r = release(keygate_bin, conf, "--ref", str(ref))
+    assert r.returncode == 0 and r.stdout == pub_pem(key), r.stderr
+    # with --pubkey no release is needed: it works with the KBS down
+    pub = tmp_path / "pub.pem"
+    pub.write_text(pub_pem(key))
+    ref2 = tmp_path / "offline.ref.pem"
+    r = run([keygate_bin, "-c", str(conf), "ref", "create", "--key-id", key_id, "--pubkey", str(pub),
+             "--kbs-url", "https://127.0.0.1:1", "-o", str(ref2)])
+    assert r.returncode == 0, r.stderr
+    r = run([keygate_bin, "ref", "show", str(ref2), "--json"])
+    assert '"kbs_url":\t"https://127.0.0.1:1"' in r.stdout
+
+
+def test_reference_for_another_key_is_refused_at_match(keygate_bin, kbs_stack, tmp_path):
+    key, other = new_key("rsa2048"), new_key("rsa2048")
+    key_id = register(kbs_stack, key)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf")
+    pub = tmp_path / "other.pem"
+    pub.write_text(pub_pem(other))
+    ref = tmp_path / "wrong.ref.pem"
+    assert run([keygate_bin, "-c", str(conf), "ref", "create", "--key-id", key_id, "--pubkey", str(pub),
+                "-o", str(ref)]).returncode == 0
+    r = release(keygate_bin, conf, "--ref", str(ref))
+    assert r.returncode == 20 and r.stdout == ""
+    assert "keygate: match: the KBS released a key for %s" % key_id in r.stderr
+
+
+def assert_fails(r, code, needle):
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert r.stdout == "", "no key may be printed on failure"
+    errors = [l for l in r.stderr.splitlines() if l.startswith("keygate: ")]
+    assert len(errors) == 1 and needle in errors[0], r.stderr
+
+
+@pytest.mark.parametrize("fault,code,needle", [
+    ({"mode": "deny"}, 16, "HTTP 401"),
+    ({"mode": "wrong_key"}, 20, "not the reference's"),
+    ({"mode": "corrupt_wrap"}, 17, "AES-256-GCM authentication"),
+    ({"mode": "corrupt_swk"}, 17, "wrapped_swk does not decrypt"),
+    ({"mode": "bad_header"}, 17, "wrapped_key header"),
+    ({"mode": "truncate"}, 16, "transfer: POST"),
+    ({"mode": "malformed_json"}, 16, "not a JSON object"),
+    ({"mode": "unknown_fields"}, 16, "unknown field"),
+    ({"mode": "status", "status": 404}, 16, "HTTP 404"),
+])
+def test_kbs_faults_fail_with_the_step_named(keygate_bin, kbs_stack, tmp_path, fault, code, needle):
+    key = new_key("p256")
+    key_id = register(kbs_stack, key)
+    pub = tmp_path / "pub.pem"
+    pub.write_text(pub_pem(key))
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", retry_max=1)
+    ref = tmp_path / "k.ref.pem"
+    assert run([keygate_bin, "-c", str(conf), "ref", "create", "--key-id", key_id, "--pubkey", str(pub),
+                "-o", str(ref)]).returncode == 0
+    kbs_stack.set_faults("kbs", [dict(fault, route="/transfer$")])
+    assert_fails(release(keygate_bin, conf, "--ref", str(ref)), code, needle)
+
+
+def test_policy_denial_by_mrtd(keygate_bin, kbs_stack, tmp_path):
+    key = new_key("rsa3072")
+    key_id = register(kbs_stack, key, {"mrtd": ["ab" * 48]})
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf")
+    r = release(keygate_bin, conf, "--key-id", key_id)
+    assert_fails(r, 16, "HTTP 401")
+    assert "Token claims validation" in r.stderr or "401:" in r.stderr
+
+
+def test_kbs_down_and_slow(keygate_bin, kbs_stack, tmp_path):
+    key = new_key("p256")
+    key_id = register(kbs_stack, key)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_url="https://127.0.0.1:1", retry_max=1)
+    assert_fails(release(keygate_bin, conf, "--key-id", key_id), 16, "transfer: POST https://127.0.0.1:1/")
+    kbs_stack.set_faults("kbs", [{"route": "/transfer$", "mode": "delay", "seconds": 5}])
+    conf = kbs_conf(kbs_stack, tmp_path / "k2.conf", timeout_ms=800, retry_max=1)
+    r = release(keygate_bin, conf, "--key-id", key_id)
+    assert_fails(r, 16, "Timeout")
+
+
+def test_release_usage_and_bad_key_ids(keygate_bin, kbs_stack, tmp_path):
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf")
+    assert release(keygate_bin, conf).returncode == 1
+    assert_fails(release(keygate_bin, conf, "--key-id", "not-a-uuid"), 10, "is not a UUID")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN KEYGATE KEY REFERENCE-----\nAAAA\n-----END KEYGATE KEY REFERENCE-----\n")
+    assert_fails(release(keygate_bin, conf, "--ref", str(garbage)), 10, "not a KeygateKeyReference")
