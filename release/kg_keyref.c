@@ -57,24 +57,27 @@ static int is_uuid4(const char *s)
     return s[14] == '4' && strchr("89abAB", s[19]) != NULL;
 }
 
+/* repo/type/tag, each segment [A-Za-z0-9._-]+ but never "." or ".." (it becomes a URL path) */
 static int is_resource_path(const char *s)
 {
     int slashes = 0;
-    size_t seg = 0;
+    size_t seg = 0, dots = 0;
 
-    for (; *s != '\0'; s++) {
-        if (*s == '/') {
-            if (seg == 0)
+    for (;; s++) {
+        if (*s == '/' || *s == '\0') {
+            if (seg == 0 || seg == dots)
                 return 0;
+            if (*s == '\0')
+                return slashes == 2;
             slashes++;
-            seg = 0;
+            seg = dots = 0;
         } else if (isalnum((unsigned char)*s) || *s == '.' || *s == '_' || *s == '-') {
             seg++;
+            dots += *s == '.';
         } else {
             return 0;
         }
     }
-    return slashes == 2 && seg > 0;
 }
 
 int kg_keyref_key_id_ok(const char *key_id, const char *kbs_type)

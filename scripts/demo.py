@@ -17,9 +17,11 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 
 from tests.stack.fixtures import LocalStack  # noqa: E402
+from tests.stack.kbs_fixture import create_policy, kbs_admin_token, register_key, start_kbs  # noqa: E402
 
 DEMO_MRTD = "a1" * 48
 
@@ -66,7 +68,7 @@ def main():
         t0 = time.monotonic()
         user_data.write_bytes(kbs_user_data())
         line("wrapping-key", "ok", (time.monotonic() - t0) * 1e3,
-             "demo RSA-3072 public key as user data, LE32(e) || n (keygate makes its own with issue 5)")
+             "demo RSA-3072 public key as user data, LE32(e) || n (keygate release below makes its own)")
 
         r = subprocess.run([keygate, "--config", str(conf), "--json", "token", "--user-data-file",
                             str(user_data)], capture_output=True, text=True, timeout=120)
@@ -83,9 +85,6 @@ def main():
                                           f"{len(out['token'])} bytes")
         line("verify", "ok" if out["verified"] else "FAIL", ms.get("verify", 0.0),
              "PS384/RS256 allow-list, JWKS (kid, alg), x5c to the pinned root, CRLs, claims, binding, policy")
-        for step in ("transfer", "unwrap", "handover"):
-            print(f"  {step:<12} --    (not in keygate yet)")
-
         print("\ntoken header:", json.dumps(out["header"]))
         print("token claims (verified by keygate):")
         print(json.dumps(claims, indent=2))
@@ -94,6 +93,33 @@ def main():
         assert claims["tdx_mrtd"] == DEMO_MRTD, "token MRTD is not the simulated TD's"
         print(f"\nattester_held_data == our wrapping key blob; tdx_mrtd == the simulated TD's; "
               f"tdx_is_debuggable = {claims['tdx_is_debuggable']}")
+
+        print("\n== keygate release: the whole pipeline against the Intel-KBS-compatible service")
+        t0 = time.monotonic()
+        kbs = start_kbs(stack)
+        admin = kbs_admin_token(kbs.url, str(state))
+        policy = create_policy(kbs.url, admin, {"mrtd": [DEMO_MRTD]})
+        site_key = ec.generate_private_key(ec.SECP256R1())
+        key_id = register_key(kbs.url, admin, site_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), policy)
+        line("kbs", "ok", (time.monotonic() - t0) * 1e3,
+             f"{kbs.url} (pid {kbs.pid}): P-256 key {key_id} under a policy pinning the TD's MRTD")
+        with open(conf, "a") as f:
+            f.write(f"kbs_url = {kbs.url}\nkbs_type = intel\nkbs_mode = passport\n")
+        r = subprocess.run([keygate, "--config", str(conf), "release", "--key-id", key_id, "-v"],
+                           capture_output=True, text=True, timeout=120)
+        for l in r.stderr.splitlines():
+            if "simulated TD" not in l:
+                print(l)
+        if r.returncode != 0:
+            print(f"  keygate release failed (exit {r.returncode})")
+            return 1
+        want = site_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        print("released public key (the private key stays in keygate's secure heap):")
+        print(r.stdout, end="")
+        assert r.stdout == want, "the released key is not the one the KBS holds"
+        print("it is the public key of the key registered in the KBS")
         return 0
     finally:
         stack.stop_all()
