@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "azure_tdx.h"
 #include "tdx_quote.h"
+#include "tdx_tsm.h"
 
 typedef int (*kg_adapter_collect_fn)(const kg_adapter_config *cfg, const kg_adapter_request *req,
                                      kg_evidence *ev, kg_err *err);
@@ -37,9 +39,9 @@ static const struct {
     kg_adapter_collect_fn collect;
 } kg_adapters[] = {
     {"sim", sim_collect},
-    {"tdx", not_built},
+    {"tdx", tdx_tsm_collect},
     {"tdx-ioctl", not_built},
-    {"azure-tdx", not_built},
+    {"azure-tdx", azure_tdx_collect},
 };
 
 void kg_adapter_config_defaults(kg_adapter_config *cfg)

@@ -28,8 +28,8 @@ typedef struct kg_adapter_config {
     char ccel_table[512];     /* ACPI CCEL table */
     char ccel_data[512];      /* CCEL event log data */
     char tdx_guest_device[256];
-    char azure_tcti[256];     /* TSS2 TCTI configuration for the vTPM */
-    char azure_imds_url[512]; /* Azure IMDS /acc/tdquote */
+    char azure_tcti[256];         /* TSS2 TCTI configuration for the vTPM */
+    char azure_imds_url[512];     /* Azure IMDS /acc/tdquote */
     long azure_report_timeout_ms; /* bound on waiting for the HCL report to carry our hash */
 } kg_adapter_config;
 

@@ -18,8 +18,8 @@ static void print_times(const kg_release_times *t, size_t nkeys)
     struct {
         const char *name;
         double ms;
-    } rows[] = {{"wrapping-key", t->wrapkey}, {"nonce", t->nonce},       {"evidence", t->evidence},
-                {"token", t->token},          {"verify", t->verify},     {"transfer", t->transfer},
+    } rows[] = {{"wrapping-key", t->wrapkey}, {"nonce", t->nonce},   {"evidence", t->evidence},
+                {"token", t->token},          {"verify", t->verify}, {"transfer", t->transfer},
                 {"unwrap", t->unwrap},        {"match", t->match}};
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         fprintf(stderr, "  %-12s %9.1f ms%s\n", rows[i].name, rows[i].ms,
@@ -38,14 +38,11 @@ static int print_pubkey(FILE *fp, const EVP_PKEY *key)
 
 int kg_cmd_release(int argc, char **argv, const kg_cli_common *common_in)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"key-id", required_argument, NULL, 'k'},
-                                         {"ref", required_argument, NULL, 'r'},
-                                         {"kbs-url", required_argument, NULL, 'K'},
-                                         {"verbose", no_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},  {"json", no_argument, NULL, 'j'},
+        {"key-id", required_argument, NULL, 'k'},  {"ref", required_argument, NULL, 'r'},
+        {"kbs-url", required_argument, NULL, 'K'}, {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     kg_cli_common common = *common_in;
     const char *ids[MAX_KEYS], *files[MAX_KEYS], *kbs_url = NULL;
     size_t nids = 0, nfiles = 0, n = 0, released;
@@ -79,7 +76,8 @@ int kg_cmd_release(int argc, char **argv, const kg_cli_common *common_in)
         case 'K': kbs_url = optarg; break;
         case 'v': verbose = 1; break;
         case 'h':
-            printf("usage: keygate release (--key-id ID | --ref FILE)... [--kbs-url URL] [-v] [--config F] [--json]\n"
+            printf("usage: keygate release (--key-id ID | --ref FILE)... [--kbs-url URL] [-v] [--config F] "
+                   "[--json]\n"
                    "  Runs the release pipeline (wrapping key, nonce, evidence, token, verify, transfer,\n"
                    "  unwrap, match) and prints each released key's PUBLIC key (PEM, in argument order).\n"
                    "  One attestation serves every key of the run. -v prints the step timings on stderr.\n"
@@ -156,7 +154,8 @@ static int ref_create(int argc, char **argv, kg_cli_common *common)
                                          {"out", required_argument, NULL, 'o'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    const char *key_id = NULL, *pubkey_file = NULL, *kbs_url = NULL, *kbs_type = NULL, *desc = NULL, *out = NULL;
+    const char *key_id = NULL, *pubkey_file = NULL, *kbs_url = NULL, *kbs_type = NULL, *desc = NULL,
+               *out = NULL;
     kg_keyref ref;
     kg_config cfg;
     kg_err err;
@@ -177,10 +176,12 @@ static int ref_create(int argc, char **argv, kg_cli_common *common)
         case 'd': desc = optarg; break;
         case 'o': out = optarg; break;
         case 'h':
-            printf("usage: keygate ref create --key-id ID [--pubkey PEM] [--kbs-url URL] [--kbs-type intel|trustee]\n"
-                   "                          [--description TEXT] -o FILE\n"
-                   "  Writes a KEYGATE KEY REFERENCE. Without --pubkey it releases the key once (attestation)\n"
-                   "  to learn its public key.\n");
+            printf(
+                "usage: keygate ref create --key-id ID [--pubkey PEM] [--kbs-url URL] [--kbs-type "
+                "intel|trustee]\n"
+                "                          [--description TEXT] -o FILE\n"
+                "  Writes a KEYGATE KEY REFERENCE. Without --pubkey it releases the key once (attestation)\n"
+                "  to learn its public key.\n");
             return KG_EXIT_OK;
         default: return KG_EXIT_USAGE;
         }
@@ -208,7 +209,8 @@ static int ref_create(int argc, char **argv, kg_cli_common *common)
             kg_err_set(&err, KG_STEP_CONFIG, "%s: not a PEM public key", pubkey_file);
             goto fail;
         }
-    } else if ((ctx = kg_release_ctx_new(&cfg, &err)) == NULL || !kg_release_key(ctx, &ref, &key, NULL, &err)) {
+    } else if ((ctx = kg_release_ctx_new(&cfg, &err)) == NULL ||
+               !kg_release_key(ctx, &ref, &key, NULL, &err)) {
         goto fail;
     }
     if (!kg_keyref_set_pubkey(&ref, key, &err) || !kg_keyref_to_pem(&ref, &pem, &err) ||
@@ -253,10 +255,11 @@ static int ref_show(int argc, char **argv, kg_cli_common *common)
         free(s);
         cJSON_Delete(j);
     } else {
-        printf("key id:      %s\nkbs url:     %s\nkbs type:    %s\ndescription: %s\npublic key:  %s, %d bits\n",
-               ref.key_id, ref.kbs_url[0] ? ref.kbs_url : "(kbs_url of keygate.conf)",
-               ref.kbs_type[0] ? ref.kbs_type : "(kbs_type of keygate.conf)", ref.description,
-               EVP_PKEY_get0_type_name(ref.pubkey), EVP_PKEY_get_bits(ref.pubkey));
+        printf(
+            "key id:      %s\nkbs url:     %s\nkbs type:    %s\ndescription: %s\npublic key:  %s, %d bits\n",
+            ref.key_id, ref.kbs_url[0] ? ref.kbs_url : "(kbs_url of keygate.conf)",
+            ref.kbs_type[0] ? ref.kbs_type : "(kbs_type of keygate.conf)", ref.description,
+            EVP_PKEY_get0_type_name(ref.pubkey), EVP_PKEY_get_bits(ref.pubkey));
         print_pubkey(stdout, ref.pubkey);
     }
     kg_keyref_clear(&ref);

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "keygate/version.h"
+#include "kg_libctx.h"
 
 static void usage(FILE *fp)
 {
@@ -104,6 +105,8 @@ int main(int argc, char **argv)
     /* secrets (API key, later key material) live in the secure heap */
     if (CRYPTO_secure_malloc_initialized() == 0)
         CRYPTO_secure_malloc_init(64 * 1024, 32);
+
+    atexit(kg_libctx_cleanup);
 
     /* "+" stops at the first non-option: the command and its own options follow */
     while ((c = getopt_long(argc, argv, "+c:jhV", opts, NULL)) != -1) {

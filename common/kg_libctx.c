@@ -6,6 +6,7 @@
 
 static pthread_once_t libctx_once = PTHREAD_ONCE_INIT;
 static OSSL_LIB_CTX *libctx;
+static OSSL_PROVIDER *libctx_default;
 
 static void libctx_create(void)
 {
@@ -13,7 +14,7 @@ static void libctx_create(void)
 
     if (ctx == NULL)
         return;
-    if (OSSL_PROVIDER_load(ctx, "default") == NULL) {
+    if ((libctx_default = OSSL_PROVIDER_load(ctx, "default")) == NULL) {
         OSSL_LIB_CTX_free(ctx);
         return;
     }
@@ -24,4 +25,14 @@ OSSL_LIB_CTX *kg_libctx(void)
 {
     pthread_once(&libctx_once, libctx_create);
     return libctx;
+}
+
+void kg_libctx_cleanup(void)
+{
+    if (libctx == NULL)
+        return;
+    OSSL_PROVIDER_unload(libctx_default);
+    OSSL_LIB_CTX_free(libctx);
+    libctx = NULL;
+    libctx_default = NULL;
 }

@@ -13,4 +13,8 @@
 /* Returns the context (created once, thread-safe), or NULL if OpenSSL could not create it. */
 OSSL_LIB_CTX *kg_libctx(void);
 
+/* Frees the context at process end (the CLI's atexit, the provider's teardown, C_Finalize), so
+ * leak checkers see nothing. Every object made in it must be freed before. Not thread-safe. */
+void kg_libctx_cleanup(void);
+
 #endif

@@ -13,6 +13,17 @@
 
 #define DEFAULT_LEEWAY_S 60
 
+/*
+ * Azure TDX tokens (ita-api.md §9.2, §10.4, §11.2): attester_runtime_data is the vTPM's runtime
+ * JSON, whose "user-data" is hex(SHA-512(val || iat || user data)) (64 zero bytes with neither),
+ * and our user data arrives as attester_held_data (binary) or attester_user_data (JSON).
+ * keygate_ita_claims has no field for the runtime JSON's user-data, so its 64 bytes are kept
+ * right after the held data, in the same allocation, and runtime_data_is_json (still true) says
+ * so. With attester_user_data, held_data holds that object as compact JSON text.
+ */
+#define RUNTIME_AZURE 2           /* held_data = attester_held_data (maybe empty), then the hash */
+#define RUNTIME_AZURE_JSON_USER 3 /* held_data = attester_user_data JSON text, then the hash */
+
 /* iss values ITA uses: v1 and the v2 portal hosts (US, EU, pilot). */
 static const char *const known_v2_iss[] = {"https://portal.trustauthority.intel.com",
                                            "https://portal.eu.trustauthority.intel.com",
@@ -161,6 +172,43 @@ static int parse_advisories(const cJSON *obj, ita_claims *c, kg_err *err)
     return 1;
 }
 
+/* The Azure runtime JSON's user-data, kept after the held data (see RUNTIME_AZURE). */
+static int parse_azure(const cJSON *t, ita_claims *c, kg_err *err)
+{
+    const cJSON *rt = get(t, "attester_runtime_data"), *aud = get(t, "attester_user_data"), *ud;
+    uint8_t hash[64], *buf;
+    char *text = NULL;
+    const uint8_t *src = c->held_data;
+    size_t n = c->held_data_len;
+    int kind = RUNTIME_AZURE;
+
+    if (!cJSON_IsObject(rt) || (ud = get(rt, "user-data")) == NULL)
+        return 1; /* not an Azure runtime JSON */
+    if (!cJSON_IsString(ud) || !hex_to_bytes(ud->valuestring, hash, 64))
+        return kg_err_set(err, KG_STEP_VERIFY,
+                          "claim attester_runtime_data user-data is not 64 bytes of hex");
+    if (c->held_data == NULL && aud != NULL && !cJSON_IsNull(aud)) {
+        if ((text = cJSON_PrintUnformatted(aud)) == NULL)
+            return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+        src = (const uint8_t *)text;
+        n = strlen(text);
+        kind = RUNTIME_AZURE_JSON_USER;
+    }
+    if ((buf = malloc(n + 64)) == NULL) {
+        free(text);
+        return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+    }
+    if (n > 0)
+        memcpy(buf, src, n);
+    memcpy(buf + n, hash, 64);
+    free(text);
+    free(c->held_data);
+    c->held_data = buf;
+    c->held_data_len = n;
+    c->runtime_data_is_json = kind;
+    return 1;
+}
+
 /* The attester claims: top level in v1, under "tdx" in v2. */
 static int parse_tee(const cJSON *t, ita_claims *c, kg_err *err)
 {
@@ -179,6 +227,8 @@ static int parse_tee(const cJSON *t, ita_claims *c, kg_err *err)
             return kg_err_set(err, KG_STEP_VERIFY, "claim attester_held_data is not base64");
     }
     c->runtime_data_is_json = cJSON_IsObject(get(t, "attester_runtime_data"));
+    if (!parse_azure(t, c, err))
+        return 0;
     if (!opt_hex(t, "tdx_report_data", c->report_data, 64, &c->has_tdx, err) ||
         !opt_hex(t, "tdx_mrtd", c->mrtd, 48, NULL, err) ||
         !opt_hex(t, "tdx_mrseam", c->mrseam, 48, NULL, err) ||
@@ -328,15 +378,75 @@ static int check_time(const ita_claims *c, const ita_expect *x, kg_err *err)
     return 1;
 }
 
-/* tdx_report_data must be SHA-512(echo.val ‖ echo.iat ‖ held data): the quote bound the data. */
-static int check_binding(const ita_claims *c, const ita_expect *x, kg_err *err)
+/* SHA-512(echo.val ‖ echo.iat ‖ data) (no nonce fields when the token has no echo). */
+static int nonce_data_sha512(const ita_claims *c, const uint8_t *data, size_t len, uint8_t md[64],
+                             kg_err *err)
 {
-    uint8_t md[64];
     unsigned int mdlen = 0;
     EVP_MD *sha512 = NULL;
     EVP_MD_CTX *ctx;
     int ok;
 
+    if ((ctx = EVP_MD_CTX_new()) == NULL)
+        return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+    /* SHA-512 from our private library context, never the application's */
+    ok = EVP_DigestInit_ex2(ctx, sha512 = EVP_MD_fetch(kg_libctx(), "SHA512", NULL), NULL) &&
+         (!c->has_verifier_nonce ||
+          (EVP_DigestUpdate(ctx, c->verifier_nonce.val, c->verifier_nonce.val_len) &&
+           EVP_DigestUpdate(ctx, c->verifier_nonce.iat, c->verifier_nonce.iat_len))) &&
+         (len == 0 || EVP_DigestUpdate(ctx, data, len)) && EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    EVP_MD_free(sha512);
+    return ok ? 1 : kg_err_set(err, KG_STEP_INTERNAL, "SHA-512 failed");
+}
+
+/* Azure: our user data is the held data (or, as JSON, attester_user_data), and the runtime
+ * JSON's user-data is SHA-512(echo.val ‖ echo.iat ‖ user data), or zeros with neither. ITA
+ * checked that the quote's REPORTDATA binds the runtime JSON (which it re-serialised). */
+static int check_azure_binding(const ita_claims *c, const ita_expect *x, kg_err *err)
+{
+    const uint8_t *want = c->held_data + c->held_data_len, *data = c->held_data;
+    size_t len = c->held_data_len;
+    uint8_t md[64];
+
+    if (c->runtime_data_is_json == RUNTIME_AZURE_JSON_USER) {
+        if (!x->check_binding)
+            return 1; /* ITA re-serialised the JSON user data, the hashed bytes are not in the token */
+        cJSON *ours = cJSON_ParseWithLength((const char *)x->user_data, x->user_data_len);
+        cJSON *theirs = cJSON_ParseWithLength((const char *)c->held_data, c->held_data_len);
+        int same = ours != NULL && theirs != NULL && cJSON_Compare(ours, theirs, 1);
+        cJSON_Delete(ours);
+        cJSON_Delete(theirs);
+        if (!same)
+            return kg_err_set(err, KG_STEP_VERIFY, "attester_user_data is not our user data");
+        data = x->user_data;
+        len = x->user_data_len;
+    } else if (x->check_binding) {
+        if (len == 0 && x->user_data_len > 0)
+            return kg_err_set(
+                err, KG_STEP_VERIFY,
+                "token has no attester_held_data or attester_user_data (our key was not bound)");
+        if (len != x->user_data_len || CRYPTO_memcmp(data, x->user_data, len) != 0)
+            return kg_err_set(err, KG_STEP_VERIFY, "attester_held_data is not our user data");
+    }
+    if (!c->has_verifier_nonce && len == 0)
+        memset(md, 0, sizeof(md)); /* the Azure convention */
+    else if (!nonce_data_sha512(c, data, len, md, err))
+        return 0;
+    if (CRYPTO_memcmp(md, want, 64) != 0)
+        return kg_err_set(
+            err, KG_STEP_VERIFY,
+            "attester_runtime_data user-data is not SHA-512(nonce.val || nonce.iat || user data)");
+    return 1;
+}
+
+/* tdx_report_data must be SHA-512(echo.val ‖ echo.iat ‖ held data): the quote bound the data. */
+static int check_binding(const ita_claims *c, const ita_expect *x, kg_err *err)
+{
+    uint8_t md[64];
+
+    if (c->runtime_data_is_json >= RUNTIME_AZURE)
+        return check_azure_binding(c, x, err);
     if (x->check_binding) {
         if (c->held_data == NULL)
             return kg_err_set(err, KG_STEP_VERIFY, "token has no attester_held_data (our key was not bound)");
@@ -348,19 +458,8 @@ static int check_binding(const ita_claims *c, const ita_expect *x, kg_err *err)
         return x->check_binding ? kg_err_set(err, KG_STEP_VERIFY, "token has no tdx_report_data") : 1;
     if (c->runtime_data_is_json && c->held_data == NULL)
         return 1; /* JSON runtime data: ITA re-serialised it, the hashed bytes are not in the token */
-    if ((ctx = EVP_MD_CTX_new()) == NULL)
-        return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
-    /* SHA-512 from our private library context, never the application's */
-    ok = EVP_DigestInit_ex2(ctx, sha512 = EVP_MD_fetch(kg_libctx(), "SHA512", NULL), NULL) &&
-         (!c->has_verifier_nonce ||
-          (EVP_DigestUpdate(ctx, c->verifier_nonce.val, c->verifier_nonce.val_len) &&
-           EVP_DigestUpdate(ctx, c->verifier_nonce.iat, c->verifier_nonce.iat_len))) &&
-         (c->held_data_len == 0 || EVP_DigestUpdate(ctx, c->held_data, c->held_data_len)) &&
-         EVP_DigestFinal_ex(ctx, md, &mdlen);
-    EVP_MD_CTX_free(ctx);
-    EVP_MD_free(sha512);
-    if (!ok)
-        return kg_err_set(err, KG_STEP_INTERNAL, "SHA-512 failed");
+    if (!nonce_data_sha512(c, c->held_data, c->held_data_len, md, err))
+        return 0;
     if (CRYPTO_memcmp(md, c->report_data, 64) != 0)
         return kg_err_set(err, KG_STEP_VERIFY,
                           "tdx_report_data is not SHA-512(nonce.val || nonce.iat || attester_held_data)");

@@ -58,7 +58,8 @@ static int parse_wrapped(const char *url, const kg_http_response *resp, kbs_wrap
     cJSON_ArrayForEach(item, j)
     {
         if (strcmp(item->string, "wrapped_key") != 0 && strcmp(item->string, "wrapped_swk") != 0) {
-            kg_err_set(err, KG_STEP_TRANSFER, "POST %s: reply has an unknown field '%.40s'", url, item->string);
+            kg_err_set(err, KG_STEP_TRANSFER, "POST %s: reply has an unknown field '%.40s'", url,
+                       item->string);
             goto err;
         }
     }
@@ -78,8 +79,8 @@ err:
     return ok;
 }
 
-static int post(kg_http *h, const char *url, const char *const *headers, const char *body, kg_http_response *resp,
-                kg_err *err)
+static int post(kg_http *h, const char *url, const char *const *headers, const char *body,
+                kg_http_response *resp, kg_err *err)
 {
     if (!kg_http_request(h, KG_STEP_TRANSFER, "POST", url, headers, body ? body : "", body ? strlen(body) : 0,
                          KBS_MAX_REPLY, resp, err))
@@ -176,8 +177,8 @@ static int add_b64(cJSON *obj, const char *name, const uint8_t *p, size_t len)
 }
 
 int kbs_intel_transfer_background(kg_http *h, const char *kbs_url, const char *key_id,
-                                  const char *attestation_type, const ita_evidence *ev, const ita_nonce *nonce,
-                                  kbs_wrapped *out, kg_err *err)
+                                  const char *attestation_type, const ita_evidence *ev,
+                                  const ita_nonce *nonce, kbs_wrapped *out, kg_err *err)
 {
     char url[700], at_header[64];
     const char *headers[] = {"Accept: application/json", "Content-Type: application/json", at_header, NULL};
@@ -191,8 +192,8 @@ int kbs_intel_transfer_background(kg_http *h, const char *kbs_url, const char *k
     transfer_url(url, sizeof(url), kbs_url, key_id);
     snprintf(at_header, sizeof(at_header), "Attestation-Type: %s", attestation_type);
     if (req == NULL || !add_b64(req, "quote", ev->quote, ev->quote_len) ||
-        (n = cJSON_AddObjectToObject(req, "nonce")) == NULL || !add_b64(n, "val", nonce->val, nonce->val_len) ||
-        !add_b64(n, "iat", nonce->iat, nonce->iat_len) ||
+        (n = cJSON_AddObjectToObject(req, "nonce")) == NULL ||
+        !add_b64(n, "val", nonce->val, nonce->val_len) || !add_b64(n, "iat", nonce->iat, nonce->iat_len) ||
         !add_b64(n, "signature", nonce->signature, nonce->signature_len) ||
         !add_b64(req, "user_data", ev->runtime_data, ev->runtime_data_len) ||
         (ev->event_log_len > 0 && !add_b64(req, "event_log", ev->event_log, ev->event_log_len)) ||

@@ -1,11 +1,12 @@
 /*
- * keygate.so: provider entry point. For now it identifies itself (name, version, buildinfo,
- * status) and offers no algorithms; key handling arrives with the decoder, keymgmt and
- * signature files. Nothing here touches the network: provider init only reads keygate.conf.
+ * keygate.so: provider entry point, algorithm tables, reason codes, configuration.
+ * Nothing here touches the network: init reads keygate.conf (and inline overrides from the
+ * openssl.cnf section) once and keeps it in memory; releases happen when keys are loaded.
  */
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/params.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,10 +14,13 @@
 #include <string.h>
 
 #include "keygate/version.h"
+#include "kg_libctx.h"
 #include "kg_log.h"
 #include "provider.h"
 
 static OSSL_FUNC_core_get_params_fn *core_get_params;
+static pthread_mutex_t kg_instances_lock = PTHREAD_MUTEX_INITIALIZER;
+static int kg_instances; /* provider instances alive in this process */
 static OSSL_FUNC_core_new_error_fn *core_new_error;
 static OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
 static OSSL_FUNC_core_vset_error_fn *core_vset_error;
@@ -27,6 +31,46 @@ static OSSL_FUNC_provider_query_operation_fn kg_prov_query;
 static OSSL_FUNC_provider_get_reason_strings_fn kg_prov_reason_strings;
 static OSSL_FUNC_provider_teardown_fn kg_prov_teardown;
 
+#define KG_PROPS "provider=keygate"
+#define KG_RSA_NAMES "RSA:rsaEncryption:1.2.840.113549.1.1.1"
+#define KG_EC_NAMES "EC:id-ecPublicKey:1.2.840.10045.2.1"
+
+static const OSSL_ALGORITHM kg_keymgmt[] = {{KG_RSA_NAMES, KG_PROPS, kg_rsa_keymgmt_functions, NULL},
+                                            {KG_EC_NAMES, KG_PROPS, kg_ec_keymgmt_functions, NULL},
+                                            {NULL, NULL, NULL, NULL}};
+
+static const OSSL_ALGORITHM kg_signature[] = {{KG_RSA_NAMES, KG_PROPS, kg_rsa_signature_functions, NULL},
+                                              {"ECDSA", KG_PROPS, kg_ecdsa_signature_functions, NULL},
+                                              {NULL, NULL, NULL, NULL}};
+
+static const OSSL_ALGORITHM kg_asym_cipher[] = {{KG_RSA_NAMES, KG_PROPS, kg_rsa_asym_cipher_functions, NULL},
+                                                {NULL, NULL, NULL, NULL}};
+
+static const OSSL_ALGORITHM kg_keyexch[] = {{"ECDH", KG_PROPS, kg_ecdh_keyexch_functions, NULL},
+                                            {NULL, NULL, NULL, NULL}};
+
+static const OSSL_ALGORITHM kg_decoder[] = {
+    {"DER", KG_PROPS ",input=pem", kg_pem_decoder_functions, NULL},
+    {KG_RSA_NAMES, KG_PROPS ",input=der,structure=" KG_REF_STRUCTURE, kg_rsa_ref_decoder_functions, NULL},
+    {KG_EC_NAMES, KG_PROPS ",input=der,structure=" KG_REF_STRUCTURE, kg_ec_ref_decoder_functions, NULL},
+    {NULL, NULL, NULL, NULL}};
+
+static const OSSL_ALGORITHM kg_encoder[] = {
+    {KG_RSA_NAMES, KG_PROPS ",output=der,structure=SubjectPublicKeyInfo", kg_rsa_spki_der_encoder_functions,
+     NULL},
+    {KG_RSA_NAMES, KG_PROPS ",output=pem,structure=SubjectPublicKeyInfo", kg_rsa_spki_pem_encoder_functions,
+     NULL},
+    {KG_RSA_NAMES, KG_PROPS ",output=text", kg_rsa_text_encoder_functions, NULL},
+    {KG_EC_NAMES, KG_PROPS ",output=der,structure=SubjectPublicKeyInfo", kg_ec_spki_der_encoder_functions,
+     NULL},
+    {KG_EC_NAMES, KG_PROPS ",output=pem,structure=SubjectPublicKeyInfo", kg_ec_spki_pem_encoder_functions,
+     NULL},
+    {KG_EC_NAMES, KG_PROPS ",output=text", kg_ec_text_encoder_functions, NULL},
+    {NULL, NULL, NULL, NULL}};
+
+static const OSSL_ALGORITHM kg_store[] = {{"keygate", KG_PROPS, kg_store_functions, NULL},
+                                          {NULL, NULL, NULL, NULL}};
+
 static const OSSL_PARAM kg_param_types[] = {
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
@@ -35,6 +79,10 @@ static const OSSL_PARAM kg_param_types[] = {
 
 static const OSSL_ITEM kg_reason_strings[] = {{KG_R_CONFIG, "keygate configuration error"},
                                               {KG_R_NOT_AVAILABLE, "keygate: operation not available"},
+                                              {KG_R_RELEASE, "keygate: key release failed"},
+                                              {KG_R_EXPORT_REFUSED, "keygate: private key export refused"},
+                                              {KG_R_BAD_REFERENCE, "keygate: malformed key reference"},
+                                              {KG_R_OPERATION, "keygate: operation failed"},
                                               {0, NULL}};
 
 static const OSSL_PARAM *kg_prov_gettable_params(void *provctx)
@@ -64,7 +112,16 @@ static int kg_prov_get_params(void *provctx, OSSL_PARAM params[])
 static const OSSL_ALGORITHM *kg_prov_query(void *provctx, int operation_id, int *no_cache)
 {
     *no_cache = 0;
-    return NULL;
+    switch (operation_id) {
+    case OSSL_OP_KEYMGMT: return kg_keymgmt;
+    case OSSL_OP_SIGNATURE: return kg_signature;
+    case OSSL_OP_ASYM_CIPHER: return kg_asym_cipher;
+    case OSSL_OP_KEYEXCH: return kg_keyexch;
+    case OSSL_OP_DECODER: return kg_decoder;
+    case OSSL_OP_ENCODER: return kg_encoder;
+    case OSSL_OP_STORE: return kg_store;
+    default: return NULL;
+    }
 }
 
 static const OSSL_ITEM *kg_prov_reason_strings(void *provctx)
@@ -78,21 +135,28 @@ static void kg_prov_teardown(void *provctx)
 
     if (ctx == NULL)
         return;
+    for (size_t i = 0; i < ctx->cache_len; i++)
+        EVP_PKEY_free(ctx->cache[i].priv); /* zeroizes: the private parts sit in the secure heap */
+    kg_release_ctx_free(ctx->release);
+    OSSL_LIB_CTX_free(ctx->corelibctx);
+    pthread_mutex_destroy(&ctx->lock);
     OPENSSL_cleanse(&ctx->cfg, sizeof(ctx->cfg));
     free(ctx);
+    /* the last instance frees our private library context (leak checkers, clean unload) */
+    pthread_mutex_lock(&kg_instances_lock);
+    if (--kg_instances == 0) {
+        kg_signature_cleanup();
+        kg_libctx_cleanup();
+    }
+    pthread_mutex_unlock(&kg_instances_lock);
 }
 
-/* Raises a provider error through the core, with our reason code and file:line. */
-#define KG_PROV_RAISE(ctx, reason, ...)                                                                      \
-    kg_prov_raise((ctx), __FILE__, __LINE__, __func__, (reason), __VA_ARGS__)
-static void kg_prov_raise(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
-                          const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static void kg_prov_raise(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
-                          const char *fmt, ...)
+void kg_prov_raise(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
+                   const char *fmt, ...)
 {
     va_list ap;
 
-    if (core_new_error == NULL || core_vset_error == NULL)
+    if (ctx == NULL || core_new_error == NULL || core_vset_error == NULL)
         return;
     core_new_error(ctx->handle);
     if (core_set_error_debug != NULL)
@@ -137,6 +201,12 @@ static int kg_prov_load_config(kg_provctx *ctx)
             return 0;
         }
     }
+    if (!kg_config_check(&ctx->cfg, &err)) {
+        KG_LOG(KG_LOG_ERROR, "%s", err.msg);
+        KG_PROV_RAISE(ctx, KG_R_CONFIG, "%s", err.msg);
+        return 0;
+    }
+    ctx->release_lazy = strcmp(ctx->cfg.release_mode, "lazy") == 0;
     if (kg_log_enabled(KG_LOG_DEBUG)) {
         char dump[16384];
         if (kg_config_dump(&ctx->cfg, dump, sizeof(dump)))
@@ -149,14 +219,15 @@ __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HA
                                                               const OSSL_DISPATCH *in,
                                                               const OSSL_DISPATCH **out, void **provctx)
 {
+    const OSSL_DISPATCH *d;
     kg_provctx *ctx;
 
-    for (; in->function_id != 0; in++) {
-        switch (in->function_id) {
-        case OSSL_FUNC_CORE_GET_PARAMS: core_get_params = OSSL_FUNC_core_get_params(in); break;
-        case OSSL_FUNC_CORE_NEW_ERROR: core_new_error = OSSL_FUNC_core_new_error(in); break;
-        case OSSL_FUNC_CORE_SET_ERROR_DEBUG: core_set_error_debug = OSSL_FUNC_core_set_error_debug(in); break;
-        case OSSL_FUNC_CORE_VSET_ERROR: core_vset_error = OSSL_FUNC_core_vset_error(in); break;
+    for (d = in; d->function_id != 0; d++) {
+        switch (d->function_id) {
+        case OSSL_FUNC_CORE_GET_PARAMS: core_get_params = OSSL_FUNC_core_get_params(d); break;
+        case OSSL_FUNC_CORE_NEW_ERROR: core_new_error = OSSL_FUNC_core_new_error(d); break;
+        case OSSL_FUNC_CORE_SET_ERROR_DEBUG: core_set_error_debug = OSSL_FUNC_core_set_error_debug(d); break;
+        case OSSL_FUNC_CORE_VSET_ERROR: core_vset_error = OSSL_FUNC_core_vset_error(d); break;
         default: break;
         }
     }
@@ -164,7 +235,12 @@ __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HA
     if (ctx == NULL)
         return 0;
     ctx->handle = handle;
-    if (!kg_prov_load_config(ctx)) {
+    pthread_mutex_init(&ctx->lock, NULL);
+    pthread_mutex_lock(&kg_instances_lock);
+    kg_instances++;
+    pthread_mutex_unlock(&kg_instances_lock);
+    /* a library context that knows the core's BIO methods, for BIO_new_from_core_bio */
+    if ((ctx->corelibctx = OSSL_LIB_CTX_new_from_dispatch(handle, in)) == NULL || !kg_prov_load_config(ctx)) {
         kg_prov_teardown(ctx);
         return 0;
     }

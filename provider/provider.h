@@ -1,23 +1,109 @@
-/* keygate OpenSSL 3 provider: shared context and reason codes. */
+/*
+ * keygate OpenSSL 3 provider: shared context, the key object, reason codes.
+ *
+ * Design A of openssl-provider-notes.md §1.2: the key stays in our keymgmt. A kg_key holds the
+ * reference (key id + public key, always present) and, once released, the private EVP_PKEY
+ * that lives in kg_libctx() (default provider only, never the application's context). Our
+ * signature/asym-cipher/keyexch forward to it; private export is refused.
+ */
 #ifndef KG_PROVIDER_H
 #define KG_PROVIDER_H
 
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
+#include <pthread.h>
+#include <stdint.h>
 
 #include "kg_config.h"
+#include "kg_keyref.h"
+#include "kg_release.h"
 
 /* Provider-specific reason codes, reported through get_reason_strings. */
 enum {
-    KG_R_CONFIG = 1, /* keygate.conf or an inline key in the provider section is invalid */
-    KG_R_NOT_AVAILABLE = 2
+    KG_R_CONFIG = 1,         /* keygate.conf or an inline key in the provider section is invalid */
+    KG_R_NOT_AVAILABLE = 2,  /* operation not offered */
+    KG_R_RELEASE = 3,        /* the release pipeline failed (the message names the step) */
+    KG_R_EXPORT_REFUSED = 4, /* private key export refused */
+    KG_R_BAD_REFERENCE = 5,  /* malformed KEYGATE KEY REFERENCE */
+    KG_R_OPERATION = 6       /* a forwarded operation failed */
 };
+
+#define KG_KEY_TYPE_RSA 1
+#define KG_KEY_TYPE_EC 2
+
+typedef struct kg_cached_key {
+    char key_id[256];
+    EVP_PKEY *priv; /* released private key, kg_libctx(); the cache holds one reference */
+} kg_cached_key;
+
+#define KG_PROV_CACHE_MAX 256
 
 typedef struct kg_provctx {
     const OSSL_CORE_HANDLE *handle;
-    OSSL_LIB_CTX *libctx; /* the application's library context (for errors); never used for our own crypto */
+    OSSL_LIB_CTX *corelibctx; /* for BIO_new_from_core_bio only */
     char config_path[512];
     kg_config cfg;
+    int release_lazy;        /* release = lazy */
+    pthread_mutex_t lock;    /* guards release and cache */
+    kg_release_ctx *release; /* created on first release */
+    kg_cached_key cache[KG_PROV_CACHE_MAX];
+    size_t cache_len;
 } kg_provctx;
+
+#define KG_KEY_MAGIC 0x6b67796bU /* "kgyk" */
+
+typedef struct kg_key {
+    uint32_t magic;
+    kg_provctx *provctx;
+    int type;       /* KG_KEY_TYPE_* */
+    int has_ref;    /* 0 for a public key imported from elsewhere (no key id) */
+    kg_keyref ref;  /* key id, KBS, and ref.pubkey: the public key (kg_libctx) */
+    EVP_PKEY *priv; /* the released private key once released; one reference held */
+    pthread_mutex_t lock;
+} kg_key;
+
+/* The object reference the decoder hands to keymgmt load: versioned, with a magic number. */
+typedef struct kg_key_reference {
+    uint32_t magic;
+    uint32_t version;
+    kg_key *key;
+} kg_key_reference;
+
+/* Error to the core, with our reason code and file:line. */
+void kg_prov_raise(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
+                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+#define KG_PROV_RAISE(ctx, reason, ...)                                                                      \
+    kg_prov_raise((ctx), __FILE__, __LINE__, __func__, (reason), __VA_ARGS__)
+
+/* Key objects (prov_key.c). */
+kg_key *kg_key_new(kg_provctx *ctx, int type);
+void kg_key_free(kg_key *key);
+int kg_key_type_of(const EVP_PKEY *pkey); /* KG_KEY_TYPE_* or 0 */
+/* Releases (or finds in the per-process cache) the private key. Returns the borrowed private
+ * EVP_PKEY (valid while the key lives) or NULL with an error raised naming the step. */
+EVP_PKEY *kg_key_private(kg_key *key);
+
+/* Frees what signature.c fetched from kg_libctx() (before kg_libctx_cleanup). */
+void kg_signature_cleanup(void);
+
+/* The dispatch tables of each operation. */
+extern const OSSL_DISPATCH kg_rsa_keymgmt_functions[];
+extern const OSSL_DISPATCH kg_ec_keymgmt_functions[];
+extern const OSSL_DISPATCH kg_rsa_signature_functions[];
+extern const OSSL_DISPATCH kg_ecdsa_signature_functions[];
+extern const OSSL_DISPATCH kg_rsa_asym_cipher_functions[];
+extern const OSSL_DISPATCH kg_ecdh_keyexch_functions[];
+extern const OSSL_DISPATCH kg_pem_decoder_functions[];
+extern const OSSL_DISPATCH kg_rsa_ref_decoder_functions[];
+extern const OSSL_DISPATCH kg_ec_ref_decoder_functions[];
+extern const OSSL_DISPATCH kg_rsa_spki_der_encoder_functions[];
+extern const OSSL_DISPATCH kg_rsa_spki_pem_encoder_functions[];
+extern const OSSL_DISPATCH kg_ec_spki_der_encoder_functions[];
+extern const OSSL_DISPATCH kg_ec_spki_pem_encoder_functions[];
+extern const OSSL_DISPATCH kg_rsa_text_encoder_functions[];
+extern const OSSL_DISPATCH kg_ec_text_encoder_functions[];
+extern const OSSL_DISPATCH kg_store_functions[];
+
+#define KG_REF_STRUCTURE "keygate-reference"
 
 #endif

@@ -65,8 +65,8 @@ int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_l
     return attest(cfg, user_data, user_data_len, verify, NULL, out, err);
 }
 
-int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, ita_verifier *verifier,
-                   kg_attestation *out, kg_err *err)
+int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len,
+                   ita_verifier *verifier, kg_attestation *out, kg_err *err)
 {
     return attest(cfg, user_data, user_data_len, 1, verifier, out, err);
 }

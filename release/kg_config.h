@@ -27,6 +27,7 @@ typedef struct kg_config {
     int ita_policy_id_count;
     char ita_token_alg[8]; /* PS384 | RS256 */
     char crl_policy[16];   /* require | if-available */
+    char release_mode[8];  /* eager | lazy (provider) */
     long token_leeway_s;
     char tls_ca_file[KG_CONF_STR];
     int allow_http_loopback;

@@ -26,16 +26,17 @@ typedef struct kg_keyref_asn1 {
     ASN1_UTF8STRING *description;
 } KG_KEYREF_ASN1;
 
-ASN1_SEQUENCE(KG_KEYREF_ASN1) = {
-    ASN1_SIMPLE(KG_KEYREF_ASN1, version, ASN1_INTEGER),
-    ASN1_SIMPLE(KG_KEYREF_ASN1, key_id, ASN1_UTF8STRING),
-    ASN1_SIMPLE(KG_KEYREF_ASN1, public_key, X509_PUBKEY),
-    ASN1_IMP_OPT(KG_KEYREF_ASN1, kbs_url, ASN1_UTF8STRING, 0),
-    ASN1_IMP_OPT(KG_KEYREF_ASN1, kbs_type, ASN1_UTF8STRING, 1),
-    ASN1_IMP_OPT(KG_KEYREF_ASN1, description, ASN1_UTF8STRING, 2),
+ASN1_SEQUENCE(KG_KEYREF_ASN1) =
+    {
+        ASN1_SIMPLE(KG_KEYREF_ASN1, version, ASN1_INTEGER),
+        ASN1_SIMPLE(KG_KEYREF_ASN1, key_id, ASN1_UTF8STRING),
+        ASN1_SIMPLE(KG_KEYREF_ASN1, public_key, X509_PUBKEY),
+        ASN1_IMP_OPT(KG_KEYREF_ASN1, kbs_url, ASN1_UTF8STRING, 0),
+        ASN1_IMP_OPT(KG_KEYREF_ASN1, kbs_type, ASN1_UTF8STRING, 1),
+        ASN1_IMP_OPT(KG_KEYREF_ASN1, description, ASN1_UTF8STRING, 2),
 } ASN1_SEQUENCE_END(KG_KEYREF_ASN1)
 
-void kg_keyref_clear(kg_keyref *ref)
+        void kg_keyref_clear(kg_keyref * ref)
 {
     if (ref == NULL)
         return;
@@ -115,8 +116,8 @@ static int key_supported(const EVP_PKEY *pk, char *why, size_t why_len)
         snprintf(why, why_len, "RSA-%d (keygate serves RSA 2048..4096)", bits);
         return 0;
     }
-    if (EVP_PKEY_is_a(pk, "EC") && EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                                                  sizeof(group), NULL) &&
+    if (EVP_PKEY_is_a(pk, "EC") &&
+        EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL) &&
         (strcmp(group, "prime256v1") == 0 || strcmp(group, "secp384r1") == 0))
         return 1;
     snprintf(why, why_len, "%s%s%s (keygate serves RSA and EC P-256/P-384)", EVP_PKEY_get0_type_name(pk),
@@ -176,13 +177,15 @@ int kg_keyref_from_der(const uint8_t *der, size_t len, kg_keyref *ref, kg_err *e
         kg_err_set(err, KG_STEP_CONFIG, "key reference: keyId is empty, too long or not printable");
         goto err;
     }
-    if (a->kbs_type != NULL && (!copy_text(a->kbs_type, ref->kbs_type, sizeof(ref->kbs_type)) ||
-                                (strcmp(ref->kbs_type, "intel") != 0 && strcmp(ref->kbs_type, "trustee") != 0))) {
+    if (a->kbs_type != NULL &&
+        (!copy_text(a->kbs_type, ref->kbs_type, sizeof(ref->kbs_type)) ||
+         (strcmp(ref->kbs_type, "intel") != 0 && strcmp(ref->kbs_type, "trustee") != 0))) {
         kg_err_set(err, KG_STEP_CONFIG, "key reference: kbsType must be intel or trustee");
         goto err;
     }
-    if (a->kbs_url != NULL && (!copy_text(a->kbs_url, ref->kbs_url, sizeof(ref->kbs_url)) ||
-                               (strncmp(ref->kbs_url, "https://", 8) != 0 && strncmp(ref->kbs_url, "http://", 7) != 0))) {
+    if (a->kbs_url != NULL &&
+        (!copy_text(a->kbs_url, ref->kbs_url, sizeof(ref->kbs_url)) ||
+         (strncmp(ref->kbs_url, "https://", 8) != 0 && strncmp(ref->kbs_url, "http://", 7) != 0))) {
         kg_err_set(err, KG_STEP_CONFIG, "key reference: kbsUrl is not an http(s) URL");
         goto err;
     }
@@ -192,7 +195,8 @@ int kg_keyref_from_der(const uint8_t *der, size_t len, kg_keyref *ref, kg_err *e
     }
     if (!kg_keyref_key_id_ok(ref->key_id, ref->kbs_type[0] ? ref->kbs_type : NULL) &&
         !kg_keyref_key_id_ok(ref->key_id, "trustee")) {
-        kg_err_set(err, KG_STEP_CONFIG, "key reference: keyId '%s' is neither a UUID nor repo/type/tag", ref->key_id);
+        kg_err_set(err, KG_STEP_CONFIG, "key reference: keyId '%s' is neither a UUID nor repo/type/tag",
+                   ref->key_id);
         goto err;
     }
     if ((spki_len = i2d_X509_PUBKEY(a->public_key, &spki)) <= 0) {
@@ -220,7 +224,8 @@ int kg_keyref_from_pem(const char *pem, size_t len, kg_keyref *ref, kg_err *err)
 
     memset(ref, 0, sizeof(*ref));
     if (len > KG_KEYREF_MAX_FILE)
-        return kg_err_set(err, KG_STEP_CONFIG, "key reference: file larger than %d bytes", KG_KEYREF_MAX_FILE);
+        return kg_err_set(err, KG_STEP_CONFIG, "key reference: file larger than %d bytes",
+                          KG_KEYREF_MAX_FILE);
     if ((bio = BIO_new_mem_buf(pem, (int)len)) == NULL)
         return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
     while (PEM_read_bio(bio, &name, &header, &data, &dlen)) {
@@ -278,7 +283,8 @@ int kg_keyref_load(const char *path, kg_keyref *ref, kg_err *err)
     ok = kg_keyref_from_pem(buf, n, ref, &e);
     free(buf);
     if (!ok) /* e.msg is "config: key reference: <why>" */
-        return kg_err_set(err, e.step, "key reference %s: %s", path, e.msg + strlen("config: key reference: "));
+        return kg_err_set(err, e.step, "key reference %s: %s", path,
+                          e.msg + strlen("config: key reference: "));
     return 1;
 }
 

@@ -74,12 +74,14 @@ void kg_release_ctx_free(kg_release_ctx *ctx)
     free(ctx);
 }
 
-int kg_keyref_for_id(const kg_config *cfg, const char *key_id, const char *kbs_url, kg_keyref *ref, kg_err *err)
+int kg_keyref_for_id(const kg_config *cfg, const char *key_id, const char *kbs_url, kg_keyref *ref,
+                     kg_err *err)
 {
     memset(ref, 0, sizeof(*ref));
     if (!kg_keyref_key_id_ok(key_id, cfg->kbs_type))
         return kg_err_set(err, KG_STEP_CONFIG, "key id '%.64s' is not a %s", key_id,
-                          strcmp(cfg->kbs_type, "trustee") == 0 ? "repo/type/tag resource path" : "UUID (v4)");
+                          strcmp(cfg->kbs_type, "trustee") == 0 ? "repo/type/tag resource path"
+                                                                : "UUID (v4)");
     snprintf(ref->key_id, sizeof(ref->key_id), "%s", key_id);
     snprintf(ref->kbs_url, sizeof(ref->kbs_url), "%s", kbs_url ? kbs_url : "");
     return 1;
@@ -187,8 +189,8 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
     iev.event_log = ev.event_log;
     iev.event_log_len = ev.event_log_len;
     t0 = now_ms();
-    if (!kbs_intel_transfer_background(h, kbs_url_of(ctx, ref), ref->key_id, attestation_type, &iev, &nonce, w,
-                                       err))
+    if (!kbs_intel_transfer_background(h, kbs_url_of(ctx, ref), ref->key_id, attestation_type, &iev, &nonce,
+                                       w, err))
         goto err;
     t->transfer = now_ms() - t0;
     ok = 1;
@@ -213,12 +215,14 @@ static int release_one(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key
     *key = NULL;
     memset(&w, 0, sizeof(w));
     if (kbs_url_of(ctx, ref)[0] == '\0')
-        return kg_err_set(err, KG_STEP_CONFIG, "no KBS URL for key %s (kbs_url or the reference)", ref->key_id);
+        return kg_err_set(err, KG_STEP_CONFIG, "no KBS URL for key %s (kbs_url or the reference)",
+                          ref->key_id);
     if (ref->kbs_type[0] != '\0' && strcmp(ref->kbs_type, ctx->cfg.kbs_type) != 0)
-        return kg_err_set(err, KG_STEP_CONFIG, "key %s is on a %s KBS, keygate.conf says kbs_type = %s", ref->key_id,
-                          ref->kbs_type, ctx->cfg.kbs_type);
+        return kg_err_set(err, KG_STEP_CONFIG, "key %s is on a %s KBS, keygate.conf says kbs_type = %s",
+                          ref->key_id, ref->kbs_type, ctx->cfg.kbs_type);
     if (strcmp(ctx->cfg.kbs_type, "intel") != 0)
-        return kg_err_set(err, KG_STEP_CONFIG, "kbs_type = %s is not available in this build", ctx->cfg.kbs_type);
+        return kg_err_set(err, KG_STEP_CONFIG, "kbs_type = %s is not available in this build",
+                          ctx->cfg.kbs_type);
     kg_config_http_opts(&ctx->cfg, &hopts);
     if ((h = kg_http_new(&hopts, err)) == NULL)
         return 0;
@@ -238,14 +242,14 @@ static int release_one(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key
         t->transfer = now_ms() - t0;
     }
     t0 = now_ms();
-    if (!kg_wrap_unwrap(wrapping_key, w.wrapped_key, w.wrapped_key_len, w.wrapped_swk, w.wrapped_swk_len, &released,
-                        err))
+    if (!kg_wrap_unwrap(wrapping_key, w.wrapped_key, w.wrapped_key_len, w.wrapped_swk, w.wrapped_swk_len,
+                        &released, err))
         goto err;
     t->unwrap = now_ms() - t0;
     t0 = now_ms();
     if (ref->pubkey != NULL && EVP_PKEY_eq(released, ref->pubkey) != 1) {
-        kg_err_set(err, KG_STEP_MATCH, "the KBS released a key for %s whose public key is not the reference's",
-                   ref->key_id);
+        kg_err_set(err, KG_STEP_MATCH,
+                   "the KBS released a key for %s whose public key is not the reference's", ref->key_id);
         goto err;
     }
     t->match = now_ms() - t0;
@@ -261,7 +265,8 @@ err:
     return ok;
 }
 
-int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg_release_times *times, kg_err *err)
+int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg_release_times *times,
+                   kg_err *err)
 {
     kg_release_times t;
     int ok;
@@ -298,8 +303,8 @@ static void *release_worker(void *arg)
     }
 }
 
-size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t n, EVP_PKEY **keys, kg_err *errs,
-                       kg_release_times *times)
+size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t n, EVP_PKEY **keys,
+                       kg_err *errs, kg_release_times *times)
 {
     kg_release_times *t = calloc(n ? n : 1, sizeof(*t));
     kg_err *e = errs != NULL ? errs : calloc(n ? n : 1, sizeof(*e));

@@ -22,8 +22,8 @@ EVP_PKEY *kg_wrap_key_new(kg_err *err)
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(kg_libctx(), "RSA", NULL);
     EVP_PKEY *key = NULL;
 
-    if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 || EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, KG_WRAP_RSA_BITS) <= 0 ||
-        EVP_PKEY_keygen(ctx, &key) <= 0) {
+    if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, KG_WRAP_RSA_BITS) <= 0 || EVP_PKEY_keygen(ctx, &key) <= 0) {
         kg_err_set(err, KG_STEP_WRAPKEY, "RSA-%d key generation failed", KG_WRAP_RSA_BITS);
         kg_err_add_openssl(err);
         key = NULL;
@@ -157,7 +157,8 @@ int kg_wrap_unwrap(const EVP_PKEY *wrapping_key, const uint8_t *wrapped_key, siz
         goto err;
     }
     if (wrapped_key_len < WRAPPED_HEADER_LEN) {
-        kg_err_set(err, KG_STEP_UNWRAP, "wrapped_key of %zu bytes is shorter than its header", wrapped_key_len);
+        kg_err_set(err, KG_STEP_UNWRAP, "wrapped_key of %zu bytes is shorter than its header",
+                   wrapped_key_len);
         goto err;
     }
     iv_len = le32(wrapped_key);

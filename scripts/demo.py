@@ -2,13 +2,17 @@
 
 Started by scripts/demo.sh after the build. Starts the ITA-compatible service (HTTPS on
 127.0.0.1, a free port), writes a keygate.conf for the simulated TD, runs `keygate token`,
-prints the steps and the token's claims, and stops every process it started (by PID).
+prints the steps and the token's claims, releases a key from the KBS-compatible service, then
+serves HTTPS from that key with nginx through the keygate OpenSSL provider (fetched with curl),
+and stops every process it started (by PID).
 """
 import argparse
 import base64
 import json
 import os
 import pathlib
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +34,12 @@ def line(step, result, ms, detail=""):
     print(f"  {step:<12} {result:<5} {ms:9.1f} ms  {detail}", flush=True)
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def kbs_user_data():
     """LE32(e) ‖ BE(n) of a fresh RSA-3072 public key: the Intel KBS wrapping-key layout."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
@@ -43,10 +53,12 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the state directory")
     args = ap.parse_args()
     keygate = str((REPO / args.build / "cli" / "keygate").resolve())
+    provider = (REPO / args.build / "provider" / "keygate.so").resolve()
 
     state = pathlib.Path(tempfile.mkdtemp(prefix="keygate-demo-"))
     stack = LocalStack(state)
     print("keygate demo: attested key release against the local stack (simulated TD)\n")
+    nginx = None
     try:
         t0 = time.monotonic()
         stack.init()
@@ -120,8 +132,91 @@ def main():
         print(r.stdout, end="")
         assert r.stdout == want, "the released key is not the one the KBS holds"
         print("it is the public key of the key registered in the KBS")
+
+        print("\n== nginx: HTTPS from the attested key, through the keygate OpenSSL provider")
+        pub = state / "site.pub.pem"
+        pub.write_text(r.stdout)
+        ref = state / "site.ref.pem"
+        t0 = time.monotonic()
+        r = subprocess.run([keygate, "--config", str(conf), "ref", "create", "--key-id", key_id, "--pubkey", str(pub),
+                            "-o", str(ref)], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            print(f"  keygate ref create failed (exit {r.returncode}): {r.stderr.strip()}")
+            return 1
+        line("reference", "ok", (time.monotonic() - t0) * 1e3,
+             f"{ref.name}: KEYGATE KEY REFERENCE for {key_id} (public key only, nothing secret)")
+        cnf = state / "openssl.cnf"
+        cnf.write_text(
+            "openssl_conf = openssl_init\nconfig_diagnostics = 1\n"
+            "[openssl_init]\nproviders = provider_sect\n"
+            "[provider_sect]\ndefault = default_sect\nkeygate = keygate_sect\n"
+            "[default_sect]\nactivate = 1\n"
+            f"[keygate_sect]\nmodule = {provider}\nactivate = 1\nconfig = {conf}\n")
+        env = dict(os.environ, OPENSSL_CONF=str(cnf))
+        env.pop("KEYGATE_DEBUG", None)
+        cert = state / "site.crt"
+        t0 = time.monotonic()
+        r = subprocess.run(["openssl", "req", "-new", "-x509", "-key", str(ref), "-subj", "/CN=localhost", "-days", "1",
+                            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-out", str(cert)],
+                           env=env, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            print(f"  openssl req failed (exit {r.returncode}): {r.stderr.strip()}")
+            return 1
+        line("certificate", "ok", (time.monotonic() - t0) * 1e3,
+             "openssl req -new -x509 -key site.ref.pem: self-signed by the released key (attested in openssl)")
+
+        pfx = state / "nginx"
+        pfx.mkdir()
+        port = free_port()
+        nginx_conf = pfx / "nginx.conf"
+        nginx_conf.write_text(
+            f"daemon off;\nmaster_process on;\nworker_processes 1;\npid {pfx}/nginx.pid;\n"
+            f"error_log {pfx}/error.log;\nevents {{ worker_connections 64; }}\n"
+            f"http {{\n  access_log {pfx}/access.log;\n"
+            f"  client_body_temp_path {pfx}/body; proxy_temp_path {pfx}/proxy; fastcgi_temp_path {pfx}/fastcgi;\n"
+            f"  uwsgi_temp_path {pfx}/uwsgi; scgi_temp_path {pfx}/scgi;\n"
+            f"  server {{\n    listen 127.0.0.1:{port} ssl;\n"
+            f"    ssl_certificate     {cert};\n    ssl_certificate_key {ref};\n"
+            "    ssl_protocols       TLSv1.2 TLSv1.3;\n"
+            "    location / { default_type text/plain;\n"
+            "      return 200 \"hello from nginx: $ssl_protocol $ssl_cipher, key released by keygate\\n\"; }\n"
+            "  }\n}\n")
+        t0 = time.monotonic()
+        with open(pfx / "stderr.log", "w") as errf:
+            nginx = subprocess.Popen(["nginx", "-p", str(pfx), "-c", str(nginx_conf)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=errf)
+        url = f"https://127.0.0.1:{port}/"
+        curl = ["curl", "-sS", "--max-time", "10", "--cacert", str(cert), url]
+        while True:
+            r = subprocess.run(curl, capture_output=True, text=True, timeout=30)
+            if r.returncode == 0 or nginx.poll() is not None or time.monotonic() - t0 > 30:
+                break
+            time.sleep(0.1)
+        if r.returncode != 0:
+            err = "".join((pfx / f).read_bytes().decode("utf-8", "replace")
+                          for f in ("stderr.log", "error.log") if (pfx / f).exists())
+            print(f"  nginx did not serve (exit {nginx.poll()}): {r.stderr.strip()}\n{err[-2000:]}")
+            return 1
+        line("nginx", "ok", (time.monotonic() - t0) * 1e3,
+             f"{url} (pid {nginx.pid}): ssl_certificate_key {ref.name}, released in the master before the fork")
+        t0 = time.monotonic()
+        r = subprocess.run(curl, capture_output=True, text=True, timeout=30)
+        line("curl", "ok" if r.returncode == 0 else "FAIL", (time.monotonic() - t0) * 1e3,
+             f"curl --cacert site.crt {url}")
+        if r.returncode != 0:
+            print(f"  curl failed (exit {r.returncode}): {r.stderr.strip()}")
+            return 1
+        print("\n" + r.stdout, end="")
+        print("nginx served HTTPS from an attested key")
         return 0
     finally:
+        if nginx is not None and nginx.poll() is None:
+            nginx.send_signal(signal.SIGQUIT)  # by PID: the master we started
+            try:
+                nginx.wait(15)
+            except subprocess.TimeoutExpired:
+                nginx.kill()
+                nginx.wait()
         stack.stop_all()
         print("\nstopped every process the demo started")
         if not args.keep:

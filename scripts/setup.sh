@@ -10,6 +10,9 @@ PACKAGES=(
   python3 python3-pytest python3-cryptography
   opensc
   clang libclang-rt-14-dev valgrind
+  swtpm swtpm-tools tpm2-tools libtss2-dev
+  fuse3 python3-fusepy
+  nginx haproxy
 )
 
 missing=()

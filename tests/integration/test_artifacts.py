@@ -19,7 +19,7 @@ def write_cnf(path, module, extra=""):
 
 def test_provider_listed_through_openssl_cnf(build_dir, tmp_path):
     conf = tmp_path / "keygate.conf"
-    conf.write_text("adapter = sim\ntimeout_ms = 1234\n")
+    conf.write_text("adapter = tdx\ntimeout_ms = 1234\n")
     cnf = write_cnf(tmp_path / "openssl.cnf", build_dir / "provider" / "keygate.so", f"config = {conf}\n")
     r = run(["openssl", "list", "-providers", "-verbose"], env={"OPENSSL_CONF": str(cnf)})
     assert r.returncode == 0, r.stderr

@@ -12,6 +12,8 @@ Endpoints
     GET  /appraisal/v1/nonce, /appraisal/v2/nonce     x-api-key    -> {"val","iat","signature"}
     POST /appraisal/v1/attest   flat body             x-api-key    -> {"token"} v1 (flat claims)
     POST /appraisal/v2/attest   composite {"tdx":{}}  x-api-key    -> {"token"} v2 (nested "tdx")
+    POST /appraisal/v1/attest/azure/tdxvm  flat body  x-api-key    -> {"token"} v1, Azure TDX
+    POST /appraisal/v2/attest/azure  composite {"tdx":{}}  x-api-key -> {"token"} v2, Azure TDX
     GET  /certs                                       public       -> JWKS
     GET  /crl/ats-ca-crl.der, /crl/root-ca-crl.der    public       -> DER CRLs
     GET  /crl/foreign/ats-ca-crl.der, /crl/foreign/root-ca-crl.der  (CRLs of the foreign chain)
@@ -38,7 +40,14 @@ Choices where the specs are silent (most plausible real behaviour):
 * ``user_data`` and ``event_log`` are checked to be base64 and otherwise ignored (no RTMR
   replay).  The v2 route requires the composite body; a flat body there is 400 (the real
   service's behaviour for Go's legacy flat-on-v2 path is unconfirmed, so a client relying on
-  it would not be proven by this stack).  The Azure routes are not implemented.
+  it would not be proven by this stack).
+* Azure routes (§5.1, §5.2, §9.2, §10.4, §11.2): runtime_data is the Azure runtime JSON and
+  user_data the caller's data.  Checks: the quote verifies; REPORTDATA[0:32] ==
+  SHA-256(runtime_data); the runtime JSON is an object whose "user-data" equals, compared
+  case-insensitively, hex(SHA-512(val_bytes || iat_bytes || user_data)), or 128 zeros with
+  neither nonce nor user data (the Azure convention).  Claims: ``attester_runtime_data`` = the
+  runtime JSON object (always); the user data as ``attester_user_data`` (if a JSON object) or
+  ``attester_held_data`` (base64 of the bytes); v2 ``appraisal.method`` is "azure".
 * TCB status: TEE_TCB_SVN >= --uptodate-tcb-svn byte by byte -> "UpToDate" (tcb date
   2024-03-13, no ``attester_advisory_ids`` claim, as in the real UpToDate pilot token), else
   "OutOfDate" (2023-02-15, ["INTEL-SA-00837"], as in the production token).  Default
@@ -207,6 +216,8 @@ class ItaService(StackService):
         self.add_route("GET", r"/appraisal/v[12]/nonce", self.nonce)
         self.add_route("POST", r"/appraisal/v1/attest", self.attest_v1)
         self.add_route("POST", r"/appraisal/v2/attest", self.attest_v2)
+        self.add_route("POST", r"/appraisal/v1/attest/azure/tdxvm", self.attest_azure_v1)
+        self.add_route("POST", r"/appraisal/v2/attest/azure", self.attest_azure_v2)
         self.add_route("GET", r"/certs", self.certs)
         self.add_route("GET", r"/crl/(?:(foreign)/)?(ats-ca|root-ca)-crl\.der", self.crl)
 
@@ -310,6 +321,20 @@ class ItaService(StackService):
             raise BadRequest("v2 attest needs composite evidence, e.g. {\"tdx\": {...}}")
         return self.attest(req, body, body["tdx"], version=2)
 
+    def attest_azure_v1(self, req):
+        body = self.parse_attest(req)
+        req.attestation_type = "azure-tdx"
+        if "tdx" in body:
+            raise BadRequest("v1 Azure attest takes the flat body (quote, runtime_data, ...)")
+        return self.attest(req, body, body, version=1, azure=True)
+
+    def attest_azure_v2(self, req):
+        body = self.parse_attest(req)
+        req.attestation_type = "azure-tdx"
+        if not isinstance(body.get("tdx"), dict):
+            raise BadRequest("v2 Azure attest needs composite evidence, e.g. {\"tdx\": {...}}")
+        return self.attest(req, body, body["tdx"], version=2, azure=True)
+
     def parse_attest(self, req):
         self.check_api_key(req)
         req.attestation_type = "tdx"
@@ -321,7 +346,7 @@ class ItaService(StackService):
             raise BadRequest("request body must be a JSON object")
         return body
 
-    def attest(self, req, body, evidence, version):
+    def attest(self, req, body, evidence, version, azure=False):
         """Validate everything, appraise, and return {"token": ...}."""
         alg = body.get("token_signing_alg") or "PS384"
         if alg not in SIGNING_ALGS:
@@ -337,19 +362,23 @@ class ItaService(StackService):
                    if evidence.get("runtime_data") else b"")
         if len(runtime) > MAX_RUNTIME_DATA:
             raise BadRequest("runtime_data exceeds 1 MiB")
-        for optional in ("user_data", "event_log"):
-            if evidence.get(optional):
-                b64decode_any(evidence[optional], optional)
+        user_data = (b64decode_any(evidence["user_data"], "user_data")
+                     if evidence.get("user_data") else b"")
+        if evidence.get("event_log"):
+            b64decode_any(evidence["event_log"], "event_log")
         nonce = evidence.get("verifier_nonce")
         val_iat = self.check_nonce(nonce) if nonce is not None else None
         try:
             q = verify_quote(quote_bytes, self.trusted_roots)
         except QuoteError as e:
             raise BadRequest(f"quote verification failed: {e}") from None
-        expected = hashlib.sha512((b"".join(val_iat) if val_iat else b"") + runtime).digest()
-        if q.report_data != expected:
-            raise BadRequest("REPORTDATA does not match SHA-512(nonce val || iat || "
-                             "runtime_data)")
+        if azure:
+            check_azure_binding(q, runtime, user_data, val_iat)
+        else:
+            expected = hashlib.sha512((b"".join(val_iat) if val_iat else b"") + runtime).digest()
+            if q.report_data != expected:
+                raise BadRequest("REPORTDATA does not match SHA-512(nonce val || iat || "
+                                 "runtime_data)")
         matched, unmatched = self.evaluate_policies(policy_ids, q)
         if must_match and unmatched:
             raise HttpError(401, "policy_must_match: policies not matched: "
@@ -357,7 +386,8 @@ class ItaService(StackService):
         if val_iat:
             self.consume_nonce(val_iat[0])
         claims = self.build_claims(version, q, runtime, nonce if val_iat else None,
-                                   policy_ids, matched, unmatched)
+                                   policy_ids, matched, unmatched,
+                                   azure_user_data=user_data if azure else None)
         return json_response(200, {"token": self.make_token(claims, alg, version, req.fault)})
 
     def check_policy_ids(self, ids):
@@ -389,13 +419,17 @@ class ItaService(StackService):
         status = "UpToDate" if ok else "OutOfDate"
         return status, *TCB_LEVELS[status]
 
-    def build_claims(self, version, q, runtime, nonce, policy_ids, matched, unmatched):
+    def build_claims(self, version, q, runtime, nonce, policy_ids, matched, unmatched,
+                     azure_user_data=None):
         status, tcb_date, advisories = self.tcb(q)
         tee = tdx_claims(q)
         if version == 2:
             tee["tdx_is_migratable"] = False
         tee["tdx_collateral"] = collateral(q)
-        tee.update(held_data_claim(runtime))
+        if azure_user_data is None:
+            tee.update(held_data_claim(runtime))
+        else:
+            tee.update(azure_data_claims(runtime, azure_user_data))
         if nonce is not None:
             tee["verifier_nonce"] = {k: nonce[k] for k in ("val", "iat", "signature")}
         tee.update({"attester_tcb_status": status, "attester_tcb_date": tcb_date})
@@ -416,7 +450,8 @@ class ItaService(StackService):
             verifier = {"verifier_instance_ids": common.pop("verifier_instance_ids")}
             dbg = {"dbgstat": tee.pop("dbgstat")}
             return {**tee, **policy, **verifier, **dbg, **common, "ver": "1.0.0", **times}
-        return {"appraisal": {"method": "default", "ver": 2}, **common, **policy, "tdx": tee,
+        method = "default" if azure_user_data is None else "azure"
+        return {"appraisal": {"method": method, "ver": 2}, **common, **policy, "tdx": tee,
                 "ver": "2.0.0", **times}
 
     def make_token(self, claims, alg, version, fault):
@@ -429,7 +464,7 @@ class ItaService(StackService):
         elif mode == "wrong_nonce":
             tee["verifier_nonce"] = self.new_nonce()
         elif mode == "wrong_held_data":
-            if "attester_runtime_data" in tee:
+            if "attester_runtime_data" in tee and "attester_held_data" not in tee:
                 tee["attester_runtime_data"] = {**tee["attester_runtime_data"], "x": "wrong"}
             else:
                 held = base64.b64decode(tee.get("attester_held_data", ""))
@@ -500,6 +535,45 @@ def held_data_claim(runtime):
     if isinstance(obj, dict):
         return {"attester_runtime_data": obj}
     return {"attester_held_data": b64(runtime)}
+
+
+def azure_user_data_hash(val_iat, user_data):
+    """What the Azure adapters write to NV 0x01400002: SHA-512(val || iat || user_data), or
+    64 zero bytes with neither nonce nor user data (ita-api.md §9.2)."""
+    if not val_iat and not user_data:
+        return bytes(64)
+    return hashlib.sha512((b"".join(val_iat) if val_iat else b"") + user_data).digest()
+
+
+def check_azure_binding(q, runtime, user_data, val_iat):
+    """Quote REPORTDATA binds the runtime JSON, whose user-data binds nonce and user data."""
+    if q.report_data[:32] != hashlib.sha256(runtime).digest():
+        raise BadRequest("REPORTDATA[0:32] does not match SHA-256(runtime_data)")
+    try:
+        obj = json.loads(runtime)
+    except (ValueError, UnicodeDecodeError):
+        obj = None
+    if not isinstance(obj, dict) or not isinstance(obj.get("user-data"), str):
+        raise BadRequest("runtime_data is not an Azure runtime JSON with user-data")
+    if obj["user-data"].lower() != azure_user_data_hash(val_iat, user_data).hex():
+        raise BadRequest("runtime_data user-data does not match SHA-512(nonce val || iat || "
+                         "user_data)")
+
+
+def azure_data_claims(runtime, user_data):
+    """attester_runtime_data = the runtime JSON; user data as attester_user_data (JSON object)
+    or attester_held_data (binary)."""
+    claims = {"attester_runtime_data": json.loads(runtime)}
+    if user_data:
+        try:
+            obj = json.loads(user_data)
+        except (ValueError, UnicodeDecodeError):
+            obj = None
+        if isinstance(obj, dict):
+            claims["attester_user_data"] = obj
+        else:
+            claims["attester_held_data"] = b64(user_data)
+    return claims
 
 
 def policy_matches(policy, q):

@@ -1,0 +1,243 @@
+/*
+ * RSA asymmetric cipher for keygate keys: encryption (public, from the reference) and decryption
+ * (the released private key). Both forward to an inner EVP_PKEY_CTX in kg_libctx(), so padding
+ * (PKCS#1 v1.5, OAEP, no padding, the TLS pre-master variant) and every parameter are OpenSSL's
+ * own default implementation; we only route the key.
+ *
+ * Algorithm table entry for provider.c (OSSL_OP_ASYM_CIPHER):
+ *   {"RSA:rsaEncryption", "provider=keygate", kg_rsa_asym_cipher_functions},
+ */
+#include <openssl/core_dispatch.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <stdlib.h>
+
+#include "kg_libctx.h"
+#include "provider.h"
+
+typedef struct kg_asym_ctx {
+    kg_provctx *provctx;
+    kg_key *key;         /* borrowed: the EVP_PKEY_CTX that owns us holds the key */
+    EVP_PKEY_CTX *inner; /* kg_libctx(); NULL until an init */
+} kg_asym_ctx;
+
+static OSSL_FUNC_asym_cipher_newctx_fn kg_asym_newctx;
+static OSSL_FUNC_asym_cipher_freectx_fn kg_asym_freectx;
+static OSSL_FUNC_asym_cipher_dupctx_fn kg_asym_dupctx;
+static OSSL_FUNC_asym_cipher_encrypt_init_fn kg_asym_encrypt_init;
+static OSSL_FUNC_asym_cipher_encrypt_fn kg_asym_encrypt;
+static OSSL_FUNC_asym_cipher_decrypt_init_fn kg_asym_decrypt_init;
+static OSSL_FUNC_asym_cipher_decrypt_fn kg_asym_decrypt;
+static OSSL_FUNC_asym_cipher_set_ctx_params_fn kg_asym_set_ctx_params;
+static OSSL_FUNC_asym_cipher_get_ctx_params_fn kg_asym_get_ctx_params;
+static OSSL_FUNC_asym_cipher_settable_ctx_params_fn kg_asym_settable_ctx_params;
+static OSSL_FUNC_asym_cipher_gettable_ctx_params_fn kg_asym_gettable_ctx_params;
+
+/* Used only if the default provider's own lists cannot be fetched (see params_of). Same
+ * names and types as the default RSA asym cipher of OpenSSL 3.0. */
+static const OSSL_PARAM kg_asym_settable[] = {
+    OSSL_PARAM_utf8_string(OSSL_ASYM_CIPHER_PARAM_PAD_MODE, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST_PROPS, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_ASYM_CIPHER_PARAM_MGF1_DIGEST, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_ASYM_CIPHER_PARAM_MGF1_DIGEST_PROPS, NULL, 0),
+    OSSL_PARAM_octet_string(OSSL_ASYM_CIPHER_PARAM_OAEP_LABEL, NULL, 0),
+    OSSL_PARAM_uint(OSSL_ASYM_CIPHER_PARAM_TLS_CLIENT_VERSION, NULL),
+    OSSL_PARAM_uint(OSSL_ASYM_CIPHER_PARAM_TLS_NEGOTIATED_VERSION, NULL),
+    OSSL_PARAM_END};
+
+static const OSSL_PARAM kg_asym_gettable[] = {
+    OSSL_PARAM_DEFN(OSSL_ASYM_CIPHER_PARAM_PAD_MODE, OSSL_PARAM_UTF8_STRING, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_ASYM_CIPHER_PARAM_MGF1_DIGEST, NULL, 0),
+    OSSL_PARAM_DEFN(OSSL_ASYM_CIPHER_PARAM_OAEP_LABEL, OSSL_PARAM_OCTET_PTR, NULL, 0),
+    OSSL_PARAM_uint(OSSL_ASYM_CIPHER_PARAM_TLS_CLIENT_VERSION, NULL),
+    OSSL_PARAM_uint(OSSL_ASYM_CIPHER_PARAM_TLS_NEGOTIATED_VERSION, NULL),
+    OSSL_PARAM_END};
+
+static void *kg_asym_newctx(void *provctx)
+{
+    kg_asym_ctx *ctx = calloc(1, sizeof(*ctx));
+
+    if (ctx != NULL)
+        ctx->provctx = provctx;
+    return ctx;
+}
+
+static void kg_asym_freectx(void *vctx)
+{
+    kg_asym_ctx *ctx = vctx;
+
+    if (ctx == NULL)
+        return;
+    EVP_PKEY_CTX_free(ctx->inner);
+    free(ctx);
+}
+
+/* Cheap: the inner context is duplicated by OpenSSL (it copies padding, digests and label). */
+static void *kg_asym_dupctx(void *vctx)
+{
+    kg_asym_ctx *src = vctx, *dst;
+
+    if ((dst = calloc(1, sizeof(*dst))) == NULL)
+        return NULL;
+    dst->provctx = src->provctx;
+    dst->key = src->key;
+    if (src->inner != NULL && (dst->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL) {
+        free(dst);
+        return NULL;
+    }
+    return dst;
+}
+
+/* (Re)initialises the inner context on pkey for encryption or decryption. */
+static int asym_init(kg_asym_ctx *ctx, void *vkey, const OSSL_PARAM params[], int decrypt)
+{
+    kg_key *key = vkey;
+    EVP_PKEY *pkey;
+
+    EVP_PKEY_CTX_free(ctx->inner);
+    ctx->inner = NULL;
+    ctx->key = NULL;
+    if (key == NULL || key->magic != KG_KEY_MAGIC || key->type != KG_KEY_TYPE_RSA) {
+        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: not a keygate RSA key");
+        return 0;
+    }
+    /* encryption needs only the reference's public key: no release for it */
+    pkey = decrypt ? kg_key_private(key) : key->ref.pubkey;
+    if (pkey == NULL) {
+        if (!decrypt)
+            KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: the key has no public key");
+        return 0; /* kg_key_private raised the release error */
+    }
+    if ((ctx->inner = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), pkey, NULL)) == NULL)
+        goto err;
+    if ((decrypt ? EVP_PKEY_decrypt_init_ex(ctx->inner, params)
+                 : EVP_PKEY_encrypt_init_ex(ctx->inner, params)) <= 0)
+        goto err;
+    ctx->key = key;
+    return 1;
+err:
+    EVP_PKEY_CTX_free(ctx->inner);
+    ctx->inner = NULL;
+    KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: %s init failed",
+                  decrypt ? "decrypt" : "encrypt");
+    return 0;
+}
+
+static int kg_asym_encrypt_init(void *vctx, void *vkey, const OSSL_PARAM params[])
+{
+    return asym_init(vctx, vkey, params, 0);
+}
+
+static int kg_asym_decrypt_init(void *vctx, void *vkey, const OSSL_PARAM params[])
+{
+    return asym_init(vctx, vkey, params, 1);
+}
+
+/* Both directions: out == NULL asks for the maximum output size (two-call pattern); otherwise
+ * outsize is the room in out. */
+static int asym_run(kg_asym_ctx *ctx, unsigned char *out, size_t *outlen, size_t outsize,
+                    const unsigned char *in, size_t inlen, int decrypt)
+{
+    size_t len = out == NULL ? 0 : outsize;
+    int rc;
+
+    if (ctx->inner == NULL) {
+        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: not initialised");
+        return 0;
+    }
+    rc = decrypt ? EVP_PKEY_decrypt(ctx->inner, out, &len, in, inlen)
+                 : EVP_PKEY_encrypt(ctx->inner, out, &len, in, inlen);
+    if (rc <= 0) {
+        /* the default provider's error (e.g. "oaep decoding error") is already queued; no
+         * extra text for decryption, so that padding failures do not become an oracle */
+        if (!decrypt)
+            KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: encryption failed");
+        return 0;
+    }
+    *outlen = len;
+    return 1;
+}
+
+static int kg_asym_encrypt(void *vctx, unsigned char *out, size_t *outlen, size_t outsize,
+                           const unsigned char *in, size_t inlen)
+{
+    return asym_run(vctx, out, outlen, outsize, in, inlen, 0);
+}
+
+static int kg_asym_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t outsize,
+                           const unsigned char *in, size_t inlen)
+{
+    return asym_run(vctx, out, outlen, outsize, in, inlen, 1);
+}
+
+static int kg_asym_set_ctx_params(void *vctx, const OSSL_PARAM params[])
+{
+    kg_asym_ctx *ctx = vctx;
+
+    if (params == NULL || params[0].key == NULL)
+        return 1;
+    if (ctx->inner == NULL)
+        return 0;
+    return EVP_PKEY_CTX_set_params(ctx->inner, params) > 0;
+}
+
+static int kg_asym_get_ctx_params(void *vctx, OSSL_PARAM params[])
+{
+    kg_asym_ctx *ctx = vctx;
+
+    if (params == NULL || params[0].key == NULL)
+        return 1;
+    if (ctx->inner == NULL)
+        return 0;
+    return EVP_PKEY_CTX_get_params(ctx->inner, params) > 0;
+}
+
+/*
+ * The parameter lists of the implementation we forward to. libcrypto may ask without a context
+ * (EVP_ASYM_CIPHER_settable_ctx_params), so take them from the default provider's RSA cipher
+ * in kg_libctx(): the lists are static data of that provider, which stays loaded for the
+ * process, so the pointer outlives the fetched method.
+ */
+static const OSSL_PARAM *params_of(kg_asym_ctx *ctx, int settable)
+{
+    EVP_ASYM_CIPHER *cipher;
+    const OSSL_PARAM *list = NULL;
+
+    if (ctx != NULL && ctx->inner != NULL)
+        list = settable ? EVP_PKEY_CTX_settable_params(ctx->inner) : EVP_PKEY_CTX_gettable_params(ctx->inner);
+    if (list == NULL && (cipher = EVP_ASYM_CIPHER_fetch(kg_libctx(), "RSA", NULL)) != NULL) {
+        list = settable ? EVP_ASYM_CIPHER_settable_ctx_params(cipher)
+                        : EVP_ASYM_CIPHER_gettable_ctx_params(cipher);
+        EVP_ASYM_CIPHER_free(cipher);
+    }
+    if (list == NULL)
+        list = settable ? kg_asym_settable : kg_asym_gettable;
+    return list;
+}
+
+static const OSSL_PARAM *kg_asym_settable_ctx_params(void *vctx, void *provctx)
+{
+    return params_of(vctx, 1);
+}
+
+static const OSSL_PARAM *kg_asym_gettable_ctx_params(void *vctx, void *provctx)
+{
+    return params_of(vctx, 0);
+}
+
+const OSSL_DISPATCH kg_rsa_asym_cipher_functions[] = {
+    {OSSL_FUNC_ASYM_CIPHER_NEWCTX, (void (*)(void))kg_asym_newctx},
+    {OSSL_FUNC_ASYM_CIPHER_FREECTX, (void (*)(void))kg_asym_freectx},
+    {OSSL_FUNC_ASYM_CIPHER_DUPCTX, (void (*)(void))kg_asym_dupctx},
+    {OSSL_FUNC_ASYM_CIPHER_ENCRYPT_INIT, (void (*)(void))kg_asym_encrypt_init},
+    {OSSL_FUNC_ASYM_CIPHER_ENCRYPT, (void (*)(void))kg_asym_encrypt},
+    {OSSL_FUNC_ASYM_CIPHER_DECRYPT_INIT, (void (*)(void))kg_asym_decrypt_init},
+    {OSSL_FUNC_ASYM_CIPHER_DECRYPT, (void (*)(void))kg_asym_decrypt},
+    {OSSL_FUNC_ASYM_CIPHER_SET_CTX_PARAMS, (void (*)(void))kg_asym_set_ctx_params},
+    {OSSL_FUNC_ASYM_CIPHER_SETTABLE_CTX_PARAMS, (void (*)(void))kg_asym_settable_ctx_params},
+    {OSSL_FUNC_ASYM_CIPHER_GET_CTX_PARAMS, (void (*)(void))kg_asym_get_ctx_params},
+    {OSSL_FUNC_ASYM_CIPHER_GETTABLE_CTX_PARAMS, (void (*)(void))kg_asym_gettable_ctx_params},
+    {0, NULL}};

@@ -1,0 +1,226 @@
+/*
+ * ECDH for keygate EC keys: derive between the released private key and the peer's public key,
+ * forwarded to an inner EVP_PKEY_CTX in kg_libctx(). Cofactor mode and the X9.63 KDF parameters
+ * are the default provider's, passed through untouched.
+ *
+ * The peer arrives as a kg_key too: libcrypto imports a foreign peer (a public key from a file,
+ * a TLS key share) into our keymgmt before set_peer, and our keymgmt keeps it in ref.pubkey.
+ *
+ * Algorithm table entry for provider.c (OSSL_OP_KEYEXCH):
+ *   {"ECDH", "provider=keygate", kg_ecdh_keyexch_functions},
+ */
+#include <openssl/core_dispatch.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <stdlib.h>
+
+#include "kg_libctx.h"
+#include "provider.h"
+
+typedef struct kg_kex_ctx {
+    kg_provctx *provctx;
+    kg_key *key; /* borrowed, like the peer: the outer EVP_PKEY_CTX holds both */
+    kg_key *peer;
+    EVP_PKEY_CTX *inner; /* kg_libctx(), on the released private key */
+} kg_kex_ctx;
+
+static OSSL_FUNC_keyexch_newctx_fn kg_kex_newctx;
+static OSSL_FUNC_keyexch_freectx_fn kg_kex_freectx;
+static OSSL_FUNC_keyexch_dupctx_fn kg_kex_dupctx;
+static OSSL_FUNC_keyexch_init_fn kg_kex_init;
+static OSSL_FUNC_keyexch_set_peer_fn kg_kex_set_peer;
+static OSSL_FUNC_keyexch_derive_fn kg_kex_derive;
+static OSSL_FUNC_keyexch_set_ctx_params_fn kg_kex_set_ctx_params;
+static OSSL_FUNC_keyexch_get_ctx_params_fn kg_kex_get_ctx_params;
+static OSSL_FUNC_keyexch_settable_ctx_params_fn kg_kex_settable_ctx_params;
+static OSSL_FUNC_keyexch_gettable_ctx_params_fn kg_kex_gettable_ctx_params;
+
+/* Fallbacks if the default provider's lists cannot be fetched (see params_of): the names and
+ * types of OpenSSL 3.0's ECDH. */
+static const OSSL_PARAM kg_kex_settable[] = {
+    OSSL_PARAM_int(OSSL_EXCHANGE_PARAM_EC_ECDH_COFACTOR_MODE, NULL),
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_DIGEST, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_DIGEST_PROPS, NULL, 0),
+    OSSL_PARAM_size_t(OSSL_EXCHANGE_PARAM_KDF_OUTLEN, NULL),
+    OSSL_PARAM_octet_string(OSSL_EXCHANGE_PARAM_KDF_UKM, NULL, 0),
+    OSSL_PARAM_END};
+
+static const OSSL_PARAM kg_kex_gettable[] = {
+    OSSL_PARAM_int(OSSL_EXCHANGE_PARAM_EC_ECDH_COFACTOR_MODE, NULL),
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_DIGEST, NULL, 0),
+    OSSL_PARAM_size_t(OSSL_EXCHANGE_PARAM_KDF_OUTLEN, NULL),
+    OSSL_PARAM_DEFN(OSSL_EXCHANGE_PARAM_KDF_UKM, OSSL_PARAM_OCTET_PTR, NULL, 0),
+    OSSL_PARAM_END};
+
+static void *kg_kex_newctx(void *provctx)
+{
+    kg_kex_ctx *ctx = calloc(1, sizeof(*ctx));
+
+    if (ctx != NULL)
+        ctx->provctx = provctx;
+    return ctx;
+}
+
+static void kg_kex_freectx(void *vctx)
+{
+    kg_kex_ctx *ctx = vctx;
+
+    if (ctx == NULL)
+        return;
+    EVP_PKEY_CTX_free(ctx->inner);
+    free(ctx);
+}
+
+/* Cheap: OpenSSL duplicates the inner context, peer and KDF settings included. */
+static void *kg_kex_dupctx(void *vctx)
+{
+    kg_kex_ctx *src = vctx, *dst;
+
+    if ((dst = calloc(1, sizeof(*dst))) == NULL)
+        return NULL;
+    *dst = *src;
+    dst->inner = NULL;
+    if (src->inner != NULL && (dst->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL) {
+        free(dst);
+        return NULL;
+    }
+    return dst;
+}
+
+static int is_ec_key(const kg_key *key)
+{
+    return key != NULL && key->magic == KG_KEY_MAGIC && key->type == KG_KEY_TYPE_EC;
+}
+
+static int kg_kex_init(void *vctx, void *vkey, const OSSL_PARAM params[])
+{
+    kg_kex_ctx *ctx = vctx;
+    kg_key *key = vkey;
+    EVP_PKEY *priv;
+
+    EVP_PKEY_CTX_free(ctx->inner);
+    ctx->inner = NULL;
+    ctx->key = ctx->peer = NULL;
+    if (!is_ec_key(key)) {
+        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: not a keygate EC key");
+        return 0;
+    }
+    if ((priv = kg_key_private(key)) == NULL)
+        return 0; /* the release error is already raised */
+    if ((ctx->inner = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), priv, NULL)) == NULL ||
+        EVP_PKEY_derive_init_ex(ctx->inner, params) <= 0)
+        goto err;
+    ctx->key = key;
+    return 1;
+err:
+    EVP_PKEY_CTX_free(ctx->inner);
+    ctx->inner = NULL;
+    KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: init failed");
+    return 0;
+}
+
+static int kg_kex_set_peer(void *vctx, void *vpeer)
+{
+    kg_kex_ctx *ctx = vctx;
+    kg_key *peer = vpeer;
+
+    if (ctx->inner == NULL) {
+        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: not initialised");
+        return 0;
+    }
+    if (!is_ec_key(peer) || peer->ref.pubkey == NULL) {
+        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: the peer is not an EC public key");
+        return 0;
+    }
+    /* validate: the default provider checks the point is on our curve (invalid-curve attacks) */
+    if (EVP_PKEY_derive_set_peer_ex(ctx->inner, peer->ref.pubkey, 1) <= 0) {
+        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: the peer key was rejected");
+        return 0;
+    }
+    ctx->peer = peer;
+    return 1;
+}
+
+/* secret == NULL asks for the size (two-call pattern); otherwise outlen is the room in secret. */
+static int kg_kex_derive(void *vctx, unsigned char *secret, size_t *secretlen, size_t outlen)
+{
+    kg_kex_ctx *ctx = vctx;
+    size_t len = secret == NULL ? 0 : outlen;
+
+    if (ctx->inner == NULL || ctx->peer == NULL) {
+        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: no key or no peer set");
+        return 0;
+    }
+    if (EVP_PKEY_derive(ctx->inner, secret, &len) <= 0) {
+        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: derive failed");
+        return 0;
+    }
+    *secretlen = len;
+    return 1;
+}
+
+static int kg_kex_set_ctx_params(void *vctx, const OSSL_PARAM params[])
+{
+    kg_kex_ctx *ctx = vctx;
+
+    if (params == NULL || params[0].key == NULL)
+        return 1;
+    if (ctx->inner == NULL)
+        return 0;
+    return EVP_PKEY_CTX_set_params(ctx->inner, params) > 0;
+}
+
+static int kg_kex_get_ctx_params(void *vctx, OSSL_PARAM params[])
+{
+    kg_kex_ctx *ctx = vctx;
+
+    if (params == NULL || params[0].key == NULL)
+        return 1;
+    if (ctx->inner == NULL)
+        return 0;
+    return EVP_PKEY_CTX_get_params(ctx->inner, params) > 0;
+}
+
+/* The lists of the default provider's ECDH in kg_libctx() (static data of a provider loaded for
+ * the life of the process); libcrypto may ask with no context. */
+static const OSSL_PARAM *params_of(kg_kex_ctx *ctx, int settable)
+{
+    EVP_KEYEXCH *kex;
+    const OSSL_PARAM *list = NULL;
+
+    if (ctx != NULL && ctx->inner != NULL)
+        list = settable ? EVP_PKEY_CTX_settable_params(ctx->inner) : EVP_PKEY_CTX_gettable_params(ctx->inner);
+    if (list == NULL && (kex = EVP_KEYEXCH_fetch(kg_libctx(), "ECDH", NULL)) != NULL) {
+        list = settable ? EVP_KEYEXCH_settable_ctx_params(kex) : EVP_KEYEXCH_gettable_ctx_params(kex);
+        EVP_KEYEXCH_free(kex);
+    }
+    if (list == NULL)
+        list = settable ? kg_kex_settable : kg_kex_gettable;
+    return list;
+}
+
+static const OSSL_PARAM *kg_kex_settable_ctx_params(void *vctx, void *provctx)
+{
+    return params_of(vctx, 1);
+}
+
+static const OSSL_PARAM *kg_kex_gettable_ctx_params(void *vctx, void *provctx)
+{
+    return params_of(vctx, 0);
+}
+
+const OSSL_DISPATCH kg_ecdh_keyexch_functions[] = {
+    {OSSL_FUNC_KEYEXCH_NEWCTX, (void (*)(void))kg_kex_newctx},
+    {OSSL_FUNC_KEYEXCH_FREECTX, (void (*)(void))kg_kex_freectx},
+    {OSSL_FUNC_KEYEXCH_DUPCTX, (void (*)(void))kg_kex_dupctx},
+    {OSSL_FUNC_KEYEXCH_INIT, (void (*)(void))kg_kex_init},
+    {OSSL_FUNC_KEYEXCH_SET_PEER, (void (*)(void))kg_kex_set_peer},
+    {OSSL_FUNC_KEYEXCH_DERIVE, (void (*)(void))kg_kex_derive},
+    {OSSL_FUNC_KEYEXCH_SET_CTX_PARAMS, (void (*)(void))kg_kex_set_ctx_params},
+    {OSSL_FUNC_KEYEXCH_SETTABLE_CTX_PARAMS, (void (*)(void))kg_kex_settable_ctx_params},
+    {OSSL_FUNC_KEYEXCH_GET_CTX_PARAMS, (void (*)(void))kg_kex_get_ctx_params},
+    {OSSL_FUNC_KEYEXCH_GETTABLE_CTX_PARAMS, (void (*)(void))kg_kex_gettable_ctx_params},
+    {0, NULL}};

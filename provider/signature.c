@@ -1,0 +1,291 @@
+/*
+ * Signature for keygate keys (RSA: PKCS#1 v1.5 and PSS; ECDSA), forwarding to OpenSSL's own
+ * implementation in kg_libctx() on the released key (sign) or the reference's public key
+ * (verify). Parameters (padding, PSS salt length, MGF1 digest, ...) pass straight through, so
+ * TLS 1.2/1.3 sigalgs work; dupctx is a cheap copy of the inner contexts.
+ */
+#include <openssl/core_dispatch.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kg_libctx.h"
+#include "provider.h"
+
+typedef struct kg_sig_ctx {
+    kg_provctx *provctx;
+    const char *alg; /* "RSA" | "ECDSA": the inner implementation */
+    kg_key *key;
+    EVP_PKEY_CTX *pctx; /* raw sign/verify; or the digest context's own pctx (not owned) */
+    EVP_MD_CTX *mdctx;  /* digest sign/verify */
+    int pctx_owned;
+} kg_sig_ctx;
+
+static OSSL_FUNC_signature_newctx_fn kg_rsa_sig_newctx, kg_ecdsa_sig_newctx;
+static OSSL_FUNC_signature_freectx_fn kg_sig_freectx;
+static OSSL_FUNC_signature_dupctx_fn kg_sig_dupctx;
+static OSSL_FUNC_signature_sign_init_fn kg_sig_sign_init;
+static OSSL_FUNC_signature_sign_fn kg_sig_sign;
+static OSSL_FUNC_signature_verify_init_fn kg_sig_verify_init;
+static OSSL_FUNC_signature_verify_fn kg_sig_verify;
+static OSSL_FUNC_signature_digest_sign_init_fn kg_sig_digest_sign_init;
+static OSSL_FUNC_signature_digest_sign_update_fn kg_sig_digest_update;
+static OSSL_FUNC_signature_digest_sign_final_fn kg_sig_digest_sign_final;
+static OSSL_FUNC_signature_digest_verify_init_fn kg_sig_digest_verify_init;
+static OSSL_FUNC_signature_digest_verify_final_fn kg_sig_digest_verify_final;
+static OSSL_FUNC_signature_get_ctx_params_fn kg_sig_get_ctx_params;
+static OSSL_FUNC_signature_set_ctx_params_fn kg_sig_set_ctx_params;
+static OSSL_FUNC_signature_gettable_ctx_params_fn kg_rsa_sig_gettable, kg_ecdsa_sig_gettable;
+static OSSL_FUNC_signature_settable_ctx_params_fn kg_rsa_sig_settable, kg_ecdsa_sig_settable;
+
+static void *sig_newctx(void *provctx, const char *alg)
+{
+    kg_sig_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (ctx != NULL) {
+        ctx->provctx = provctx;
+        ctx->alg = alg;
+    }
+    return ctx;
+}
+
+static void *kg_rsa_sig_newctx(void *provctx, const char *propq)
+{
+    return sig_newctx(provctx, "RSA");
+}
+
+static void *kg_ecdsa_sig_newctx(void *provctx, const char *propq)
+{
+    return sig_newctx(provctx, "ECDSA");
+}
+
+static void sig_reset(kg_sig_ctx *ctx)
+{
+    EVP_MD_CTX_free(ctx->mdctx);
+    if (ctx->pctx_owned)
+        EVP_PKEY_CTX_free(ctx->pctx);
+    ctx->mdctx = NULL;
+    ctx->pctx = NULL;
+    ctx->pctx_owned = 0;
+}
+
+static void kg_sig_freectx(void *vctx)
+{
+    kg_sig_ctx *ctx = vctx;
+    if (ctx == NULL)
+        return;
+    sig_reset(ctx);
+    free(ctx);
+}
+
+static void *kg_sig_dupctx(void *vctx)
+{
+    kg_sig_ctx *src = vctx, *dst = calloc(1, sizeof(*dst));
+
+    if (dst == NULL)
+        return NULL;
+    *dst = *src;
+    dst->pctx = NULL;
+    dst->mdctx = NULL;
+    dst->pctx_owned = 0;
+    if (src->mdctx != NULL) {
+        if ((dst->mdctx = EVP_MD_CTX_new()) == NULL || !EVP_MD_CTX_copy_ex(dst->mdctx, src->mdctx))
+            goto err;
+        dst->pctx = EVP_MD_CTX_get_pkey_ctx(dst->mdctx);
+    } else if (src->pctx != NULL) {
+        if ((dst->pctx = EVP_PKEY_CTX_dup(src->pctx)) == NULL)
+            goto err;
+        dst->pctx_owned = 1;
+    }
+    return dst;
+err:
+    kg_sig_freectx(dst);
+    return NULL;
+}
+
+/* The key a direction needs: the released private key to sign, the public key to verify. */
+static EVP_PKEY *sig_key(kg_sig_ctx *ctx, void *keydata, int sign)
+{
+    kg_key *key = keydata;
+
+    if (key == NULL || key->magic != KG_KEY_MAGIC)
+        return NULL;
+    ctx->key = key;
+    return sign ? kg_key_private(key) : key->ref.pubkey;
+}
+
+static int raw_init(kg_sig_ctx *ctx, void *keydata, const OSSL_PARAM params[], int sign)
+{
+    EVP_PKEY *pk;
+
+    sig_reset(ctx);
+    if ((pk = sig_key(ctx, keydata, sign)) == NULL)
+        return 0;
+    if ((ctx->pctx = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), pk, NULL)) == NULL)
+        return 0;
+    ctx->pctx_owned = 1;
+    return sign ? EVP_PKEY_sign_init_ex(ctx->pctx, params) > 0
+                : EVP_PKEY_verify_init_ex(ctx->pctx, params) > 0;
+}
+
+static int kg_sig_sign_init(void *vctx, void *keydata, const OSSL_PARAM params[])
+{
+    return raw_init(vctx, keydata, params, 1);
+}
+
+static int kg_sig_verify_init(void *vctx, void *keydata, const OSSL_PARAM params[])
+{
+    return raw_init(vctx, keydata, params, 0);
+}
+
+static int kg_sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
+                       const unsigned char *tbs, size_t tbslen)
+{
+    kg_sig_ctx *ctx = vctx;
+    *siglen = sigsize;
+    return ctx->pctx != NULL && EVP_PKEY_sign(ctx->pctx, sig, siglen, tbs, tbslen) > 0;
+}
+
+static int kg_sig_verify(void *vctx, const unsigned char *sig, size_t siglen, const unsigned char *tbs,
+                         size_t tbslen)
+{
+    kg_sig_ctx *ctx = vctx;
+    return ctx->pctx != NULL && EVP_PKEY_verify(ctx->pctx, sig, siglen, tbs, tbslen) > 0;
+}
+
+static int digest_init(kg_sig_ctx *ctx, const char *mdname, void *keydata, const OSSL_PARAM params[],
+                       int sign)
+{
+    EVP_PKEY *pk;
+    EVP_PKEY_CTX *inner = NULL;
+
+    sig_reset(ctx);
+    if ((pk = sig_key(ctx, keydata, sign)) == NULL || (ctx->mdctx = EVP_MD_CTX_new()) == NULL)
+        return 0;
+    if ((sign ? EVP_DigestSignInit_ex(ctx->mdctx, &inner, mdname, kg_libctx(), NULL, pk, params)
+              : EVP_DigestVerifyInit_ex(ctx->mdctx, &inner, mdname, kg_libctx(), NULL, pk, params)) <= 0) {
+        sig_reset(ctx);
+        return 0;
+    }
+    ctx->pctx = inner; /* owned by mdctx */
+    return 1;
+}
+
+static int kg_sig_digest_sign_init(void *vctx, const char *mdname, void *keydata, const OSSL_PARAM params[])
+{
+    return digest_init(vctx, mdname, keydata, params, 1);
+}
+
+static int kg_sig_digest_verify_init(void *vctx, const char *mdname, void *keydata, const OSSL_PARAM params[])
+{
+    return digest_init(vctx, mdname, keydata, params, 0);
+}
+
+static int kg_sig_digest_update(void *vctx, const unsigned char *data, size_t datalen)
+{
+    kg_sig_ctx *ctx = vctx;
+    /* EVP_DigestSignUpdate and EVP_DigestVerifyUpdate are the same digest update */
+    return ctx->mdctx != NULL && EVP_DigestUpdate(ctx->mdctx, data, datalen) > 0;
+}
+
+static int kg_sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize)
+{
+    kg_sig_ctx *ctx = vctx;
+    *siglen = sigsize;
+    return ctx->mdctx != NULL && EVP_DigestSignFinal(ctx->mdctx, sig, siglen) > 0;
+}
+
+static int kg_sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t siglen)
+{
+    kg_sig_ctx *ctx = vctx;
+    return ctx->mdctx != NULL && EVP_DigestVerifyFinal(ctx->mdctx, sig, siglen) > 0;
+}
+
+static int kg_sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
+{
+    kg_sig_ctx *ctx = vctx;
+    return ctx->pctx != NULL && EVP_PKEY_CTX_get_params(ctx->pctx, params) > 0;
+}
+
+static int kg_sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
+{
+    kg_sig_ctx *ctx = vctx;
+    if (params == NULL || params[0].key == NULL)
+        return 1;
+    return ctx->pctx != NULL && EVP_PKEY_CTX_set_params(ctx->pctx, params) > 0;
+}
+
+/* The parameter lists are those of OpenSSL's own implementation, fetched once. */
+static pthread_once_t sig_once = PTHREAD_ONCE_INIT;
+static EVP_SIGNATURE *inner_rsa, *inner_ecdsa;
+
+static void sig_fetch(void)
+{
+    inner_rsa = EVP_SIGNATURE_fetch(kg_libctx(), "RSA", NULL);
+    inner_ecdsa = EVP_SIGNATURE_fetch(kg_libctx(), "ECDSA", NULL);
+}
+
+void kg_signature_cleanup(void)
+{
+    EVP_SIGNATURE_free(inner_rsa);
+    EVP_SIGNATURE_free(inner_ecdsa);
+    inner_rsa = inner_ecdsa = NULL;
+    sig_once = (pthread_once_t)PTHREAD_ONCE_INIT;
+}
+
+static const OSSL_PARAM *kg_rsa_sig_gettable(void *vctx, void *provctx)
+{
+    pthread_once(&sig_once, sig_fetch);
+    return inner_rsa ? EVP_SIGNATURE_gettable_ctx_params(inner_rsa) : NULL;
+}
+
+static const OSSL_PARAM *kg_rsa_sig_settable(void *vctx, void *provctx)
+{
+    pthread_once(&sig_once, sig_fetch);
+    return inner_rsa ? EVP_SIGNATURE_settable_ctx_params(inner_rsa) : NULL;
+}
+
+static const OSSL_PARAM *kg_ecdsa_sig_gettable(void *vctx, void *provctx)
+{
+    pthread_once(&sig_once, sig_fetch);
+    return inner_ecdsa ? EVP_SIGNATURE_gettable_ctx_params(inner_ecdsa) : NULL;
+}
+
+static const OSSL_PARAM *kg_ecdsa_sig_settable(void *vctx, void *provctx)
+{
+    pthread_once(&sig_once, sig_fetch);
+    return inner_ecdsa ? EVP_SIGNATURE_settable_ctx_params(inner_ecdsa) : NULL;
+}
+
+#define KG_SIGNATURE_COMMON                                                                                  \
+    {OSSL_FUNC_SIGNATURE_FREECTX, (void (*)(void))kg_sig_freectx},                                           \
+        {OSSL_FUNC_SIGNATURE_DUPCTX, (void (*)(void))kg_sig_dupctx},                                         \
+        {OSSL_FUNC_SIGNATURE_SIGN_INIT, (void (*)(void))kg_sig_sign_init},                                   \
+        {OSSL_FUNC_SIGNATURE_SIGN, (void (*)(void))kg_sig_sign},                                             \
+        {OSSL_FUNC_SIGNATURE_VERIFY_INIT, (void (*)(void))kg_sig_verify_init},                               \
+        {OSSL_FUNC_SIGNATURE_VERIFY, (void (*)(void))kg_sig_verify},                                         \
+        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void))kg_sig_digest_sign_init},                     \
+        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, (void (*)(void))kg_sig_digest_update},                      \
+        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, (void (*)(void))kg_sig_digest_sign_final},                   \
+        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, (void (*)(void))kg_sig_digest_verify_init},                 \
+        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, (void (*)(void))kg_sig_digest_update},                    \
+        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, (void (*)(void))kg_sig_digest_verify_final},               \
+        {OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, (void (*)(void))kg_sig_get_ctx_params},                         \
+    {                                                                                                        \
+        OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void))kg_sig_set_ctx_params                            \
+    }
+
+const OSSL_DISPATCH kg_rsa_signature_functions[] = {
+    {OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void))kg_rsa_sig_newctx},
+    KG_SIGNATURE_COMMON,
+    {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, (void (*)(void))kg_rsa_sig_gettable},
+    {OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, (void (*)(void))kg_rsa_sig_settable},
+    {0, NULL}};
+
+const OSSL_DISPATCH kg_ecdsa_signature_functions[] = {
+    {OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void))kg_ecdsa_sig_newctx},
+    KG_SIGNATURE_COMMON,
+    {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, (void (*)(void))kg_ecdsa_sig_gettable},
+    {OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, (void (*)(void))kg_ecdsa_sig_settable},
+    {0, NULL}};
