@@ -26,4 +26,10 @@ cmake --build build-asan -j "$jobs" >/dev/null
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
 
+echo "== the ASan+UBSan provider inside the real openssl, C and Python hosts"
+KEYGATE_BUILD_DIR="$root/build-asan" KEYGATE_ASAN_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  /usr/bin/python3 -m pytest -p no:cacheprovider -q "$root/tests/integration/test_provider.py" \
+  -k "not valgrind and not ordinary"
+
 echo "== all tests passed"

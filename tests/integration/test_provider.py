@@ -34,6 +34,9 @@ class Site:
         self.conf = kbs_conf(stack, tmp / "keygate.conf")
         self.cnf = openssl_cnf(build_dir, tmp / "openssl.cnf", self.conf)
         self.env = {"OPENSSL_CONF": str(self.cnf)}
+        # an ASan-built provider inside uninstrumented hosts (scripts/test.sh sets this)
+        if os.environ.get("KEYGATE_ASAN_PRELOAD"):
+            self.env["LD_PRELOAD"] = os.environ["KEYGATE_ASAN_PRELOAD"]
         self.keys, self.refs, self.ids = {}, {}, {}
         for kind in kinds:
             key = new_key(kind)
@@ -70,9 +73,9 @@ def test_public_operations_need_no_attestation(keygate_bin, build_dir, kbs_stack
     assert attest_count(kbs_stack) == 0
     lazy = openssl_cnf(build_dir, site.tmp / "lazy.cnf", site.conf, "release = lazy\n")
     for kind in ("rsa2048", "p256"):
-        r = run(["openssl", "pkey", "-in", str(site.refs[kind]), "-pubout"], env={"OPENSSL_CONF": str(lazy)})
+        r = run(["openssl", "pkey", "-in", str(site.refs[kind]), "-pubout"], env=dict(site.env, OPENSSL_CONF=str(lazy)))
         assert r.returncode == 0 and r.stdout == pub_pem(site.keys[kind]), r.stderr
-        r = run(["openssl", "pkey", "-in", str(site.refs[kind]), "-text", "-noout"], env={"OPENSSL_CONF": str(lazy)})
+        r = run(["openssl", "pkey", "-in", str(site.refs[kind]), "-text", "-noout"], env=dict(site.env, OPENSSL_CONF=str(lazy)))
         assert r.returncode == 0 and "keygate attested key " + site.ids[kind] in r.stdout, r.stderr
     assert attest_count(kbs_stack) == 0
     # eager (the default): loading the private key attests once per process
