@@ -383,7 +383,7 @@ int kg_cmd_evidence(int argc, char **argv, const kg_cli_common *common_in)
         !kg_cli_read_file(args.user_data_file, KG_CLI_MAX_USER_DATA, &ud, &ud_len, &err))
         return kg_cli_fail(&err);
     if (!args.no_nonce) {
-        ita_client_opts copts = {cfg.ita_api_url, cfg.ita_base_url, cfg.ita_api_key_file, {0}};
+        ita_client_opts copts = {cfg.ita_api_url, cfg.ita_base_url, cfg.ita_api_key_file, {0}, NULL};
         kg_config_http_opts(&cfg, &copts.http);
         if ((ita = ita_client_new(&copts, &err)) == NULL || !ita_get_nonce(ita, &nonce, &err))
             goto fail;

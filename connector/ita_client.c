@@ -14,8 +14,6 @@
 #include "kg_b64.h"
 #include "kg_log.h"
 
-#define ITA_MAX_API_KEY 1024
-
 struct ita_client {
     kg_http *http;
     char api_url[512];
@@ -37,7 +35,7 @@ static void remember(ita_client *c, const kg_http_response *resp)
 }
 
 /* Reads the API key file: must be a regular file not readable by group/others. */
-static int read_api_key(const char *path, char **out, kg_err *err)
+int ita_read_api_key(const char *path, char **out, kg_err *err)
 {
     struct stat st;
     char *key = NULL;
@@ -98,8 +96,17 @@ ita_client *ita_client_new(const ita_client_opts *opts, kg_err *err)
     }
     snprintf(c->api_url, sizeof(c->api_url), "%s", opts->api_url ? opts->api_url : "");
     snprintf(c->base_url, sizeof(c->base_url), "%s", opts->base_url ? opts->base_url : "");
-    if (!read_api_key(opts->api_key_file, &c->api_key, err))
+    if (opts->api_key != NULL) {
+        size_t len = strlen(opts->api_key);
+        if (len == 0 || len > ITA_MAX_API_KEY ||
+            (c->api_key = OPENSSL_secure_zalloc(ITA_MAX_API_KEY + 1)) == NULL) {
+            kg_err_set(err, KG_STEP_CONFIG, "bad ITA API key");
+            goto err;
+        }
+        memcpy(c->api_key, opts->api_key, len);
+    } else if (!ita_read_api_key(opts->api_key_file, &c->api_key, err)) {
         goto err;
+    }
     if ((c->http = kg_http_new(&opts->http, err)) == NULL)
         goto err;
     return c;

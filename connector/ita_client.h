@@ -25,7 +25,15 @@ typedef struct ita_client_opts {
     const char *base_url;
     const char *api_key_file;
     kg_http_opts http;
+    const char *api_key; /* optional, borrowed: the key already read (ita_read_api_key), so that
+                            a forked worker needs no access to a root-only file; else the file */
 } ita_client_opts;
+
+#define ITA_MAX_API_KEY 1024
+
+/* Reads an API key file (regular, not readable by group/others) into the secure heap. *key is
+ * freed with OPENSSL_secure_clear_free(*key, ITA_MAX_API_KEY + 1). Returns 1 or 0 with err. */
+int ita_read_api_key(const char *path, char **key, kg_err *err);
 
 /* The signed verifier nonce: decoded bytes of val/iat/signature (val is 88 ASCII bytes). */
 typedef keygate_ita_nonce ita_nonce;

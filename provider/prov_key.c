@@ -23,7 +23,6 @@ kg_key *kg_key_new(kg_provctx *ctx, int type)
     key->magic = KG_KEY_MAGIC;
     key->provctx = ctx;
     key->type = type;
-    pthread_mutex_init(&key->lock, NULL);
     return key;
 }
 
@@ -33,7 +32,6 @@ void kg_key_free(kg_key *key)
         return;
     EVP_PKEY_free(key->priv);
     kg_keyref_clear(&key->ref);
-    pthread_mutex_destroy(&key->lock);
     key->magic = 0;
     free(key);
 }
@@ -67,23 +65,24 @@ static void cache_put(kg_provctx *ctx, const char *id, EVP_PKEY *priv)
 EVP_PKEY *kg_key_private(kg_key *key)
 {
     kg_provctx *ctx = key->provctx;
-    EVP_PKEY *priv = NULL;
+    EVP_PKEY *priv = __atomic_load_n(&key->priv, __ATOMIC_ACQUIRE);
     kg_release_times t;
     kg_err err;
 
+    if (priv != NULL) /* the hot path (every signature) takes no lock */
+        return priv;
     kg_err_clear(&err); /* the message below prints its request-id/trace-id fields */
-    pthread_mutex_lock(&key->lock);
-    if (key->priv != NULL) {
-        pthread_mutex_unlock(&key->lock);
-        return key->priv;
+    /* one lock per process (re-initialised after fork): concurrent loads of a key attest once */
+    pthread_mutex_lock(&ctx->lock);
+    if ((priv = key->priv) != NULL) {
+        pthread_mutex_unlock(&ctx->lock);
+        return priv;
     }
     if (!key->has_ref) {
-        pthread_mutex_unlock(&key->lock);
+        pthread_mutex_unlock(&ctx->lock);
         KG_PROV_RAISE(ctx, KG_R_OPERATION, "keygate: this key object holds only a public key");
         return NULL;
     }
-    /* one release at a time per process: concurrent loads of one key attest once */
-    pthread_mutex_lock(&ctx->lock);
     priv = cache_get(ctx, key->ref.key_id);
     if (priv == NULL) {
         if (ctx->release == NULL && (ctx->release = kg_release_ctx_new(&ctx->cfg, &err)) == NULL)
@@ -93,13 +92,11 @@ EVP_PKEY *kg_key_private(kg_key *key)
             goto fail;
         cache_put(ctx, key->ref.key_id, priv);
     }
+    __atomic_store_n(&key->priv, priv, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&ctx->lock);
-    key->priv = priv;
-    pthread_mutex_unlock(&key->lock);
     return priv;
 fail:
     pthread_mutex_unlock(&ctx->lock);
-    pthread_mutex_unlock(&key->lock);
     KG_LOG(KG_LOG_ERROR, "key %s: %s", key->ref.key_id, err.msg);
     if (err.request_id[0] != '\0' || err.trace_id[0] != '\0')
         KG_PROV_RAISE(ctx, KG_R_RELEASE, "keygate: key %s: %s (request-id %s, trace-id %s)", key->ref.key_id,

@@ -21,6 +21,27 @@
 static OSSL_FUNC_core_get_params_fn *core_get_params;
 static pthread_mutex_t kg_instances_lock = PTHREAD_MUTEX_INITIALIZER;
 static int kg_instances; /* provider instances alive in this process */
+#define KG_MAX_INSTANCES 16
+static kg_provctx *kg_instance_list[KG_MAX_INSTANCES]; /* for the atfork child handler */
+static pthread_once_t kg_atfork_once = PTHREAD_ONCE_INIT;
+
+/* After fork the child keeps the released keys (nginx workers use the master's) but a lock held
+ * by another parent thread would stay locked forever: re-initialise ours. No I/O here. */
+static void kg_atfork_child(void)
+{
+    pthread_mutex_init(&kg_instances_lock, NULL);
+    for (int i = 0; i < KG_MAX_INSTANCES; i++) {
+        if (kg_instance_list[i] == NULL)
+            continue;
+        pthread_mutex_init(&kg_instance_list[i]->lock, NULL);
+        kg_release_ctx_atfork_child(kg_instance_list[i]->release);
+    }
+}
+
+static void kg_atfork_register(void)
+{
+    pthread_atfork(NULL, NULL, kg_atfork_child);
+}
 static OSSL_FUNC_core_new_error_fn *core_new_error;
 static OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
 static OSSL_FUNC_core_vset_error_fn *core_vset_error;
@@ -144,6 +165,9 @@ static void kg_prov_teardown(void *provctx)
     free(ctx);
     /* the last instance frees our private library context (leak checkers, clean unload) */
     pthread_mutex_lock(&kg_instances_lock);
+    for (int i = 0; i < KG_MAX_INSTANCES; i++)
+        if (kg_instance_list[i] == ctx)
+            kg_instance_list[i] = NULL;
     if (--kg_instances == 0) {
         kg_signature_cleanup();
         kg_libctx_cleanup();
@@ -207,6 +231,12 @@ static int kg_prov_load_config(kg_provctx *ctx)
         return 0;
     }
     ctx->release_lazy = strcmp(ctx->cfg.release_mode, "lazy") == 0;
+    /* the release context reads the API key now: in nginx this is the master, as root, and the
+     * workers (nobody, cleared environment) must never need the file. No network here. */
+    if (ctx->cfg.kbs_url[0] != '\0' && (ctx->release = kg_release_ctx_new(&ctx->cfg, &err)) == NULL) {
+        KG_PROV_RAISE(ctx, KG_R_CONFIG, "%s", err.msg);
+        return 0;
+    }
     if (kg_log_enabled(KG_LOG_DEBUG)) {
         char dump[16384];
         if (kg_config_dump(&ctx->cfg, dump, sizeof(dump)))
@@ -236,8 +266,14 @@ __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HA
         return 0;
     ctx->handle = handle;
     pthread_mutex_init(&ctx->lock, NULL);
+    pthread_once(&kg_atfork_once, kg_atfork_register);
     pthread_mutex_lock(&kg_instances_lock);
     kg_instances++;
+    for (int i = 0; i < KG_MAX_INSTANCES; i++)
+        if (kg_instance_list[i] == NULL) {
+            kg_instance_list[i] = ctx;
+            break;
+        }
     pthread_mutex_unlock(&kg_instances_lock);
     /* a library context that knows the core's BIO methods, for BIO_new_from_core_bio */
     if ((ctx->corelibctx = OSSL_LIB_CTX_new_from_dispatch(handle, in)) == NULL || !kg_prov_load_config(ctx)) {

@@ -44,7 +44,7 @@ typedef struct kg_provctx {
     char config_path[512];
     kg_config cfg;
     int release_lazy;        /* release = lazy */
-    pthread_mutex_t lock;    /* guards release and cache */
+    pthread_mutex_t lock;    /* guards release, cache and kg_key.priv; re-initialised after fork */
     kg_release_ctx *release; /* created on first release */
     kg_cached_key cache[KG_PROV_CACHE_MAX];
     size_t cache_len;

@@ -8,7 +8,7 @@
 #include "kg_verify.h"
 
 static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
-                  ita_verifier *verifier, kg_attestation *out, kg_err *err);
+                  ita_verifier *verifier, const char *api_key, kg_attestation *out, kg_err *err);
 
 static double now_ms(void)
 {
@@ -62,17 +62,17 @@ int kg_collect_evidence(const kg_config *cfg, const ita_nonce *nonce, const uint
 int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
               kg_attestation *out, kg_err *err)
 {
-    return attest(cfg, user_data, user_data_len, verify, NULL, out, err);
+    return attest(cfg, user_data, user_data_len, verify, NULL, NULL, out, err);
 }
 
 int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len,
-                   ita_verifier *verifier, kg_attestation *out, kg_err *err)
+                   ita_verifier *verifier, const char *api_key, kg_attestation *out, kg_err *err)
 {
-    return attest(cfg, user_data, user_data_len, 1, verifier, out, err);
+    return attest(cfg, user_data, user_data_len, 1, verifier, api_key, out, err);
 }
 
 static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
-                  ita_verifier *verifier, kg_attestation *out, kg_err *err)
+                  ita_verifier *verifier, const char *api_key, kg_attestation *out, kg_err *err)
 {
     ita_client_opts copts;
     ita_attest_opts aopts;
@@ -86,6 +86,7 @@ static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_da
     copts.api_url = cfg->ita_api_url;
     copts.base_url = cfg->ita_base_url;
     copts.api_key_file = cfg->ita_api_key_file;
+    copts.api_key = api_key;
     kg_config_http_opts(cfg, &copts.http);
     if ((ita = ita_client_new(&copts, err)) == NULL)
         goto err;

@@ -40,9 +40,10 @@ int kg_collect_evidence(const kg_config *cfg, const ita_nonce *nonce, const uint
 int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
               kg_attestation *out, kg_err *err);
 
-/* kg_attest with verification by a long-lived verifier (JWKS/CRL caches); verifier may be NULL. */
+/* kg_attest with verification by a long-lived verifier (JWKS/CRL caches) and an API key read
+ * earlier (api_key NULL: read ita_api_key_file now); verifier may be NULL. */
 int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, ita_verifier *verifier,
-                   kg_attestation *out, kg_err *err);
+                   const char *api_key, kg_attestation *out, kg_err *err);
 
 /* kg_http options from the configuration. */
 void kg_config_http_opts(const kg_config *cfg, kg_http_opts *opts);

@@ -101,7 +101,7 @@ static keygate_ita *ita_create(const kg_config *cfg, int has_conf, kg_err *err)
     if ((ita->http = kg_http_new(&hopts, err)) == NULL)
         goto err;
     if (cfg->ita_api_key_file[0] != '\0') {
-        ita_client_opts copts = {cfg->ita_api_url, cfg->ita_base_url, cfg->ita_api_key_file, hopts};
+        ita_client_opts copts = {cfg->ita_api_url, cfg->ita_base_url, cfg->ita_api_key_file, hopts, NULL};
         if ((ita->client = ita_client_new(&copts, err)) == NULL)
             goto err;
     }

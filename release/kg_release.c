@@ -30,6 +30,7 @@ struct kg_release_ctx {
     pthread_mutex_t lock;
     kg_session session;
     ita_verifier *verifier; /* JWKS and CRL caches across attestations */
+    char *api_key;          /* read at creation when possible (secure heap), see kg_release_ctx_new */
 };
 
 static double now_ms(void)
@@ -60,6 +61,13 @@ kg_release_ctx *kg_release_ctx_new(const kg_config *cfg, kg_err *err)
     }
     ctx->cfg = *cfg;
     pthread_mutex_init(&ctx->lock, NULL);
+    /* read the API key now (the nginx master, as root), so that a forked worker running as
+     * nobody never needs the root-only file; if it cannot be read now, the release will try */
+    if (cfg->ita_api_key_file[0] != '\0') {
+        kg_err ignored;
+        if (!ita_read_api_key(cfg->ita_api_key_file, &ctx->api_key, &ignored))
+            KG_DEBUG("API key not preloaded: %s", ignored.msg);
+    }
     return ctx;
 }
 
@@ -69,9 +77,16 @@ void kg_release_ctx_free(kg_release_ctx *ctx)
         return;
     session_clear(&ctx->session);
     ita_verifier_free(ctx->verifier);
+    OPENSSL_secure_clear_free(ctx->api_key, ITA_MAX_API_KEY + 1);
     pthread_mutex_destroy(&ctx->lock);
     OPENSSL_cleanse(&ctx->cfg, sizeof(ctx->cfg));
     free(ctx);
+}
+
+void kg_release_ctx_atfork_child(kg_release_ctx *ctx)
+{
+    if (ctx != NULL)
+        pthread_mutex_init(&ctx->lock, NULL);
 }
 
 int kg_keyref_for_id(const kg_config *cfg, const char *key_id, const char *kbs_url, kg_keyref *ref,
@@ -121,7 +136,8 @@ static int passport_session(kg_release_ctx *ctx, kg_release_times *t, char **tok
             goto err;
         if (!session_wrapping_key(&fresh, t, err))
             goto err;
-        if (!kg_attest_with(&ctx->cfg, fresh.user_data, fresh.user_data_len, ctx->verifier, &att, err))
+        if (!kg_attest_with(&ctx->cfg, fresh.user_data, fresh.user_data_len, ctx->verifier, ctx->api_key,
+                            &att, err))
             goto err;
         t->nonce = att.ms_nonce;
         t->evidence = att.ms_evidence;

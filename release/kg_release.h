@@ -32,6 +32,10 @@ typedef struct kg_release_ctx kg_release_ctx;
 kg_release_ctx *kg_release_ctx_new(const kg_config *cfg, kg_err *err);
 void kg_release_ctx_free(kg_release_ctx *ctx);
 
+/* For a pthread_atfork child handler: re-initialises the context's lock (another thread may have
+ * held it at fork). Does no I/O. Accepts NULL. */
+void kg_release_ctx_atfork_child(kg_release_ctx *ctx);
+
 /* Releases one key. Returns 1 with *key (caller frees with EVP_PKEY_free), or 0 with err naming
  * the step; nothing is half-loaded. times may be NULL. */
 int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg_release_times *times,

@@ -278,3 +278,75 @@ def test_openssl_paths_under_valgrind(site, args):
     err = r.stderr.decode(errors="replace")
     assert r.returncode == 0, err
     assert "definitely lost" not in err and "Invalid read" not in err, err
+
+
+FORK_SIGNER = r'''
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static EVP_PKEY *key;
+
+static int sign_once(void)
+{
+    unsigned char sig[512];
+    size_t len = sizeof(sig);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = EVP_DigestSignInit_ex(md, NULL, "SHA256", NULL, NULL, key, NULL) > 0 &&
+             EVP_DigestSign(md, sig, &len, (const unsigned char *)"abc", 3) > 0;
+    EVP_MD_CTX_free(md);
+    return ok;
+}
+
+static void *signer(void *arg)
+{
+    for (int i = 0; i < 200; i++)
+        if (!sign_once())
+            return (void *)1;
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    FILE *fp = fopen(argv[1], "r");
+    pthread_t t[4];
+    int status, failed = 0;
+    void *rv;
+
+    key = PEM_read_PrivateKey(fp, NULL, NULL, NULL); /* release = eager: attests here */
+    if (key == NULL) { ERR_print_errors_fp(stderr); return 1; }
+    for (int i = 0; i < 4; i++) /* threads share the key */
+        pthread_create(&t[i], NULL, signer, NULL);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], &rv);
+        failed |= rv != NULL;
+    }
+    for (int c = 0; c < 3; c++) { /* forked children sign with the parent's key, no new release */
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(sign_once() ? 0 : 3);
+        waitpid(pid, &status, 0);
+        failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    }
+    printf(failed ? "failed\n" : "signed in 4 threads and 3 children\n");
+    EVP_PKEY_free(key);
+    return failed;
+}
+'''
+
+
+def test_threads_and_fork_share_one_release(site, kbs_stack):
+    src = site.tmp / "fork.c"
+    src.write_text(FORK_SIGNER)
+    exe = site.tmp / "fork"
+    r = run(["cc", "-Wall", "-Werror", "-pthread", "-o", str(exe), str(src), "-lcrypto"])
+    assert r.returncode == 0, r.stderr
+    before = attest_count(kbs_stack)
+    for kind in ("rsa2048", "p256"):
+        r = run([str(exe), str(site.refs[kind])], env=site.env, timeout=120)
+        assert r.returncode == 0 and "signed in 4 threads and 3 children" in r.stdout, r.stderr
+    assert attest_count(kbs_stack) - before == 2  # one attestation per process, not per thread or child
