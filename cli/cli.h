@@ -22,7 +22,8 @@ int kg_cli_load_config(const kg_cli_common *common, kg_config *cfg, kg_err *err)
 
 #define KG_CLI_MAX_USER_DATA (1024 * 1024) /* ITA's runtime_data limit */
 
-/* Reads a binary file of at most max bytes into a malloc'ed buffer (caller frees). Returns 1/0. */
+/* Reads a binary file of at most max bytes into a malloc'ed buffer of max + 1 bytes (caller frees).
+ * Returns 1/0. */
 int kg_cli_read_file(const char *path, size_t max, uint8_t **out, size_t *len, kg_err *err);
 
 /* Prints "keygate: <err.msg>" on stderr and returns the exit code for it. */

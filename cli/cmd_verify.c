@@ -17,27 +17,16 @@
 /* Reads a whole text file (at most max bytes) with trailing whitespace removed. */
 static int read_text(const char *path, size_t max, char **out, kg_err *err)
 {
-    FILE *fp = fopen(path, "rbe");
-    char *buf;
+    uint8_t *buf;
     size_t n;
 
     *out = NULL;
-    if (fp == NULL)
-        return kg_err_set(err, KG_STEP_CONFIG, "%s: %s", path, strerror(errno));
-    if ((buf = malloc(max + 2)) == NULL) {
-        fclose(fp);
-        return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
-    }
-    n = fread(buf, 1, max + 1, fp);
-    fclose(fp);
-    if (n > max) {
-        free(buf);
-        return kg_err_set(err, KG_STEP_CONFIG, "%s: larger than %zu bytes", path, max);
-    }
+    if (!kg_cli_read_file(path, max, &buf, &n, err))
+        return 0;
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
         n--;
-    buf[n] = '\0';
-    *out = buf;
+    buf[n] = '\0'; /* kg_cli_read_file leaves room for one more byte */
+    *out = (char *)buf;
     return 1;
 }
 
