@@ -18,12 +18,8 @@ static int sim_collect(const kg_adapter_config *cfg, const kg_adapter_request *r
 {
     if (!sim_td_get_quote(&cfg->sim, ev->report_data, NULL, &ev->quote, &ev->quote_len, err))
         return 0;
-    if (req->user_data_len > 0) {
-        if ((ev->runtime_data = malloc(req->user_data_len)) == NULL)
-            return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
-        memcpy(ev->runtime_data, req->user_data, req->user_data_len);
-        ev->runtime_data_len = req->user_data_len;
-    }
+    if (!kg_evidence_set_runtime_data(ev, req->user_data, req->user_data_len, err))
+        return 0;
     ev->kind = KG_EVIDENCE_TDX;
     return 1;
 }

@@ -18,6 +18,17 @@ void kg_evidence_clear(kg_evidence *ev)
     memset(ev, 0, sizeof(*ev));
 }
 
+int kg_evidence_set_runtime_data(kg_evidence *ev, const uint8_t *data, size_t len, kg_err *err)
+{
+    if (len == 0)
+        return 1;
+    if ((ev->runtime_data = malloc(len)) == NULL)
+        return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+    memcpy(ev->runtime_data, data, len);
+    ev->runtime_data_len = len;
+    return 1;
+}
+
 int tdx_report_data_compute(const uint8_t *nonce_val, size_t val_len, const uint8_t *nonce_iat,
                             size_t iat_len, const uint8_t *user_data, size_t user_data_len, uint8_t out[64])
 {

@@ -32,6 +32,9 @@ typedef struct kg_evidence {
 
 void kg_evidence_clear(kg_evidence *ev);
 
+/* Copies data into ev->runtime_data (nothing when len is 0). Returns 1, or 0 with err. */
+int kg_evidence_set_runtime_data(kg_evidence *ev, const uint8_t *data, size_t len, kg_err *err);
+
 /* Computes the Intel TDX REPORTDATA. Any pointer may be NULL with length 0. Returns 1/0. */
 int tdx_report_data_compute(const uint8_t *nonce_val, size_t val_len, const uint8_t *nonce_iat,
                             size_t iat_len, const uint8_t *user_data, size_t user_data_len, uint8_t out[64]);

@@ -370,12 +370,8 @@ int tdx_tsm_collect(const kg_adapter_config *cfg, const kg_adapter_request *req,
     if (cfg->event_log &&
         !tdx_ccel_read_log(cfg->ccel_table, cfg->ccel_data, &ev->event_log, &ev->event_log_len, err))
         return adapter_err(err, "");
-    if (req->user_data_len > 0) {
-        if ((ev->runtime_data = malloc(req->user_data_len)) == NULL)
-            return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
-        memcpy(ev->runtime_data, req->user_data, req->user_data_len);
-        ev->runtime_data_len = req->user_data_len;
-    }
+    if (!kg_evidence_set_runtime_data(ev, req->user_data, req->user_data_len, err))
+        return 0;
     ev->kind = KG_EVIDENCE_TDX;
     return 1;
 }

@@ -92,21 +92,16 @@ static int post(kg_http *h, const char *url, const char *const *headers, const c
     return 1;
 }
 
-int kbs_intel_transfer_passport(kg_http *h, const char *kbs_url, const char *key_id, const char *token,
-                                kbs_wrapped *out, kg_err *err)
+/* Sends a transfer request (its JSON body built by the caller) and parses the wrapped key. */
+static int post_for_wrapped(kg_http *h, const char *url, const char *const *headers, const cJSON *req,
+                            kbs_wrapped *out, kg_err *err)
 {
-    static const char *const headers[] = {"Accept: application/json", "Content-Type: application/json", NULL};
-    char url[700];
-    cJSON *req = cJSON_CreateObject();
-    char *body = NULL;
+    char *body = req != NULL ? cJSON_PrintUnformatted(req) : NULL;
     kg_http_response resp;
     int ok = 0;
 
-    memset(out, 0, sizeof(*out));
     memset(&resp, 0, sizeof(resp));
-    transfer_url(url, sizeof(url), kbs_url, key_id);
-    if (req == NULL || cJSON_AddStringToObject(req, "attestation_token", token) == NULL ||
-        (body = cJSON_PrintUnformatted(req)) == NULL) {
+    if (body == NULL) {
         kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
         goto err;
     }
@@ -118,9 +113,27 @@ int kbs_intel_transfer_passport(kg_http *h, const char *kbs_url, const char *key
     }
     ok = parse_wrapped(url, &resp, out, err);
 err:
-    cJSON_Delete(req);
     free(body);
     kg_http_response_clear(&resp);
+    return ok;
+}
+
+int kbs_intel_transfer_passport(kg_http *h, const char *kbs_url, const char *key_id, const char *token,
+                                kbs_wrapped *out, kg_err *err)
+{
+    static const char *const headers[] = {"Accept: application/json", "Content-Type: application/json", NULL};
+    char url[700];
+    cJSON *req = cJSON_CreateObject();
+    int ok;
+
+    memset(out, 0, sizeof(*out));
+    transfer_url(url, sizeof(url), kbs_url, key_id);
+    if (req != NULL && cJSON_AddStringToObject(req, "attestation_token", token) == NULL) {
+        cJSON_Delete(req);
+        req = NULL;
+    }
+    ok = post_for_wrapped(h, url, headers, req, out, err);
+    cJSON_Delete(req);
     return ok;
 }
 
@@ -183,12 +196,9 @@ int kbs_intel_transfer_background(kg_http *h, const char *kbs_url, const char *k
     char url[700], at_header[64];
     const char *headers[] = {"Accept: application/json", "Content-Type: application/json", at_header, NULL};
     cJSON *req = cJSON_CreateObject(), *n;
-    char *body = NULL;
-    kg_http_response resp;
-    int ok = 0;
+    int ok;
 
     memset(out, 0, sizeof(*out));
-    memset(&resp, 0, sizeof(resp));
     transfer_url(url, sizeof(url), kbs_url, key_id);
     snprintf(at_header, sizeof(at_header), "Attestation-Type: %s", attestation_type);
     if (req == NULL || !add_b64(req, "quote", ev->quote, ev->quote_len) ||
@@ -196,21 +206,11 @@ int kbs_intel_transfer_background(kg_http *h, const char *kbs_url, const char *k
         !add_b64(n, "val", nonce->val, nonce->val_len) || !add_b64(n, "iat", nonce->iat, nonce->iat_len) ||
         !add_b64(n, "signature", nonce->signature, nonce->signature_len) ||
         !add_b64(req, "user_data", ev->runtime_data, ev->runtime_data_len) ||
-        (ev->event_log_len > 0 && !add_b64(req, "event_log", ev->event_log, ev->event_log_len)) ||
-        (body = cJSON_PrintUnformatted(req)) == NULL) {
-        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
-        goto err;
+        (ev->event_log_len > 0 && !add_b64(req, "event_log", ev->event_log, ev->event_log_len))) {
+        cJSON_Delete(req);
+        req = NULL; /* post_for_wrapped reports out of memory */
     }
-    if (!post(h, url, headers, body, &resp, err))
-        goto err;
-    if (resp.status != 200) {
-        kbs_status_error(err, KG_STEP_TRANSFER, url, &resp);
-        goto err;
-    }
-    ok = parse_wrapped(url, &resp, out, err);
-err:
+    ok = post_for_wrapped(h, url, headers, req, out, err);
     cJSON_Delete(req);
-    free(body);
-    kg_http_response_clear(&resp);
     return ok;
 }
