@@ -13,6 +13,9 @@ PACKAGES=(
   swtpm swtpm-tools tpm2-tools libtss2-dev
   fuse3 python3-fusepy
   nginx haproxy
+  gnutls-bin libengine-pkcs11-openssl nghttp2-client
+  debhelper dpkg-dev fakeroot man-db groff-base
+  python3-matplotlib hyperfine linux-perf
 )
 
 missing=()
