@@ -41,9 +41,13 @@ static void parts_clear(jwe_parts *p)
     memset(p, 0, sizeof(*p));
 }
 
-/* 1 if no two members of obj share a name. */
+#define MAX_MEMBERS 32 /* a JWE or its header has a handful; bounds the quadratic check below */
+
+/* 1 if obj has at most MAX_MEMBERS members and no two share a name. */
 static int unique_members(const cJSON *obj)
 {
+    if (cJSON_GetArraySize(obj) > MAX_MEMBERS)
+        return 0;
     for (const cJSON *a = obj->child; a != NULL; a = a->next)
         for (const cJSON *b = a->next; b != NULL; b = b->next)
             if (a->string != NULL && b->string != NULL && strcmp(a->string, b->string) == 0)
@@ -84,7 +88,7 @@ static int parse_parts(const char *json, size_t json_len, cJSON **root, jwe_part
     if (!cJSON_IsObject(*root))
         return kg_err_set(err, step, "JWE is not a JSON object");
     if (!unique_members(*root))
-        return kg_err_set(err, step, "JWE has a member twice");
+        return kg_err_set(err, step, "JWE has a member twice or more than %d members", MAX_MEMBERS);
     for (const char *const *r = refused; *r != NULL; r++)
         if (cJSON_GetObjectItemCaseSensitive(*root, *r) != NULL)
             return kg_err_set(err, step,
@@ -102,7 +106,8 @@ static int parse_parts(const char *json, size_t json_len, cJSON **root, jwe_part
     if (!cJSON_IsObject(p->header))
         return kg_err_set(err, step, "JWE protected header is not a JSON object");
     if (!unique_members(p->header))
-        return kg_err_set(err, step, "JWE protected header has a member twice");
+        return kg_err_set(err, step, "JWE protected header has a member twice or more than %d members",
+                          MAX_MEMBERS);
     return b64url_member(*root, "encrypted_key", 1, &p->encrypted_key, &p->encrypted_key_len, step, err) &&
            b64url_member(*root, "iv", 1, &p->iv, &p->iv_len, step, err) &&
            b64url_member(*root, "ciphertext", 1, &p->ciphertext, &p->ciphertext_len, step, err) &&

@@ -458,6 +458,19 @@ static void test_malformed(void **state)
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
         expect_fail_text(ec256, v[i].jwe, v[i].needle);
+    /* many members: refused before any quadratic work */
+    {
+        cJSON *j = cJSON_CreateObject();
+        char name[16], *text;
+        for (int i = 0; i < 40; i++) {
+            snprintf(name, sizeof(name), "m%d", i);
+            cJSON_AddStringToObject(j, name, "");
+        }
+        text = cJSON_PrintUnformatted(j);
+        expect_fail_text(ec256, text, "more than 32 members");
+        free(text);
+        cJSON_Delete(j);
+    }
     /* wrong iv/tag sizes in an otherwise valid JWE */
     {
         char *jwe = make_jwe(rsa3072, (const uint8_t *)PT, strlen(PT), &(jwe_opts){0});
