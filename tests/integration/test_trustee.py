@@ -12,15 +12,31 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
 from conftest import run, write_keygate_conf
 from test_release_cli import new_key, pub_pem
+from tests.stack.fixtures import copy_state
 from tests.stack.trustee_fixture import put_resource, set_policy, start_trustee
 
 PEM_PUB = re.compile(r"-----BEGIN PUBLIC KEY-----\n.*?-----END PUBLIC KEY-----\n", re.S)
 
 
+@pytest.fixture(scope="module")
+def module_stack(stack_dir, tmp_path_factory):
+    """ITA and Trustee once for the module (each test resets faults and the policy)."""
+    stack = copy_state(stack_dir, tmp_path_factory.mktemp("trustee-int") / "state")
+    stack.start_ita()
+    start_trustee(stack)
+    yield stack
+    stack.stop_all()
+
+
 @pytest.fixture
-def trustee_stack(local_stack):
-    start_trustee(local_stack)
-    return local_stack
+def trustee_stack(module_stack):
+    for name in ("ita", "trustee"):
+        module_stack.clear_faults(name)
+        module_stack.clear_requests(name)
+    set_policy(module_stack, {"default": True, "rules": []})
+    yield module_stack
+    for name in ("ita", "trustee"):
+        module_stack.clear_faults(name)
 
 
 def store(stack, path, key, fmt="pem"):
