@@ -66,8 +66,16 @@ int kg_adapter_collect(const kg_adapter_config *cfg, const kg_adapter_request *r
             collect = kg_adapters[i].collect;
     if (collect == NULL)
         return kg_err_set(err, KG_STEP_EVIDENCE, "unknown adapter '%s'", cfg->name);
-    if (!tdx_report_data_compute(req->nonce_val, req->nonce_val_len, req->nonce_iat, req->nonce_iat_len,
-                                 req->user_data, req->user_data_len, ev->report_data)) {
+    if (req->report_data != NULL) {
+        if (strcmp(cfg->name, "azure-tdx") == 0) {
+            kg_err_set(err, KG_STEP_EVIDENCE,
+                       "adapter azure-tdx binds through the vTPM runtime JSON, not a given REPORTDATA");
+            goto err;
+        }
+        memcpy(ev->report_data, req->report_data, 64);
+    } else if (!tdx_report_data_compute(req->nonce_val, req->nonce_val_len, req->nonce_iat,
+                                        req->nonce_iat_len, req->user_data, req->user_data_len,
+                                        ev->report_data)) {
         kg_err_set(err, KG_STEP_EVIDENCE, "adapter %s: SHA-512 of the report data failed", cfg->name);
         goto err;
     }

@@ -40,6 +40,9 @@ typedef struct kg_adapter_request {
     size_t nonce_iat_len;
     const uint8_t *user_data;
     size_t user_data_len;
+    /* When set, these 64 bytes are REPORTDATA as they are (a KBS's own binding, e.g. Trustee's
+     * H(JCS(runtime data))); the nonce fields are then unused. tdx and sim only. */
+    const uint8_t *report_data;
     /* Azure: converts a 1024-byte TD report into a quote through IMDS. Supplied by release/
      * (which owns HTTP). *quote is malloc'ed, caller frees. Returns 1/0 with err. */
     int (*imds_tdquote)(void *ctx, const char *url, const uint8_t *td_report, size_t td_report_len,

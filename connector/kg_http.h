@@ -41,6 +41,7 @@ typedef struct kg_http_response {
     char trace_id[129];
     char content_type[128];
     char attestation_type[32]; /* Attestation-Type header (Intel KBS nonce step) */
+    char set_cookie[256];      /* the first Set-Cookie header (Trustee session); never logged */
     int attempts;
 } kg_http_response;
 

@@ -45,6 +45,9 @@ const kg_conf_key kg_config_keys[] = {
     {"kbs_type", KG_CONF_T_ENUM, "intel", "intel|trustee", "KBS protocol", F(kbs_type)},
     {"kbs_mode", KG_CONF_T_ENUM, "passport", "passport|background",
      "passport: keygate gets and verifies the token; background: the KBS asks ITA", F(kbs_mode)},
+    {"trustee_tee_key", KG_CONF_T_ENUM, "ec", "ec|rsa",
+     "Trustee: TEE key the resources are wrapped to: EC P-256 (ECDH-ES+A256KW) or RSA-3072 (RSA-OAEP-256)",
+     F(trustee_tee_key)},
     {"timeout_ms", KG_CONF_T_INT, "10000", "100..600000", "connect and total timeout per HTTP request",
      F(timeout_ms)},
     {"retry_max", KG_CONF_T_INT, "3", "1..10", "attempts in all per HTTP request (1 = no retry)",
@@ -385,6 +388,10 @@ int kg_config_check(const kg_config *cfg, kg_err *err)
     if (strcmp(cfg->ad.name, "sim") == 0 &&
         (cfg->ad.sim.pck_key_file[0] == '\0' || cfg->ad.sim.pck_chain_file[0] == '\0'))
         return kg_err_set(err, KG_STEP_CONFIG, "adapter = sim needs sim_pck_key and sim_pck_chain");
+    if (strcmp(cfg->kbs_type, "trustee") == 0 && strcmp(cfg->ad.name, "azure-tdx") == 0)
+        return kg_err_set(err, KG_STEP_CONFIG,
+                          "kbs_type = trustee needs adapter tdx or sim (azure-tdx evidence "
+                          "is Trustee's az-tdx-vtpm, not supported)");
     if (cfg->retry_wait_min_ms > cfg->retry_wait_max_ms)
         return kg_err_set(err, KG_STEP_CONFIG, "retry_wait_min_ms is larger than retry_wait_max_ms");
     return 1;

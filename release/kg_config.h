@@ -32,8 +32,9 @@ typedef struct kg_config {
     char tls_ca_file[KG_CONF_STR];
     int allow_http_loopback;
     char kbs_url[KG_CONF_STR];
-    char kbs_type[8];  /* intel | trustee */
-    char kbs_mode[12]; /* passport | background */
+    char kbs_type[8];        /* intel | trustee */
+    char kbs_mode[12];       /* passport | background */
+    char trustee_tee_key[4]; /* ec | rsa */
     long timeout_ms;
     long retry_max;
     long retry_wait_min_ms;

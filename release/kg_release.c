@@ -10,6 +10,7 @@
 #include "kbs_intel.h"
 #include "kg_attest.h"
 #include "kg_log.h"
+#include "kg_trustee.h"
 #include "kg_verify.h"
 #include "kg_wrap.h"
 
@@ -31,6 +32,7 @@ struct kg_release_ctx {
     kg_session session;
     ita_verifier *verifier; /* JWKS and CRL caches across attestations */
     char *api_key;          /* read at creation when possible (secure heap), see kg_release_ctx_new */
+    kg_trustee *trustee;    /* kbs_type = trustee: its session (kg_trustee.h) */
 };
 
 static double now_ms(void)
@@ -61,6 +63,12 @@ kg_release_ctx *kg_release_ctx_new(const kg_config *cfg, kg_err *err)
     }
     ctx->cfg = *cfg;
     pthread_mutex_init(&ctx->lock, NULL);
+    if (strcmp(cfg->kbs_type, "trustee") == 0 && (ctx->trustee = kg_trustee_new()) == NULL) {
+        pthread_mutex_destroy(&ctx->lock);
+        free(ctx);
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+        return NULL;
+    }
     /* read the API key now (the nginx master, as root), so that a forked worker running as
      * nobody never needs the root-only file; if it cannot be read now, the release will try */
     if (cfg->ita_api_key_file[0] != '\0') {
@@ -77,6 +85,7 @@ void kg_release_ctx_free(kg_release_ctx *ctx)
         return;
     session_clear(&ctx->session);
     ita_verifier_free(ctx->verifier);
+    kg_trustee_free(ctx->trustee);
     OPENSSL_secure_clear_free(ctx->api_key, ITA_MAX_API_KEY + 1);
     pthread_mutex_destroy(&ctx->lock);
     OPENSSL_cleanse(&ctx->cfg, sizeof(ctx->cfg));
@@ -85,8 +94,10 @@ void kg_release_ctx_free(kg_release_ctx *ctx)
 
 void kg_release_ctx_atfork_child(kg_release_ctx *ctx)
 {
-    if (ctx != NULL)
+    if (ctx != NULL) {
         pthread_mutex_init(&ctx->lock, NULL);
+        kg_trustee_atfork_child(ctx->trustee);
+    }
 }
 
 int kg_keyref_for_id(const kg_config *cfg, const char *key_id, const char *kbs_url, kg_keyref *ref,
@@ -236,9 +247,12 @@ static int release_one(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key
     if (ref->kbs_type[0] != '\0' && strcmp(ref->kbs_type, ctx->cfg.kbs_type) != 0)
         return kg_err_set(err, KG_STEP_CONFIG, "key %s is on a %s KBS, keygate.conf says kbs_type = %s",
                           ref->key_id, ref->kbs_type, ctx->cfg.kbs_type);
-    if (strcmp(ctx->cfg.kbs_type, "intel") != 0)
-        return kg_err_set(err, KG_STEP_CONFIG, "kbs_type = %s is not available in this build",
-                          ctx->cfg.kbs_type);
+    if (strcmp(ctx->cfg.kbs_type, "trustee") == 0) {
+        if (!kg_trustee_release(ctx->trustee, &ctx->cfg, kbs_url_of(ctx, ref), ref->key_id, &released, t,
+                                err))
+            goto err;
+        goto match;
+    }
     kg_config_http_opts(&ctx->cfg, &hopts);
     if ((h = kg_http_new(&hopts, err)) == NULL)
         return 0;
@@ -262,6 +276,7 @@ static int release_one(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key
                         &released, err))
         goto err;
     t->unwrap = now_ms() - t0;
+match:
     t0 = now_ms();
     if (ref->pubkey != NULL && EVP_PKEY_eq(released, ref->pubkey) != 1) {
         kg_err_set(err, KG_STEP_MATCH,

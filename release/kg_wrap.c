@@ -202,3 +202,80 @@ err:
     EVP_CIPHER_free(gcm);
     return ok;
 }
+
+EVP_PKEY *kg_wrap_tee_key_new(const char *kind, kg_err *err)
+{
+    EVP_PKEY *key;
+
+    if (strcmp(kind, "rsa") == 0)
+        return kg_wrap_key_new(err);
+    key = EVP_PKEY_Q_keygen(kg_libctx(), NULL, "EC", "P-256");
+    if (key == NULL) {
+        kg_err_set(err, KG_STEP_WRAPKEY, "EC P-256 TEE key generation failed");
+        kg_err_add_openssl(err);
+    }
+    return key;
+}
+
+#define PEM_BEGIN "-----BEGIN PRIVATE KEY-----"
+#define PEM_END "-----END PRIVATE KEY-----"
+
+int kg_wrap_parse_resource(const uint8_t *data, size_t len, EVP_PKEY **key, kg_err *err)
+{
+    const char *text = (const char *)data, *begin = NULL, *end = NULL;
+    uint8_t *b64 = NULL, *der = NULL;
+    size_t b64_len = 0, der_len = 0;
+    int ok = 0;
+
+    *key = NULL;
+    /* PEM: only the PRIVATE KEY block counts (an EC PARAMETERS block may precede it) */
+    for (size_t i = 0; i + strlen(PEM_BEGIN) <= len; i++)
+        if (memcmp(text + i, PEM_BEGIN, strlen(PEM_BEGIN)) == 0) {
+            begin = text + i + strlen(PEM_BEGIN);
+            break;
+        }
+    if (begin == NULL) {
+        if (len >= 10 && memcmp(data, "-----BEGIN", 10) == 0)
+            return kg_err_set(err, KG_STEP_UNWRAP,
+                              "resource is PEM without a PRIVATE KEY (PKCS#8) block (PKCS#1, SEC1 and "
+                              "encrypted keys are not accepted)");
+        return kg_wrap_parse_pkcs8(data, len, key, err);
+    }
+    for (const char *p = begin; p + strlen(PEM_END) <= text + len; p++)
+        if (memcmp(p, PEM_END, strlen(PEM_END)) == 0) {
+            end = p;
+            break;
+        }
+    if (end == NULL)
+        return kg_err_set(err, KG_STEP_UNWRAP, "resource PEM has no " PEM_END " line");
+    /* the base64 body without line breaks, in the secure heap like the key it encodes */
+    if ((b64 = OPENSSL_secure_malloc((size_t)(end - begin) + 1)) == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of secure memory");
+        goto err;
+    }
+    for (const char *p = begin; p < end; p++) {
+        if (*p == '\r' || *p == '\n' || *p == ' ' || *p == '\t')
+            continue;
+        b64[b64_len++] = (uint8_t)*p;
+    }
+    if (b64_len % 4 != 0 || b64_len == 0 || (der = OPENSSL_secure_malloc(b64_len / 4 * 3)) == NULL) {
+        kg_err_set(err, KG_STEP_UNWRAP, "resource PEM body is not base64");
+        goto err;
+    }
+    {
+        int n = EVP_DecodeBlock(der, b64, (int)b64_len);
+        size_t pad = (b64[b64_len - 1] == '=') + (b64[b64_len - 2] == '=');
+        if (n < 0 || (size_t)n < pad) {
+            kg_err_set(err, KG_STEP_UNWRAP, "resource PEM body is not base64");
+            goto err;
+        }
+        der_len = (size_t)n - pad;
+    }
+    ok = kg_wrap_parse_pkcs8(der, der_len, key, err);
+err:
+    if (b64 != NULL)
+        OPENSSL_secure_clear_free(b64, (size_t)(end - begin) + 1);
+    if (der != NULL)
+        OPENSSL_secure_clear_free(der, b64_len / 4 * 3);
+    return ok;
+}

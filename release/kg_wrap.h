@@ -34,4 +34,12 @@ int kg_wrap_unwrap(const EVP_PKEY *wrapping_key, const uint8_t *wrapped_key, siz
 /* Parses PKCS#8 DER (PrivateKeyInfo) into a supported private key in kg_libctx(). */
 int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err);
 
+/* Trustee (kbs-protocols.md §B.2): a fresh TEE key pair in kg_libctx(), kind "ec" (P-256, the
+ * default; ECDH-ES+A256KW) or "rsa" (RSA-3072; RSA-OAEP-256). NULL with err (wrapping-key step). */
+EVP_PKEY *kg_wrap_tee_key_new(const char *kind, kg_err *err);
+
+/* A Trustee resource: PKCS#8 as PEM ("PRIVATE KEY", surrounding text allowed) or DER, into a
+ * supported private key (as kg_wrap_parse_pkcs8). Returns 1/0 with err (step unwrap). */
+int kg_wrap_parse_resource(const uint8_t *data, size_t len, EVP_PKEY **key, kg_err *err);
+
 #endif
