@@ -41,6 +41,7 @@ typedef struct kg_http_response {
     char trace_id[129];
     char content_type[128];
     char attestation_type[32]; /* Attestation-Type header (Intel KBS nonce step) */
+    char date[64];             /* Date header as sent (keygate doctor's clock check) */
     int attempts;
 } kg_http_response;
 
