@@ -71,7 +71,7 @@ def test_packages_hold_the_right_files(debs):
     cli = contents(debs["keygate"])
     for f in ("/usr/bin/keygate", "/etc/keygate/keygate.conf.example", "/etc/keygate/openssl-keygate.cnf.example",
               "/usr/share/doc/keygate/examples/nginx-keygate.conf", "/usr/share/man/man1/keygate.1.gz",
-              "/usr/share/man/man5/keygate.conf.5.gz"):
+              "/usr/share/man/man5/keygate.conf.5.gz", "/usr/share/keygate/ita-root-ca.pem"):
         assert f in cli, f
     # the soname and the dependencies dpkg-shlibdeps computed
     assert "libkeygate0" in field(debs["keygate"], "Depends")
@@ -134,6 +134,7 @@ def test_keygate_conf_5_lists_every_key_of_the_parser(build_dir):
                env={"MANWIDTH": "200", "LC_ALL": "C.UTF-8"}).stdout
     listed = re.findall(r"^ {7}([a-z][a-z0-9_]+)(?: \(default: .*\))?$", text, re.M)
     readme = (REPO / "README.md").read_text()
+    readme = readme[readme.index("<!-- config-keys:begin -->"):readme.index("<!-- config-keys:end -->")]
     in_readme = re.findall(r"^\| `([a-z0-9_]+)` \|", readme, re.M)
     assert listed and listed == in_readme
 
@@ -143,3 +144,12 @@ def test_cmake_install_puts_man_pages_in_place(build_dir, tmp_path):
     for page in ("man1/keygate.1", "man5/keygate.conf.5", "man7/keygate-provider.7"):
         assert (tmp_path / "share" / "man" / page).is_file(), page
     assert (tmp_path / "share" / "doc" / "keygate" / "examples" / "nginx-keygate.conf").is_file()
+    # the shipped ITA root is the production token-signing root of the real JWKS (x5c[2])
+    root = tmp_path / "share" / "keygate" / "ita-root-ca.pem"
+    vector = REPO.parent / "shared" / "vectors" / "ita-prod-root-ca.pem"
+    if vector.exists():
+        assert root.read_bytes() == vector.read_bytes()
+    fp = run(["openssl", "x509", "-in", str(root), "-noout", "-fingerprint", "-sha256", "-subject"]).stdout
+    assert "DE:77:BA:BF:DD:CA:9F:26:88:1A:F2:8A:71:E3:7A:F8:36:A1:1A:12:5F:2A:C8:A8:89:40:EF:A2:32:C3:59:EA" in fp
+    assert "Intel Trust Authority Root CA" in fp
+    assert fp.split("Fingerprint=")[1].split()[0] in (REPO / "README.md").read_text()
