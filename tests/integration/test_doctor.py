@@ -223,3 +223,19 @@ def test_tls_not_verifying(setup):
     checks = assert_only_failed(r, "ita-api", "ita-certs", "kbs", "trust-anchor")
     for name in ("ita-api", "ita-certs", "kbs"):
         assert checks[name][2].startswith("TLS verification failed: set tls_ca_file"), r.stdout
+
+
+def test_clock_skew_against_ita_date(setup):
+    """The local clock shifted by libfaketime (the stack keeps the real time): ✗ clock beyond
+    token_leeway_s, ✓ within it."""
+    if shutil.which("faketime") is None:
+        pytest.fail("faketime missing: scripts/setup.sh installs it")
+    r = run(["faketime", "-f", "+300s", setup.bin, "doctor", "-c", str(setup.conf), "--openssl-conf", str(setup.cnf)],
+            timeout=120)
+    checks = assert_only_failed(r, "clock")
+    assert re.match(r"local clock is 3\d\d s ahead of ITA's Date header \(token_leeway_s = 60\)", checks["clock"][1]), r.stdout
+    assert "timedatectl set-ntp true" in checks["clock"][2]
+    r = run(["faketime", "-f", "-20s", setup.bin, "doctor", "-c", str(setup.conf), "--openssl-conf", str(setup.cnf)],
+            timeout=120)
+    assert r.returncode == 0, r.stdout
+    assert re.match(r"local clock within 2\d s of ITA's Date header", parse(r.stdout)["clock"][1]), r.stdout
