@@ -32,17 +32,37 @@ int doctor_run(char *const argv[], const char *env_name, const char *env_value, 
                long timeout_ms)
 {
     int pipefd[2], status = 0;
-    size_t len = 0;
+    size_t len = 0, nenv = 0;
     long long deadline = now_ms() + timeout_ms;
+    char **envp, *entry = NULL;
     pid_t pid;
 
     out[0] = '\0';
-    if (pipe2(pipefd, O_CLOEXEC) != 0)
+    /* the child's environment is built here: between fork and exec only async-signal-safe calls */
+    while (environ[nenv] != NULL)
+        nenv++;
+    if ((envp = calloc(nenv + 2, sizeof(*envp))) == NULL)
         return -1;
+    for (size_t i = 0, j = 0; i < nenv; i++) {
+        size_t n = env_name != NULL ? strlen(env_name) : 0;
+        if (n == 0 || strncmp(environ[i], env_name, n) != 0 || environ[i][n] != '=')
+            envp[j++] = environ[i];
+        if (i + 1 == nenv && env_name != NULL && asprintf(&entry, "%s=%s", env_name, env_value) > 0)
+            envp[j] = entry;
+    }
+    if (nenv == 0 && env_name != NULL && asprintf(&entry, "%s=%s", env_name, env_value) > 0)
+        envp[0] = entry;
+    if (pipe2(pipefd, O_CLOEXEC) != 0) {
+        free(entry);
+        free(envp);
+        return -1;
+    }
     fflush(NULL);
     if ((pid = fork()) < 0) {
         close(pipefd[0]);
         close(pipefd[1]);
+        free(entry);
+        free(envp);
         return -1;
     }
     if (pid == 0) {
@@ -51,11 +71,11 @@ int doctor_run(char *const argv[], const char *env_name, const char *env_value, 
             dup2(devnull, STDIN_FILENO);
         dup2(pipefd[1], STDOUT_FILENO);
         dup2(pipefd[1], STDERR_FILENO);
-        if (env_name != NULL)
-            setenv(env_name, env_value, 1);
-        execvp(argv[0], argv);
+        execvpe(argv[0], argv, envp);
         _exit(127);
     }
+    free(entry);
+    free(envp);
     close(pipefd[1]);
     for (;;) {
         struct pollfd p = {pipefd[0], POLLIN, 0};
