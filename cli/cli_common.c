@@ -34,12 +34,16 @@ int kg_cli_common_opt(int c, const char *arg, kg_cli_common *common)
 
 int kg_cli_bad_option(const char *cmd, char **argv)
 {
-    /* getopt runs with opterr = 0: its own message would be a second line */
+    /* getopt runs with opterr = 0: its own message would be a second line. The option is named
+     * without any "=value" part: a mistyped option may carry a secret. */
     const char *opt = optind > 0 ? argv[optind - 1] : NULL;
 
-    if (optopt != 0 && (opt == NULL || opt[0] != '-' || opt[1] == '-'))
+    if (opt != NULL && opt[0] == '-' && opt[1] == '-')
+        return kg_cli_usage_error(cmd, "option '%.*s' is unknown or lacks its value", (int)strcspn(opt, "="),
+                                  opt);
+    if (optopt != 0)
         return kg_cli_usage_error(cmd, "option -%c is unknown or lacks its value", optopt);
-    return kg_cli_usage_error(cmd, "option '%s' is unknown or lacks its value", opt ? opt : "?");
+    return kg_cli_usage_error(cmd, "unknown option");
 }
 
 int kg_cli_usage_error(const char *cmd, const char *fmt, ...)

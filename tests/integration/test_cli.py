@@ -235,3 +235,12 @@ def test_api_key_from_stdin(site):
     # --api-key-file FILE overrides ita_api_key_file
     r = site.kg("token", "-c", conf, "--api-key-file", state / "ita-api-key")
     assert r.returncode == 0, r.stderr
+
+
+def test_unknown_option_is_named_without_its_value(keygate_bin):
+    r = run([keygate_bin, "token", "--password=hunter2"])
+    assert r.returncode == 1
+    line = one_line(r.stderr)
+    assert "'--password'" in line and "hunter2" not in r.stderr + r.stdout
+    r = run([keygate_bin, "verify", "--token"])
+    assert r.returncode == 1 and "option '--token' is unknown or lacks its value" in one_line(r.stderr)
