@@ -21,21 +21,19 @@ typedef struct attest_args {
 /* Parses the subcommand's options. Returns -1 to continue, else an exit code. */
 static int parse_args(int argc, char **argv, kg_cli_common *common, attest_args *a)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"json", no_argument, NULL, 'j'},
+    static const struct option opts[] = {KG_CLI_COMMON_LONG,
                                          {"user-data-file", required_argument, NULL, 'u'},
                                          {"steps", no_argument, NULL, 's'},
                                          {"claims", no_argument, NULL, 'C'},
                                          {"no-verify", no_argument, NULL, 'n'},
-                                         {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     int c;
 
     memset(a, 0, sizeof(*a));
-    while ((c = getopt_long(argc, argv, "c:ju:sCnh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, KG_CLI_COMMON_SHORT "u:sCn", opts, NULL)) != -1) {
+        if (kg_cli_common_opt(c, optarg, common))
+            continue;
         switch (c) {
-        case 'c': common->config_path = optarg; break;
-        case 'j': common->json = 1; break;
         case 'u': a->user_data_file = optarg; break;
         case 's': a->steps = 1; break;
         case 'C': a->claims = 1; break;
@@ -47,15 +45,15 @@ static int parse_args(int argc, char **argv, kg_cli_common *common, attest_args 
                    "  attestation token and verifies it (pinned root, CRLs, claims, binding, local policy).\n"
                    "  The token goes to stdout, its request-id/trace-id to stderr. --claims prints the\n"
                    "  verified claims instead; --steps prints each step with its time on stderr;\n"
-                   "  --no-verify skips verification (the token is then NOT to be trusted).\n");
+                   "  --no-verify skips verification (the token is then NOT to be trusted).\n"
+                   "  --json prints {token, verified, header, claims, request_id, trace_id, steps_ms}.\n");
+            kg_cli_help_tail(stdout);
             return KG_EXIT_OK;
-        default: return KG_EXIT_USAGE;
+        default: return kg_cli_bad_option("token", argv);
         }
     }
-    if (optind != argc) {
-        fprintf(stderr, "keygate: unexpected argument '%s'\n", argv[optind]);
-        return KG_EXIT_USAGE;
-    }
+    if (optind != argc)
+        return kg_cli_usage_error("token", "unexpected argument '%s'", argv[optind]);
     return -1;
 }
 
@@ -100,7 +98,8 @@ int kg_cmd_token(int argc, char **argv, const kg_cli_common *common_in)
     size_t ud_len = 0;
     cJSON *out = NULL;
     char *s = NULL;
-    int rc;
+    const char *api_key;
+    int rc, key_failed;
 
     memset(&att, 0, sizeof(att));
     memset(&jws, 0, sizeof(jws));
@@ -112,7 +111,12 @@ int kg_cmd_token(int argc, char **argv, const kg_cli_common *common_in)
     if (args.user_data_file &&
         !kg_cli_read_file(args.user_data_file, KG_CLI_MAX_USER_DATA, &ud, &ud_len, &err))
         return kg_cli_fail(&err);
-    if (!kg_attest(&cfg, ud, ud_len, !args.no_verify, &att, &err)) {
+    api_key = kg_cli_api_key(&common, &key_failed, &err);
+    if (key_failed) {
+        rc = kg_cli_fail(&err);
+        goto end;
+    }
+    if (!kg_attest_key(&cfg, ud, ud_len, !args.no_verify, api_key, &att, &err)) {
         if (args.steps)
             print_steps(&att, &err, 1, !args.no_verify);
         print_ids(&att);

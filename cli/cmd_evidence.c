@@ -32,8 +32,7 @@ typedef struct evidence_args {
 /* Returns -1 to continue, else an exit code. */
 static int parse_args(int argc, char **argv, kg_cli_common *common, evidence_args *a)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"json", no_argument, NULL, 'j'},
+    static const struct option opts[] = {KG_CLI_COMMON_LONG,
                                          {"user-data-file", required_argument, NULL, 'u'},
                                          {"out", required_argument, NULL, 'o'},
                                          {"no-nonce", no_argument, NULL, 'N'},
@@ -41,15 +40,14 @@ static int parse_args(int argc, char **argv, kg_cli_common *common, evidence_arg
                                          {"ccel-table", required_argument, NULL, 'T'},
                                          {"ccel-data", required_argument, NULL, 'D'},
                                          {"parse-quote", required_argument, NULL, 'P'},
-                                         {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     int c;
 
     memset(a, 0, sizeof(*a));
-    while ((c = getopt_long(argc, argv, "c:ju:o:Nh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, KG_CLI_COMMON_SHORT "u:o:N", opts, NULL)) != -1) {
+        if (kg_cli_common_opt(c, optarg, common))
+            continue;
         switch (c) {
-        case 'c': common->config_path = optarg; break;
-        case 'j': common->json = 1; break;
         case 'u': a->user_data_file = optarg; break;
         case 'o': a->out_file = optarg; break;
         case 'N': a->no_nonce = 1; break;
@@ -69,22 +67,17 @@ static int parse_args(int argc, char **argv, kg_cli_common *common, evidence_arg
                 "  $KEYGATE_CONF, else /sys/firmware/acpi/tables/CCEL and .../data/CCEL).\n"
                 "  --parse-quote prints a TDX v4 quote's header and TD report fields.\n"
                 "  Neither needs the network.\n");
+            kg_cli_help_tail(stdout);
             return KG_EXIT_OK;
-        default: return KG_EXIT_USAGE;
+        default: return kg_cli_bad_option("evidence", argv);
         }
     }
-    if (optind != argc) {
-        fprintf(stderr, "keygate: unexpected argument '%s'\n", argv[optind]);
-        return KG_EXIT_USAGE;
-    }
-    if (a->replay && a->parse_quote) {
-        fprintf(stderr, "keygate: --replay and --parse-quote do not go together\n");
-        return KG_EXIT_USAGE;
-    }
-    if (!a->replay && (a->ccel_table || a->ccel_data)) {
-        fprintf(stderr, "keygate: --ccel-table and --ccel-data need --replay\n");
-        return KG_EXIT_USAGE;
-    }
+    if (optind != argc)
+        return kg_cli_usage_error("evidence", "unexpected argument '%s'", argv[optind]);
+    if (a->replay && a->parse_quote)
+        return kg_cli_usage_error("evidence", "--replay and --parse-quote do not go together");
+    if (!a->replay && (a->ccel_table || a->ccel_data))
+        return kg_cli_usage_error("evidence", "--ccel-table and --ccel-data need --replay");
     return -1;
 }
 
@@ -383,9 +376,11 @@ int kg_cmd_evidence(int argc, char **argv, const kg_cli_common *common_in)
         !kg_cli_read_file(args.user_data_file, KG_CLI_MAX_USER_DATA, &ud, &ud_len, &err))
         return kg_cli_fail(&err);
     if (!args.no_nonce) {
+        int key_failed;
         ita_client_opts copts = {cfg.ita_api_url, cfg.ita_base_url, cfg.ita_api_key_file, {0}, NULL};
         kg_config_http_opts(&cfg, &copts.http);
-        if ((ita = ita_client_new(&copts, &err)) == NULL || !ita_get_nonce(ita, &nonce, &err))
+        copts.api_key = kg_cli_api_key(&common, &key_failed, &err);
+        if (key_failed || (ita = ita_client_new(&copts, &err)) == NULL || !ita_get_nonce(ita, &nonce, &err))
             goto fail;
     }
     if (!kg_collect_evidence(&cfg, args.no_nonce ? NULL : &nonce, ud, ud_len, &ev, &err))

@@ -61,19 +61,18 @@ static void usage(FILE *fp)
                 "  --at TIME verifies as of a Unix time or 2023-12-05T00:10:00Z (for old artefacts);\n"
                 "  --jwks-file and --crl-file verify offline; --user-data-file also requires\n"
                 "  attester_held_data to equal that file. Prints the verified claims; on failure exits 15\n"
-                "  and names the failed check.\n");
+                "  and names the failed check. --json prints {verified, claims}.\n");
+    kg_cli_help_tail(fp);
 }
 
 int kg_cmd_verify(int argc, char **argv, const kg_cli_common *common_in)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"json", no_argument, NULL, 'j'},
+    static const struct option opts[] = {KG_CLI_COMMON_LONG,
                                          {"token", required_argument, NULL, 't'},
                                          {"at", required_argument, NULL, 'a'},
                                          {"jwks-file", required_argument, NULL, 'J'},
                                          {"crl-file", required_argument, NULL, 'r'},
                                          {"user-data-file", required_argument, NULL, 'u'},
-                                         {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     kg_cli_common common = *common_in;
     const char *token_file = NULL, *ud_file = NULL, *crl_files[MAX_CRL_FILES + 1] = {NULL};
@@ -88,35 +87,31 @@ int kg_cmd_verify(int argc, char **argv, const kg_cli_common *common_in)
     memset(&vo, 0, sizeof(vo));
     memset(&claims, 0, sizeof(claims));
     kg_err_clear(&err);
-    while ((c = getopt_long(argc, argv, "c:jt:a:J:r:u:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, KG_CLI_COMMON_SHORT "t:a:J:r:u:", opts, NULL)) != -1) {
+        if (kg_cli_common_opt(c, optarg, &common))
+            continue;
         switch (c) {
-        case 'c': common.config_path = optarg; break;
-        case 'j': common.json = 1; break;
         case 't': token_file = optarg; break;
         case 'a':
-            if (!parse_time(optarg, &vo.at)) {
-                fprintf(stderr, "keygate: --at '%s' is neither Unix seconds nor YYYY-MM-DDTHH:MM:SSZ\n",
-                        optarg);
-                return KG_EXIT_USAGE;
-            }
+            if (!parse_time(optarg, &vo.at))
+                return kg_cli_usage_error(
+                    "verify", "--at '%.64s' is neither Unix seconds nor YYYY-MM-DDTHH:MM:SSZ", optarg);
             break;
         case 'J': vo.jwks_file = optarg; break;
         case 'r':
-            if (ncrl == MAX_CRL_FILES) {
-                fprintf(stderr, "keygate: at most %d --crl-file\n", MAX_CRL_FILES);
-                return KG_EXIT_USAGE;
-            }
+            if (ncrl == MAX_CRL_FILES)
+                return kg_cli_usage_error("verify", "at most %d --crl-file", MAX_CRL_FILES);
             crl_files[ncrl++] = optarg;
             break;
         case 'u': ud_file = optarg; break;
         case 'h': usage(stdout); return KG_EXIT_OK;
-        default: usage(stderr); return KG_EXIT_USAGE;
+        default: return kg_cli_bad_option("verify", argv);
         }
     }
-    if (token_file == NULL || optind != argc) {
-        usage(stderr);
-        return KG_EXIT_USAGE;
-    }
+    if (optind != argc)
+        return kg_cli_usage_error("verify", "unexpected argument '%s'", argv[optind]);
+    if (token_file == NULL)
+        return kg_cli_usage_error("verify", "--token FILE is required");
     vo.crl_files = ncrl > 0 ? crl_files : NULL;
     vo.payload = &payload;
     if (!kg_cli_load_config(&common, &cfg, &err) || !read_text(token_file, KG_JWS_MAX_LEN, &token, &err))

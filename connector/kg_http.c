@@ -138,6 +138,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
         copy_header_value(st->resp->attestation_type, sizeof(st->resp->attestation_type), colon + 1, vlen);
     else if (name_len == 10 && strncasecmp(buf, "set-cookie", 10) == 0 && st->resp->set_cookie[0] == '\0')
         copy_header_value(st->resp->set_cookie, sizeof(st->resp->set_cookie), colon + 1, vlen);
+    else if (name_len == 4 && strncasecmp(buf, "date", 4) == 0)
+        copy_header_value(st->resp->date, sizeof(st->resp->date), colon + 1, vlen);
     else if (name_len == 11 && strncasecmp(buf, "retry-after", 11) == 0) {
         char tmp[32];
         copy_header_value(tmp, sizeof(tmp), colon + 1, vlen);

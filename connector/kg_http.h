@@ -42,6 +42,7 @@ typedef struct kg_http_response {
     char content_type[128];
     char attestation_type[32]; /* Attestation-Type header (Intel KBS nonce step) */
     char set_cookie[256];      /* the first Set-Cookie header (Trustee session); never logged */
+    char date[64];             /* Date header as sent (keygate doctor's clock check) */
     int attempts;
 } kg_http_response;
 

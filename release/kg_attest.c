@@ -65,6 +65,12 @@ int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_l
     return attest(cfg, user_data, user_data_len, verify, NULL, NULL, out, err);
 }
 
+int kg_attest_key(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
+                  const char *api_key, kg_attestation *out, kg_err *err)
+{
+    return attest(cfg, user_data, user_data_len, verify, NULL, api_key, out, err);
+}
+
 int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len,
                    ita_verifier *verifier, const char *api_key, kg_attestation *out, kg_err *err)
 {

@@ -45,6 +45,11 @@ int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_l
 int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, ita_verifier *verifier,
                    const char *api_key, kg_attestation *out, kg_err *err);
 
+/* kg_attest with an API key read earlier (e.g. from stdin by the CLI); api_key NULL: read
+ * ita_api_key_file. */
+int kg_attest_key(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
+                  const char *api_key, kg_attestation *out, kg_err *err);
+
 /* kg_http options from the configuration. */
 void kg_config_http_opts(const kg_config *cfg, kg_http_opts *opts);
 

@@ -92,6 +92,24 @@ void kg_release_ctx_free(kg_release_ctx *ctx)
     free(ctx);
 }
 
+int kg_release_ctx_set_api_key(kg_release_ctx *ctx, const char *api_key, kg_err *err)
+{
+    size_t len = api_key != NULL ? strlen(api_key) : 0;
+    char *copy;
+
+    if (len == 0 || len > ITA_MAX_API_KEY)
+        return kg_err_set(err, KG_STEP_CONFIG, "the ITA API key is empty or longer than %d bytes",
+                          ITA_MAX_API_KEY);
+    if ((copy = OPENSSL_secure_zalloc(ITA_MAX_API_KEY + 1)) == NULL)
+        return kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+    memcpy(copy, api_key, len);
+    pthread_mutex_lock(&ctx->lock);
+    OPENSSL_secure_clear_free(ctx->api_key, ITA_MAX_API_KEY + 1);
+    ctx->api_key = copy;
+    pthread_mutex_unlock(&ctx->lock);
+    return 1;
+}
+
 void kg_release_ctx_atfork_child(kg_release_ctx *ctx)
 {
     if (ctx != NULL) {

@@ -32,6 +32,10 @@ typedef struct kg_release_ctx kg_release_ctx;
 kg_release_ctx *kg_release_ctx_new(const kg_config *cfg, kg_err *err);
 void kg_release_ctx_free(kg_release_ctx *ctx);
 
+/* Uses api_key (copied into the secure heap) instead of reading ita_api_key_file, e.g. a key
+ * the CLI read from stdin. Returns 1, or 0 with err (step config). */
+int kg_release_ctx_set_api_key(kg_release_ctx *ctx, const char *api_key, kg_err *err);
+
 /* For a pthread_atfork child handler: re-initialises the context's lock (another thread may have
  * held it at fork). Does no I/O. Accepts NULL. */
 void kg_release_ctx_atfork_child(kg_release_ctx *ctx);

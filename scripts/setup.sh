@@ -14,7 +14,7 @@ PACKAGES=(
   fuse3 python3-fusepy
   nginx haproxy
   gnutls-bin libengine-pkcs11-openssl nghttp2-client
-  debhelper dpkg-dev fakeroot man-db groff-base
+  debhelper dpkg-dev fakeroot man-db groff-base faketime
   python3-matplotlib hyperfine linux-perf
 )
 
