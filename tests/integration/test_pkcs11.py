@@ -385,3 +385,78 @@ def test_gnutls_serv_with_a_pkcs11_uri(installed, token, kbs_stack, bind_loopbac
         srv.send_signal(signal.SIGTERM)
         srv.wait(10)
     assert attest_count(kbs_stack) == 1
+
+
+# ------------------------------------------------------------------ nginx through the libp11 engine
+
+
+@pytest.mark.skipif(not (shutil.which("nginx") and shutil.which("curl")
+                         and os.path.exists("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so")),
+                    reason="nginx, curl and libengine-pkcs11-openssl are needed")
+def test_nginx_through_the_libp11_engine(token, kbs_stack):
+    """nginx 1.22 with `ssl_certificate_key engine:pkcs11:<uri>` (libp11 engine); the module runs in
+    a `p11-kit server` (the key-holding agent), reached through p11-kit-client. Attestation happens
+    in the agent at the first signature, never inside nginx: a process that loaded the libp11
+    engine routes its in-process EC/RSA crypto through that engine (README, PKCS#11). p11-kit
+    server only accepts clients of its own uid, so the workers run as root here (`user root`)."""
+    import tempfile
+    from test_servers import PAGE, nginx_conf
+
+    work = tempfile.mkdtemp(prefix="kg-p11-nginx-")
+    procs = []
+    try:
+        os.chmod(work, 0o755)
+        sock = os.path.join(work, "pkcs11.sock")
+        server = subprocess.Popen(["p11-kit", "server", "-f", "-n", sock, "--provider", token.module,
+                                   "pkcs11:token=keygate"], env=dict(os.environ, **token.env),
+                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "agent.log"), "wb"))
+        procs.append(server)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(sock):
+            assert server.poll() is None and time.monotonic() < deadline, open(os.path.join(work, "agent.log")).read()
+            time.sleep(0.05)
+        pfx = os.path.join(work, "nginx")
+        os.mkdir(pfx)
+        cert = os.path.join(work, "p256.crt")
+        shutil.copy(token.certs["p256"], cert)
+        cnf = os.path.join(work, "openssl.cnf")
+        with open(cnf, "w") as f:
+            f.write("openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n"
+                    "[engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\n"
+                    "dynamic_path = /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so\n"
+                    "MODULE_PATH = /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so\n")
+        port = free_port()
+        conf = os.path.join(pfx, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("user root;\nenv P11_KIT_SERVER_ADDRESS;\n" +
+                    nginx_conf(pfx, port, cert, '"engine:pkcs11:pkcs11:token=keygate;object=p256;type=private"', 1))
+        env = dict(os.environ, OPENSSL_CONF=cnf, P11_KIT_SERVER_ADDRESS=f"unix:path={sock}")
+        env.pop("KEYGATE_CONF", None)  # nginx itself never sees keygate's configuration
+        ngx = subprocess.Popen(["nginx", "-p", pfx, "-c", conf], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(ngx)
+        deadline = time.monotonic() + 30
+        while True:
+            r = run(["curl", "-sS", "--max-time", "10", "--cacert", cert, f"https://127.0.0.1:{port}/"], timeout=20)
+            if r.returncode == 0 or ngx.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        errlog = os.path.join(pfx, "error.log")
+        log = open(errlog, errors="replace").read() if os.path.exists(errlog) else ""
+        agent = open(os.path.join(work, "agent.log"), errors="replace").read()
+        assert r.returncode == 0, r.stderr + log + agent + (ngx.stderr.read().decode() if ngx.poll() is not None else "")
+        for tls, want in ((["--tlsv1.2", "--tls-max", "1.2"], "TLSv1.2"), (["--tlsv1.3"], "TLSv1.3")):
+            for _ in range(3):
+                r = run(["curl", "-sS", "--max-time", "10", "--cacert", cert, *tls, f"https://127.0.0.1:{port}/"],
+                        timeout=20)
+                assert r.returncode == 0 and r.stdout == f"{PAGE} {want}\n", r.stderr
+        assert attest_count(kbs_stack) == 1  # in the agent, once, for the one worker
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGQUIT if p is not procs[0] else signal.SIGTERM)
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        shutil.rmtree(work, ignore_errors=True)
