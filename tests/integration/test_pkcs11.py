@@ -88,9 +88,36 @@ class Token:
                    **kw)
 
 
+@pytest.fixture(scope="module")
+def module_stack(stack_dir, tmp_path_factory):
+    """One ITA + KBS stack for this file (key registration is the slow part); every test starts
+    with empty request logs and no faults (the kbs_stack fixture below)."""
+    from tests.stack.fixtures import copy_state
+    from tests.stack.kbs_fixture import start_kbs
+
+    stack = copy_state(stack_dir, tmp_path_factory.mktemp("p11-stack") / "state")
+    stack.start_ita()
+    start_kbs(stack)
+    yield stack
+    stack.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_token(keygate_bin, build_dir, module_stack, tmp_path_factory):
+    return Token(keygate_bin, build_dir, module_stack, tmp_path_factory.mktemp("p11-token"))
+
+
 @pytest.fixture
-def token(keygate_bin, build_dir, kbs_stack, tmp_path):
-    return Token(keygate_bin, build_dir, kbs_stack, tmp_path)
+def kbs_stack(module_stack):
+    for name in ("ita", "kbs"):
+        module_stack.clear_faults(name)
+        module_stack.clear_requests(name)
+    return module_stack
+
+
+@pytest.fixture
+def token(module_token, kbs_stack):
+    return module_token
 
 
 @pytest.fixture(scope="session")
