@@ -118,6 +118,7 @@ typedef struct kg_p11_state {
     CK_OBJECT_HANDLE next_object;
     kg_p11_secret *secrets;
     int logged_in;
+    int no_threads; /* C_Initialize said CKF_LIBRARY_CANT_CREATE_OS_THREADS */
 } kg_p11_state;
 
 extern kg_p11_state kg_p11;

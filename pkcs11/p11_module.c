@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "keygate/version.h"
+#include "kg_libctx.h"
 #include "kg_log.h"
 #include "p11.h"
 
@@ -58,6 +59,7 @@ CK_RV kg_C_Initialize(CK_VOID_PTR init_args)
     CK_C_INITIALIZE_ARGS *args = init_args;
     const char *reserved = NULL;
     kg_p11_token *token = NULL;
+    int no_threads = 0;
     CK_RV rv = CKR_OK;
 
     if (args != NULL) {
@@ -65,6 +67,9 @@ CK_RV kg_C_Initialize(CK_VOID_PTR init_args)
         int all = args->CreateMutex && args->DestroyMutex && args->LockMutex && args->UnlockMutex;
         if (some && !all)
             return CKR_ARGUMENTS_BAD;
+        /* p11-kit passes CKF_LIBRARY_CANT_CREATE_OS_THREADS for GnuTLS programs: releases are
+         * then sequential (no transfer threads of ours) */
+        no_threads = (args->flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS) != 0;
         /* callbacks or not, we lock with pthreads (always available here); p11-kit's
          * x-init-reserved arrives in pReserved: "config=/path/keygate.conf" or a bare path */
         reserved = args->pReserved;
@@ -97,6 +102,7 @@ CK_RV kg_C_Initialize(CK_VOID_PTR init_args)
         goto out;
     }
     kg_p11.token = token;
+    kg_p11.no_threads = no_threads;
     kg_p11.initialized = 1;
     kg_p11.pid = getpid();
     kg_p11.logged_in = 0;
@@ -135,6 +141,9 @@ CK_RV kg_C_Finalize(CK_VOID_PTR reserved)
     /* a release still running in another thread holds release_lock and the token */
     pthread_mutex_lock(&kg_p11.release_lock);
     kg_p11_token_free(token); /* frees (and zeroizes) the released keys */
+    /* everything made in keygate's library context is gone: free it too (its DRBGs), so leak
+     * checkers see nothing; the next C_Initialize gets a fresh one */
+    kg_libctx_cleanup();
     pthread_mutex_unlock(&kg_p11.release_lock);
     return CKR_OK;
 }

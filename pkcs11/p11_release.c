@@ -120,7 +120,11 @@ CK_RV kg_p11_release_all(const char *caller)
         goto done;
     }
     KG_INFO("PKCS#11 %s: releasing %zu key(s) with one attestation", caller, n);
-    kg_release_keys(t->release, refs, n, keys, errs, NULL);
+    if (kg_p11.no_threads) /* one after the other: the first attests, the rest reuse its token */
+        for (size_t j = 0; j < n; j++)
+            kg_release_key(t->release, refs[j], &keys[j], NULL, &errs[j]);
+    else
+        kg_release_keys(t->release, refs, n, keys, errs, NULL);
     for (size_t j = 0; j < n; j++) {
         if (keys[j] != NULL)
             __atomic_store_n(&t->keys[idx[j]].priv, keys[j], __ATOMIC_RELEASE);

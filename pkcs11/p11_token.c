@@ -12,6 +12,7 @@
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
@@ -256,7 +257,7 @@ static const char *conf_path_of(const char *reserved)
     return access(KG_P11_DEFAULT_CONF, F_OK) == 0 ? KG_P11_DEFAULT_CONF : NULL;
 }
 
-CK_RV kg_p11_token_load(const char *reserved, kg_p11_token **out)
+static CK_RV token_load(const char *reserved, kg_p11_token **out)
 {
     kg_p11_token *t = calloc(1, sizeof(*t));
     const char *path = conf_path_of(reserved);
@@ -295,4 +296,15 @@ fail:
     KG_LOG(KG_LOG_ERROR, "PKCS#11 C_Initialize: %s", err.msg[0] ? err.msg : "out of memory");
     kg_p11_token_free(t);
     return CKR_FUNCTION_FAILED;
+}
+
+CK_RV kg_p11_token_load(const char *reserved, kg_p11_token **out)
+{
+    CK_RV rv;
+
+    /* whatever fails here (a PEM probe, a bad file) stays out of the host's error queue */
+    ERR_set_mark();
+    rv = token_load(reserved, out);
+    ERR_pop_to_mark();
+    return rv;
 }

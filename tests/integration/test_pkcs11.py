@@ -136,7 +136,7 @@ def check(p11_check, token, *args, env=None):
 # ------------------------------------------------------------------ objects and attributes
 
 
-def test_objects_and_public_attributes_need_no_attestation(token, kbs_stack, p11_check):
+def test_objects_and_public_attributes_need_no_attestation(token, kbs_stack):
     r = token.tool("--list-objects")
     assert r.returncode == 0, r.stderr
     out = r.stdout
@@ -155,7 +155,12 @@ def test_objects_and_public_attributes_need_no_attestation(token, kbs_stack, p11
     assert r.returncode == 0 and "token label        : keygate" in r.stdout, r.stderr
     serial = hashlib.sha256(kbs_stack.services["kbs"].url.encode()).hexdigest()[:16]
     assert f"serial num         : {serial}" in r.stdout
-    # raw API: CKA_VALUE -> CKR_ATTRIBUTE_SENSITIVE, unknown attributes, size queries, stable handles
+    assert attest_count(kbs_stack) == 0
+
+
+def test_attribute_semantics_raw_api(token, kbs_stack, p11_check):
+    """CKA_VALUE -> CKR_ATTRIBUTE_SENSITIVE, unknown attributes and size queries in one batch,
+    CKR_BUFFER_TOO_SMALL, stable handles across sessions and C_Finalize/C_Initialize."""
     r = check(p11_check, token, "attrs")
     assert r.returncode == 0 and "ok attrs" in r.stdout, r.stderr
     assert attest_count(kbs_stack) == 0
