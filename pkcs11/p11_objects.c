@@ -314,7 +314,11 @@ CK_RV kg_C_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG 
         goto out;
     }
     pthread_mutex_lock(&kg_p11.lock);
-    t = kg_p11.token;
+    if ((t = kg_p11.token) == NULL) { /* C_Finalize raced with us */
+        pthread_mutex_unlock(&kg_p11.lock);
+        rv = CKR_CRYPTOKI_NOT_INITIALIZED;
+        goto out;
+    }
     cap = 3 * t->nkeys + 1;
     for (kg_p11_secret *x = kg_p11.secrets; x != NULL; x = x->next)
         cap++;

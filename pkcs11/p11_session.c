@@ -196,6 +196,7 @@ CK_RV kg_C_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
 CK_RV kg_C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len)
 {
     kg_p11_session *s;
+    int release;
     CK_RV rv;
 
     if ((rv = kg_p11_session_get(h, &s)) != CKR_OK)
@@ -205,10 +206,16 @@ CK_RV kg_C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK
         return CKR_OPERATION_NOT_INITIALIZED; /* no key has CKA_ALWAYS_AUTHENTICATE */
     if (user != CKU_USER)
         return CKR_USER_TYPE_INVALID; /* there is no security officer: the token is not administered */
-    if (__atomic_load_n(&kg_p11.logged_in, __ATOMIC_ACQUIRE))
-        return CKR_USER_ALREADY_LOGGED_IN;
+    pthread_mutex_lock(&kg_p11.lock);
+    rv = !kg_p11_ready()    ? CKR_CRYPTOKI_NOT_INITIALIZED
+         : kg_p11.logged_in ? CKR_USER_ALREADY_LOGGED_IN
+                            : CKR_OK;
+    release = rv == CKR_OK && kg_p11.token->release_on_login;
+    pthread_mutex_unlock(&kg_p11.lock);
+    if (rv != CKR_OK)
+        return rv;
     /* the PIN (if any) is ignored: the token's authentication is the attestation */
-    if (kg_p11.token->release_on_login && (rv = kg_p11_release_all("C_Login")) != CKR_OK)
+    if (release && (rv = kg_p11_release_all("C_Login")) != CKR_OK)
         return rv;
     pthread_mutex_lock(&kg_p11.lock);
     if (!kg_p11_ready())

@@ -160,7 +160,8 @@ def test_objects_and_public_attributes_need_no_attestation(token, kbs_stack):
 
 def test_attribute_semantics_raw_api(token, kbs_stack, p11_check):
     """CKA_VALUE -> CKR_ATTRIBUTE_SENSITIVE, unknown attributes and size queries in one batch,
-    CKR_BUFFER_TOO_SMALL, stable handles across sessions and C_Finalize/C_Initialize."""
+    CKR_BUFFER_TOO_SMALL, stable handles across sessions and C_Finalize/C_Initialize, and the
+    refusals (wrong key/mechanism/parameters, unsupported calls) that come before any attestation."""
     r = check(p11_check, token, "attrs")
     assert r.returncode == 0 and "ok attrs" in r.stdout, r.stderr
     assert attest_count(kbs_stack) == 0

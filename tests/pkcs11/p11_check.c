@@ -85,6 +85,47 @@ static CK_RV sign_once(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key)
     return f->C_Sign(s, hash, sizeof(hash), sig, &len);
 }
 
+/* Refusals that happen before any attestation (mode attrs checks none happened). */
+static void misuse(CK_SESSION_HANDLE s)
+{
+    CK_OBJECT_HANDLE pub, priv;
+    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    CK_KEY_TYPE kt = CKK_RSA;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &kt, sizeof(kt)}};
+    CK_MECHANISM ecdsa = {CKM_ECDSA, NULL, 0}, digest = {CKM_SHA256, NULL, 0}, bad = {0x80001234UL, NULL, 0};
+    CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, 0x999, 32};
+    CK_MECHANISM badpss = {CKM_RSA_PKCS_PSS, &pss, sizeof(pss)};
+    CK_SESSION_HANDLE s2;
+    CK_SLOT_INFO si;
+    CK_ULONG n = 0;
+    CK_RV rv;
+
+    CHECK(f->C_FindObjectsInit(s, t, 2) == CKR_OK && f->C_FindObjects(s, &pub, 1, &n) == CKR_OK && n == 1 &&
+              f->C_FindObjectsFinal(s) == CKR_OK,
+          "RSA public key");
+    cls = CKO_PRIVATE_KEY;
+    CHECK(f->C_FindObjectsInit(s, t, 2) == CKR_OK && f->C_FindObjects(s, &priv, 1, &n) == CKR_OK && n == 1 &&
+              f->C_FindObjectsFinal(s) == CKR_OK,
+          "RSA private key");
+    CK_MECHANISM pkcs = {CKM_RSA_PKCS, NULL, 0};
+    CHECK((rv = f->C_SignInit(s, &pkcs, pub)) == CKR_KEY_FUNCTION_NOT_PERMITTED,
+          "sign with a public key 0x%lx", rv);
+    CHECK((rv = f->C_SignInit(s, &ecdsa, priv)) == CKR_KEY_TYPE_INCONSISTENT, "ECDSA on RSA 0x%lx", rv);
+    CHECK((rv = f->C_SignInit(s, &bad, priv)) == CKR_MECHANISM_INVALID, "unknown mechanism 0x%lx", rv);
+    CHECK((rv = f->C_SignInit(s, &badpss, priv)) == CKR_MECHANISM_PARAM_INVALID, "bad PSS MGF 0x%lx", rv);
+    CHECK((rv = f->C_Sign(s, (CK_BYTE_PTR) "x", 1, NULL, &n)) == CKR_OPERATION_NOT_INITIALIZED,
+          "C_Sign 0x%lx", rv);
+    CHECK(f->C_DigestInit(s, &digest) == CKR_FUNCTION_NOT_SUPPORTED, "C_DigestInit");
+    CHECK(f->C_CreateObject(s, t, 1, &pub) == CKR_FUNCTION_NOT_SUPPORTED, "C_CreateObject");
+    CHECK(f->C_DestroyObject(s, priv) == CKR_ACTION_PROHIBITED, "C_DestroyObject on a token key");
+    CHECK(f->C_OpenSession(first_slot(), 0, NULL, NULL, &s2) == CKR_SESSION_PARALLEL_NOT_SUPPORTED,
+          "parallel");
+    CHECK(f->C_GetSlotInfo(first_slot() + 1, &si) == CKR_SLOT_ID_INVALID, "bad slot");
+    CHECK(f->C_Login(s, CKU_SO, NULL, 0) == CKR_USER_TYPE_INVALID, "SO login");
+    CHECK(f->C_Logout(s) == CKR_USER_NOT_LOGGED_IN, "logout without login");
+    CHECK(f->C_CloseSession(0xdead) == CKR_SESSION_HANDLE_INVALID, "bad session");
+}
+
 static int mode_attrs(void)
 {
     CK_SESSION_HANDLE s = open_session(), s2;
@@ -130,6 +171,7 @@ static int mode_attrs(void)
               "public component size");
     }
     CHECK(f->C_GetAttributeValue(s, 0xdead, NULL, 0) == CKR_OBJECT_HANDLE_INVALID, "bad handle");
+    misuse(s);
     /* handles are the same in another session and after C_Finalize + C_Initialize */
     s2 = open_session();
     n2 = find(s2, CKO_PRIVATE_KEY, NULL, again, 16);
