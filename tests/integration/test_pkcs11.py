@@ -402,7 +402,10 @@ def test_gnutls_serv_with_a_pkcs11_uri(installed, token, kbs_stack, bind_loopbac
                                         f"pkcs11:token=keygate;object={kind};type=private", "--echo"),
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        for prio in ("NORMAL:-VERS-ALL:+VERS-TLS1.3", "NORMAL:-VERS-ALL:+VERS-TLS1.2"):
+        prios = ["NORMAL:-VERS-ALL:+VERS-TLS1.3", "NORMAL:-VERS-ALL:+VERS-TLS1.2"]
+        if kind == "rsa2048":  # static RSA key exchange: the server's C_Decrypt with CKM_RSA_PKCS
+            prios.append("NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+RSA")
+        for prio in prios:
             deadline = time.monotonic() + 20
             while True:
                 r = subprocess.run(["gnutls-cli", "--port", str(port), "--x509cafile", str(token.certs[kind]),
@@ -414,6 +417,8 @@ def test_gnutls_serv_with_a_pkcs11_uri(installed, token, kbs_stack, bind_loopbac
             assert r.returncode == 0 and "Handshake was completed" in r.stdout, r.stdout + r.stderr
             assert "The certificate is trusted" in r.stdout and "hello keygate" in r.stdout
             assert ("TLS1.3" if "1.3" in prio else "TLS1.2") in r.stdout
+            if "+RSA" in prio:
+                assert "(TLS1.2-X.509)-(RSA)-" in r.stdout, r.stdout
     finally:
         srv.send_signal(signal.SIGTERM)
         srv.wait(10)
