@@ -35,4 +35,5 @@ void kg_libctx_cleanup(void)
     OSSL_LIB_CTX_free(libctx);
     libctx = NULL;
     libctx_default = NULL;
+    libctx_once = (pthread_once_t)PTHREAD_ONCE_INIT; /* a later kg_libctx() makes a new one */
 }

@@ -14,7 +14,8 @@
 OSSL_LIB_CTX *kg_libctx(void);
 
 /* Frees the context at process end (the CLI's atexit, the provider's teardown, C_Finalize), so
- * leak checkers see nothing. Every object made in it must be freed before. Not thread-safe. */
+ * leak checkers see nothing. Every object made in it must be freed before. Not thread-safe.
+ * A later kg_libctx() creates a fresh context (C_Initialize after C_Finalize). */
 void kg_libctx_cleanup(void);
 
 #endif

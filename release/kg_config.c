@@ -34,6 +34,13 @@ const kg_conf_key kg_config_keys[] = {
     {"release", KG_CONF_T_ENUM, "eager", "eager|lazy",
      "provider: eager releases when a private key is loaded (nginx -t fails loudly); lazy at first use",
      F(release_mode)},
+    {"pkcs11_keys", KG_CONF_T_STRING, "", "",
+     "PKCS#11 module: the keys its token shows, comma-separated LABEL:REFERENCE_FILE[:CERTIFICATE_FILE] "
+     "(label = CKA_LABEL and the URI's object=; the certificate must hold the reference's public key)",
+     F(pkcs11_keys)},
+    {"pkcs11_release", KG_CONF_T_ENUM, "first-use", "first-use|login",
+     "PKCS#11 module: attest and release a key at its first private-key operation, or all keys at C_Login",
+     F(pkcs11_release)},
     {"token_leeway_s", KG_CONF_T_INT, "60", "0..600", "clock leeway for the token's exp/nbf/iat",
      F(token_leeway_s)},
     {"tls_ca_file", KG_CONF_T_PATH, "", "", "PEM CA bundle for ITA/KBS TLS; empty = system store",

@@ -28,6 +28,8 @@ typedef struct kg_config {
     char ita_token_alg[8]; /* PS384 | RS256 */
     char crl_policy[16];   /* require | if-available */
     char release_mode[8];  /* eager | lazy (provider) */
+    char pkcs11_keys[4096]; /* PKCS#11 module: LABEL:REFERENCE[:CERTIFICATE], comma-separated */
+    char pkcs11_release[12]; /* first-use | login (PKCS#11 module) */
     long token_leeway_s;
     char tls_ca_file[KG_CONF_STR];
     int allow_http_loopback;

@@ -32,4 +32,14 @@ KEYGATE_BUILD_DIR="$root/build-asan" KEYGATE_ASAN_PRELOAD="$(gcc -print-file-nam
   /usr/bin/python3 -m pytest -p no:cacheprovider -q "$root/tests/integration/test_provider.py" \
   -k "not valgrind and not ordinary"
 
+echo "== the ASan+UBSan PKCS#11 module under pkcs11-tool, and leak-free under the raw-API checker"
+KEYGATE_BUILD_DIR="$root/build-asan" KEYGATE_ASAN_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  /usr/bin/python3 -m pytest -p no:cacheprovider -q "$root/tests/integration/test_pkcs11.py" \
+  -k "objects_and or sign_and_verify or decrypt or ecdh or test_suites"
+KEYGATE_BUILD_DIR="$root/build-asan" KEYGATE_ASAN_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  /usr/bin/python3 -m pytest -p no:cacheprovider -q "$root/tests/integration/test_pkcs11.py" \
+  -k "raw_api or fork_child or threads_share or release_at_login or honest"
+
 echo "== all tests passed"

@@ -1,0 +1,500 @@
+"""The PKCS#11 module (libkeygate-pkcs11.so) with real consumers against the local ITA/KBS stack:
+pkcs11-tool (objects, every mechanism, --test, --test-fork, --test-threads), p11-kit list-modules,
+p11tool and gnutls-serv through an installed p11-kit registration, nginx through the libp11 engine,
+and tests/pkcs11/p11_check.c for what tools cannot show (attribute semantics, fork, threads, login).
+
+p11-kit reads only system module directories for root. The "installed" tests run each program in
+a private mount namespace (unshare -m) where /usr/share/p11-kit/modules and the p11-kit module
+path are bind mounts of a `cmake --install` prefix: the programs see exactly an installed keygate
+and nothing of the host's configuration changes."""
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.x509.oid import NameOID
+
+from conftest import REPO, run
+from test_provider import Site, attest_count, free_port
+
+pytestmark = pytest.mark.skipif(not shutil.which("pkcs11-tool"), reason="opensc (pkcs11-tool) is needed")
+
+SYSTEM_MODULES = "/usr/share/p11-kit/modules"
+SYSTEM_MODULE_PATH = "/usr/lib/x86_64-linux-gnu/pkcs11"
+
+
+def asan_env():
+    """An ASan-built module inside uninstrumented hosts (scripts/test.sh sets this)."""
+    pre = os.environ.get("KEYGATE_ASAN_PRELOAD")
+    return {"LD_PRELOAD": pre} if pre else {}
+
+
+def self_signed(key):
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = __import__("datetime").datetime.utcnow()
+    delta = __import__("datetime").timedelta
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - delta(hours=1))
+            .not_valid_after(now + delta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+                           False)
+            .sign(key, hashes.SHA256()))
+
+
+def cka_id(key):
+    """SHA-1 of the subjectPublicKey bits, as the module computes CKA_ID."""
+    pub = key.public_key()
+    if isinstance(pub, rsa.RSAPublicKey):
+        bits = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    else:
+        bits = pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return hashlib.sha1(bits).hexdigest()
+
+
+class Token:
+    """Keys registered in the KBS, their references and certificates, and a keygate.conf whose
+    pkcs11_keys lists them."""
+
+    def __init__(self, keygate_bin, build_dir, stack, tmp, extra=""):
+        self.site = Site(keygate_bin, build_dir, stack, tmp)
+        self.stack, self.tmp, self.keys = stack, tmp, self.site.keys
+        self.module = str(build_dir / "pkcs11" / "libkeygate-pkcs11.so")
+        self.certs, items = {}, []
+        for kind, key in self.keys.items():
+            cert = tmp / f"{kind}.crt"
+            cert.write_bytes(self_signed(key).public_bytes(serialization.Encoding.PEM))
+            self.certs[kind] = cert
+            items.append(f"{kind}:{self.site.refs[kind]}:{cert}")
+        self.base_conf = self.site.conf.read_text()
+        self.conf = self.write_conf("keygate.conf", extra)
+        self.env = dict(asan_env(), KEYGATE_CONF=str(self.conf))
+        self.ids = {kind: cka_id(key) for kind, key in self.keys.items()}
+
+    def write_conf(self, name, extra=""):
+        items = [f"{k}:{self.site.refs[k]}:{self.certs[k]}" for k in self.keys]
+        path = self.tmp / name
+        path.write_text(self.base_conf + "pkcs11_keys = " + ", ".join(items) + "\n" + extra)
+        return path
+
+    def tool(self, *args, env=None, **kw):
+        return run(["pkcs11-tool", "--module", self.module, *map(str, args)], env=dict(self.env, **(env or {})),
+                   **kw)
+
+
+@pytest.fixture(scope="module")
+def module_stack(stack_dir, tmp_path_factory):
+    """One ITA + KBS stack for this file (key registration is the slow part); every test starts
+    with empty request logs and no faults (the kbs_stack fixture below)."""
+    from tests.stack.fixtures import copy_state
+    from tests.stack.kbs_fixture import start_kbs
+
+    stack = copy_state(stack_dir, tmp_path_factory.mktemp("p11-stack") / "state")
+    stack.start_ita()
+    start_kbs(stack)
+    yield stack
+    stack.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_token(keygate_bin, build_dir, module_stack, tmp_path_factory):
+    return Token(keygate_bin, build_dir, module_stack, tmp_path_factory.mktemp("p11-token"))
+
+
+@pytest.fixture
+def kbs_stack(module_stack):
+    for name in ("ita", "kbs"):
+        module_stack.clear_faults(name)
+        module_stack.clear_requests(name)
+    return module_stack
+
+
+@pytest.fixture
+def token(module_token, kbs_stack):
+    return module_token
+
+
+@pytest.fixture(scope="session")
+def p11_check(tmp_path_factory):
+    out = tmp_path_factory.mktemp("p11check") / "p11_check"
+    cc = subprocess.run(["gcc", "-Wall", "-Werror", "-O1", "-g", "-o", str(out), str(REPO / "tests/pkcs11/p11_check.c"),
+                         "-I/usr/include/p11-kit-1", "-ldl", "-lpthread"], capture_output=True, text=True)
+    assert cc.returncode == 0, cc.stderr
+    return str(out)
+
+
+def check(p11_check, token, *args, env=None):
+    return run([p11_check, token.module, *map(str, args)], env=dict(token.env, **(env or {})), timeout=120)
+
+
+# ------------------------------------------------------------------ objects and attributes
+
+
+def test_objects_and_public_attributes_need_no_attestation(token, kbs_stack):
+    r = token.tool("--list-objects")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert out.count("Private Key Object") == 2 and out.count("Public Key Object") == 2
+    assert out.count("Certificate Object") == 2
+    for kind in ("rsa2048", "p256"):
+        assert f"label:      {kind}" in out
+        assert out.count(token.ids[kind]) == 3  # private, public and certificate share CKA_ID
+    assert "Public Key Object; RSA 2048 bits" in out
+    point = token.keys["p256"].public_key().public_bytes(serialization.Encoding.X962,
+                                                         serialization.PublicFormat.UncompressedPoint).hex()
+    assert "EC_POINT:   0441" + point in out
+    assert "EC_PARAMS:  06082a8648ce3d030107" in out
+    assert "Access:     sensitive, always sensitive, never extractable" in out
+    r = token.tool("-L")
+    assert r.returncode == 0 and "token label        : keygate" in r.stdout, r.stderr
+    serial = hashlib.sha256(kbs_stack.services["kbs"].url.encode()).hexdigest()[:16]
+    assert f"serial num         : {serial}" in r.stdout
+    assert attest_count(kbs_stack) == 0
+
+
+def test_attribute_semantics_raw_api(token, kbs_stack, p11_check):
+    """CKA_VALUE -> CKR_ATTRIBUTE_SENSITIVE, unknown attributes and size queries in one batch,
+    CKR_BUFFER_TOO_SMALL, stable handles across sessions and C_Finalize/C_Initialize, and the
+    refusals (wrong key/mechanism/parameters, unsupported calls) that come before any attestation."""
+    r = check(p11_check, token, "attrs")
+    assert r.returncode == 0 and "ok attrs" in r.stdout, r.stderr
+    assert attest_count(kbs_stack) == 0
+
+
+def test_a_broken_configuration_fails_c_initialize_with_the_cause(token, tmp_path):
+    bad = token.tmp / "bad.conf"
+    bad.write_text(token.base_conf + f"pkcs11_keys = web:{tmp_path}/missing.ref.pem\n")
+    r = token.tool("-L", env={"KEYGATE_CONF": str(bad)})
+    assert r.returncode != 0 and "CKR_FUNCTION_FAILED" in r.stderr
+    assert "missing.ref.pem" in r.stderr, r.stderr
+    other = tmp_path / "other.crt"
+    other.write_bytes(self_signed(ec.generate_private_key(ec.SECP256R1())).public_bytes(serialization.Encoding.PEM))
+    bad.write_text(token.base_conf + f"pkcs11_keys = web:{token.site.refs['p256']}:{other}\n")
+    r = token.tool("-L", env={"KEYGATE_CONF": str(bad)})
+    assert r.returncode != 0 and "is not the one of" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------ mechanisms
+
+MECHS = [
+    ("p256", "ECDSA", "sha256", []),
+    ("p256", "ECDSA-SHA256", None, []),
+    ("p256", "ECDSA-SHA384", None, []),
+    ("rsa2048", "RSA-PKCS", "digestinfo", []),
+    ("rsa2048", "RSA-PKCS-PSS", "sha256", ["--hash-algorithm", "SHA256", "--mgf", "MGF1-SHA256"]),
+    ("rsa2048", "SHA256-RSA-PKCS", None, []),
+    ("rsa2048", "SHA256-RSA-PKCS-PSS", None, []),
+]
+
+
+@pytest.mark.parametrize("kind,mech,prep,opts", MECHS, ids=[m[1] for m in MECHS])
+def test_sign_and_verify_with_each_mechanism(token, kbs_stack, kind, mech, prep, opts):
+    data = os.urandom(100)
+    digest = hashlib.sha256(data).digest()
+    if prep == "sha256":
+        tbs = digest
+    elif prep == "digestinfo":
+        tbs = bytes.fromhex("3031300d060960864801650304020105000420") + digest
+    else:
+        tbs = data
+    (token.tmp / "in.bin").write_bytes(tbs)
+    sig = token.tmp / "sig.bin"
+    r = token.tool("--sign", "-m", mech, "--id", token.ids[kind], "-i", token.tmp / "in.bin", "-o", sig, *opts)
+    assert r.returncode == 0, r.stderr
+    s = sig.read_bytes()
+    pub = token.keys[kind].public_key()
+    if kind == "p256":
+        assert len(s) == 64  # r || s, not DER
+        der = utils.encode_dss_signature(int.from_bytes(s[:32], "big"), int.from_bytes(s[32:], "big"))
+        algo = {"ECDSA": utils.Prehashed(hashes.SHA256()), "ECDSA-SHA256": hashes.SHA256(),
+                "ECDSA-SHA384": hashes.SHA384()}[mech]
+        pub.verify(der, digest if mech == "ECDSA" else data, ec.ECDSA(algo))
+    elif "PSS" in mech:
+        pub.verify(s, digest if mech == "RSA-PKCS-PSS" else data, padding.PSS(padding.MGF1(hashes.SHA256()), 32),
+                   utils.Prehashed(hashes.SHA256()) if mech == "RSA-PKCS-PSS" else hashes.SHA256())
+    else:
+        pub.verify(s, digest if mech == "RSA-PKCS" else data, padding.PKCS1v15(),
+                   utils.Prehashed(hashes.SHA256()) if mech == "RSA-PKCS" else hashes.SHA256())
+    # our C_Verify (the reference's public key, no attestation) agrees, and refuses a bad signature
+    r = token.tool("--verify", "-m", mech, "--id", token.ids[kind], "-i", token.tmp / "in.bin", "--signature-file",
+                   sig, *opts)
+    assert r.returncode == 0 and "Signature is valid" in r.stdout, r.stdout + r.stderr
+    sig.write_bytes(s[:-1] + bytes([s[-1] ^ 1]))
+    r = token.tool("--verify", "-m", mech, "--id", token.ids[kind], "-i", token.tmp / "in.bin", "--signature-file",
+                   sig, *opts)
+    assert "Signature is valid" not in r.stdout
+    assert attest_count(kbs_stack) == 1  # one pkcs11-tool process signed: one attestation
+
+
+@pytest.mark.parametrize("mech,opts,pad", [
+    ("RSA-PKCS", [], padding.PKCS1v15()),
+    # pkcs11-tool 0.23 sends source = 0 and no label: accepted as "no label"
+    ("RSA-PKCS-OAEP", ["--hash-algorithm", "SHA256", "--mgf", "MGF1-SHA256"],
+     padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)),
+    ("RSA-PKCS-OAEP", ["--hash-algorithm", "SHA-1", "--mgf", "MGF1-SHA1"],
+     padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)),
+])
+def test_decrypt(token, mech, opts, pad):
+    secret = os.urandom(32)
+    (token.tmp / "ct.bin").write_bytes(token.keys["rsa2048"].public_key().encrypt(secret, pad))
+    r = token.tool("--decrypt", "-m", mech, "--id", token.ids["rsa2048"], "-i", token.tmp / "ct.bin", "-o",
+                   token.tmp / "pt.bin", *opts)
+    assert r.returncode == 0, r.stderr
+    assert (token.tmp / "pt.bin").read_bytes() == secret
+
+
+def test_ecdh_derive(token):
+    peer = ec.generate_private_key(ec.SECP256R1())
+    (token.tmp / "peer.der").write_bytes(peer.public_key().public_bytes(serialization.Encoding.DER,
+                                                                        serialization.PublicFormat.SubjectPublicKeyInfo))
+    r = token.tool("--derive", "-m", "ECDH1-DERIVE", "--id", token.ids["p256"], "-i", token.tmp / "peer.der", "-o",
+                   token.tmp / "secret.bin")
+    assert r.returncode == 0, r.stderr
+    assert (token.tmp / "secret.bin").read_bytes() == peer.exchange(ec.ECDH(), token.keys["p256"].public_key())
+
+
+def test_mechanism_info(token):
+    r = token.tool("-M")
+    assert r.returncode == 0, r.stderr
+    for line in ("ECDSA, keySize={256,521}, sign, verify", "ECDSA-SHA256", "ECDSA-SHA384", "ECDH1-DERIVE",
+                 "RSA-PKCS, keySize={1024,16384}, encrypt, decrypt, sign, verify", "RSA-PKCS-PSS, keySize",
+                 "SHA256-RSA-PKCS, keySize", "SHA256-RSA-PKCS-PSS", "RSA-PKCS-OAEP, keySize={1024,16384}, encrypt, decrypt"):
+        assert line in r.stdout, line
+
+
+# ------------------------------------------------------------------ pkcs11-tool's own tests, fork, threads
+
+
+def test_pkcs11_tool_test_suites(token):
+    r = token.tool("--test", "--allow-sw", timeout=180)
+    assert r.returncode == 0 and "No errors" in r.stdout, r.stdout + r.stderr
+    assert "SHA256-RSA-PKCS: OK" in r.stdout and "RSA-PKCS-OAEP" in r.stdout
+    r = token.tool("--test-fork")
+    assert r.returncode == 0 and "Calling C_Initialize in forked child process" in r.stdout, r.stdout + r.stderr
+    r = token.tool("--use-locking", "--test-threads", "IL:GI:SL:T0:GI", "--test-threads", "GI:SL:T0:SL",
+                   "--test-threads", "SL:T0:GI:T0", "-L")
+    assert r.returncode == 0 and "token label        : keygate" in r.stdout, r.stdout + r.stderr
+
+
+def test_fork_child_uses_the_parents_key_without_attesting(token, kbs_stack, p11_check):
+    r = check(p11_check, token, "fork", "p256")
+    assert r.returncode == 0 and "ok fork" in r.stdout, r.stderr
+    assert attest_count(kbs_stack) == 1
+
+
+def test_threads_share_one_attestation(token, kbs_stack, p11_check):
+    r = check(p11_check, token, "threads", "rsa2048", 8)
+    assert r.returncode == 0 and "ok threads" in r.stdout, r.stderr
+    assert attest_count(kbs_stack) == 1
+
+
+def test_release_at_login(token, kbs_stack, p11_check):
+    conf = token.write_conf("login.conf", "pkcs11_release = login\n")
+    r = check(p11_check, token, "login", "p256", env={"KEYGATE_CONF": str(conf)})
+    assert r.returncode == 0 and "ok login" in r.stdout, r.stderr
+    assert attest_count(kbs_stack) == 1  # both keys with one attestation
+
+
+def test_attestation_failures_are_honest_errors(token, kbs_stack, p11_check):
+    log = token.tmp / "debug.log"
+    kbs_stack.set_faults("kbs", [{"route": "/transfer$", "mode": "deny"}])
+    r = check(p11_check, token, "signinit", "p256", env={"KEYGATE_DEBUG": f"{log}:3"})
+    assert r.returncode == 0 and "rv=0x30" in r.stdout, r.stdout + r.stderr  # CKR_DEVICE_ERROR
+    text = log.read_text(errors="replace")
+    assert "PKCS#11 C_SignInit: key 'p256'" in text and "transfer" in text, text
+    kbs_stack.clear_faults("kbs")
+    # a token our verifier refuses (wrong pinned root) is CKR_FUNCTION_FAILED, naming the step
+    state = kbs_stack.state_dir
+    conf = token.tmp / "wrong-root.conf"
+    conf.write_text(token.conf.read_text().replace(f"{state}/ita-root-ca.pem", f"{state}/tls-ca.pem"))
+    r = check(p11_check, token, "signinit", "p256", env={"KEYGATE_CONF": str(conf), "KEYGATE_DEBUG": f"{log}:3"})
+    assert r.returncode == 0 and "rv=0x6" in r.stdout, r.stdout + r.stderr  # CKR_FUNCTION_FAILED
+    assert "verify" in log.read_text(errors="replace")
+
+
+# ------------------------------------------------------------------ installed: p11-kit, p11tool, GnuTLS
+
+
+@pytest.fixture(scope="session")
+def installed(build_dir, tmp_path_factory):
+    """`cmake --install` into a prefix, seen by programs as the system's p11-kit configuration."""
+    prefix = tmp_path_factory.mktemp("prefix")
+    r = run(["cmake", "--install", str(build_dir), "--prefix", str(prefix)])
+    assert r.returncode == 0, r.stderr
+    probe = run(["unshare", "-m", "--propagation", "private", "true"])
+    if probe.returncode != 0:
+        pytest.skip(f"no private mount namespace here (unshare -m: {probe.stderr.strip()})")
+    return prefix
+
+
+def in_installed(prefix, *cmd):
+    """cmd inside a mount namespace where the prefix's p11-kit modules are the system's."""
+    script = ('mount --bind "$0/share/p11-kit/modules" ' + SYSTEM_MODULES +
+              ' && mount --bind "$0/lib/pkcs11" ' + SYSTEM_MODULE_PATH + ' && exec "$@"')
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(prefix), *map(str, cmd)]
+
+
+def test_p11kit_lists_the_installed_module(installed, token, kbs_stack):
+    module_file = (installed / "share/p11-kit/modules/keygate.module").read_text()
+    assert "module: libkeygate-pkcs11.so" in module_file
+    r = run(in_installed(installed, "p11-kit", "list-modules"), env=token.env)
+    assert r.returncode == 0, r.stderr
+    serial = hashlib.sha256(kbs_stack.services["kbs"].url.encode()).hexdigest()[:16]
+    for want in ("keygate: libkeygate-pkcs11.so", "library-manufacturer: keygate", "token: keygate",
+                 f"serial-number: {serial}", "token-initialized"):
+        assert want in r.stdout, r.stdout
+    assert attest_count(kbs_stack) == 0
+
+
+def test_x_init_reserved_names_the_configuration(build_dir, token, kbs_stack, tmp_path):
+    """p11-kit hands x-init-reserved to C_Initialize: the module finds keygate.conf there."""
+    prefix = tmp_path / "xprefix"
+    (prefix / "share/p11-kit/modules").mkdir(parents=True)
+    (prefix / "lib/pkcs11").mkdir(parents=True)
+    shutil.copy(token.module, prefix / "lib/pkcs11/libkeygate-pkcs11.so")
+    (prefix / "share/p11-kit/modules/keygate.module").write_text(
+        f"module: libkeygate-pkcs11.so\nx-init-reserved: config={token.conf}\n")
+    env = dict(asan_env())
+    r = run(in_installed(prefix, "p11-kit", "list-modules"), env=env)
+    if "Operation not permitted" in r.stderr:
+        pytest.skip("no private mount namespace here")
+    serial = hashlib.sha256(kbs_stack.services["kbs"].url.encode()).hexdigest()[:16]
+    assert r.returncode == 0 and f"serial-number: {serial}" in r.stdout, r.stdout + r.stderr
+
+
+def test_p11tool_lists_and_signs_by_uri(installed, token, kbs_stack):
+    r = run(in_installed(installed, "p11tool", "--list-all", "pkcs11:token=keygate"), env=token.env)
+    assert r.returncode == 0, r.stderr
+    for kind in ("rsa2048", "p256"):
+        for typ in ("private", "public", "cert"):
+            assert f"object={kind};type={typ}" in r.stdout, r.stdout
+    assert attest_count(kbs_stack) == 0
+    for kind in ("p256", "rsa2048"):
+        r = run(in_installed(installed, "p11tool", "--test-sign", f"pkcs11:token=keygate;object={kind};type=private"),
+                env=token.env, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Verifying against public key in the token... ok" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.fixture(scope="session")
+def bind_loopback(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shim") / "bind_loopback.so"
+    cc = subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(out), str(REPO / "tests/pkcs11/bind_loopback.c"),
+                         "-ldl"], capture_output=True, text=True)
+    assert cc.returncode == 0, cc.stderr
+    return str(out)
+
+
+@pytest.mark.skipif(not shutil.which("gnutls-serv"), reason="gnutls-bin is needed")
+@pytest.mark.parametrize("kind", ["p256", "rsa2048"])
+def test_gnutls_serv_with_a_pkcs11_uri(installed, token, kbs_stack, bind_loopback, kind):
+    port = free_port()
+    env = dict(os.environ, **token.env)
+    env["LD_PRELOAD"] = ":".join(x for x in (env.get("LD_PRELOAD"), bind_loopback) if x)
+    srv = subprocess.Popen(in_installed(installed, "gnutls-serv", "--port", port, "--x509certfile",
+                                        token.certs[kind], "--x509keyfile",
+                                        f"pkcs11:token=keygate;object={kind};type=private", "--echo"),
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        prios = ["NORMAL:-VERS-ALL:+VERS-TLS1.3", "NORMAL:-VERS-ALL:+VERS-TLS1.2"]
+        if kind == "rsa2048":  # static RSA key exchange: the server's C_Decrypt with CKM_RSA_PKCS
+            prios.append("NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+RSA")
+        for prio in prios:
+            deadline = time.monotonic() + 20
+            while True:
+                r = subprocess.run(["gnutls-cli", "--port", str(port), "--x509cafile", str(token.certs[kind]),
+                                    "--priority", prio, "127.0.0.1"], input="hello keygate\n",
+                                   capture_output=True, text=True, timeout=30)
+                if r.returncode == 0 or time.monotonic() > deadline or srv.poll() is not None:
+                    break
+                time.sleep(0.2)
+            assert r.returncode == 0 and "Handshake was completed" in r.stdout, r.stdout + r.stderr
+            assert "The certificate is trusted" in r.stdout and "hello keygate" in r.stdout
+            assert ("TLS1.3" if "1.3" in prio else "TLS1.2") in r.stdout
+            if "+RSA" in prio:
+                assert "(TLS1.2-X.509)-(RSA)-" in r.stdout, r.stdout
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        srv.wait(10)
+    assert attest_count(kbs_stack) == 1
+
+
+# ------------------------------------------------------------------ nginx through the libp11 engine
+
+
+@pytest.mark.skipif(not (shutil.which("nginx") and shutil.which("curl")
+                         and os.path.exists("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so")),
+                    reason="nginx, curl and libengine-pkcs11-openssl are needed")
+def test_nginx_through_the_libp11_engine(token, kbs_stack):
+    """nginx 1.22 with `ssl_certificate_key engine:pkcs11:<uri>` (libp11 engine); the module runs in
+    a `p11-kit server` (the key-holding agent), reached through p11-kit-client. Attestation happens
+    in the agent at the first signature, never inside nginx: a process that loaded the libp11
+    engine routes its in-process EC/RSA crypto through that engine (README, PKCS#11). p11-kit
+    server only accepts clients of its own uid, so the workers run as root here (`user root`)."""
+    import tempfile
+    from test_servers import PAGE, nginx_conf
+
+    work = tempfile.mkdtemp(prefix="kg-p11-nginx-")
+    procs = []
+    try:
+        os.chmod(work, 0o755)
+        sock = os.path.join(work, "pkcs11.sock")
+        server = subprocess.Popen(["p11-kit", "server", "-f", "-n", sock, "--provider", token.module,
+                                   "pkcs11:token=keygate"], env=dict(os.environ, **token.env),
+                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "agent.log"), "wb"))
+        procs.append(server)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(sock):
+            assert server.poll() is None and time.monotonic() < deadline, open(os.path.join(work, "agent.log")).read()
+            time.sleep(0.05)
+        pfx = os.path.join(work, "nginx")
+        os.mkdir(pfx)
+        cert = os.path.join(work, "p256.crt")
+        shutil.copy(token.certs["p256"], cert)
+        cnf = os.path.join(work, "openssl.cnf")
+        with open(cnf, "w") as f:
+            f.write("openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n"
+                    "[engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\n"
+                    "dynamic_path = /usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so\n"
+                    "MODULE_PATH = /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so\n")
+        port = free_port()
+        conf = os.path.join(pfx, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("user root;\nenv P11_KIT_SERVER_ADDRESS;\n" +
+                    nginx_conf(pfx, port, cert, '"engine:pkcs11:pkcs11:token=keygate;object=p256;type=private"', 1))
+        env = dict(os.environ, OPENSSL_CONF=cnf, P11_KIT_SERVER_ADDRESS=f"unix:path={sock}")
+        env.pop("KEYGATE_CONF", None)  # nginx itself never sees keygate's configuration
+        ngx = subprocess.Popen(["nginx", "-p", pfx, "-c", conf], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(ngx)
+        deadline = time.monotonic() + 30
+        while True:
+            r = run(["curl", "-sS", "--max-time", "10", "--cacert", cert, f"https://127.0.0.1:{port}/"], timeout=20)
+            if r.returncode == 0 or ngx.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        errlog = os.path.join(pfx, "error.log")
+        log = open(errlog, errors="replace").read() if os.path.exists(errlog) else ""
+        agent = open(os.path.join(work, "agent.log"), errors="replace").read()
+        assert r.returncode == 0, r.stderr + log + agent + (ngx.stderr.read().decode() if ngx.poll() is not None else "")
+        for tls, want in ((["--tlsv1.2", "--tls-max", "1.2"], "TLSv1.2"), (["--tlsv1.3"], "TLSv1.3")):
+            for _ in range(3):
+                r = run(["curl", "-sS", "--max-time", "10", "--cacert", cert, *tls, f"https://127.0.0.1:{port}/"],
+                        timeout=20)
+                assert r.returncode == 0 and r.stdout == f"{PAGE} {want}\n", r.stderr
+        assert attest_count(kbs_stack) == 1  # in the agent, once, for the one worker
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGQUIT if p is not procs[0] else signal.SIGTERM)
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        shutil.rmtree(work, ignore_errors=True)
