@@ -83,6 +83,15 @@ void kg_release_ctx_free(kg_release_ctx *ctx)
     free(ctx);
 }
 
+void kg_release_ctx_end_session(kg_release_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    pthread_mutex_lock(&ctx->lock);
+    session_clear(&ctx->session);
+    pthread_mutex_unlock(&ctx->lock);
+}
+
 void kg_release_ctx_atfork_child(kg_release_ctx *ctx)
 {
     if (ctx != NULL)

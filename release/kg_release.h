@@ -32,6 +32,10 @@ typedef struct kg_release_ctx kg_release_ctx;
 kg_release_ctx *kg_release_ctx_new(const kg_config *cfg, kg_err *err);
 void kg_release_ctx_free(kg_release_ctx *ctx);
 
+/* Ends the current attestation session: the next release makes a new wrapping key and attests
+ * again. The verifier's JWKS and CRL caches stay. Accepts NULL. */
+void kg_release_ctx_end_session(kg_release_ctx *ctx);
+
 /* For a pthread_atfork child handler: re-initialises the context's lock (another thread may have
  * held it at fork). Does no I/O. Accepts NULL. */
 void kg_release_ctx_atfork_child(kg_release_ctx *ctx);
