@@ -105,5 +105,8 @@ extern const OSSL_DISPATCH kg_ec_text_encoder_functions[];
 extern const OSSL_DISPATCH kg_store_functions[];
 
 #define KG_REF_STRUCTURE "keygate-reference"
+/* Names of our signature implementations: unique, so a fetch for a keygate key finds ours first. */
+#define KG_RSA_SIG_NAME "KEYGATE-RSA"
+#define KG_ECDSA_SIG_NAME "KEYGATE-ECDSA"
 
 #endif
