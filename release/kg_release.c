@@ -225,12 +225,13 @@ err:
     return ok;
 }
 
-/* Transfer, unwrap and match for one key, with its own HTTP handle. */
-static int release_one(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg_release_times *t,
-                       kg_err *err)
+/* Transfer, unwrap and match for one key, on the caller's HTTP handle (keep-alive across the
+ * keys of a kg_release_keys worker) or, when shared is NULL, on its own. */
+static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *ref, EVP_PKEY **key,
+                       kg_release_times *t, kg_err *err)
 {
     kg_http_opts hopts;
-    kg_http *h = NULL;
+    kg_http *h = shared;
     kbs_wrapped w;
     EVP_PKEY *wrapping_key = NULL, *released = NULL;
     char *token = NULL;
@@ -249,7 +250,7 @@ static int release_one(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key
         return kg_err_set(err, KG_STEP_CONFIG, "kbs_type = %s is not available in this build",
                           ctx->cfg.kbs_type);
     kg_config_http_opts(&ctx->cfg, &hopts);
-    if ((h = kg_http_new(&hopts, err)) == NULL)
+    if (h == NULL && (h = kg_http_new(&hopts, err)) == NULL)
         return 0;
     if (strcmp(ctx->cfg.kbs_mode, "background") == 0) {
         if (!background_transfer(ctx, h, ref, t, &wrapping_key, &w, err))
@@ -286,7 +287,8 @@ err:
     EVP_PKEY_free(wrapping_key);
     kbs_wrapped_clear(&w);
     free(token);
-    kg_http_free(h);
+    if (h != shared)
+        kg_http_free(h);
     return ok;
 }
 
@@ -297,7 +299,7 @@ int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg
     int ok;
 
     memset(&t, 0, sizeof(t));
-    ok = release_one(ctx, ref, key, &t, err);
+    ok = release_one(ctx, NULL, ref, key, &t, err);
     if (times != NULL)
         *times = t;
     return ok;
@@ -313,19 +315,29 @@ typedef struct release_job {
     size_t next; /* next index to take, under ctx->lock */
 } release_job;
 
+/* One worker: its own HTTP handle for all the keys it takes, so transfers to the same KBS reuse
+ * the connection (no TLS handshake per key). */
 static void *release_worker(void *arg)
 {
     release_job *job = arg;
+    kg_http_opts hopts;
+    kg_http *h;
+    kg_err ignored;
+
+    kg_config_http_opts(&job->ctx->cfg, &hopts);
+    h = kg_http_new(&hopts, &ignored); /* NULL: release_one makes one per key */
     for (;;) {
         size_t i;
         pthread_mutex_lock(&job->ctx->lock);
         i = job->next++;
         pthread_mutex_unlock(&job->ctx->lock);
         if (i >= job->n)
-            return NULL;
+            break;
         kg_err_clear(&job->errs[i]);
-        release_one(job->ctx, job->refs[i], &job->keys[i], &job->times[i], &job->errs[i]);
+        release_one(job->ctx, h, job->refs[i], &job->keys[i], &job->times[i], &job->errs[i]);
     }
+    kg_http_free(h);
+    return NULL;
 }
 
 size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t n, EVP_PKEY **keys,
@@ -343,7 +355,7 @@ size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t
         goto done;
     /* the first key runs alone: it makes the attestation every other transfer reuses */
     first = job.next++;
-    release_one(ctx, refs[first], &keys[first], &t[first], &e[first]);
+    release_one(ctx, NULL, refs[first], &keys[first], &t[first], &e[first]);
     while (nthreads < KG_RELEASE_MAX_PARALLEL && nthreads + 1 < n &&
            pthread_create(&threads[nthreads], NULL, release_worker, &job) == 0)
         nthreads++;
