@@ -30,6 +30,7 @@ struct kg_release_ctx {
     pthread_mutex_t lock;
     kg_session session;
     ita_verifier *verifier; /* JWKS and CRL caches across attestations */
+    kg_http *idle_http;     /* a KBS connection kept alive between kg_release_key calls */
     char *api_key;          /* read at creation when possible (secure heap), see kg_release_ctx_new */
 };
 
@@ -77,6 +78,7 @@ void kg_release_ctx_free(kg_release_ctx *ctx)
         return;
     session_clear(&ctx->session);
     ita_verifier_free(ctx->verifier);
+    kg_http_free(ctx->idle_http);
     OPENSSL_secure_clear_free(ctx->api_key, ITA_MAX_API_KEY + 1);
     pthread_mutex_destroy(&ctx->lock);
     OPENSSL_cleanse(&ctx->cfg, sizeof(ctx->cfg));
@@ -94,8 +96,12 @@ void kg_release_ctx_end_session(kg_release_ctx *ctx)
 
 void kg_release_ctx_atfork_child(kg_release_ctx *ctx)
 {
-    if (ctx != NULL)
+    if (ctx != NULL) {
         pthread_mutex_init(&ctx->lock, NULL);
+        /* the parent's connection: dropped without a word (a TLS close_notify from here would
+         * end the parent's session); the child makes its own when it needs one */
+        ctx->idle_http = NULL;
+    }
 }
 
 int kg_keyref_for_id(const kg_config *cfg, const char *key_id, const char *kbs_url, kg_keyref *ref,
@@ -292,14 +298,44 @@ err:
     return ok;
 }
 
+/* The idle KBS connection, if any (the caller owns it until http_put_idle), else NULL. */
+static kg_http *http_take_idle(kg_release_ctx *ctx)
+{
+    kg_http *h;
+    pthread_mutex_lock(&ctx->lock);
+    h = ctx->idle_http;
+    ctx->idle_http = NULL;
+    pthread_mutex_unlock(&ctx->lock);
+    return h;
+}
+
+static void http_put_idle(kg_release_ctx *ctx, kg_http *h)
+{
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->idle_http == NULL) {
+        ctx->idle_http = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    kg_http_free(h);
+}
+
 int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg_release_times *times,
                    kg_err *err)
 {
     kg_release_times t;
+    kg_http_opts hopts;
+    kg_http *h;
     int ok;
 
     memset(&t, 0, sizeof(t));
-    ok = release_one(ctx, NULL, ref, key, &t, err);
+    /* keys loaded one after the other (nginx: one per server block) reuse one connection */
+    kg_config_http_opts(&ctx->cfg, &hopts);
+    if ((h = http_take_idle(ctx)) == NULL)
+        h = kg_http_new(&hopts, err);
+    ok = h != NULL && release_one(ctx, h, ref, key, &t, err);
+    if (h != NULL)
+        http_put_idle(ctx, h);
     if (times != NULL)
         *times = t;
     return ok;
