@@ -32,40 +32,46 @@ def p1_sign(st, bins, q):
         d["ratio_cpu"] = ratio(median(d["a_cpu"]), median(d["b_cpu"]))
         d["run_ratios"] = [ratio(a, b) for a, b in zip(d["a_wall"], d["b_wall"])]
         if q["callgrind"]:
-            d["instr"] = {side: instr_per_op(bins, st, k, side) for side in ("a", "b")}
+            d["instr"] = instr_per_op(bins, st, k)
             d["ratio_instr"] = ratio(d["instr"]["b"], d["instr"]["a"])  # ops per instruction
         out[kind] = d
     return out
 
 
-def callgrind_total(cmd, env):
+def instr_per_op(bins, st, k, ops=200):
+    """Instructions per sign operation on each side (callgrind, inclusive cost of loop_a and
+    loop_b of sign_bench, after its warm-up, divided by ops)."""
     with tempfile.TemporaryDirectory() as tmp:
-        f = os.path.join(tmp, "cg.out")
-        r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={f}",
-                            "--toggle-collect=sign_once", *cmd], env=env, capture_output=True, text=True,
-                           timeout=1800)
+        out = os.path.join(tmp, "cg.out")
+        r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                            bins["sign_bench"], "--a", str(k["ref"]), "--b", str(k["pem"]), "--ops", str(ops)],
+                           env=st.env, capture_output=True, text=True, timeout=1800)
         if r.returncode != 0:
-            raise RuntimeError(f"callgrind: {r.stderr[-1500:]}")
-        with open(f) as fp:
-            for line in fp:
-                if line.startswith("summary:") or line.startswith("totals:"):
-                    return int(line.split()[1])
-    raise RuntimeError("callgrind: no totals")
-
-
-def instr_per_op(bins, st, k, side):
-    """Instructions per sign operation (callgrind, only inside sign_once): the difference of a
-    300-op and a 100-op run, so one-time costs cancel."""
-    tot = {}
-    for ops in (100, 300):
-        tot[ops] = callgrind_total([bins["sign_bench"], "--a", str(k["ref"]), "--b", str(k["pem"]), "--only", side,
-                                    "--ops", str(ops)], st.env)
-    return (tot[300] - tot[100]) / 200
+            raise RuntimeError(f"callgrind sign_bench: {r.stderr[-1500:]}")
+        a = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", out], capture_output=True,
+                           text=True).stdout
+    res = {}
+    for line in a.splitlines():
+        for side in ("a", "b"):
+            if f":loop_{side} " in line + " " and side not in res:
+                res[side] = int(line.split()[0].replace(",", "")) / ops
+    return res
 
 
 # ------------------------------------------------------------------ P2 nginx handshakes
 
-def p2_tls(st, q, work):
+def tls_instr(bins, st, k, key, proto, n=20):
+    """Server-side instructions per full handshake, in memory (bench/tls_bench.c, callgrind)."""
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--toggle-collect=server_step",
+                        bins["tls_bench"], "--cert", str(k["crt"]), "--key", str(key), "--tls", proto[-3:], "--n",
+                        str(n)], env=st.env, capture_output=True, text=True, timeout=1800)
+    m = re.search(r"refs:\s+([0-9,]+)", r.stderr)
+    if r.returncode != 0 or m is None:
+        raise RuntimeError(f"callgrind tls_bench: {r.stderr[-1500:]}")
+    return int(m.group(1).replace(",", "")) / n
+
+
+def p2_tls(st, bins, q, work):
     out = {}
     for kind in ("rsa2048", "p256"):
         k = st.keys.get(f"tls-{kind}") or st.add_key(f"tls-{kind}", kind, cert=True)
@@ -86,6 +92,10 @@ def p2_tls(st, q, work):
                         res[proto][side].append(h2load(servers[side][1][proto], q["p2_conns"]))
             for proto, d in res.items():
                 d["ratio"] = ratio(median(d["keygate"]), median(d["file"]))
+                if q["callgrind"]:
+                    d["instr"] = {side: tls_instr(bins, st, k, key, proto)
+                                  for side, key in (("keygate", k["ref"]), ("file", k["pem"]))}
+                    d["ratio_instr"] = ratio(d["instr"]["file"], d["instr"]["keygate"])
             out[kind] = res
         finally:
             for n, _ in servers.values():
@@ -111,12 +121,14 @@ def p3_release(st, bins, q, latency):
     try:
         for _ in range(q["p3_runs"]):
             st.clear_logs()
+            s0 = st.stack_cpu_ms()
             rc, out, err, wall, cpu = run_cpu([st.keygate, "-c", str(st.conf), "release", "--ref", str(k["ref"]),
                                                "-v"], env=st.env)
             if rc != 0:
                 raise RuntimeError(f"keygate release: {err[-1000:]}")
             ita, kbs = st.client_requests()
-            runs.append({"wall_ms": wall, "cpu_ms": cpu, "steps_ms": parse_cli_steps(err),
+            runs.append({"wall_ms": wall, "cpu_ms": cpu, "stack_cpu_ms": st.stack_cpu_ms() - s0,
+                         "steps_ms": parse_cli_steps(err),
                          "requests": len(ita) + len(kbs), "request_list": ita + kbs})
         # a process that has released before: JWKS and CRLs cached, a new attestation per release
         st.clear_logs()
@@ -131,20 +143,54 @@ def p3_release(st, bins, q, latency):
         warm["request_list"] = ita + kbs
         warm["cpu_per_release_ms"] = warm["cpu_ms"] / warm["keys"]
         warm["wall_per_release_ms"] = warm["wall_ms"] / warm["keys"]
+        # the wrapping-key generation on its own (random: a mean over several keys)
+        r = subprocess.run([bins["release_bench"], "--config", str(st.conf), "--mode", "keygen", "--repeat",
+                            str(q["p3_keygens"]), str(k["ref"])], env=st.env, capture_output=True, text=True,
+                           timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"release_bench keygen: {r.stderr[-1000:]}")
+        keygen = json.loads(r.stdout)
+        keygen_cpu = keygen["cpu_ms"] / keygen["keys"]
+        instr = cli_instructions(st, k) if q["callgrind"] and latency == 0 else None
     finally:
         st.set_latency(0)
     summary = {
+        "keygen_cpu_ms": keygen_cpu,
+        "instructions": instr,
         "latency_ms": latency,
         "wall_ms": median([x["wall_ms"] for x in runs]),
         "cpu_ms": median([x["cpu_ms"] for x in runs]),
-        "cpu_wo_wrapkey_ms": median([x["cpu_ms"] - x["steps_ms"].get("wrapkey", 0) for x in runs]),
-        "cpu_wo_wrapkey_evidence_ms": median([x["cpu_ms"] - x["steps_ms"].get("wrapkey", 0)
-                                              - x["steps_ms"].get("evidence", 0) for x in runs]),
+        "stack_cpu_ms": median([x["stack_cpu_ms"] for x in runs]),
+        "cpu_wo_wrapkey_ms": median([x["cpu_ms"] for x in runs]) - keygen_cpu,
         "steps_ms": {s: median([x["steps_ms"].get(s, 0) for x in runs]) for s in STEPS},
         "requests_cold": median([x["requests"] for x in runs]),
         "requests_warm": warm["requests_per_release"],
     }
     return {"runs": runs, "warm": warm, "summary": summary}
+
+
+def cli_instructions(st, k):
+    """callgrind of one `keygate release`: total instructions and the inclusive share of the
+    wrapping-key generation, the simulated TD's quote and the process start (dynamic linking)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.out")
+        r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", st.keygate, "-c",
+                            str(st.conf), "release", "--ref", str(k["ref"])], env=st.env, capture_output=True,
+                           text=True, timeout=1800)
+        if r.returncode != 0:
+            raise RuntimeError(f"callgrind keygate release: {r.stderr[-1500:]}")
+        a = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", out], capture_output=True,
+                           text=True).stdout
+    want = {"total": "PROGRAM TOTALS", "wrapkey": ":kg_wrap_key_new ", "evidence": ":kg_collect_evidence ",
+            "dynlink": ":_dl_start ", "verify": ":kg_verify_token ", "unwrap": ":kg_wrap_unwrap ",
+            "http": ":kg_http_request "}
+    res = {}
+    for line in a.splitlines():
+        for name, pat in want.items():
+            if name not in res and pat in line + " ":
+                res[name] = int(line.split()[0].replace(",", ""))
+    res["rest"] = res.get("total", 0) - res.get("wrapkey", 0) - res.get("evidence", 0)
+    return res
 
 
 # ------------------------------------------------------------------ P4 many keys, Intel mode
@@ -172,7 +218,9 @@ def p4_scaling(st, bins, q, latency):
                 plan.reverse()
             for name, rr, flags in plan:
                 st.clear_logs()
+                s0 = st.stack_cpu_ms()
                 d = release_run(bins, st, rr, *flags)
+                d["stack_cpu_ms"] = st.stack_cpu_ms() - s0
                 ita, kbs = st.client_requests()
                 d["requests"] = len(ita) + len(kbs)
                 res[name].append(d)
@@ -180,7 +228,9 @@ def p4_scaling(st, bins, q, latency):
         st.set_latency(0)
     med = {name: median([d["wall_ms"] for d in v]) for name, v in res.items()}
     cpu = {name: median([d["cpu_ms"] for d in v]) for name, v in res.items()}
+    stack_cpu = {name: median([d["stack_cpu_ms"] for d in v]) for name, v in res.items()}
     return {"latency_ms": latency, "keys": n, "intel_keys": ni, "runs": res, "wall_ms": med, "cpu_ms": cpu,
+            "stack_cpu_ms": stack_cpu,
             "ratio_many_one": ratio(med["many"], med["one"]),
             "intel_ratio_one": ratio(med["intel_one"], med["one"]),
             "intel_ratio_n": ratio(med["intel_many"], med["keygate_intel_n"]),
@@ -224,6 +274,7 @@ def p6_startup(st, q, work):
     n = q["p6_blocks"]
     keys = [st.keys.get(f"ngx-{i}") or st.add_key(f"ngx-{i}", "p256", cert=True) for i in range(n)]
     res = {"keygate_1": [], f"keygate_{n}": [], "file_1": [], f"file_{n}": []}
+    stack = {k: [] for k in res}
     run = 0
     for r in range(q["p6_runs"]):
         plan = [("keygate", 1), ("keygate", n), ("file", 1), ("file", n)]
@@ -236,9 +287,11 @@ def p6_startup(st, q, work):
             run += 1
             ngx = Nginx(os.path.join(work, f"nginx-p6-{run}"), servers, st.env, workers=1)
             try:
+                s0 = st.stack_cpu_ms()
                 res[f"{side}_{count}"].append(ngx.start())
+                stack[f"{side}_{count}"].append(st.stack_cpu_ms() - s0)
             finally:
                 ngx.stop()
     med = {k: median(v) for k, v in res.items()}
-    return {"blocks": n, "runs": res, "ms": med, "ratio": ratio(med[f"keygate_{n}"], med["keygate_1"]),
+    return {"blocks": n, "runs": res, "ms": med, "stack_cpu_ms": {k: median(v) for k, v in stack.items()}, "ratio": ratio(med[f"keygate_{n}"], med["keygate_1"]),
             "file_ratio": ratio(med[f"file_{n}"], med["file_1"])}

@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
 from tests.stack.fixtures import LocalStack  # noqa: E402
-from tests.stack.kbs_fixture import create_policy, kbs_admin_token, register_key, start_kbs  # noqa: E402
+from tests.stack.kbs_fixture import (KbsHttpError, create_policy, kbs_admin_token, register_key,  # noqa: E402
+                                     start_kbs)
 
 NGINX = "/usr/sbin/nginx"
 # what the KBS stand-in fetches from ITA to verify one passport token: /certs and two CRLs
@@ -93,7 +94,13 @@ class Stack:
         key = new_key(kind)
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        key_id = register_key(self.kbs.url, self.admin, pem, self.policy)
+        try:
+            key_id = register_key(self.kbs.url, self.admin, pem, self.policy)
+        except KbsHttpError as e:  # the admin token lives minutes; a long run outlives it
+            if e.status != 401:
+                raise
+            self.admin = kbs_admin_token(self.kbs.url, self.stack.state_dir)
+            key_id = register_key(self.kbs.url, self.admin, pem, self.policy)
         paths = {"id": key_id, "kind": kind, "pem": self.keydir / f"{name}.pem",
                  "pub": self.keydir / f"{name}.pub.pem", "ref": self.keydir / f"{name}.ref.pem"}
         paths["pem"].write_bytes(pem)
@@ -130,6 +137,16 @@ class Stack:
                 continue
             client_ita.append((q["method"], q["path"]))
         return client_ita, [(q["method"], q["path"]) for q in kbs]
+
+    def stack_cpu_ms(self):
+        """user+sys CPU the stack's processes (ITA, KBS) have used so far, from /proc."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for svc in ("ita", "kbs"):
+            with open(f"/proc/{self.stack.services[svc].pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return total * 1000.0 / tick
 
     def set_latency(self, ms):
         for svc in ("ita", "kbs"):

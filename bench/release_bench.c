@@ -16,6 +16,10 @@
  *            first REF that each attest again (kg_release_ctx_end_session) with the caches
  *            warm. "warm_start" (epoch seconds) lets the harness count only those requests
  *            in the stack's log
+ *   sequential  one context, kg_release_key for one REF after the other (what the provider
+ *            does when nginx loads one key per server block)
+ *   keygen   K wrapping keys (kg_wrap_key_new) and nothing else: their CPU time, to separate
+ *            the key generation from the rest of a release (REF is still required)
  */
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -27,6 +31,7 @@
 #include "kg_config.h"
 #include "kg_keyref.h"
 #include "kg_release.h"
+#include "kg_wrap.h"
 
 #define MAX_REFS 1024
 
@@ -94,13 +99,30 @@ int main(int argc, char **argv)
             n++;
         }
     }
+    if (strcmp(mode, "keygen") == 0 && repeat >= 1) {
+        c0 = cpu_ms();
+        w0 = now_ms(CLOCK_MONOTONIC);
+        for (int r = 0; r < repeat; r++) {
+            EVP_PKEY *k = kg_wrap_key_new(&err);
+            if (k == NULL) {
+                fprintf(stderr, "release_bench: %s\n", err.msg);
+                return 1;
+            }
+            EVP_PKEY_free(k);
+        }
+        printf("{\"mode\": \"keygen\", \"keys\": %d, \"wall_ms\": %.3f, \"cpu_ms\": %.3f}\n", repeat,
+               now_ms(CLOCK_MONOTONIC) - w0, cpu_ms() - c0);
+        return 0;
+    }
     if (strcmp(mode, "keygate") == 0 && (no_reuse || no_cache))
         mode = no_cache ? "intel" : "no-reuse";
     if (conf == NULL || n == 0 || repeat < 1 ||
         (strcmp(mode, "keygate") != 0 && strcmp(mode, "intel") != 0 && strcmp(mode, "warm") != 0 &&
-         strcmp(mode, "no-reuse") != 0)) {
-        fprintf(stderr, "usage: release_bench --config F [--mode keygate|warm] [--no-reuse] [--no-cache] "
-                        "[--repeat K] REF...\n");
+         strcmp(mode, "no-reuse") != 0 && strcmp(mode, "sequential") != 0)) {
+        fprintf(stderr,
+                "usage: release_bench --config F [--mode keygate|sequential|warm|keygen] [--no-reuse] "
+                "[--no-cache] "
+                "[--repeat K] REF...\n");
         return 2;
     }
     kg_config_defaults(&cfg);
@@ -117,6 +139,15 @@ int main(int argc, char **argv)
         released = kg_release_keys(ctx, ptrs, n, keys, errs, &times);
         kg_release_ctx_free(ctx);
         ctx = NULL;
+    } else if (strcmp(mode, "sequential") == 0) {
+        if ((ctx = kg_release_ctx_new(&cfg, &err)) == NULL)
+            goto fail;
+        for (size_t i = 0; i < n; i++) {
+            memset(&t, 0, sizeof(t));
+            if (kg_release_key(ctx, ptrs[i], &keys[i], &t, &errs[i]))
+                released++;
+            add_times(&times, &t);
+        }
     } else if (strcmp(mode, "intel") == 0 || strcmp(mode, "no-reuse") == 0) {
         int fresh_ctx = strcmp(mode, "intel") == 0;
         for (size_t i = 0; i < n; i++) {

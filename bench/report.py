@@ -15,16 +15,23 @@ def ok(flag):
     return "**met**" if flag else "**NOT met**"
 
 
-def write_results(path, text):
-    """Replaces what lies between the markers (or appends the block); keeps everything else."""
+README_BEGIN, README_END = "<!-- perf-readme:begin -->", "<!-- perf-readme:end -->"
+
+
+def write_results(path, text, begin=BEGIN, end=END, append=True):
+    """Replaces what lies between the markers (or appends the block when append); keeps
+    everything else. Returns 1 if the file was written."""
     path = pathlib.Path(path)
     old = path.read_text() if path.exists() else "# keygate benchmark results\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in old and END in old and old.index(BEGIN) < old.index(END):
-        new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-    else:
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    if begin in old and end in old and old.index(begin) < old.index(end):
+        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
+    elif append:
         new = old.rstrip() + "\n\n" + block + "\n"
+    else:
+        return 0
     path.write_text(new)
+    return 1
 
 
 # ------------------------------------------------------------------ plots

@@ -132,7 +132,7 @@ class LocalStack:
         self.control(name, "DELETE", "/_stack/requests")
 
     def set_latency(self, name, ms):
-        """Added latency of a service: ms per request, 2 ms per new connection (server.py)."""
+        """Added latency of a service: ms per request, 2 x ms per new connection (server.py)."""
         return self.control(name, "PUT", "/_stack/latency", {"ms": ms})["ms"]
 
     # ------------------------------------------------------------------ plain client
