@@ -57,14 +57,15 @@ def plot_goals(goals, path):
     names = [g["name"] for g in goals]
     vals = [g["score"] for g in goals]
     colors = ["tab:green" if g["met"] else "tab:red" for g in goals]
-    ax.barh(names, vals, color=colors)
+    ax.barh(names, [v - 0.5 for v in vals], left=0.5, color=colors)
     ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
     ax.invert_yaxis()
-    ax.set_xlabel("measured / goal limit  (≤ 1 meets the goal; ratio goals: goal / measured)")
+    ax.set_xlabel("measured ÷ limit, log scale (≤ 1 meets the goal; for ≥ goals: limit ÷ measured)")
     ax.set_title("keygate performance goals (issue 10)")
     for i, g in enumerate(goals):
         ax.text(vals[i], i, f"  {g['label']}", va="center", fontsize=8)
-    ax.set_xlim(0, max(2.2, max(vals) * 1.35))
+    ax.set_xscale("log")
+    ax.set_xlim(0.5, max(3.0, max(vals) * 4))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
