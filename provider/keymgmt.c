@@ -189,12 +189,12 @@ static const OSSL_PARAM *kg_ec_km_gettable(void *provctx)
 
 static const char *kg_rsa_km_opname(int operation_id)
 {
-    return "RSA";
+    return operation_id == OSSL_OP_SIGNATURE ? KG_RSA_SIG_NAME : "RSA";
 }
 
 static const char *kg_ec_km_opname(int operation_id)
 {
-    return operation_id == OSSL_OP_KEYEXCH ? "ECDH" : "ECDSA";
+    return operation_id == OSSL_OP_KEYEXCH ? "ECDH" : KG_ECDSA_SIG_NAME;
 }
 
 #define KG_KEYMGMT_COMMON                                                                                    \

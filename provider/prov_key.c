@@ -30,6 +30,8 @@ void kg_key_free(kg_key *key)
 {
     if (key == NULL)
         return;
+    for (int i = 0; i < KG_SIGN_TMPL_MAX; i++)
+        kg_sign_tmpl_free(key->sign_tmpl[i]);
     EVP_PKEY_free(key->priv);
     kg_keyref_clear(&key->ref);
     key->magic = 0;

@@ -60,9 +60,14 @@ static const OSSL_ALGORITHM kg_keymgmt[] = {{KG_RSA_NAMES, KG_PROPS, kg_rsa_keym
                                             {KG_EC_NAMES, KG_PROPS, kg_ec_keymgmt_functions, NULL},
                                             {NULL, NULL, NULL, NULL}};
 
-static const OSSL_ALGORITHM kg_signature[] = {{KG_RSA_NAMES, KG_PROPS, kg_rsa_signature_functions, NULL},
-                                              {"ECDSA", KG_PROPS, kg_ecdsa_signature_functions, NULL},
-                                              {NULL, NULL, NULL, NULL}};
+/* Signature names of our own (keymgmt.c's query_operation_name returns them): with "RSA" or
+ * "ECDSA", every EVP_DigestSignInit on a keygate key first fetched the default provider's
+ * implementation, tried to export our key to it (refused, error raised and popped) and only
+ * then came to ours: +11% instructions per P-256 signature (bench/RESULTS.md, P1). */
+static const OSSL_ALGORITHM kg_signature[] = {
+    {KG_RSA_SIG_NAME, KG_PROPS, kg_rsa_signature_functions, NULL},
+    {KG_ECDSA_SIG_NAME, KG_PROPS, kg_ecdsa_signature_functions, NULL},
+    {NULL, NULL, NULL, NULL}};
 
 static const OSSL_ALGORITHM kg_asym_cipher[] = {{KG_RSA_NAMES, KG_PROPS, kg_rsa_asym_cipher_functions, NULL},
                                                 {NULL, NULL, NULL, NULL}};

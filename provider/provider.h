@@ -51,6 +51,9 @@ typedef struct kg_provctx {
 } kg_provctx;
 
 #define KG_KEY_MAGIC 0x6b67796bU /* "kgyk" */
+#define KG_SIGN_TMPL_MAX 4       /* digests with a prepared signing context per key */
+
+struct kg_sign_tmpl;
 
 typedef struct kg_key {
     uint32_t magic;
@@ -60,6 +63,7 @@ typedef struct kg_key {
     kg_keyref ref;  /* key id, KBS, and ref.pubkey: the public key (kg_libctx) */
     EVP_PKEY *priv; /* the released private key once released; one reference held */
     pthread_mutex_t lock;
+    struct kg_sign_tmpl *sign_tmpl[KG_SIGN_TMPL_MAX]; /* signature.c; published once, freed with the key */
 } kg_key;
 
 /* The object reference the decoder hands to keymgmt load: versioned, with a magic number. */
@@ -83,6 +87,9 @@ int kg_key_type_of(const EVP_PKEY *pkey); /* KG_KEY_TYPE_* or 0 */
  * EVP_PKEY (valid while the key lives) or NULL with an error raised naming the step. */
 EVP_PKEY *kg_key_private(kg_key *key);
 
+/* Frees a key's prepared signing contexts (signature.c). */
+void kg_sign_tmpl_free(struct kg_sign_tmpl *t);
+
 /* Frees what signature.c fetched from kg_libctx() (before kg_libctx_cleanup). */
 void kg_signature_cleanup(void);
 
@@ -105,5 +112,8 @@ extern const OSSL_DISPATCH kg_ec_text_encoder_functions[];
 extern const OSSL_DISPATCH kg_store_functions[];
 
 #define KG_REF_STRUCTURE "keygate-reference"
+/* Names of our signature implementations: unique, so a fetch for a keygate key finds ours first. */
+#define KG_RSA_SIG_NAME "KEYGATE-RSA"
+#define KG_ECDSA_SIG_NAME "KEYGATE-ECDSA"
 
 #endif

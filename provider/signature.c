@@ -9,7 +9,9 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "kg_libctx.h"
 #include "provider.h"
@@ -154,15 +156,74 @@ static int kg_sig_verify(void *vctx, const unsigned char *sig, size_t siglen, co
     return ctx->pctx != NULL && EVP_PKEY_verify(ctx->pctx, sig, siglen, tbs, tbslen) > 0;
 }
 
+/*
+ * Per key and digest, a digest-sign context initialised once and copied for each signature:
+ * EVP_MD_CTX_copy_ex costs a fraction of EVP_DigestSignInit_ex (fetches, a new EVP_PKEY_CTX,
+ * the signature's init), which a TLS server would otherwise pay twice per handshake (outer and
+ * inner). A template is published once with a compare-and-swap and never changed, so copies
+ * take no lock.
+ */
+struct kg_sign_tmpl {
+    char md[64];
+    EVP_MD_CTX *ctx;
+};
+
+void kg_sign_tmpl_free(struct kg_sign_tmpl *t)
+{
+    if (t != NULL) {
+        EVP_MD_CTX_free(t->ctx);
+        free(t);
+    }
+}
+
+static EVP_MD_CTX *sign_template(kg_key *key, EVP_PKEY *pk, const char *mdname)
+{
+    const char *md = mdname != NULL ? mdname : "";
+    struct kg_sign_tmpl *t, *fresh = NULL;
+
+    if (strlen(md) >= sizeof(fresh->md))
+        return NULL;
+    for (int i = 0; i < KG_SIGN_TMPL_MAX; i++) {
+        while ((t = __atomic_load_n(&key->sign_tmpl[i], __ATOMIC_ACQUIRE)) == NULL) {
+            if (fresh == NULL) {
+                if ((fresh = calloc(1, sizeof(*fresh))) == NULL || (fresh->ctx = EVP_MD_CTX_new()) == NULL ||
+                    EVP_DigestSignInit_ex(fresh->ctx, NULL, mdname, kg_libctx(), NULL, pk, NULL) <= 0) {
+                    kg_sign_tmpl_free(fresh);
+                    return NULL;
+                }
+                snprintf(fresh->md, sizeof(fresh->md), "%s", md);
+            }
+            if (__atomic_compare_exchange_n(&key->sign_tmpl[i], &t, fresh, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+                return fresh->ctx;
+        }
+        if (strcasecmp(t->md, md) == 0) {
+            kg_sign_tmpl_free(fresh);
+            return t->ctx;
+        }
+    }
+    kg_sign_tmpl_free(fresh);
+    return NULL; /* every slot holds another digest: no template */
+}
+
 static int digest_init(kg_sig_ctx *ctx, const char *mdname, void *keydata, const OSSL_PARAM params[],
                        int sign)
 {
     EVP_PKEY *pk;
     EVP_PKEY_CTX *inner = NULL;
+    EVP_MD_CTX *tmpl;
 
     sig_reset(ctx);
     if ((pk = sig_key(ctx, keydata, sign)) == NULL || (ctx->mdctx = EVP_MD_CTX_new()) == NULL)
         return 0;
+    if (sign && (params == NULL || params[0].key == NULL) &&
+        (tmpl = sign_template(ctx->key, pk, mdname)) != NULL) {
+        if (EVP_MD_CTX_copy_ex(ctx->mdctx, tmpl)) {
+            ctx->pctx = EVP_MD_CTX_get_pkey_ctx(ctx->mdctx); /* owned by mdctx */
+            return 1;
+        }
+        EVP_MD_CTX_reset(ctx->mdctx); /* fall back to a fresh init */
+    }
     if ((sign ? EVP_DigestSignInit_ex(ctx->mdctx, &inner, mdname, kg_libctx(), NULL, pk, params)
               : EVP_DigestVerifyInit_ex(ctx->mdctx, &inner, mdname, kg_libctx(), NULL, pk, params)) <= 0) {
         sig_reset(ctx);

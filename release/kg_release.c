@@ -31,6 +31,7 @@ struct kg_release_ctx {
     pthread_mutex_t lock;
     kg_session session;
     ita_verifier *verifier; /* JWKS and CRL caches across attestations */
+    kg_http *idle_http;     /* a KBS connection kept alive between kg_release_key calls */
     char *api_key;          /* read at creation when possible (secure heap), see kg_release_ctx_new */
     kg_trustee *trustee;    /* kbs_type = trustee: its session (kg_trustee.h) */
 };
@@ -86,6 +87,7 @@ void kg_release_ctx_free(kg_release_ctx *ctx)
     session_clear(&ctx->session);
     ita_verifier_free(ctx->verifier);
     kg_trustee_free(ctx->trustee);
+    kg_http_free(ctx->idle_http);
     OPENSSL_secure_clear_free(ctx->api_key, ITA_MAX_API_KEY + 1);
     pthread_mutex_destroy(&ctx->lock);
     OPENSSL_cleanse(&ctx->cfg, sizeof(ctx->cfg));
@@ -108,6 +110,13 @@ int kg_release_ctx_set_api_key(kg_release_ctx *ctx, const char *api_key, kg_err 
     ctx->api_key = copy;
     pthread_mutex_unlock(&ctx->lock);
     return 1;
+void kg_release_ctx_end_session(kg_release_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    pthread_mutex_lock(&ctx->lock);
+    session_clear(&ctx->session);
+    pthread_mutex_unlock(&ctx->lock);
 }
 
 void kg_release_ctx_atfork_child(kg_release_ctx *ctx)
@@ -115,6 +124,9 @@ void kg_release_ctx_atfork_child(kg_release_ctx *ctx)
     if (ctx != NULL) {
         pthread_mutex_init(&ctx->lock, NULL);
         kg_trustee_atfork_child(ctx->trustee);
+        /* the parent's connection: dropped without a word (a TLS close_notify from here would
+         * end the parent's session); the child makes its own when it needs one */
+        ctx->idle_http = NULL;
     }
 }
 
@@ -245,12 +257,13 @@ err:
     return ok;
 }
 
-/* Transfer, unwrap and match for one key, with its own HTTP handle. */
-static int release_one(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg_release_times *t,
-                       kg_err *err)
+/* Transfer, unwrap and match for one key, on the caller's HTTP handle (keep-alive across the
+ * keys of a kg_release_keys worker) or, when shared is NULL, on its own. */
+static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *ref, EVP_PKEY **key,
+                       kg_release_times *t, kg_err *err)
 {
     kg_http_opts hopts;
-    kg_http *h = NULL;
+    kg_http *h = shared;
     kbs_wrapped w;
     EVP_PKEY *wrapping_key = NULL, *released = NULL;
     char *token = NULL;
@@ -272,7 +285,7 @@ static int release_one(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key
         goto match;
     }
     kg_config_http_opts(&ctx->cfg, &hopts);
-    if ((h = kg_http_new(&hopts, err)) == NULL)
+    if (h == NULL && (h = kg_http_new(&hopts, err)) == NULL)
         return 0;
     if (strcmp(ctx->cfg.kbs_mode, "background") == 0) {
         if (!background_transfer(ctx, h, ref, t, &wrapping_key, &w, err))
@@ -310,18 +323,49 @@ err:
     EVP_PKEY_free(wrapping_key);
     kbs_wrapped_clear(&w);
     free(token);
-    kg_http_free(h);
+    if (h != shared)
+        kg_http_free(h);
     return ok;
+}
+
+/* The idle KBS connection, if any (the caller owns it until http_put_idle), else NULL. */
+static kg_http *http_take_idle(kg_release_ctx *ctx)
+{
+    kg_http *h;
+    pthread_mutex_lock(&ctx->lock);
+    h = ctx->idle_http;
+    ctx->idle_http = NULL;
+    pthread_mutex_unlock(&ctx->lock);
+    return h;
+}
+
+static void http_put_idle(kg_release_ctx *ctx, kg_http *h)
+{
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->idle_http == NULL) {
+        ctx->idle_http = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    kg_http_free(h);
 }
 
 int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg_release_times *times,
                    kg_err *err)
 {
     kg_release_times t;
+    kg_http_opts hopts;
+    kg_http *h;
     int ok;
 
     memset(&t, 0, sizeof(t));
-    ok = release_one(ctx, ref, key, &t, err);
+    /* keys loaded one after the other (nginx: one per server block) reuse one connection */
+    kg_config_http_opts(&ctx->cfg, &hopts);
+    if ((h = http_take_idle(ctx)) == NULL)
+        h = kg_http_new(&hopts, err);
+    ok = h != NULL && release_one(ctx, h, ref, key, &t, err);
+    if (h != NULL)
+        http_put_idle(ctx, h);
     if (times != NULL)
         *times = t;
     return ok;
@@ -337,19 +381,29 @@ typedef struct release_job {
     size_t next; /* next index to take, under ctx->lock */
 } release_job;
 
+/* One worker: its own HTTP handle for all the keys it takes, so transfers to the same KBS reuse
+ * the connection (no TLS handshake per key). */
 static void *release_worker(void *arg)
 {
     release_job *job = arg;
+    kg_http_opts hopts;
+    kg_http *h;
+    kg_err ignored;
+
+    kg_config_http_opts(&job->ctx->cfg, &hopts);
+    h = kg_http_new(&hopts, &ignored); /* NULL: release_one makes one per key */
     for (;;) {
         size_t i;
         pthread_mutex_lock(&job->ctx->lock);
         i = job->next++;
         pthread_mutex_unlock(&job->ctx->lock);
         if (i >= job->n)
-            return NULL;
+            break;
         kg_err_clear(&job->errs[i]);
-        release_one(job->ctx, job->refs[i], &job->keys[i], &job->times[i], &job->errs[i]);
+        release_one(job->ctx, h, job->refs[i], &job->keys[i], &job->times[i], &job->errs[i]);
     }
+    kg_http_free(h);
+    return NULL;
 }
 
 size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t n, EVP_PKEY **keys,
@@ -367,7 +421,7 @@ size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t
         goto done;
     /* the first key runs alone: it makes the attestation every other transfer reuses */
     first = job.next++;
-    release_one(ctx, refs[first], &keys[first], &t[first], &e[first]);
+    release_one(ctx, NULL, refs[first], &keys[first], &t[first], &e[first]);
     while (nthreads < KG_RELEASE_MAX_PARALLEL && nthreads + 1 < n &&
            pthread_create(&threads[nthreads], NULL, release_worker, &job) == 0)
         nthreads++;

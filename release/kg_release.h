@@ -36,6 +36,10 @@ void kg_release_ctx_free(kg_release_ctx *ctx);
  * the CLI read from stdin. Returns 1, or 0 with err (step config). */
 int kg_release_ctx_set_api_key(kg_release_ctx *ctx, const char *api_key, kg_err *err);
 
+/* Ends the current attestation session: the next release makes a new wrapping key and attests
+ * again. The verifier's JWKS and CRL caches stay. Accepts NULL. */
+void kg_release_ctx_end_session(kg_release_ctx *ctx);
+
 /* For a pthread_atfork child handler: re-initialises the context's lock (another thread may have
  * held it at fork). Does no I/O. Accepts NULL. */
 void kg_release_ctx_atfork_child(kg_release_ctx *ctx);

@@ -131,6 +131,10 @@ class LocalStack:
     def clear_requests(self, name):
         self.control(name, "DELETE", "/_stack/requests")
 
+    def set_latency(self, name, ms):
+        """Added latency of a service: ms per request, 2 x ms per new connection (server.py)."""
+        return self.control(name, "PUT", "/_stack/latency", {"ms": ms})["ms"]
+
     # ------------------------------------------------------------------ plain client
 
     def connection(self, name, timeout=30):

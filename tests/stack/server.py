@@ -44,6 +44,12 @@ header ``X-Stack-Control: <contents of control-token>``:
     DELETE /_stack/faults                  clear it
     GET /_stack/requests                   {"requests": [log records]}
     DELETE /_stack/requests                clear the in-memory log
+    PUT /_stack/latency {"ms": N}          added network latency (GET reads it)
+
+Latency (``--latency-ms N`` or the control API) models a real network for benchmarks: every
+request waits N ms (one round trip) before it is handled, and every new connection waits 2 N ms
+once (the TCP and the TLS 1.3 handshake round trips), so keep-alive pays off as it would on a
+WAN.  Control requests are never delayed.  Default 0.
 """
 
 import argparse
@@ -145,6 +151,7 @@ class StackService:
         self._lock = threading.Lock()
         self._log_path = os.path.join(self.state_dir, f"{name}-requests.jsonl")
         self._control_token = pki.control_token(self.state_dir)
+        self.latency_ms = 0.0
 
     # ------------------------------------------------------------------ routing
 
@@ -257,6 +264,17 @@ class StackService:
         if key == ("DELETE", "/_stack/requests"):
             self.clear_requests()
             return json_response(200, {"requests": []})
+        if key == ("GET", "/_stack/latency"):
+            return json_response(200, {"ms": self.latency_ms})
+        if key == ("PUT", "/_stack/latency"):
+            try:
+                ms = float(req.json().get("ms"))
+            except (HttpError, ValueError, TypeError, AttributeError) as e:
+                return error_response(400, f"latency needs {{\"ms\": number}}: {e}")
+            if not 0 <= ms <= 10000:
+                return error_response(400, "latency ms must be in [0, 10000]")
+            self.latency_ms = ms
+            return json_response(200, {"ms": self.latency_ms})
         return error_response(404, "unknown control endpoint")
 
     # ------------------------------------------------------------------ serving
@@ -309,9 +327,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 60
     service = None          # set by StackService.serve
+    # headers and body go out in separate writes: without TCP_NODELAY, Nagle holds the body
+    # until the client's delayed ACK (40 ms on Linux), a stall no real service has
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         pass
+
+    def setup(self):
+        super().setup()
+        if self.service.latency_ms > 0:     # TCP + TLS handshake round trips of a new connection
+            time.sleep(2 * self.service.latency_ms / 1000)
 
     def version_string(self):
         return self.server_version
@@ -359,6 +385,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if req.path.startswith("/_stack/"):
             self._send(svc.control(req))
             return
+        if svc.latency_ms > 0:              # one round trip per request
+            time.sleep(svc.latency_ms / 1000)
         fault = svc.take_fault(req.method, req.path)
         req.fault = fault
         mode = fault["mode"] if fault else None
@@ -491,11 +519,14 @@ def main(service_factory, add_arguments=None, argv=None):
     parser.add_argument("--fault", type=_parse_fault, action="append", default=[],
                         help="fault JSON object, active from start-up (repeatable)")
     parser.add_argument("--http", action="store_true", help="plain HTTP instead of TLS")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="added latency per request (and 2x per new connection), ms")
     if add_arguments:
         add_arguments(parser)
     args = parser.parse_args(argv)
     pki.init_state(args.state)
     service = service_factory(args)
     service.set_faults(args.fault)
+    service.latency_ms = args.latency_ms
     service.serve(port=args.port, tls=not args.http)
     return 0

@@ -1,0 +1,297 @@
+"""The measurements of issue 10 (P1-P6 and the Intel-client comparison). Each returns a dict
+of raw samples and a summary; A and B are always measured in the same run, interleaved."""
+import json
+import os
+import re
+import subprocess
+import tempfile
+
+from harness import KBS_ITA_FETCHES_PER_TRANSFER, Nginx, free_port, h2load, median, run_cpu  # noqa: F401
+
+STEPS = ("wrapkey", "nonce", "evidence", "token", "verify", "transfer", "unwrap", "match")
+CLI_STEP = {"wrapping-key": "wrapkey"}
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+# ------------------------------------------------------------------ P1 sign ops/s
+
+def p1_sign(st, bins, q):
+    out = {}
+    for kind in ("rsa2048", "rsa3072", "p256"):
+        k = st.keys.get(f"sign-{kind}") or st.add_key(f"sign-{kind}", kind)
+        r = subprocess.run([bins["sign_bench"], "--a", str(k["ref"]), "--b", str(k["pem"]), "--runs",
+                            str(q["p1_runs"]), "--seconds", str(q["p1_seconds"])],
+                           env=st.env, capture_output=True, text=True, timeout=900)
+        if r.returncode != 0:
+            raise RuntimeError(f"sign_bench {kind}: {r.stderr[-1500:]}")
+        d = json.loads(r.stdout)
+        d["ratio_wall"] = ratio(median(d["a_wall"]), median(d["b_wall"]))
+        d["ratio_cpu"] = ratio(median(d["a_cpu"]), median(d["b_cpu"]))
+        d["run_ratios"] = [ratio(a, b) for a, b in zip(d["a_wall"], d["b_wall"])]
+        if q["callgrind"]:
+            d["instr"] = instr_per_op(bins, st, k)
+            d["ratio_instr"] = ratio(d["instr"]["b"], d["instr"]["a"])  # ops per instruction
+        out[kind] = d
+    return out
+
+
+def instr_per_op(bins, st, k, ops=200):
+    """Instructions per sign operation on each side (callgrind, inclusive cost of loop_a and
+    loop_b of sign_bench, after its warm-up, divided by ops)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.out")
+        r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                            bins["sign_bench"], "--a", str(k["ref"]), "--b", str(k["pem"]), "--ops", str(ops)],
+                           env=st.env, capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            raise RuntimeError(f"callgrind sign_bench: {r.stderr[-1500:]}")
+        a = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", out], capture_output=True,
+                           text=True).stdout
+    res = {}
+    for line in a.splitlines():
+        for side in ("a", "b"):
+            if f":loop_{side} " in line + " " and side not in res:
+                res[side] = int(line.split()[0].replace(",", "")) / ops
+    return res
+
+
+# ------------------------------------------------------------------ P2 nginx handshakes
+
+def tls_instr(bins, st, k, key, proto, n=20):
+    """Server-side instructions per full handshake, in memory (bench/tls_bench.c, callgrind)."""
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--toggle-collect=server_step",
+                        bins["tls_bench"], "--cert", str(k["crt"]), "--key", str(key), "--tls", proto[-3:], "--n",
+                        str(n)], env=st.env, capture_output=True, text=True, timeout=1800)
+    m = re.search(r"refs:\s+([0-9,]+)", r.stderr)
+    if r.returncode != 0 or m is None:
+        raise RuntimeError(f"callgrind tls_bench: {r.stderr[-1500:]}")
+    return int(m.group(1).replace(",", "")) / n
+
+
+def p2_tls(st, bins, q, work):
+    out = {}
+    for kind in ("rsa2048", "p256"):
+        k = st.keys.get(f"tls-{kind}") or st.add_key(f"tls-{kind}", kind, cert=True)
+        servers = {}
+        try:
+            for side, key in (("keygate", k["ref"]), ("file", k["pem"])):
+                p13, p12 = free_port(), free_port()
+                n = Nginx(os.path.join(work, f"nginx-p2-{kind}-{side}"),
+                          [(p13, "TLSv1.3", k["crt"], key, "localhost"),
+                           (p12, "TLSv1.2", k["crt"], key, "localhost12")], st.env, workers=1)
+                n.start()
+                servers[side] = (n, {"TLSv1.3": p13, "TLSv1.2": p12})
+            res = {proto: {"keygate": [], "file": []} for proto in ("TLSv1.3", "TLSv1.2")}
+            for r in range(q["p2_runs"]):
+                for proto in ("TLSv1.3", "TLSv1.2"):
+                    order = ("keygate", "file") if r % 2 == 0 else ("file", "keygate")
+                    for side in order:
+                        res[proto][side].append(h2load(servers[side][1][proto], q["p2_conns"]))
+            for proto, d in res.items():
+                d["ratio"] = ratio(median(d["keygate"]), median(d["file"]))
+                if q["callgrind"]:
+                    d["instr"] = {side: tls_instr(bins, st, k, key, proto)
+                                  for side, key in (("keygate", k["ref"]), ("file", k["pem"]))}
+                    d["ratio_instr"] = ratio(d["instr"]["file"], d["instr"]["keygate"])
+            out[kind] = res
+        finally:
+            for n, _ in servers.values():
+                n.stop()
+    return out
+
+
+# ------------------------------------------------------------------ P3 one release
+
+def parse_cli_steps(stderr):
+    steps = {}
+    for m in re.finditer(r"^  ([a-z-]+)\s+([0-9.]+) ms", stderr, re.M):
+        steps[CLI_STEP.get(m.group(1), m.group(1))] = float(m.group(2))
+    return steps
+
+
+def p3_release(st, bins, q, latency):
+    """`keygate release --ref` as a user runs it (CPU = user+sys of that process), the step
+    breakdown, and the round trips: cold (new process) and with JWKS/CRLs cached."""
+    k = st.keys.get("rel-p256") or st.add_key("rel-p256", "p256")
+    st.set_latency(latency)
+    runs = []
+    try:
+        for _ in range(q["p3_runs"]):
+            st.clear_logs()
+            s0 = st.stack_cpu_ms()
+            rc, out, err, wall, cpu = run_cpu([st.keygate, "-c", str(st.conf), "release", "--ref", str(k["ref"]),
+                                               "-v"], env=st.env)
+            if rc != 0:
+                raise RuntimeError(f"keygate release: {err[-1000:]}")
+            ita, kbs = st.client_requests()
+            runs.append({"wall_ms": wall, "cpu_ms": cpu, "stack_cpu_ms": st.stack_cpu_ms() - s0,
+                         "steps_ms": parse_cli_steps(err),
+                         "requests": len(ita) + len(kbs), "request_list": ita + kbs})
+        # a process that has released before: JWKS and CRLs cached, a new attestation per release
+        st.clear_logs()
+        r = subprocess.run([bins["release_bench"], "--config", str(st.conf), "--mode", "warm", "--repeat",
+                            str(q["p3_warm"]), str(k["ref"])], env=st.env, capture_output=True, text=True,
+                           timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"release_bench warm: {r.stderr[-1000:]}")
+        warm = json.loads(r.stdout)
+        ita, kbs = st.client_requests(since=warm["warm_start"])
+        warm["requests_per_release"] = (len(ita) + len(kbs)) / warm["keys"]
+        warm["request_list"] = ita + kbs
+        warm["cpu_per_release_ms"] = warm["cpu_ms"] / warm["keys"]
+        warm["wall_per_release_ms"] = warm["wall_ms"] / warm["keys"]
+        # the wrapping-key generation on its own (random: a mean over several keys)
+        r = subprocess.run([bins["release_bench"], "--config", str(st.conf), "--mode", "keygen", "--repeat",
+                            str(q["p3_keygens"]), str(k["ref"])], env=st.env, capture_output=True, text=True,
+                           timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"release_bench keygen: {r.stderr[-1000:]}")
+        keygen = json.loads(r.stdout)
+        keygen_cpu = keygen["cpu_ms"] / keygen["keys"]
+        instr = cli_instructions(st, k) if q["callgrind"] and latency == 0 else None
+    finally:
+        st.set_latency(0)
+    summary = {
+        "keygen_cpu_ms": keygen_cpu,
+        "instructions": instr,
+        "latency_ms": latency,
+        "wall_ms": median([x["wall_ms"] for x in runs]),
+        "cpu_ms": median([x["cpu_ms"] for x in runs]),
+        "stack_cpu_ms": median([x["stack_cpu_ms"] for x in runs]),
+        "cpu_wo_wrapkey_ms": median([x["cpu_ms"] for x in runs]) - keygen_cpu,
+        "steps_ms": {s: median([x["steps_ms"].get(s, 0) for x in runs]) for s in STEPS},
+        "requests_cold": median([x["requests"] for x in runs]),
+        "requests_warm": warm["requests_per_release"],
+    }
+    return {"runs": runs, "warm": warm, "summary": summary}
+
+
+def cli_instructions(st, k):
+    """callgrind of one `keygate release`: total instructions and the inclusive share of the
+    wrapping-key generation, the simulated TD's quote and the process start (dynamic linking)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.out")
+        r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", st.keygate, "-c",
+                            str(st.conf), "release", "--ref", str(k["ref"])], env=st.env, capture_output=True,
+                           text=True, timeout=1800)
+        if r.returncode != 0:
+            raise RuntimeError(f"callgrind keygate release: {r.stderr[-1500:]}")
+        a = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", out], capture_output=True,
+                           text=True).stdout
+    want = {"total": "PROGRAM TOTALS", "wrapkey": ":kg_wrap_key_new ", "evidence": ":kg_collect_evidence ",
+            "dynlink": ":_dl_start ", "verify": ":kg_verify_token ", "unwrap": ":kg_wrap_unwrap ",
+            "http": ":kg_http_request "}
+    res = {}
+    for line in a.splitlines():
+        for name, pat in want.items():
+            if name not in res and pat in line + " ":
+                res[name] = int(line.split()[0].replace(",", ""))
+    res["rest"] = res.get("total", 0) - res.get("wrapkey", 0) - res.get("evidence", 0)
+    return res
+
+
+# ------------------------------------------------------------------ P4 many keys, Intel mode
+
+def release_run(bins, st, refs, *flags):
+    r = subprocess.run([bins["release_bench"], "--config", str(st.conf), *flags, *map(str, refs)], env=st.env,
+                       capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"release_bench {flags}: {r.stderr[-1500:]}")
+    return json.loads(r.stdout)
+
+
+def p4_scaling(st, bins, q, latency):
+    n = q["p4_keys"]
+    refs = [(st.keys.get(f"many-{i}") or st.add_key(f"many-{i}", "p256"))["ref"] for i in range(n)]
+    ni = q["intel_keys"]
+    st.set_latency(latency)
+    res = {"one": [], "many": [], "intel_one": [], "intel_many": [], "keygate_intel_n": []}
+    try:
+        for r in range(q["p4_runs"]):
+            plan = [("one", refs[:1], ()), ("many", refs, ()), ("keygate_intel_n", refs[:ni], ()),
+                    ("intel_one", refs[:1], ("--no-reuse", "--no-cache")),
+                    ("intel_many", refs[:ni], ("--no-reuse", "--no-cache"))]
+            if r % 2:
+                plan.reverse()
+            for name, rr, flags in plan:
+                st.clear_logs()
+                s0 = st.stack_cpu_ms()
+                d = release_run(bins, st, rr, *flags)
+                d["stack_cpu_ms"] = st.stack_cpu_ms() - s0
+                ita, kbs = st.client_requests()
+                d["requests"] = len(ita) + len(kbs)
+                res[name].append(d)
+    finally:
+        st.set_latency(0)
+    med = {name: median([d["wall_ms"] for d in v]) for name, v in res.items()}
+    cpu = {name: median([d["cpu_ms"] for d in v]) for name, v in res.items()}
+    stack_cpu = {name: median([d["stack_cpu_ms"] for d in v]) for name, v in res.items()}
+    return {"latency_ms": latency, "keys": n, "intel_keys": ni, "runs": res, "wall_ms": med, "cpu_ms": cpu,
+            "stack_cpu_ms": stack_cpu,
+            "ratio_many_one": ratio(med["many"], med["one"]),
+            "intel_ratio_one": ratio(med["intel_one"], med["one"]),
+            "intel_ratio_n": ratio(med["intel_many"], med["keygate_intel_n"]),
+            "requests": {name: median([d["requests"] for d in v]) for name, v in res.items()}}
+
+
+# ------------------------------------------------------------------ P5 memory
+
+def p5_rss(st, bins, q, work):
+    refs, pems = [], []
+    for i in range(10):
+        k = st.keys.get(f"rss-{i}") or st.add_key(f"rss-{i}", "rsa2048" if i % 2 else "p256")
+        refs.append(str(k["ref"]))
+        pems.append(str(k["pem"]))
+    plain = os.path.join(work, "openssl-default.cnf")
+    with open(plain, "w") as f:
+        f.write("openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n"
+                "[provider_sect]\ndefault = default_sect\n[default_sect]\nactivate = 1\n")
+    res = {"keygate": [], "plain": [], "keygate_provider_only": []}
+    for r in range(q["p5_runs"]):
+        for name, cnf, files in (("keygate", str(st.cnf), refs), ("plain", plain, pems),
+                                 ("keygate_provider_only", str(st.cnf), [])):
+            p = subprocess.run([bins["rss_bench"], "--cnf", cnf, *files], env=dict(st.env, OPENSSL_CONF=plain),
+                               capture_output=True, text=True, timeout=600)
+            if p.returncode != 0:
+                raise RuntimeError(f"rss_bench {name}: {p.stderr[-1500:]}")
+            res[name].append(json.loads(p.stdout))
+
+    def added(name, key="after_keys_kb"):
+        return median([d[key] - d["base_kb"] for d in res[name]])
+    return {"runs": res, "keygate_added_kb": added("keygate"), "plain_added_kb": added("plain"),
+            "keygate_libs_kb": median([d["libs_added_kb"] for d in res["keygate"]]),
+            "keygate_own_kb": median([d["own_added_kb"] for d in res["keygate"]]),
+            "provider_added_kb": added("keygate_provider_only", "after_provider_kb"),
+            "net_added_kb": added("keygate") - added("plain")}
+
+
+# ------------------------------------------------------------------ P6 nginx startup
+
+def p6_startup(st, q, work):
+    n = q["p6_blocks"]
+    keys = [st.keys.get(f"ngx-{i}") or st.add_key(f"ngx-{i}", "p256", cert=True) for i in range(n)]
+    res = {"keygate_1": [], f"keygate_{n}": [], "file_1": [], f"file_{n}": []}
+    stack = {k: [] for k in res}
+    run = 0
+    for r in range(q["p6_runs"]):
+        plan = [("keygate", 1), ("keygate", n), ("file", 1), ("file", n)]
+        if r % 2:
+            plan.reverse()
+        for side, count in plan:
+            port = free_port()
+            servers = [(port, "TLSv1.2 TLSv1.3", k["crt"], k["ref"] if side == "keygate" else k["pem"],
+                        "localhost" if i == 0 else f"s{i}.bench") for i, k in enumerate(keys[:count])]
+            run += 1
+            ngx = Nginx(os.path.join(work, f"nginx-p6-{run}"), servers, st.env, workers=1)
+            try:
+                s0 = st.stack_cpu_ms()
+                res[f"{side}_{count}"].append(ngx.start())
+                stack[f"{side}_{count}"].append(st.stack_cpu_ms() - s0)
+            finally:
+                ngx.stop()
+    med = {k: median(v) for k, v in res.items()}
+    return {"blocks": n, "runs": res, "ms": med, "stack_cpu_ms": {k: median(v) for k, v in stack.items()}, "ratio": ratio(med[f"keygate_{n}"], med["keygate_1"]),
+            "file_ratio": ratio(med[f"file_{n}"], med["file_1"])}
