@@ -15,7 +15,6 @@
 
 #include "kg_libctx.h"
 
-#define KG_WRAP_RSA_PRIMES 3
 #define SWK_LEN 32
 #define GCM_IV_LEN 12
 #define GCM_TAG_LEN 16
@@ -27,14 +26,8 @@ EVP_PKEY *kg_wrap_key_new(kg_err *err)
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(kg_libctx(), "RSA", NULL);
     EVP_PKEY *key = NULL;
 
-    /* three primes of 1024 bits: key generation, the largest client CPU cost of a release, is
-     * ~5x cheaper than with two of 1536 bits (bench/RESULTS.md, P3), and unwrapping is faster
-     * too. The modulus is still 3072 bits, which is all the KBS sees; factoring it stays the
-     * best attack (OpenSSL allows up to 3 primes below 4096 bits). The key lives for one
-     * attestation session, in memory only. */
     if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
-        EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, KG_WRAP_RSA_BITS) <= 0 ||
-        EVP_PKEY_CTX_set_rsa_keygen_primes(ctx, KG_WRAP_RSA_PRIMES) <= 0 || EVP_PKEY_keygen(ctx, &key) <= 0) {
+        EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, KG_WRAP_RSA_BITS) <= 0 || EVP_PKEY_keygen(ctx, &key) <= 0) {
         kg_err_set(err, KG_STEP_WRAPKEY, "RSA-%d key generation failed", KG_WRAP_RSA_BITS);
         kg_err_add_openssl(err);
         key = NULL;
