@@ -344,8 +344,9 @@ def explain(res):
         ins = s.get("instructions") or {}
         L.append(f"- P3 (≤ 5 ms client CPU per release): not reachable by a new process per release. "
                  f"The Intel KBS protocol needs a fresh RSA-3072 wrapping key per attestation: its generation "
-                 f"alone costs {s['keygen_cpu_ms']:.0f} ms CPU here (mean; prime search is random), after making "
-                 "it ~6x cheaper with three primes. Without it a release costs "
+                 f"alone costs {s['keygen_cpu_ms']:.0f} ms CPU here (mean; prime search is random). Three "
+                 "primes would make it ~6x cheaper, but FIPS 186-5 allows only two-prime RSA, so keygate keeps "
+                 "two. Without it a release costs "
                  f"{s['cpu_wo_wrapkey_ms']:.0f} ms CPU"
                  + (f" ({ins['rest'] / 1e6:.0f} M instructions besides key generation and the simulated quote: "
                     f"process start and dynamic linking of libcurl's 39 libraries {ins.get('dynlink', 0) / 1e6:.0f} M, "
