@@ -34,7 +34,6 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
-from tests.stack import pki  # noqa: E402
 from tests.stack.fixtures import LocalStack  # noqa: E402
 from tests.stack.kbs_fixture import create_policy, kbs_admin_token, register_key, start_kbs  # noqa: E402
 
@@ -530,21 +529,28 @@ def concurrent_releases(site, key, n, timeout=300):
     env = dict(os.environ)
     env.pop("KEYGATE_DEBUG", None)
     t0 = time.monotonic()
-    procs = [(subprocess.Popen([str(site.keygate), "-c", str(site.conf), "release", "--ref", str(k["ref"])],
+    procs = [(subprocess.Popen([str(site.keygate), "-c", str(site.conf), "release", "-v", "--ref", str(k["ref"])],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), time.monotonic())
              for _ in range(n)]
     results = []
     for p, started in procs:
         out, err = p.communicate(timeout=timeout)
+        steps = {m.group(1): float(m.group(2)) for m in re.finditer(r"^  ([a-z-]+)\s+([0-9.]+) ms", err, re.M)}
         results.append({"rc": p.returncode, "ok": p.returncode == 0 and out == expected_pub,
-                        "stderr": err.strip()[-300:], "done_s": round(time.monotonic() - t0, 2)})
+                        "stderr": err.strip()[-300:], "done_s": round(time.monotonic() - t0, 2), "steps_ms": steps})
     wall = time.monotonic() - t0
     ita = site.requests("ita")
     issued = [q.get("nonce_sha256") for q in ita if q["path"].endswith("/nonce") and q["status"] == 200]
     consumed = [q.get("nonce_sha256") for q in ita if q["path"].endswith("/attest") and q["status"] == 200]
     transfers = [q for q in site.requests("kbs") if q["path"].endswith("/transfer")]
     done = sorted(r["done_s"] for r in results)
+    step_names = [name for name in results[0]["steps_ms"]] if results else []
+    medians = {}
+    for name in step_names:
+        v = sorted(r["steps_ms"].get(name, 0.0) for r in results)
+        medians[name] = v[len(v) // 2]
     return {
+        "step_median_ms": medians,
         "n": n, "succeeded": sum(r["ok"] for r in results), "wall_s": round(wall, 2),
         "done_s": {"first": done[0], "median": done[len(done) // 2], "last": done[-1]},
         "failures": [r for r in results if not r["ok"]],
@@ -572,3 +578,166 @@ def check_releases(r):
     if r["kbs_transfers_ok"] != r["n"]:
         problems.append(f"{r['kbs_transfers_ok']} KBS transfers for {r['n']} releases")
     return problems
+
+
+# ------------------------------------------------------------------------------------ TLS soak
+
+
+def tls_soak(site, kind, server, handshakes, rounds, clients, slack_kib, log, keygate=True):
+    """Starts server, warms up, runs the rounds, stops it; returns the figures and problems."""
+    attests0 = site.count("ita", r"/attest$")
+    xfer0 = site.count("kbs", r"/transfer$")
+    t0 = time.monotonic()
+    server.start()
+    start_s = time.monotonic() - t0
+    warm = h2load(server.url, 200, clients=clients)
+    ssl0 = int(server.info()["CumSslConns"]) if kind == "haproxy" else None
+    per_round = handshakes // rounds
+    steady_from = f"round{max(1, rounds // 2)}"
+    runs = []
+    label = f"{kind} ({'keygate key' if keygate else 'control: plain key file'})"
+    with RssSampler(server.procs) as sampler:
+        before = sampler.mark("before")
+        for i in range(rounds):
+            runs.append(h2load(server.url, per_round, clients=clients))
+            snap = sampler.mark(f"round{i + 1}")
+            r = runs[-1]
+            log(f"  {label} round {i + 1}/{rounds}: {r['succeeded']}/{r['total']} ok, failed {r['failed']}, "
+                f"errored {r['errored']}, timeout {r['timeout']}, {r['rate_per_s']} handshakes/s; RSS "
+                + ", ".join(f"{k} {mib(v)} MiB" for k, v in snap.items()))
+        time.sleep(1)
+        after = sampler.mark("after")
+    if kind == "nginx":
+        conns = parse_access_log(server.accesslog)
+    else:
+        conns = dict(server.log_counts(), tls_connections=int(server.info()["CumSslConns"]) - ssl0)
+    server.stop()
+    total_ok = sum(r["succeeded"] for r in runs)
+    bad = sum(r["failed"] + r["errored"] + r["timeout"] for r in [warm, *runs])
+    mid = sampler.marks[steady_from]
+    growth = {k: (after[k] - mid[k]) if after.get(k) and mid.get(k) else None for k in after}
+    res = {
+        "server": kind, "keygate": keygate, "handshakes": per_round * rounds, "clients": clients,
+        "succeeded": total_ok, "failed_handshakes": bad, "warmup": warm["succeeded"], "start_s": round(start_s, 2),
+        "rate_per_s": round(total_ok / sum(r["wall_s"] for r in runs), 1),
+        "attests": site.count("ita", r"/attest$") - attests0, "transfers": site.count("kbs", r"/transfer$") - xfer0,
+        "rss_kib": {"before": before, **{f"round{i + 1}": sampler.marks[f"round{i + 1}"] for i in range(rounds)},
+                    "after": after, "peak": sampler.peak()},
+        "steady_from": steady_from, "rss_growth_kib_steady": growth, "connections": conns,
+        "h2load_cmd": runs[0]["cmd"],
+    }
+    problems = []
+    if bad or total_ok != per_round * rounds:
+        problems.append(f"{bad} failed handshakes, {total_ok} of {per_round * rounds} succeeded")
+    expected_releases = 1 if keygate else 0
+    if res["attests"] != expected_releases or res["transfers"] != expected_releases:
+        problems.append(f"expected {expected_releases} release(s), saw {res['attests']} attests and "
+                        f"{res['transfers']} transfers")
+    # every request was a new connection with a full handshake (warm-up included; nginx also logs
+    # the readiness probe of start())
+    if kind == "nginx":
+        want = total_ok + warm["succeeded"] + 1
+        if not (conns["requests"] == conns["connections"] == conns["full_handshakes"] == conns["status_200"] == want):
+            problems.append(f"access log {conns}, expected {want} requests = connections = full handshakes")
+    else:
+        want = total_ok
+        if conns["tls_connections"] != want or conns["full_handshakes"] != conns["requests"]:
+            problems.append(f"haproxy counted {conns}, expected {want} TLS connections, no resumption")
+    if keygate:
+        for k, g in growth.items():
+            if g is None or g > slack_kib:
+                problems.append(f"RSS of {k} grew by {g} KiB from the end of {steady_from} to the end (> {slack_kib})")
+    res["problems"] = problems
+    return res
+
+
+# ------------------------------------------------------------------------------------ reload soak
+
+
+def reload_and_wait(ngx, timeout=30):
+    """SIGHUP; waits until the master runs a full set of workers none of which existed before
+    and the old ones have exited. Returns (seconds, new worker PIDs)."""
+    old = set(ngx.workers())
+    t0 = time.monotonic()
+    ngx.reload()
+    wait_for(lambda: (lambda now: len(now) == ngx.workers_n and not now & old)(set(ngx.workers())),
+                  timeout, "new workers after reload")
+    return time.monotonic() - t0, ngx.workers()
+
+
+def reload_soak(site, up, down, workers, kind, log):
+    site.add_key("site", kind)
+    site.add_key("rotated", kind)
+    ngx = Nginx(site, "site", workers=workers, http2=False)
+    problems = []
+    result = {"up": up, "down": down, "workers": workers}
+    try:
+        ngx.start()
+        attests0, xfer0 = site.count("ita", r"/attest$"), site.count("kbs", r"/transfer$")
+        rss0 = rss_kb(ngx.proc.pid)
+        with HandshakeLoop(ngx.port, ngx.cert) as client:
+            time.sleep(0.5)
+            times_up = []
+            for i in range(up):
+                dt, _ = reload_and_wait(ngx)
+                times_up.append(dt)
+            ita_before_down = len(site.requests("ita"))
+            kbs_before_down = len(site.requests("kbs"))
+            result["requests_during_up_reloads"] = {
+                "ita_attest": site.count("ita", r"/attest$") - attests0,
+                "kbs_transfer": site.count("kbs", r"/transfer$") - xfer0}
+            log(f"{up} reloads with the stack up: {min(times_up):.2f}-{max(times_up):.2f} s each; "
+                f"client {client.ok} ok, {len(client.failures)} failed; "
+                f"ITA attests {result['requests_during_up_reloads']['ita_attest']}, "
+                f"KBS transfers {result['requests_during_up_reloads']['kbs_transfer']}")
+            site.stack.stop("kbs")
+            site.stack.stop("ita")
+            ok_at_down = client.ok
+            times_down = []
+            for i in range(down):
+                dt, _ = reload_and_wait(ngx)
+                times_down.append(dt)
+            log(f"{down} reloads with the ITA and KBS stopped: {min(times_down):.2f}-{max(times_down):.2f} s each; "
+                f"client {client.ok - ok_at_down} ok meanwhile, {len(client.failures)} failed in all")
+            # a key rotation while the stack is down: the reload must fail and change nothing
+            before = ngx.workers()
+            log_len = len(ngx.log())
+            ngx.set_key("rotated")
+            t0 = time.monotonic()
+            ngx.reload()
+            wait_for(lambda: "cannot load certificate key" in ngx.log()[log_len:], 60, "the rotation to fail")
+            rotate_s = time.monotonic() - t0
+            time.sleep(1)
+            failed_line = next(l for l in ngx.log()[log_len:].splitlines() if "cannot load certificate key" in l)
+            if ngx.workers() != before or ngx.proc.poll() is not None:
+                problems.append(f"the failed rotation changed the workers {before} -> {ngx.workers()}")
+            # the master's attestation session (token valid >= 30 s more) is reused for the new
+            # key, so the first step to need the network is the transfer; with the token expired
+            # it would be the nonce
+            if not re.search(r"keygate: key " + site.keys["rotated"]["id"] + r": (transfer|nonce): ", failed_line):
+                problems.append(f"the failed rotation does not name keygate's step: {failed_line}")
+            log(f"rotation to a new key with the stack down: failed in {rotate_s:.2f} s, workers unchanged: "
+                f"{ngx.workers() == before}; nginx logged: {failed_line.split('[emerg]')[-1].strip()[:300]}")
+            # back to the released key: works again with the stack still down
+            ngx.set_key("site")
+            dt, _ = reload_and_wait(ngx)
+            log(f"reload back to the released key (stack still down): {dt:.2f} s")
+            time.sleep(0.5)
+        rss1 = rss_kb(ngx.proc.pid)
+        result.update({
+            "reload_s_up": [round(t, 3) for t in times_up], "reload_s_down": [round(t, 3) for t in times_down],
+            "rotation_fail_s": round(rotate_s, 3), "rotation_error": failed_line.split("[emerg]")[-1].strip(),
+            "client_ok": client.ok, "client_failures": client.failures,
+            "master_rss_kib": {"before": rss0, "after": rss1},
+            "ita_requests_before_down": ita_before_down, "kbs_requests_before_down": kbs_before_down,
+        })
+        if client.failures:
+            problems.append(f"{len(client.failures)} client failures, first: {client.failures[:3]}")
+        if any(result["requests_during_up_reloads"].values()):
+            problems.append(f"reloads went to the stack: {result['requests_during_up_reloads']}")
+        log(f"client: {client.ok} handshakes + GETs, {len(client.failures)} failures; master RSS "
+            f"{mib(rss0)} -> {mib(rss1)} MiB over {up + down + 2} reloads")
+    finally:
+        ngx.stop()
+    result["problems"] = problems
+    return result
