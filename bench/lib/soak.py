@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import re
+import resource
 import signal
 import socket
 import ssl
@@ -528,6 +529,7 @@ def concurrent_releases(site, key, n, timeout=300):
     site.stack.clear_requests("kbs")
     env = dict(os.environ)
     env.pop("KEYGATE_DEBUG", None)
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     procs = [(subprocess.Popen([str(site.keygate), "-c", str(site.conf), "release", "-v", "--ref", str(k["ref"])],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), time.monotonic())
@@ -539,6 +541,8 @@ def concurrent_releases(site, key, n, timeout=300):
         results.append({"rc": p.returncode, "ok": p.returncode == 0 and out == expected_pub,
                         "stderr": err.strip()[-300:], "done_s": round(time.monotonic() - t0, 2), "steps_ms": steps})
     wall = time.monotonic() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the n keygate processes, all reaped
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     ita = site.requests("ita")
     issued = [q.get("nonce_sha256") for q in ita if q["path"].endswith("/nonce") and q["status"] == 200]
     consumed = [q.get("nonce_sha256") for q in ita if q["path"].endswith("/attest") and q["status"] == 200]
@@ -552,6 +556,7 @@ def concurrent_releases(site, key, n, timeout=300):
     return {
         "step_median_ms": medians,
         "n": n, "succeeded": sum(r["ok"] for r in results), "wall_s": round(wall, 2),
+        "keygate_cpu_s": round(cpu, 2),
         "done_s": {"first": done[0], "median": done[len(done) // 2], "last": done[-1]},
         "failures": [r for r in results if not r["ok"]],
         "ita_nonces_issued": len(issued), "ita_nonces_issued_distinct": len(set(issued)),

@@ -14,9 +14,12 @@ one key reference and asserts:
 * that no key is present afterwards: nothing printed, no PEM written, nginx not serving;
 * that the fault really fired (the service's request log shows it), so no row passes by accident.
 
-A front end is one object with ``name``, ``label``, ``overhead_s`` and
-``run(stack, ref) -> Result(rc, stderr, elapsed, key_present)``; add one to FRONT_ENDS and every
-fault runs through it. The README's "### Fault matrix" table is generated from these tables:
+A front end is one object with ``name`` (test id), ``label`` (README column), ``overhead_s``
+(its own start-up cost, added to every bound), ``run(stack, ref) -> Result(rc, stderr, elapsed,
+key_present)`` and ``error_line(stack, result, step) -> str`` (asserts the front end's own
+failure signal and returns the line that must name the step); ``stack`` is the MatrixStack
+(.conf = keygate.conf for KEYGATE_CONF, .env = OPENSSL_CONF, .build_dir, .tmp, .cert, .key_id,
+.pub_pem). Add one to FRONT_ENDS and every fault runs through it. The README's "### Fault matrix" table is generated from these tables:
     /usr/bin/python3 tests/integration/test_fault_matrix.py --update
 and test_readme_table_matches_the_test_table keeps it from drifting.
 """
@@ -340,7 +343,7 @@ class MatrixStack:
         from test_provider import openssl_cnf
         from test_release_cli import new_key, pub_pem, register
 
-        self.stack, self.tmp, self.keygate_bin = stack, tmp, keygate_bin
+        self.stack, self.tmp, self.keygate_bin, self.build_dir = stack, tmp, keygate_bin, build_dir
         key = new_key("p256")
         self.key_id = register(stack, key)
         self.pub_pem = pub_pem(key)
