@@ -32,7 +32,7 @@ import ssl
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -98,7 +98,7 @@ class Fault:
 EVERY = 1000  # "every request": a count no run exhausts, so what is left shows how often it fired
 
 
-def _ita(route, mode, count=EVERY, **params):
+def _fault(route, mode, count=EVERY, **params):
     return {"route": route, "mode": mode, "count": count, **params}
 
 
@@ -117,33 +117,33 @@ def _slow():
 
 def _status_rows(service, route, step, what):
     rows = [Fault(f"{service}_503_once", f"{what}: one 503, then normal", "recover", service,
-                  (_ita(route, "status", 1, status=503),), extra_s=_retries_only)]
+                  (_fault(route, "status", 1, status=503),), extra_s=_retries_only)]
     for status in (500, 503, 504):
         rows.append(Fault(f"{service}_{status}", f"{what}: HTTP {status} on every attempt", "fail", service,
-                          (_ita(route, "status", status=status),), step=step, needle=rf"HTTP {status}\b",
+                          (_fault(route, "status", status=status),), step=step, needle=rf"HTTP {status}\b",
                           fires=attempts, extra_s=_retries_only))
     rows += [
         Fault(f"{service}_429_retry_after", f"{what}: one 429 with Retry-After: {RETRY_AFTER_S}", "recover",
-              service, (_ita(route, "status", 1, status=429, headers={"Retry-After": str(RETRY_AFTER_S)}),),
+              service, (_fault(route, "status", 1, status=429, headers={"Retry-After": str(RETRY_AFTER_S)}),),
               extra_s=lambda: min(RETRY_AFTER_S, CFG["retry_wait_max_ms"] / 1000),
               min_s=min(RETRY_AFTER_S, CFG["retry_wait_max_ms"] / 1000)),
         Fault(f"{service}_slow", f"{what}: reply after {SLOW_S} s (past timeout_ms)", "fail", service,
-              (_ita(route, "delay", seconds=SLOW_S),), step=step, needle=r"Timeout was reached.*" + AFTER, fires=attempts,
+              (_fault(route, "delay", seconds=SLOW_S),), step=step, needle=r"Timeout was reached.*" + AFTER, fires=attempts,
               extra_s=_slow),
         Fault(f"{service}_truncated", f"{what}: half the body, then the connection drops", "fail", service,
-              (_ita(route, "truncate"),), step=step, needle=r"POST https://127\.0\.0\.1:\d+/.*" + AFTER,
+              (_fault(route, "truncate"),), step=step, needle=r"POST https://127\.0\.0\.1:\d+/.*" + AFTER,
               fires=attempts, extra_s=_retries_only),
         # the attest POST goes over the connection the nonce GET left open; libcurl silently
         # resends a request once when a reused connection dies before any reply byte
         Fault(f"{service}_close", f"{what}: connection closed without a reply", "fail", service,
-              (_ita(route, "close"),), step=step, needle=r"POST https://127\.0\.0\.1:\d+/.*" + AFTER,
+              (_fault(route, "close"),), step=step, needle=r"POST https://127\.0\.0\.1:\d+/.*" + AFTER,
               fires=(lambda: attempts() + 1) if service == "ita" else attempts, extra_s=_retries_only),
-        Fault(f"{service}_64mib", f"{what}: 64 MiB body", "fail", service, (_ita(route, "oversize"),), step=step,
+        Fault(f"{service}_64mib", f"{what}: 64 MiB body", "fail", service, (_fault(route, "oversize"),), step=step,
               needle=r"response larger than \d+ bytes"),
         Fault(f"{service}_malformed_json", f"{what}: 200 with a body that is not JSON", "fail", service,
-              (_ita(route, "malformed_json"),), step=step, needle=r"reply is not a JSON object"),
+              (_fault(route, "malformed_json"),), step=step, needle=r"reply is not a JSON object"),
         Fault(f"{service}_html_error", f"{what}: 400 HTML page of a load balancer", "fail", service,
-              (_ita(route, "html_error"),), step=step, needle=r"HTTP 400\b"),
+              (_fault(route, "html_error"),), step=step, needle=r"HTTP 400\b"),
     ]
     return rows
 
@@ -178,22 +178,22 @@ FAULTS = [
           needle=r"POST https://127\.0\.0\.1:\d+/kbs/v1/keys/[0-9a-f-]+/transfer: Couldn't connect.*" + AFTER,
           extra_s=_retries_only),
     Fault("nonce_503_once", "ITA nonce: one 503, then normal", "recover", "ita",
-          (_ita(NONCE, "status", 1, status=503),), extra_s=_retries_only),
+          (_fault(NONCE, "status", 1, status=503),), extra_s=_retries_only),
     Fault("nonce_malformed_json", "ITA nonce: 200 with a body that is not JSON", "fail", "ita",
-          (_ita(NONCE, "malformed_json"),), step="nonce", needle=r"reply is not a JSON object"),
+          (_fault(NONCE, "malformed_json"),), step="nonce", needle=r"reply is not a JSON object"),
     *_status_rows("ita", ATTEST, "token", "ITA attest"),
     Fault("ita_unknown_fields", "ITA attest: reply has an extra top-level field (tolerated)", "recover", "ita",
-          (_ita(ATTEST, "unknown_fields"),)),
-    *[Fault(f"token_{mode}", f"forged token: {doc}", "fail", "ita", (_ita(ATTEST, mode),), step="verify",
+          (_fault(ATTEST, "unknown_fields"),)),
+    *[Fault(f"token_{mode}", f"forged token: {doc}", "fail", "ita", (_fault(ATTEST, mode),), step="verify",
             needle=needle) for mode, doc, needle in TOKEN_FAULTS],
-    Fault("jwks_503_once", "ITA JWKS: one 503, then normal", "recover", "ita", (_ita(CERTS, "status", 1, status=503),),
+    Fault("jwks_503_once", "ITA JWKS: one 503, then normal", "recover", "ita", (_fault(CERTS, "status", 1, status=503),),
           extra_s=_retries_only),
     Fault("jwks_malformed_json", "ITA JWKS: 200 with a body that is not JSON", "fail", "ita",
-          (_ita(CERTS, "malformed_json"),), step="verify", needle=r"JWKS is not a JSON object"),
+          (_fault(CERTS, "malformed_json"),), step="verify", needle=r"JWKS is not a JSON object"),
     *_status_rows("kbs", TRANSFER, "transfer", "KBS transfer"),
     Fault("kbs_unknown_fields", "KBS transfer: reply has an extra field (refused, strict schema)", "fail", "kbs",
-          (_ita(TRANSFER, "unknown_fields"),), step="transfer", needle=r"unknown field"),
-    *[Fault(f"kbs_{mode}", f"KBS: {doc}", "fail", "kbs", (_ita(TRANSFER, mode),), step=step, needle=needle)
+          (_fault(TRANSFER, "unknown_fields"),), step="transfer", needle=r"unknown field"),
+    *[Fault(f"kbs_{mode}", f"KBS: {doc}", "fail", "kbs", (_fault(TRANSFER, mode),), step=step, needle=needle)
       for mode, doc, step, needle in KBS_FAULTS],
 ]
 
@@ -206,7 +206,6 @@ class Result:
     stderr: str
     elapsed: float
     key_present: bool
-    notes: list = field(default_factory=list)
 
 
 # "keygate: <step>: ..." (CLI), "...keygate: key ID: <step>: ..." (the provider's error queue, as
