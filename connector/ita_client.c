@@ -367,6 +367,10 @@ int ita_attest(ita_client *c, const ita_evidence *ev, const ita_nonce *nonce, co
         goto err;
     }
     json = cJSON_ParseWithLength((const char *)resp.body, resp.body_len);
+    if (!cJSON_IsObject(json)) {
+        kg_err_set(err, KG_STEP_TOKEN, "POST %s: reply is not a JSON object", url);
+        goto err;
+    }
     tok = cJSON_GetObjectItemCaseSensitive(json, "token");
     if (!cJSON_IsString(tok) || tok->valuestring[0] == '\0') {
         kg_err_set(err, KG_STEP_TOKEN, "POST %s: reply has no \"token\" string", url);

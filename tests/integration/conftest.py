@@ -72,3 +72,14 @@ def kbs_conf(stack, path, **overrides):
     keys = {"kbs_url": stack.services["kbs"].url, "kbs_type": "intel"}
     keys.update(overrides)
     return write_keygate_conf(stack, path, **keys)
+
+
+@pytest.fixture(scope="session")
+def session_kbs_stack(session_stack):
+    """The session stack (tests/conftest.py) with the Intel-KBS stand-in started once. Tests that
+    set faults on it must clear them (it is shared by every test of the session)."""
+    from tests.stack.kbs_fixture import start_kbs
+
+    if "kbs" not in session_stack.services:
+        start_kbs(session_stack)
+    return session_stack

@@ -19,6 +19,8 @@ Endpoints
     GET  /crl/foreign/ats-ca-crl.der, /crl/foreign/root-ca-crl.der  (CRLs of the foreign chain)
 
 Every response carries a ``trace-id`` header and echoes ``request-id`` when one was sent.
+The request log (server.py) has ``nonce_sha256`` = hex SHA-256 of the nonce val bytes on each
+nonce request and on each attest that consumed a nonce (so tests can prove nonces are unique).
 Errors are JSON ``{"error": "..."}`` (ITA's real error schema is undocumented).
 
 Choices where the specs are silent (most plausible real behaviour):
@@ -273,7 +275,9 @@ class ItaService(StackService):
 
     def nonce(self, req):
         self.check_api_key(req)
-        return json_response(200, self.new_nonce())
+        nonce = self.new_nonce()
+        req.log_extra["nonce_sha256"] = nonce_digest(base64.b64decode(nonce["val"]))
+        return json_response(200, nonce)
 
     def check_nonce(self, nonce):
         """Decoded (val, iat) bytes of a nonce we issued that is fresh and unused."""
@@ -385,6 +389,7 @@ class ItaService(StackService):
                                  + ", ".join(p["id"] for p in unmatched))
         if val_iat:
             self.consume_nonce(val_iat[0])
+            req.log_extra["nonce_sha256"] = nonce_digest(val_iat[0])
         claims = self.build_claims(version, q, runtime, nonce if val_iat else None,
                                    policy_ids, matched, unmatched,
                                    azure_user_data=user_data if azure else None)
@@ -496,6 +501,12 @@ class ItaService(StackService):
             tee["tdx_mrtd"] = ("f" if mrtd[0] != "f" else "0") + mrtd[1:]
             token = ".".join((h, b64url(json.dumps(claims, separators=(",", ":")).encode()), s))
         return token
+
+
+def nonce_digest(val):
+    """What the request log shows of a nonce: hex SHA-256 of its val bytes (a nonce is no
+    secret, but the log keeps to fixed-size fields)."""
+    return hashlib.sha256(val).hexdigest()
 
 
 def tdx_claims(q):

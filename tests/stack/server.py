@@ -18,7 +18,8 @@ atomically, and serves until SIGTERM/SIGINT (exit status 0; the announce file is
 Request log: one JSON line per request in ``{state_dir}/{name}-requests.jsonl`` with
 {"t", "method", "path", "status", "request_id", "has_api_key", "attestation_type", "fault"}.
 Header values, bodies, API keys, tokens and key bytes are never logged.  Handlers may set
-``req.attestation_type``.
+``req.attestation_type``, and add non-secret fields to their record through ``req.log_extra``
+(the ITA service logs a digest of each nonce it issues or consumes).
 
 Faults: a fault is a dict {"route": regex searched in the path (default ".*"), "method":
 optional, "mode": str, "count": N or null (null = every matching request), ...params}.  The
@@ -106,6 +107,7 @@ class Request:
         self.match = None
         self.fault = None
         self.attestation_type = None
+        self.log_extra = {}             # extra non-secret fields for this request's log record
 
     def json(self):
         """The body parsed as JSON; BadRequest if it is not valid JSON."""
@@ -226,7 +228,7 @@ class StackService:
                "status": status, "request_id": req.headers.get("request-id"),
                "has_api_key": req.headers.get("x-api-key") is not None,
                "attestation_type": req.attestation_type,
-               "fault": fault.get("mode") if fault else None}
+               "fault": fault.get("mode") if fault else None, **req.log_extra}
         line = json.dumps(rec) + "\n"
         with self._lock:
             self._log.append(rec)

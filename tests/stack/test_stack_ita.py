@@ -483,8 +483,22 @@ def test_generic_faults(session_stack):
     log = s.requests("ita")
     assert {r["fault"] for r in log} >= {"status", "truncate", "close", "oversize", "delay",
                                         "malformed_json", "unknown_fields", "html_error"}
-    assert all(set(r) == {"t", "method", "path", "status", "request_id", "has_api_key",
-                          "attestation_type", "fault"} for r in log)
+    assert all(set(r) - {"nonce_sha256"} == {"t", "method", "path", "status", "request_id",
+                                             "has_api_key", "attestation_type", "fault"}
+               for r in log)
+
+
+def test_request_log_has_the_digest_of_each_nonce_issued_and_consumed(session_stack):
+    s = session_stack
+    s.clear_requests("ita")
+    status, body, nonce, _ = attest(s, 1)
+    assert status == 200, body
+    digest = hashlib.sha256(base64.b64decode(nonce["val"])).hexdigest()
+    log = s.requests("ita")
+    assert [(r["path"], r.get("nonce_sha256")) for r in log] == [
+        ("/appraisal/v2/nonce", digest), ("/appraisal/v1/attest", digest)]
+    status, _, _, _ = attest(s, 1, use_nonce=False)  # no nonce: nothing to log
+    assert status == 200 and "nonce_sha256" not in s.requests("ita")[-1]
 
 
 def test_control_api_needs_token_and_log_has_no_secrets(session_stack):
