@@ -10,7 +10,7 @@ jobs=$(nproc)
 ./scripts/setup.sh
 
 echo "== build (from scratch)"
-rm -rf build build-asan
+rm -rf build build-asan build-fuzz
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEYGATE_WERROR=ON >/dev/null
 cmake --build build -j "$jobs" >/dev/null
 
@@ -31,5 +31,8 @@ KEYGATE_BUILD_DIR="$root/build-asan" KEYGATE_ASAN_PRELOAD="$(gcc -print-file-nam
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   /usr/bin/python3 -m pytest -p no:cacheprovider -q "$root/tests/integration/test_provider.py" \
   -k "not valgrind and not ordinary"
+
+echo "== fuzz harnesses (clang, ASan+UBSan): corpus replay + 10 s each"
+FUZZ_SECONDS=10 "$root/tests/fuzz/replay.sh" "$root/build-fuzz"
 
 echo "== all tests passed"
