@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds from scratch, runs every C unit
-# test (ctest) and every pytest test, then the C unit tests again under ASan+UBSan.
+# test (ctest) and every pytest test, then the C unit tests again under ASan+UBSan, and the
+# libFuzzer harnesses over their corpora (tests/fuzz/replay.sh).
 # Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
