@@ -157,13 +157,56 @@ static int decode_field(const cJSON *obj, const char *name, uint8_t **out, size_
     return 1;
 }
 
+int ita_parse_nonce_reply(const uint8_t *body, size_t len, ita_nonce *nonce, const char **why)
+{
+    cJSON *json = cJSON_ParseWithLength((const char *)body, len);
+    int ok = 0;
+
+    memset(nonce, 0, sizeof(*nonce));
+    if (!cJSON_IsObject(json)) {
+        *why = "reply is not a JSON object";
+        goto err;
+    }
+    if (!decode_field(json, "val", &nonce->val, &nonce->val_len) ||
+        !decode_field(json, "iat", &nonce->iat, &nonce->iat_len) ||
+        !decode_field(json, "signature", &nonce->signature, &nonce->signature_len)) {
+        *why = "val/iat/signature missing or not base64";
+        goto err;
+    }
+    ok = 1;
+err:
+    if (!ok)
+        ita_nonce_clear(nonce);
+    cJSON_Delete(json);
+    return ok;
+}
+
+int ita_parse_token_reply(const uint8_t *body, size_t len, char **token, const char **why)
+{
+    cJSON *json = cJSON_ParseWithLength((const char *)body, len);
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(json, "token");
+    int ok = 0;
+
+    *token = NULL;
+    if (!cJSON_IsObject(json))
+        *why = "reply is not a JSON object";
+    else if (!cJSON_IsString(tok) || tok->valuestring[0] == '\0')
+        *why = "reply has no \"token\" string";
+    else if ((*token = strdup(tok->valuestring)) == NULL)
+        *why = "out of memory";
+    else
+        ok = 1;
+    cJSON_Delete(json);
+    return ok;
+}
+
 int ita_get_nonce(ita_client *c, ita_nonce *nonce, kg_err *err)
 {
     char url[600];
     char *keyhdr = NULL;
+    const char *why = NULL;
     size_t keyhdr_size = 0;
     kg_http_response resp;
-    cJSON *json = NULL;
     int ok = 0;
 
     memset(nonce, 0, sizeof(*nonce));
@@ -182,22 +225,14 @@ int ita_get_nonce(ita_client *c, ita_nonce *nonce, kg_err *err)
         kg_http_status_error(err, KG_STEP_NONCE, "GET", url, &resp);
         goto err;
     }
-    json = cJSON_ParseWithLength((const char *)resp.body, resp.body_len);
-    if (!cJSON_IsObject(json)) {
-        kg_err_set(err, KG_STEP_NONCE, "GET %s: reply is not a JSON object", url);
-        goto err;
-    }
-    if (!decode_field(json, "val", &nonce->val, &nonce->val_len) ||
-        !decode_field(json, "iat", &nonce->iat, &nonce->iat_len) ||
-        !decode_field(json, "signature", &nonce->signature, &nonce->signature_len)) {
-        kg_err_set(err, KG_STEP_NONCE, "GET %s: val/iat/signature missing or not base64", url);
+    if (!ita_parse_nonce_reply(resp.body, resp.body_len, nonce, &why)) {
+        kg_err_set(err, KG_STEP_NONCE, "GET %s: %s", url, why);
         goto err;
     }
     ok = 1;
 err:
     if (!ok)
         ita_nonce_clear(nonce);
-    cJSON_Delete(json);
     kg_http_response_clear(&resp);
     OPENSSL_secure_clear_free(keyhdr, keyhdr_size);
     return ok;
@@ -326,10 +361,9 @@ int ita_attest(ita_client *c, const ita_evidence *ev, const ita_nonce *nonce, co
 {
     char url[600], reqid[160];
     char *body = NULL, *keyhdr = NULL;
+    const char *why = NULL;
     size_t keyhdr_size = 0;
     kg_http_response resp;
-    cJSON *json = NULL;
-    const cJSON *tok;
     int ok = 0;
 
     *token = NULL;
@@ -366,23 +400,13 @@ int ita_attest(ita_client *c, const ita_evidence *ev, const ita_nonce *nonce, co
         kg_http_status_error(err, KG_STEP_TOKEN, "POST", url, &resp);
         goto err;
     }
-    json = cJSON_ParseWithLength((const char *)resp.body, resp.body_len);
-    if (!cJSON_IsObject(json)) {
-        kg_err_set(err, KG_STEP_TOKEN, "POST %s: reply is not a JSON object", url);
-        goto err;
-    }
-    tok = cJSON_GetObjectItemCaseSensitive(json, "token");
-    if (!cJSON_IsString(tok) || tok->valuestring[0] == '\0') {
-        kg_err_set(err, KG_STEP_TOKEN, "POST %s: reply has no \"token\" string", url);
-        goto err;
-    }
-    if ((*token = strdup(tok->valuestring)) == NULL) {
-        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+    if (!ita_parse_token_reply(resp.body, resp.body_len, token, &why)) {
+        kg_err_set(err, strcmp(why, "out of memory") == 0 ? KG_STEP_INTERNAL : KG_STEP_TOKEN, "POST %s: %s",
+                   url, why);
         goto err;
     }
     ok = 1;
 err:
-    cJSON_Delete(json);
     free(body);
     kg_http_response_clear(&resp);
     OPENSSL_secure_clear_free(keyhdr, keyhdr_size);

@@ -68,6 +68,13 @@ void ita_client_free(ita_client *c);
 int ita_get_nonce(ita_client *c, ita_nonce *nonce, kg_err *err);
 void ita_nonce_clear(ita_nonce *nonce);
 
+/* The reply parsers of ita_get_nonce and ita_attest (pure; fuzzed by tests/fuzz). On failure
+ * they return 0 and set *why to a static description; nothing is left allocated.
+ * Nonce: {"val", "iat", "signature"} base64, each 1..1024 bytes (caller clears *nonce).
+ * Token: {"token": "<non-empty string>"}; *token is malloc'ed (caller frees). */
+int ita_parse_nonce_reply(const uint8_t *body, size_t len, ita_nonce *nonce, const char **why);
+int ita_parse_token_reply(const uint8_t *body, size_t len, char **token, const char **why);
+
 /* Validates attest inputs in the library (UUID policy ids, at most 10; PS384|RS256; request-id
  * ^[a-zA-Z0-9_ /.-]{1,128}$; user data at most 1 MiB). Returns 1, or 0 with err (step token). */
 int ita_attest_opts_check(const ita_evidence *ev, const ita_attest_opts *opts, kg_err *err);

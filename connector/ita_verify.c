@@ -21,7 +21,7 @@
 #define JWKS_MIN_REFRESH_S 60 /* a kid miss never refreshes more often than this */
 #define CRL_CACHE_MAX 32
 #define CDP_MAX_URIS 4
-#define CDP_URL_MAX 512
+#define CDP_URL_MAX ITA_CDP_URL_MAX
 #define LEAF_MIN_BITS 2048
 #define HEADER_MAX_MEMBERS 32
 
@@ -117,8 +117,7 @@ static int crl_cache_put(ita_verifier *v, X509_CRL *crl, const char *url)
     return 1;
 }
 
-/* Why crl cannot decide about cert (issued by issuer) at time at, or NULL when it can. */
-static const char *crl_problem(X509_CRL *crl, X509 *cert, X509 *issuer, time_t at)
+const char *ita_crl_problem(X509_CRL *crl, X509 *cert, X509 *issuer, time_t at)
 {
     const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
     ISSUING_DIST_POINT *idp;
@@ -168,7 +167,7 @@ static X509_CRL *crl_cache_get(verify_call *c, X509 *cert, X509 *issuer, const c
             continue;
         if (s->url != NULL && (url == NULL || strcmp(s->url, url) != 0))
             continue;
-        if ((*why = crl_problem(s->crl, cert, issuer, c->at)) == NULL && X509_CRL_up_ref(s->crl))
+        if ((*why = ita_crl_problem(s->crl, cert, issuer, c->at)) == NULL && X509_CRL_up_ref(s->crl))
             found = s->crl;
     }
     pthread_mutex_unlock(&v->lock);
@@ -177,8 +176,7 @@ static X509_CRL *crl_cache_get(verify_call *c, X509 *cert, X509 *issuer, const c
 
 /* ---- CRL download ----------------------------------------------------------------------- */
 
-/* The fullName URIs of cert's CRL distribution points (at most max); returns how many. */
-static int cdp_uris(X509 *cert, char uris[][CDP_URL_MAX], int max)
+int ita_cdp_uris(X509 *cert, char uris[][ITA_CDP_URL_MAX], int max)
 {
     STACK_OF(DIST_POINT) *dps = X509_get_ext_d2i(cert, NID_crl_distribution_points, NULL, NULL);
     int count = 0;
@@ -236,7 +234,7 @@ static X509_CRL *crl_download(verify_call *c, X509 *cert, X509 *issuer, const ch
         snprintf(cause, cause_size, "not a DER or PEM CRL");
         goto err;
     }
-    if ((why = crl_problem(crl, cert, issuer, c->at)) != NULL) {
+    if ((why = ita_crl_problem(crl, cert, issuer, c->at)) != NULL) {
         snprintf(cause, cause_size, "%s", why);
         X509_CRL_free(crl);
         crl = NULL;
@@ -253,7 +251,7 @@ err:
 static int crl_for(verify_call *c, X509 *cert, X509 *issuer, const char *which, X509_CRL **out, kg_err *err)
 {
     char uris[CDP_MAX_URIS][CDP_URL_MAX], cause[256];
-    int n = cdp_uris(cert, uris, CDP_MAX_URIS), require = c->v->crl_policy == ITA_CRL_REQUIRE;
+    int n = ita_cdp_uris(cert, uris, CDP_MAX_URIS), require = c->v->crl_policy == ITA_CRL_REQUIRE;
     const char *why = NULL, *preload_why = NULL;
 
     *out = NULL;

@@ -20,6 +20,7 @@
 #define KG_ITA_VERIFY_H
 
 #include <cjson/cJSON.h>
+#include <openssl/x509.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -62,5 +63,17 @@ int ita_verify_signature(ita_verifier *v, const char *token, time_t at, cJSON **
 
 /* The JWKS as fetched (or read), malloc'ed NUL-terminated JSON text; caller frees. */
 int ita_verifier_get_jwks(ita_verifier *v, char **jwks_json, kg_err *err);
+
+/* ---- internal: the certificate and CRL checks on untrusted bytes (fuzzed by tests/fuzz) ---- */
+
+#define ITA_CDP_URL_MAX 512
+
+/* Why crl cannot decide about cert (issued by issuer) at time at, or NULL when it can: issuer
+ * name, cRLSign, signature, thisUpdate/nextUpdate, critical extensions, IDP scope. */
+const char *ita_crl_problem(X509_CRL *crl, X509 *cert, X509 *issuer, time_t at);
+
+/* The fullName URIs (printable, shorter than ITA_CDP_URL_MAX) of cert's CRL distribution points,
+ * at most max; returns how many. */
+int ita_cdp_uris(X509 *cert, char uris[][ITA_CDP_URL_MAX], int max);
 
 #endif

@@ -21,8 +21,7 @@ static void transfer_url(char *url, size_t size, const char *kbs_url, const char
     snprintf(url, size, "%s/kbs/v1/keys/%s/transfer", kbs_url, key_id);
 }
 
-/* A non-200 reply: name the status and the KBS's {"error": "..."} text (printable, bounded). */
-static int kbs_status_error(kg_err *err, kg_step step, const char *url, const kg_http_response *resp)
+int kbs_intel_status_error(kg_err *err, kg_step step, const char *url, const kg_http_response *resp)
 {
     char why[200] = "";
     cJSON *j = cJSON_ParseWithLength((const char *)resp->body, resp->body_len);
@@ -43,10 +42,9 @@ static int kbs_status_error(kg_err *err, kg_step step, const char *url, const kg
     return 0;
 }
 
-/* Parses {"wrapped_key": b64, "wrapped_swk": b64} and nothing else. */
-static int parse_wrapped(const char *url, const kg_http_response *resp, kbs_wrapped *out, kg_err *err)
+int kbs_intel_parse_wrapped(const char *url, const uint8_t *body, size_t len, kbs_wrapped *out, kg_err *err)
 {
-    cJSON *j = cJSON_ParseWithLength((const char *)resp->body, resp->body_len);
+    cJSON *j = cJSON_ParseWithLength((const char *)body, len);
     const cJSON *item, *wk, *ws;
     int ok = 0;
 
@@ -108,10 +106,10 @@ static int post_for_wrapped(kg_http *h, const char *url, const char *const *head
     if (!post(h, url, headers, body, &resp, err))
         goto err;
     if (resp.status != 200) {
-        kbs_status_error(err, KG_STEP_TRANSFER, url, &resp);
+        kbs_intel_status_error(err, KG_STEP_TRANSFER, url, &resp);
         goto err;
     }
-    ok = parse_wrapped(url, &resp, out, err);
+    ok = kbs_intel_parse_wrapped(url, resp.body, resp.body_len, out, err);
 err:
     free(body);
     kg_http_response_clear(&resp);
@@ -137,16 +135,35 @@ int kbs_intel_transfer_passport(kg_http *h, const char *kbs_url, const char *key
     return ok;
 }
 
+int kbs_intel_parse_nonce(const uint8_t *body, size_t len, ita_nonce *nonce)
+{
+    cJSON *j = cJSON_ParseWithLength((const char *)body, len);
+    const char *fields[] = {"val", "iat", "signature"};
+    uint8_t **dst[] = {&nonce->val, &nonce->iat, &nonce->signature};
+    size_t *dlen[] = {&nonce->val_len, &nonce->iat_len, &nonce->signature_len};
+    int ok = 0;
+
+    memset(nonce, 0, sizeof(*nonce));
+    for (int i = 0; i < 3; i++) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, fields[i]);
+        if (!cJSON_IsString(f) || !kg_b64_decode(f->valuestring, strlen(f->valuestring), dst[i], dlen[i]) ||
+            *dlen[i] == 0 || *dlen[i] > 1024)
+            goto err;
+    }
+    ok = 1;
+err:
+    if (!ok)
+        ita_nonce_clear(nonce);
+    cJSON_Delete(j);
+    return ok;
+}
+
 int kbs_intel_get_nonce(kg_http *h, const char *kbs_url, const char *key_id, ita_nonce *nonce,
                         char *attestation_type, size_t at_size, kg_err *err)
 {
     static const char *const headers[] = {"Accept: application/json", NULL};
     char url[700];
     kg_http_response resp;
-    cJSON *j = NULL;
-    const char *fields[] = {"val", "iat", "signature"};
-    uint8_t **dst[] = {&nonce->val, &nonce->iat, &nonce->signature};
-    size_t *dlen[] = {&nonce->val_len, &nonce->iat_len, &nonce->signature_len};
     int ok = 0;
 
     memset(nonce, 0, sizeof(*nonce));
@@ -155,7 +172,7 @@ int kbs_intel_get_nonce(kg_http *h, const char *kbs_url, const char *key_id, ita
     if (!post(h, url, headers, NULL, &resp, err))
         goto err;
     if (resp.status != 200) {
-        kbs_status_error(err, KG_STEP_NONCE, url, &resp);
+        kbs_intel_status_error(err, KG_STEP_NONCE, url, &resp);
         goto err;
     }
     if (resp.attestation_type[0] == '\0') {
@@ -163,20 +180,14 @@ int kbs_intel_get_nonce(kg_http *h, const char *kbs_url, const char *key_id, ita
         goto err;
     }
     snprintf(attestation_type, at_size, "%s", resp.attestation_type);
-    j = cJSON_ParseWithLength((const char *)resp.body, resp.body_len);
-    for (int i = 0; i < 3; i++) {
-        const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, fields[i]);
-        if (!cJSON_IsString(f) || !kg_b64_decode(f->valuestring, strlen(f->valuestring), dst[i], dlen[i]) ||
-            *dlen[i] == 0 || *dlen[i] > 1024) {
-            kg_err_set(err, KG_STEP_NONCE, "POST %s: nonce reply lacks base64 val/iat/signature", url);
-            goto err;
-        }
+    if (!kbs_intel_parse_nonce(resp.body, resp.body_len, nonce)) {
+        kg_err_set(err, KG_STEP_NONCE, "POST %s: nonce reply lacks base64 val/iat/signature", url);
+        goto err;
     }
     ok = 1;
 err:
     if (!ok)
         ita_nonce_clear(nonce);
-    cJSON_Delete(j);
     kg_http_response_clear(&resp);
     return ok;
 }

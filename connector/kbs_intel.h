@@ -36,7 +36,21 @@ int kbs_intel_get_nonce(kg_http *h, const char *kbs_url, const char *key_id, ita
 
 /* Background step 2: Attestation-Type header and {quote, nonce, user_data, event_log?}. */
 int kbs_intel_transfer_background(kg_http *h, const char *kbs_url, const char *key_id,
-                                  const char *attestation_type, const ita_evidence *ev, const ita_nonce *nonce,
-                                  kbs_wrapped *out, kg_err *err);
+                                  const char *attestation_type, const ita_evidence *ev,
+                                  const ita_nonce *nonce, kbs_wrapped *out, kg_err *err);
+
+/* The reply parsers of the calls above (pure; fuzzed by tests/fuzz). */
+
+/* {"wrapped_key": b64, "wrapped_swk": b64} and no other member. 1, or 0 with err (step transfer,
+ * naming url); *out is cleared on failure, else caller clears. */
+int kbs_intel_parse_wrapped(const char *url, const uint8_t *body, size_t len, kbs_wrapped *out, kg_err *err);
+
+/* The background nonce {"val", "iat", "signature"} (base64, 1..1024 bytes each). 1/0; caller
+ * clears *nonce on success. */
+int kbs_intel_parse_nonce(const uint8_t *body, size_t len, ita_nonce *nonce);
+
+/* A non-200 reply: sets err to the status and the KBS's {"error": "..."} text (printable,
+ * bounded). Always returns 0. */
+int kbs_intel_status_error(kg_err *err, kg_step step, const char *url, const kg_http_response *resp);
 
 #endif

@@ -339,11 +339,20 @@ void kg_config_defaults(kg_config *cfg)
 int kg_config_load_file(kg_config *cfg, const char *path, kg_err *err)
 {
     FILE *fp = fopen(path, "re");
-    char line[4096];
-    int lineno = 0, ok = 0;
+    int ok;
 
     if (fp == NULL)
         return kg_err_set(err, KG_STEP_CONFIG, "%s: cannot open: %s", path, strerror(errno));
+    ok = kg_config_load_stream(cfg, fp, path, err);
+    fclose(fp);
+    return ok;
+}
+
+int kg_config_load_stream(kg_config *cfg, FILE *fp, const char *path, kg_err *err)
+{
+    char line[4096];
+    int lineno = 0, ok = 0;
+
     while (fgets(line, sizeof(line), fp) != NULL) {
         char *p = line, *eq, *key, *val, *end;
         kg_err e;
@@ -386,7 +395,6 @@ int kg_config_load_file(kg_config *cfg, const char *path, kg_err *err)
     }
     ok = 1;
 err:
-    fclose(fp);
     return ok;
 }
 

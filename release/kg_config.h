@@ -10,6 +10,7 @@
 #define KG_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "kg_err.h"
 #include "kg_adapter.h"
@@ -83,6 +84,10 @@ int kg_config_set(kg_config *cfg, const char *key, const char *value, kg_err *er
 /* Parses a keygate.conf file on top of cfg (call kg_config_defaults first). Returns 1 or 0
  * with err "config: <path>:<line>: <problem>". */
 int kg_config_load_file(kg_config *cfg, const char *path, kg_err *err);
+
+/* The same for an open stream (path only names it in messages; fuzzed by tests/fuzz). The
+ * caller closes fp. */
+int kg_config_load_stream(kg_config *cfg, FILE *fp, const char *path, kg_err *err);
 
 /* Cross-key checks after loading (e.g. sim adapter needs sim_pck_key). Returns 1 or 0. */
 int kg_config_check(const kg_config *cfg, kg_err *err);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds from scratch, runs every C unit
-# test (ctest) and every pytest test, then the C unit tests again under ASan+UBSan.
+# test (ctest) and every pytest test, then the C unit tests again under ASan+UBSan, and the
+# libFuzzer harnesses over their corpora (tests/fuzz/replay.sh).
 # Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ jobs=$(nproc)
 ./scripts/setup.sh
 
 echo "== build (from scratch)"
-rm -rf build build-asan
+rm -rf build build-asan build-fuzz
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEYGATE_WERROR=ON >/dev/null
 cmake --build build -j "$jobs" >/dev/null
 
@@ -41,5 +42,8 @@ KEYGATE_BUILD_DIR="$root/build-asan" KEYGATE_ASAN_PRELOAD="$(gcc -print-file-nam
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   /usr/bin/python3 -m pytest -p no:cacheprovider -q "$root/tests/integration/test_pkcs11.py" \
   -k "raw_api or fork_child or threads_share or release_at_login or honest"
+
+echo "== fuzz harnesses (clang, ASan+UBSan): corpus replay + 10 s each"
+FUZZ_SECONDS=10 "$root/tests/fuzz/replay.sh" "$root/build-fuzz"
 
 echo "== all tests passed"

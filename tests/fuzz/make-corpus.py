@@ -1,0 +1,252 @@
+#!/usr/bin/python3
+"""Regenerates the seed corpora (tests/fuzz/corpus/<harness>/) and the fixed harness inputs
+(tests/fuzz/data/) from the real artefacts in ../shared/vectors and from the local stack.
+
+    /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR]
+
+Run once and commit the result; the test run only replays what is committed. Seeds made here
+are named stack-*, seeds copied from the vectors vector-*; regression inputs (crashes found
+and fixed) are named regress-* and are never touched by this script.
+
+The local stack runs from a temporary state dir (its own PKI) on 127.0.0.1 and is stopped by
+PID at the end. data/verify-at is a time at which the stack tokens, certificates and CRLs
+written here are all valid, so the jws harness can verify a seed token completely.
+"""
+import argparse
+import base64
+import json
+import os
+import pathlib
+import shutil
+import struct
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))
+
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
+
+from tests.stack import kbs_fixture as kf  # noqa: E402
+from tests.stack import paravisor, pki  # noqa: E402
+from tests.stack.fixtures import LocalStack  # noqa: E402
+from tests.stack.simquote import DEFAULTS  # noqa: E402
+
+HARNESSES = ["jws", "jwks", "x5c_crl", "ita_reply", "tdx_quote", "keyref", "kbs_reply", "wrap",
+             "config", "azure_runtime", "ccel"]
+
+
+class Corpus:
+    def __init__(self, root):
+        self.root = root
+        for h in HARNESSES:
+            d = root / h
+            d.mkdir(parents=True, exist_ok=True)
+            for f in d.iterdir():            # keep regression inputs, replace the seeds
+                if f.name.startswith(("stack-", "vector-")):
+                    f.unlink()
+
+    def add(self, harness, name, data):
+        if isinstance(data, str):
+            data = data.encode()
+        (self.root / harness / name).write_bytes(data)
+
+
+def der_len(n):
+    if n < 0x80:
+        return bytes([n])
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(b)]) + b
+
+
+def tlv(tag, body):
+    return bytes([tag]) + der_len(len(body)) + body
+
+
+def keyref_der(key_id, spki, kbs_url=None, kbs_type=None, description=None):
+    """KeygateKeyReference (release/kg_keyref.h)."""
+    body = tlv(0x02, b"\x01") + tlv(0x0C, key_id.encode()) + spki
+    for tag, val in ((0x80, kbs_url), (0x81, kbs_type), (0x82, description)):
+        if val is not None:
+            body += tlv(tag, val.encode())
+    return tlv(0x30, body)
+
+
+def pem_block(label, der):
+    b64 = base64.b64encode(der).decode()
+    lines = "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))
+    return f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n"
+
+
+def spki(key):
+    return key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def pkcs8(key):
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def from_vectors(c, data, vec):
+    v = lambda name: (vec / name).read_bytes()  # noqa: E731
+    for name in ("ita-sgx-dev-token.jwt", "ita-sgx-dev-token-2023.jwt", "ita-tdx-pilot-token-v1.jwt",
+                 "ita-tdx-prod-token-v1.jwt"):
+        c.add("jws", "vector-" + name, v(name).strip())
+        c.add("ita_reply", "vector-token-" + name, json.dumps({"token": v(name).strip().decode()}))
+    for name in ("ita-dev-jwks.json", "ita-dev-jwks-2023.json", "ita-prod-jwks.json"):
+        c.add("jwks", "vector-" + name, v(name))
+    dev = json.loads(v("ita-dev-jwks.json"))["keys"][0]["x5c"]
+    for i, crl in enumerate(("ita-dev-ats-ca-crl.der", "ita-dev-root-ca-crl.der")):
+        cert = base64.b64decode(dev[min(i, len(dev) - 1)])
+        c.add("x5c_crl", "vector-" + crl, struct.pack(">H", len(cert)) + cert + v(crl))
+    root_der = pki.load_cert(str(vec / "intel-sgx-root-ca.pem")).public_bytes(serialization.Encoding.DER)
+    c.add("x5c_crl", "vector-intel-sgx-root-ca-crl.der",
+          struct.pack(">H", len(root_der)) + root_der + v("intel-sgx-root-ca-crl.der"))
+    for name in ("tdx-quote-gcp-cos113.bin", "tdx-quote-trustee-v4-debug.bin", "tdx-quote-azure.bin"):
+        c.add("tdx_quote", "vector-" + name, v(name))
+    c.add("azure_runtime", "vector-azure-tdx-hcl-report.bin", v("azure-tdx-hcl-report.bin"))
+    c.add("azure_runtime", "vector-azure-tdx-runtime-data.json", v("azure-tdx-runtime-data.json"))
+    c.add("ccel", "vector-tdx-ccel-table-gcp-cos113.bin", v("tdx-ccel-table-gcp-cos113.bin"))
+    log = v("tdx-ccel-data-gcp-cos113.bin")
+    c.add("ccel", "vector-tdx-ccel-data-gcp-cos113.bin", log[:18101 + 64])  # events + some 0xFF fill
+    shutil.copyfile(vec / "intel-sgx-root-ca.pem", data / "intel-sgx-root-ca.pem")
+
+
+def from_stack(c, data, tmp):
+    stack = LocalStack(tmp / "state").init()
+    try:
+        ita = stack.start_ita()
+        kbs = kf.start_kbs(stack)
+        state = stack.state_dir
+        get = lambda url, path, **kw: kf.https_request(url, "GET", path, state_dir=state, **kw)  # noqa
+
+        # data/: what the harnesses verify against
+        status, _, jwks = get(ita.url, "/certs")
+        assert status == 200, status
+        (data / "ita-jwks.json").write_bytes(jwks)
+        for name in ("ita-root-ca", "ita-signing-ca", "ita-leaf"):
+            shutil.copyfile(os.path.join(state, name + ".pem"), data / (name + ".pem"))
+        shutil.copyfile(os.path.join(state, "sim-sgx-root-ca.pem"), data / "sim-sgx-root-ca.pem")
+        crls = {}
+        for which, dest in (("root-ca", "ita-root-ca.crl"), ("ats-ca", "ita-signing-ca.crl")):
+            status, _, crl = get(ita.url, f"/crl/{which}-crl.der")
+            assert status == 200, (which, status)
+            (data / dest).write_bytes(crl)
+            crls[which] = crl
+        (data / "verify-at").write_text(f"{int(time.time()) + 30}\n")
+
+        c.add("jwks", "stack-jwks.json", jwks)
+        leaf = pki.load_cert(os.path.join(state, "ita-leaf.pem")).public_bytes(serialization.Encoding.DER)
+        ca = pki.load_cert(os.path.join(state, "ita-signing-ca.pem")).public_bytes(serialization.Encoding.DER)
+        c.add("x5c_crl", "stack-leaf-ats-crl", struct.pack(">H", len(leaf)) + leaf + crls["ats-ca"])
+        c.add("x5c_crl", "stack-ca-root-crl", struct.pack(">H", len(ca)) + ca + crls["root-ca"])
+        pem_crl = pem_block("X509 CRL", crls["ats-ca"]).encode()
+        c.add("x5c_crl", "stack-leaf-ats-crl-pem", struct.pack(">H", len(leaf)) + leaf + pem_crl)
+
+        # ITA replies and tokens (v1 flat, v2 nested)
+        headers = {"x-api-key": pki.api_key(state), "Accept": "application/json"}
+        for version in (1, 2):
+            status, _, body = get(ita.url, f"/appraisal/v{version}/nonce", headers=headers)
+            assert status == 200, status
+            c.add("ita_reply", f"stack-nonce-v{version}.json", body)
+        wrapping = kf.new_wrapping_key(3072)
+        blob = kf.user_data_blob(wrapping.public_key())
+        make_quote = kf.sim_quote_maker(state)
+        tokens = {}
+        for version in (1, 2):
+            tokens[version] = kf.ita_token(ita.url, state, blob, make_quote, version=version)
+            c.add("jws", f"stack-token-v{version}.jwt", tokens[version])
+            c.add("ita_reply", f"stack-token-v{version}.json", json.dumps({"token": tokens[version]}))
+        c.add("tdx_quote", "stack-sim-quote.bin", make_quote(bytes(range(64))))
+        c.add("tdx_quote", "stack-sim-quote-debug.bin",
+              kf.make_sim_quote(state, bytes(64), debug=True) if hasattr(kf, "make_sim_quote")
+              else make_quote(bytes(64)))
+
+        # KBS replies: transfer (passport), background nonce, an error
+        admin = kf.kbs_admin_token(kbs.url, state)
+        policy = kf.create_policy(kbs.url, admin, {"mrtd": [DEFAULTS["mrtd"].hex()]})
+        released = {}
+        for name, key in (("rsa3072", rsa.generate_private_key(public_exponent=65537, key_size=3072)),
+                          ("p256", ec.generate_private_key(ec.SECP256R1()))):
+            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+            key_id = kf.register_key(kbs.url, admin, pem, policy)
+            released[name] = (key_id, key)
+            status, _, body = kf.kbs_request(kbs.url, "POST", f"/keys/{key_id}/transfer",
+                                             {"attestation_token": tokens[1]},
+                                             {"Accept": "application/json",
+                                              "Content-Type": "application/json"}, state)
+            assert status == 200, (status, body)
+            c.add("kbs_reply", f"stack-transfer-{name}.json", body)
+            reply = json.loads(body)
+            c.add("wrap", f"stack-wrapped-key-{name}", b"\x00" + base64.b64decode(reply["wrapped_key"]))
+            c.add("wrap", f"stack-pkcs8-{name}", b"\x01" + pkcs8(key))
+        key_id = released["rsa3072"][0]
+        status, _, body = kf.kbs_request(kbs.url, "POST", f"/keys/{key_id}/transfer", b"",
+                                         {"Accept": "application/json"}, state)
+        assert status == 200, status
+        c.add("kbs_reply", "stack-nonce.json", body)
+        status, _, body = kf.kbs_request(kbs.url, "POST", "/keys/00000000-0000-4000-8000-000000000000/transfer",
+                                         {"attestation_token": tokens[1]},
+                                         {"Accept": "application/json", "Content-Type": "application/json"},
+                                         state)
+        c.add("kbs_reply", f"stack-error-{status}.json", body)
+        for name in ("p384", "rsa2048"):
+            key = (ec.generate_private_key(ec.SECP384R1()) if name == "p384"
+                   else rsa.generate_private_key(public_exponent=65537, key_size=2048))
+            c.add("wrap", f"stack-pkcs8-{name}", b"\x01" + pkcs8(key))
+
+        # key references: every optional field, RSA and EC, DER and PEM (with a certificate first)
+        rsa_key, ec_key = released["rsa3072"][1], released["p256"][1]
+        refs = {
+            "rsa-min": keyref_der(released["rsa3072"][0], spki(rsa_key)),
+            "ec-all": keyref_der(released["p256"][0], spki(ec_key), kbs.url, "intel", "web server key"),
+            "trustee": keyref_der("default/key/tls", spki(ec_key), "https://127.0.0.1:8080", "trustee"),
+        }
+        for name, der in refs.items():
+            c.add("keyref", f"stack-{name}.der", der)
+            c.add("keyref", f"stack-{name}.pem", pem_block("KEYGATE KEY REFERENCE", der))
+        cert_pem = open(os.path.join(state, "ita-leaf.pem")).read()
+        c.add("keyref", "stack-bundle.pem", cert_pem + pem_block("KEYGATE KEY REFERENCE", refs["ec-all"]))
+
+        # keygate.conf as the tests write it
+        conf = {"adapter": "sim", "ita_api_url": ita.url, "ita_base_url": ita.url,
+                "ita_api_key_file": "/etc/keygate/ita-api-key", "ita_trust_anchor": "/etc/keygate/root.pem",
+                "tls_ca_file": "/etc/keygate/tls-ca.pem", "sim_pck_key": "/etc/keygate/sim-pck.key",
+                "sim_pck_chain": "/etc/keygate/sim-pck-chain.pem", "kbs_url": kbs.url, "kbs_type": "intel",
+                "kbs_mode": "background", "ita_api_version": "v2",
+                "ita_policy_ids": "00000000-0000-4000-8000-000000000000,11111111-1111-4111-8111-111111111111",
+                "require_mrtd": DEFAULTS["mrtd"].hex(), "require_tcb_status": "UpToDate,OutOfDate",
+                "retry_wait_min_ms": 50, "retry_wait_max_ms": 400, "allow_debug_td": "no"}
+        c.add("config", "stack-keygate.conf",
+              "# written by make-corpus.py\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
+
+        # Azure: an HCL report as the paravisor stand-in writes it, cut to its real length
+        report = paravisor.hcl_report(bytes(range(64)), 4096)
+        total = struct.unpack_from("<I", report, 8)[0]
+        c.add("azure_runtime", "stack-hcl-report.bin", report[:total])
+    finally:
+        stack.stop_all()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vectors", default=str(REPO.parent / "shared" / "vectors"))
+    args = ap.parse_args()
+    data = HERE / "data"
+    data.mkdir(exist_ok=True)
+    c = Corpus(HERE / "corpus")
+    from_vectors(c, data, pathlib.Path(args.vectors))
+    c.add("config", "stack-keygate.conf.example", (REPO / "conf" / "keygate.conf.example").read_bytes())
+    with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
+        from_stack(c, data, pathlib.Path(tmp))
+    total = sum(f.stat().st_size for f in (HERE / "corpus").rglob("*") if f.is_file())
+    print(f"corpus: {sum(1 for f in (HERE / 'corpus').rglob('*') if f.is_file())} files, {total} bytes")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Secret hygiene: every front end runs at the highest debug level (KEYGATE_DEBUG=<file>:4) and
+everything it leaves behind -- the debug log, stdout, stderr and the argv of every program
+spawned meanwhile (sampled from /proc/<pid>/cmdline of our descendants while they run, plus the
+argv we passed) -- is searched for the secrets of the run:
+
+  * the ITA API key (as text, and in base64 at any alignment);
+  * attestation tokens: the token `keygate token` printed, and any compact JWS at all (the
+    passport tokens `keygate release` and the provider use internally are never printed);
+  * the released private keys: every private component (EC d; RSA d, p, q, dP, dQ, qInv) in hex
+    (lower, upper, openssl's xx:xx text form) and base64/base64url at any alignment, which also
+    covers the PKCS#8 DER and its PEM body.
+
+A third test forces a core dump of a program using a released key and searches it for the
+private components (MADV_DONTDUMP promise); it currently documents a known leak (xfail, strict).
+
+Where a command prints a secret by design (the token on the stdout of `keygate token`, also with
+--json), only that output is exempt from that one secret. Each needle is first shown to find the secret in a rendering that
+does contain it, so the search cannot pass vacuously.
+"""
+import base64
+import os
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from conftest import kbs_conf, run
+from test_provider import PEM_READER, Site, free_port, make_cert
+from test_release_cli import new_key, pub_pem, register
+from tests.stack import pki
+
+JWS = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")
+
+
+# ------------------------------------------------------------------------------- needles
+
+def b64_any_alignment(data, urlsafe=False):
+    """Base64 texts that occur in the encoding of any byte stream containing data, whatever
+    its offset: for each of the 3 alignments, the characters not influenced by neighbours."""
+    enc = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    out = []
+    for k in range(3):
+        text = enc(data[k:]).decode().rstrip("=")
+        whole = (len(data) - k) // 3 * 4          # characters that encode full 3-byte groups
+        if whole >= 16:
+            out.append(text[:whole])
+    return out
+
+
+def byte_needles(label, data):
+    hx = data.hex()
+    needles = [(label + " hex", hx), (label + " HEX", hx.upper()),
+               (label + " xx:xx", ":".join(hx[i:i + 2] for i in range(0, len(hx), 2)))]
+    needles += [(label + " base64", t) for t in b64_any_alignment(data)]
+    needles += [(label + " base64url", t) for t in b64_any_alignment(data, urlsafe=True)]
+    return needles
+
+
+def int_bytes(n):
+    return n.to_bytes((n.bit_length() + 7) // 8, "big")
+
+
+def key_needles(name, key):
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        size = (key.curve.key_size + 7) // 8
+        parts = {"d": key.private_numbers().private_value.to_bytes(size, "big")}
+    else:
+        n = key.private_numbers()
+        parts = {"d": int_bytes(n.d), "p": int_bytes(n.p), "q": int_bytes(n.q), "dP": int_bytes(n.dmp1),
+                 "dQ": int_bytes(n.dmq1), "qInv": int_bytes(n.iqmp)}
+    needles = []
+    for part, data in parts.items():
+        needles += byte_needles(f"{name} private {part}", data)
+    # control: the needles find the key in its own PKCS#8 PEM body and DER hex
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    pem_body = "".join(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()).decode().splitlines()[1:-1])
+    for part, data in parts.items():
+        assert data.hex() in der.hex(), part
+        assert any(t in pem_body for t in b64_any_alignment(data)), part
+    return needles
+
+
+def api_key_needles(api_key):
+    return [("API key", api_key)] + [("API key base64", t) for t in b64_any_alignment(api_key.encode())]
+
+
+# ------------------------------------------------------------------------------- argv watch
+
+class ArgvWatch:
+    """Samples /proc/<pid>/cmdline of this process's descendants every 10 ms while active."""
+
+    def __init__(self):
+        self.argv = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def add(self, argv):
+        self.argv.add(" ".join(map(str, argv)))
+
+    def _loop(self):
+        me = os.getpid()
+        while not self._stop.is_set():
+            parents = {}
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        stat = f.read()
+                    parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
+                except (OSError, ValueError):
+                    continue
+            for pid in parents:
+                p, seen = pid, 0
+                while p in parents and p != me and seen < 64:
+                    p, seen = parents[p], seen + 1
+                if p == me and pid != me:
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as f:
+                            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    except OSError:
+                        continue
+                    if cmd:
+                        self.argv.add(cmd)
+            self._stop.wait(0.01)
+
+
+# ------------------------------------------------------------------------------- checks
+
+def find_leaks(sources, needles, exempt=()):
+    """[(secret label, source)] for every needle found in a source; exempt: (label, source)."""
+    leaks = []
+    for source, text in sources.items():
+        for label, needle in needles:
+            if needle in text and (label.split(" ")[0], source) not in exempt:
+                leaks.append((label, source))
+        for m in JWS.finditer(text):
+            if ("token", source) not in exempt:
+                leaks.append((f"a compact JWS ({m.group(0)[:24]}...)", source))
+    return sorted(set(leaks))
+
+
+def debug_env(tmp_path):
+    log = tmp_path / "keygate-debug.log"
+    return log, {"KEYGATE_DEBUG": f"{log}:4"}
+
+
+def test_cli_release_token_and_verify_leak_nothing(keygate_bin, kbs_stack, tmp_path):
+    keys = {kind: new_key(kind) for kind in ("p256", "rsa2048")}
+    ids = {kind: register(kbs_stack, key) for kind, key in keys.items()}
+    log, env = debug_env(tmp_path)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", log_level=4)
+    conf_bg = kbs_conf(kbs_stack, tmp_path / "k-bg.conf", log_level=4, kbs_mode="background")
+    token_file = tmp_path / "token.jwt"
+    outputs = {}
+    with ArgvWatch() as watch:
+        def cmd(name, argv):
+            argv = [keygate_bin, *map(str, argv)]
+            watch.add(argv)
+            r = run(argv, env=env, timeout=120)
+            outputs[name + " stdout"], outputs[name + " stderr"] = r.stdout, r.stderr
+            return r
+
+        for name, c in (("release passport", conf), ("release background", conf_bg)):
+            r = cmd(name, ["-c", c, "release", "--key-id", ids["p256"], "--key-id", ids["rsa2048"], "-v"])
+            assert r.returncode == 0, r.stderr
+            assert r.stdout == pub_pem(keys["p256"]) + pub_pem(keys["rsa2048"])
+        r = cmd("token", ["-c", conf, "token", "--steps"])
+        assert r.returncode == 0, r.stderr
+        token = r.stdout.strip()
+        assert JWS.fullmatch(token), token[:40]
+        token_file.write_text(token + "\n")
+        r = cmd("token json", ["-c", conf, "--json", "token", "--claims"])
+        assert r.returncode == 0, r.stderr
+        r = cmd("verify", ["-c", conf, "verify", "--token", token_file])
+        assert r.returncode == 0, r.stderr
+        r = cmd("verify json", ["-c", conf, "--json", "verify", "--token", token_file])
+        assert r.returncode == 0, r.stderr
+    sources = dict(outputs)
+    sources["debug log"] = log.read_text() if log.exists() else ""
+    sources["argv"] = "\n".join(sorted(watch.argv))
+    assert any("release" in a for a in watch.argv)
+
+    needles = api_key_needles(pki.api_key(kbs_stack.state_dir)) + [("token", token)]
+    needles += byte_needles("token signature", base64.urlsafe_b64decode(token.split(".")[2] + "=="))
+    for kind, key in keys.items():
+        needles += key_needles(kind, key)
+    # `keygate token` prints the token: that is its job (--json prints it in its JSON object)
+    exempt = {("token", "token stdout"), ("token", "token json stdout")}
+    assert token in outputs["token stdout"]
+    assert find_leaks(sources, needles, exempt) == []
+
+
+def test_provider_hosts_leak_nothing(keygate_bin, build_dir, kbs_stack, tmp_path):
+    site = Site(keygate_bin, build_dir, kbs_stack, tmp_path)
+    log, debug = debug_env(tmp_path)
+    env = dict(site.env, **debug)
+    outputs = {}
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(32))
+    certs = {kind: make_cert(site, kind) for kind in site.refs}
+    reader = tmp_path / "reader"
+    (tmp_path / "reader.c").write_text(PEM_READER)
+    assert run(["cc", "-o", str(reader), str(tmp_path / "reader.c"), "-lssl", "-lcrypto"]).returncode == 0
+    with ArgvWatch() as watch:
+        def cmd(name, argv, **kw):
+            argv = list(map(str, argv))
+            watch.add(argv)
+            r = run(argv, env=env, **kw)
+            outputs[name + " stdout"], outputs[name + " stderr"] = r.stdout, r.stderr
+            return r
+
+        for kind, ref in site.refs.items():
+            assert cmd(f"pkey -pubout {kind}", ["openssl", "pkey", "-in", ref, "-pubout"]).returncode == 0
+            cmd(f"pkey -text {kind}", ["openssl", "pkey", "-in", ref, "-text", "-noout"])
+            cmd(f"pkey private {kind}", ["openssl", "pkey", "-in", ref])          # refused: no export
+            r = cmd(f"pkeyutl -sign {kind}", ["openssl", "pkeyutl", "-sign", "-inkey", ref, "-in", data,
+                                               "-pkeyopt", "digest:sha256", "-out", tmp_path / f"{kind}.sig"])
+            assert r.returncode == 0, r.stderr
+            r = cmd(f"PEM_read {kind}", [reader, ref, certs[kind]])
+            assert r.returncode == 0 and "provider=keygate" in r.stdout, r.stderr
+            cmd(f"storeutl {kind}", ["openssl", "storeutl", "-noout", "-text", f"keygate:{site.ids[kind]}"])
+
+            port = free_port()
+            argv = ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(certs[kind]), "-key",
+                    str(ref), "-www", "-tls1_3"]
+            watch.add(argv)
+            srv = subprocess.Popen(argv, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+            try:
+                deadline = time.monotonic() + 20
+                while True:
+                    r = cmd(f"s_client {kind}", ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile",
+                                                 certs[kind], "-verify_return_error", "-brief"],
+                            input="GET / HTTP/1.0\r\n\r\n", timeout=30)
+                    if r.returncode == 0 or time.monotonic() > deadline or srv.poll() is not None:
+                        break
+                    time.sleep(0.2)
+                assert r.returncode == 0, r.stderr
+            finally:
+                srv.terminate()
+                out, err = srv.communicate(timeout=10)
+            outputs[f"s_server {kind} stdout"], outputs[f"s_server {kind} stderr"] = out, err
+    sources = dict(outputs)
+    sources["debug log"] = log.read_text()
+    sources["argv"] = "\n".join(sorted(watch.argv))
+    # the log really is at trace level: the provider's debug lines are there
+    assert "keygate provider" in sources["debug log"] and "releasing key" in sources["debug log"]
+    assert any("s_server" in a for a in watch.argv)
+
+    needles = api_key_needles(pki.api_key(kbs_stack.state_dir))
+    for kind, key in site.keys.items():
+        needles += key_needles(kind, key)
+    assert find_leaks(sources, needles) == []
+
+
+CORE_DUMPER = r'''
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+    struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+    unsigned char sig[512];
+    size_t len = sizeof(sig);
+    FILE *fp = fopen(argv[1], "r");
+    EVP_PKEY *k = PEM_read_PrivateKey(fp, NULL, NULL, NULL); /* the release runs here */
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (k == NULL || EVP_DigestSignInit_ex(md, NULL, "SHA256", NULL, NULL, k, NULL) <= 0 ||
+        EVP_DigestSign(md, sig, &len, (const unsigned char *)"abc", 3) <= 0) {
+        ERR_print_errors_fp(stderr);
+        return 1;
+    }
+    printf("signed\n");
+    fflush(stdout);
+    if (setrlimit(RLIMIT_CORE, &rl) != 0 || chdir(argv[2]) != 0)
+        return 2;
+    abort(); /* a core of a process that holds a released key in use */
+}
+'''
+
+
+def private_parts(key):
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return {"d": key.private_numbers().private_value}
+    n = key.private_numbers()
+    return {"d": n.d, "p": n.p, "q": n.q, "dP": n.dmp1, "dQ": n.dmq1, "qInv": n.iqmp}
+
+
+def in_core(core, value):
+    """The value as a big-endian byte string or as a BIGNUM (64-bit limbs, least significant first,
+    i.e. little-endian bytes), by its 24 most significant bytes' worth of either layout."""
+    be = int_bytes(value)
+    le = value.to_bytes(len(be), "little")
+    return be[:24] in core or le[-24:] in core
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/sys/kernel/core_pattern") or
+                    open("/proc/sys/kernel/core_pattern").read().strip() not in ("core", "core.%p"),
+                    reason="core_pattern does not write a plain core file here")
+@pytest.mark.xfail(strict=True, reason=(
+    "KNOWN LEAK (issue 9): OpenSSL 3.0's PKCS#8 decoder (kg_wrap_parse_pkcs8 -> OSSL_DECODER) copies "
+    "the DER into ordinary heap and frees it uncleared, and RSA keeps p/q copies (Montgomery contexts) "
+    "outside the secure heap: the private components are in the core. Measured: P-256 d, RSA d/p/q/dP/"
+    "dQ/qInv. Remove this marker when the key path is fixed."))
+@pytest.mark.parametrize("kind", ["p256"])
+def test_core_dump_holds_no_private_key(keygate_bin, build_dir, kbs_stack, tmp_path, kind):
+    """The issue's promise: keys live in OpenSSL's secure heap (MADV_DONTDUMP) and every plaintext
+    copy is zeroized, so a forced core of a process using a released key holds none of its
+    private components, while its public point/modulus (ordinary heap) is there -- which shows
+    the search works. Today this fails (see the xfail reason); the test stays to prove the fix."""
+    site = Site(keygate_bin, build_dir, kbs_stack, tmp_path, kinds=(kind,))
+    src, exe = tmp_path / "dumper.c", tmp_path / "dumper"
+    src.write_text(CORE_DUMPER)
+    assert run(["cc", "-o", str(exe), str(src), "-lssl", "-lcrypto"]).returncode == 0
+    for kind, key in site.keys.items():
+        cores = tmp_path / f"cores-{kind}"
+        cores.mkdir()
+        r = run([str(exe), str(site.refs[kind]), str(cores)], env=site.env, timeout=120)
+        assert r.returncode < 0 and "signed" in r.stdout, r.stderr  # killed by SIGABRT after signing
+        files = list(cores.iterdir())
+        assert len(files) == 1, files
+        core = files[0].read_bytes()
+        pub = key.public_key().public_numbers()
+        public = pub.n if kind.startswith("rsa") else pub.x
+        assert in_core(core, public), f"{kind}: public part not found: the search is broken"
+        leaked = [part for part, value in private_parts(key).items() if in_core(core, value)]
+        assert leaked == [], f"{kind}: private {leaked} in the core dump"
