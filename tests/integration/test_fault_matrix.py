@@ -8,10 +8,12 @@ one key reference and asserts:
   ``fail`` (no key);
 * that a failure names the pipeline step (``keygate: [key ID: ]<step>: <cause>``) in the front
   end's own error channel: the CLI's one error line and exit code, openssl's stderr, nginx's
-  error log next to "cannot load certificate key";
+  error log next to "cannot load certificate key", the PKCS#11 module's CKR (CKR_DEVICE_ERROR
+  when a service fails, CKR_FUNCTION_FAILED when our checks refuse) and its KEYGATE_DEBUG line;
 * that it finishes within a bound derived from the test configuration (timeout_ms, retry_max,
   retry_wait_*_ms), and for 429 + Retry-After not before the server asked;
-* that no key is present afterwards: nothing printed, no PEM written, nginx not serving;
+* that no key is present afterwards: nothing printed, no PEM written, nginx not serving, no
+  signature (and a signature made is checked against the reference's public key);
 * that the fault really fired (the service's request log shows it), so no row passes by accident.
 
 A front end is one object with ``name`` (test id), ``label`` (README column), ``overhead_s``
@@ -23,9 +25,11 @@ failure signal and returns the line that must name the step); ``stack`` is the M
     /usr/bin/python3 tests/integration/test_fault_matrix.py --update
 and test_readme_table_matches_the_test_table keeps it from drifting.
 """
+import hashlib
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -50,6 +54,9 @@ CFG = {"timeout_ms": 1000, "retry_max": 2, "retry_wait_min_ms": 50, "retry_wait_
 RELEASE_S = 6.0
 RETRY_AFTER_S = 1
 SLOW_S = 20  # a "slow" reply takes this long: far past timeout_ms and past every bound below
+# The "slow" rows wait out every attempt: they run with half of CFG's timeout_ms (still far above
+# what one request of a healthy release takes), which saves a second per cell.
+SLOW_TIMEOUT_MS = 500
 
 
 def attempts():
@@ -63,8 +70,8 @@ def backoff_s():
     return sum(min(hi, lo << a) for a in range(1, attempts())) / 1000
 
 
-def per_try_s():
-    return CFG["timeout_ms"] / 1000
+def per_try_s(timeout_ms=None):
+    return (timeout_ms or CFG["timeout_ms"]) / 1000
 
 
 # ------------------------------------------------------------------------------------ faults
@@ -77,7 +84,7 @@ class Fault:
     ita.py, kbs.py); conf: keygate.conf overrides (``DEAD`` = the URL of a port nobody listens
     on); outcome: "recover" or "fail"; step: the step a failure names; needle: a regex the
     error line must contain; extra_s(): the worst time the fault may add to a release;
-    min_s: the least time the run may take (Retry-After honoured)."""
+    min_s: the least time the run may take (Retry-After honoured, timeouts waited out)."""
     name: str
     doc: str
     outcome: str
@@ -112,7 +119,7 @@ def _retries_only():
 
 
 def _slow():
-    return attempts() * per_try_s() + backoff_s()
+    return attempts() * per_try_s(SLOW_TIMEOUT_MS) + backoff_s()
 
 
 def _status_rows(service, route, step, what):
@@ -127,9 +134,10 @@ def _status_rows(service, route, step, what):
               service, (_fault(route, "status", 1, status=429, headers={"Retry-After": str(RETRY_AFTER_S)}),),
               extra_s=lambda: min(RETRY_AFTER_S, CFG["retry_wait_max_ms"] / 1000),
               min_s=min(RETRY_AFTER_S, CFG["retry_wait_max_ms"] / 1000)),
-        Fault(f"{service}_slow", f"{what}: reply after {SLOW_S} s (past timeout_ms)", "fail", service,
-              (_fault(route, "delay", seconds=SLOW_S),), step=step, needle=r"Timeout was reached.*" + AFTER, fires=attempts,
-              extra_s=_slow),
+        Fault(f"{service}_slow", f"{what}: reply after {SLOW_S} s (past timeout_ms = {SLOW_TIMEOUT_MS})", "fail",
+              service, (_fault(route, "delay", seconds=SLOW_S),), conf=(("timeout_ms", SLOW_TIMEOUT_MS),), step=step,
+              needle=r"Timeout was reached.*" + AFTER, fires=attempts, extra_s=_slow,
+              min_s=attempts() * per_try_s(SLOW_TIMEOUT_MS)),  # every attempt waited out its timeout
         Fault(f"{service}_truncated", f"{what}: half the body, then the connection drops", "fail", service,
               (_fault(route, "truncate"),), step=step, needle=r"POST https://127\.0\.0\.1:\d+/.*" + AFTER,
               fires=attempts, extra_s=_retries_only),
@@ -209,8 +217,10 @@ class Result:
 
 
 # "keygate: <step>: ..." (CLI), "...keygate: key ID: <step>: ..." (the provider's error queue, as
-# nginx logs it) or "keygate[PID] error FILE:LINE: key ID: <step>: ..." (the provider's log line)
-ERROR_LINE = r"keygate(?::|\[\d+\] error \S+:) (?:key [0-9a-f-]+: )?{step}: (?P<cause>.*)"
+# nginx logs it), "keygate[PID] error FILE:LINE: key ID: <step>: ..." (the provider's log line) or
+# "keygate[PID] error FILE:LINE: PKCS#11 C_SignInit: key 'LABEL' (ID): <step>: ..." (the PKCS#11 log line)
+ERROR_LINE = (r"keygate(?::|\[\d+\] error \S+:) (?:key [0-9a-f-]+: |PKCS#11 \w+: key '[^']*' \([0-9a-f-]+\): )?"
+              r"{step}: (?P<cause>.*)")
 
 
 class CliFrontEnd:
@@ -307,7 +317,56 @@ class NginxStartup:
         return lines[0]
 
 
-FRONT_ENDS = [CliFrontEnd(), ProviderFrontEnd(), NginxStartup()]
+class Pkcs11Sign:
+    """`pkcs11-tool --sign` (CKM_ECDSA over a SHA-256 hash) through libkeygate-pkcs11.so, the
+    reference listed in pkcs11_keys (KEYGATE_CONF): the release runs at the first private-key
+    operation (C_SignInit). A failure is the CKR of the step's class (CKR_DEVICE_ERROR when the
+    attestation services fail, CKR_FUNCTION_FAILED when our own checks refuse) and the keygate
+    debug log (KEYGATE_DEBUG) names the step; the signature file is written only on success and
+    must verify under the reference's public key."""
+    name, label, overhead_s = "pkcs11", "PKCS#11 `pkcs11-tool --sign`", 0.5
+    CKR = {"nonce": "CKR_DEVICE_ERROR", "evidence": "CKR_DEVICE_ERROR", "token": "CKR_DEVICE_ERROR",
+           "transfer": "CKR_DEVICE_ERROR", "verify": "CKR_FUNCTION_FAILED", "unwrap": "CKR_FUNCTION_FAILED",
+           "match": "CKR_FUNCTION_FAILED", "config": "CKR_FUNCTION_FAILED"}
+    DATA = b"keygate fault matrix"
+
+    def run(self, stack, ref):
+        if not shutil.which("pkcs11-tool"):
+            pytest.skip("opensc (pkcs11-tool) is needed")
+        p11 = stack.tmp / "pkcs11"
+        p11.mkdir(exist_ok=True)
+        conf, tbs, sig, log = (p11 / n for n in ("keygate.conf", "tbs.bin", "sig.bin", "debug.log"))
+        conf.write_text(stack.conf.read_text() + f"pkcs11_keys = matrix:{ref}\n")
+        tbs.write_bytes(hashlib.sha256(self.DATA).digest())
+        for f in (sig, log):
+            f.unlink(missing_ok=True)
+        env = {"KEYGATE_CONF": str(conf), "KEYGATE_DEBUG": f"{log}:0"}
+        if os.environ.get("KEYGATE_ASAN_PRELOAD"):
+            env["LD_PRELOAD"] = os.environ["KEYGATE_ASAN_PRELOAD"]
+        t0 = time.monotonic()
+        r = run(["pkcs11-tool", "--module", str(stack.build_dir / "pkcs11" / "libkeygate-pkcs11.so"), "--sign",
+                 "--label", "matrix", "-m", "ECDSA", "-i", str(tbs), "-o", str(sig)], env=env, timeout=120)
+        elapsed = time.monotonic() - t0
+        signed = sig.exists() and sig.stat().st_size > 0
+        if signed:  # a signature is only "a key" if it is the reference's key that made it
+            from cryptography.hazmat.primitives import hashes, serialization
+            from cryptography.hazmat.primitives.asymmetric import ec, utils
+            s = sig.read_bytes()
+            der = utils.encode_dss_signature(int.from_bytes(s[:32], "big"), int.from_bytes(s[32:], "big"))
+            serialization.load_pem_public_key(stack.pub_pem.encode()).verify(der, self.DATA, ec.ECDSA(hashes.SHA256()))
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return Result(r.returncode, r.stderr + text, elapsed, signed)
+
+    def error_line(self, stack, result, step):
+        assert result.rc != 0, result.stderr
+        want = self.CKR[step]
+        assert re.search(rf"C_SignInit failed: rv = {want} \(0x", result.stderr), f"not {want}: {result.stderr}"
+        lines = [l for l in result.stderr.splitlines() if "PKCS#11 C_SignInit: key 'matrix'" in l]
+        assert len(lines) == 1, f"the debug log must name the failure once: {result.stderr}"
+        return lines[0]
+
+
+FRONT_ENDS = [CliFrontEnd(), ProviderFrontEnd(), NginxStartup(), Pkcs11Sign()]
 
 STEP_CODES = {"config": 10, "wrapping-key": 11, "nonce": 12, "evidence": 13, "token": 14, "verify": 15,
               "transfer": 16, "unwrap": 17, "handover": 18, "internal": 19, "match": 20}
@@ -443,7 +502,7 @@ def test_fault(clean, fault, front):
         assert found, f"the error does not name the step {fault.step!r}: {line}\n{context}"
         assert re.search(fault.needle, found.group("cause")), f"cause does not match {fault.needle!r}: {line}"
     assert result.elapsed <= bound, f"took {result.elapsed:.2f} s, bound {bound:.2f} s: {context}"
-    assert result.elapsed >= fault.min_s, f"returned before Retry-After: {context}"
+    assert result.elapsed >= fault.min_s, f"returned before {fault.min_s:.2f} s (Retry-After, timeouts): {context}"
 
     if fault.service:  # the fault fired, as often as the retry settings allow (no more, no less)
         injected = fault.faults[0]
