@@ -110,6 +110,8 @@ int kg_release_ctx_set_api_key(kg_release_ctx *ctx, const char *api_key, kg_err 
     ctx->api_key = copy;
     pthread_mutex_unlock(&ctx->lock);
     return 1;
+}
+
 void kg_release_ctx_end_session(kg_release_ctx *ctx)
 {
     if (ctx == NULL)
