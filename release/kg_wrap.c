@@ -23,7 +23,7 @@
 
 EVP_PKEY *kg_wrap_key_new(kg_err *err)
 {
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(kg_libctx(), "RSA", NULL);
+    EVP_PKEY_CTX *ctx = kg_pkey_ctx_new_from_name(NULL, "RSA");
     EVP_PKEY *key = NULL;
 
     if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
@@ -240,7 +240,7 @@ EVP_PKEY *kg_wrap_tee_key_new(const char *kind, kg_err *err)
 
     if (strcmp(kind, "rsa") == 0)
         return kg_wrap_key_new(err);
-    key = EVP_PKEY_Q_keygen(kg_libctx(), NULL, "EC", "P-256");
+    key = kg_pkey_ec_keygen(NULL, "P-256");
     if (key == NULL) {
         kg_err_set(err, KG_STEP_WRAPKEY, "EC P-256 TEE key generation failed");
         kg_err_add_openssl(err);
