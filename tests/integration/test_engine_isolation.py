@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 
 from conftest import run
-from test_pkcs11 import asan_env, kbs_stack, module_stack, module_token, token  # noqa: F401 (fixtures)
+from test_pkcs11 import kbs_stack, module_stack, module_token, token  # noqa: F401 (fixtures)
 from test_provider import attest_count, free_port
 from test_servers import PAGE, nginx_conf
 
