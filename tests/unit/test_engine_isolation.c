@@ -78,6 +78,21 @@ static int setup(void **state)
     return 0;
 }
 
+static int teardown(void **state)
+{
+    ENGINE *e = ENGINE_by_id("kgtest");
+
+    (void)state;
+    if (e != NULL) {
+        ENGINE_unregister_pkey_meths(e); /* drops the tables' functional reference */
+        ENGINE_remove(e);
+        ENGINE_free(e);
+    }
+    /* the last ENGINE_free freed ec_meth and rsa_meth (engine_pkey_meths_free) */
+    kg_libctx_cleanup();
+    return 0;
+}
+
 /* The cause: a name with a legacy NID goes to the default ENGINE even in a private libctx, and
  * the context it gives is legacy (no keymgmt: fromdata is refused, keygen makes a legacy key). */
 static void test_a_name_with_a_nid_goes_to_the_engine(void **state)
@@ -109,7 +124,8 @@ static void test_keygate_key_generation_stays_on_the_provider(void **state)
     assert_string_equal(OSSL_PROVIDER_get0_name(EVP_PKEY_get0_provider(ec)), "default");
     assert_true(EVP_PKEY_is_a(ec, "EC"));
     assert_int_equal(EVP_PKEY_get_base_id(ec), EVP_PKEY_EC);
-    assert_int_equal(EVP_PKEY_get_bn_param(ec, OSSL_PKEY_PARAM_PRIV_KEY, &priv), 1); /* failed under the engine */
+    assert_int_equal(EVP_PKEY_get_bn_param(ec, OSSL_PKEY_PARAM_PRIV_KEY, &priv),
+                     1); /* failed under the engine */
     assert_non_null(ctx);
     assert_true(EVP_PKEY_keygen_init(ctx) > 0);
     assert_true(EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 2048) > 0);
@@ -155,5 +171,5 @@ int main(void)
         cmocka_unit_test(test_keygate_key_generation_stays_on_the_provider),
         cmocka_unit_test(test_operations_on_a_provider_key_still_reach_the_engine),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, setup, teardown);
 }
