@@ -241,7 +241,7 @@ static void backoff_sleep(const kg_http *h, int attempt, long retry_after_s)
         cap = lo << (attempt < 16 ? attempt : 16);
         if (cap > hi || cap <= 0)
             cap = hi;
-        RAND_bytes((unsigned char *)&r, sizeof(r));
+        RAND_bytes_ex(kg_libctx(), (unsigned char *)&r, sizeof(r), 0);
         ms = cap > lo ? lo + (long)(r % (unsigned long)(cap - lo + 1)) : lo;
     }
     ts.tv_sec = ms / 1000;
