@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "azure_tdx.h"
+#include "kg_libctx.h"
 #include "tdx_quote.h"
 #include "tdx_tsm.h"
 
@@ -16,7 +17,7 @@ typedef int (*kg_adapter_collect_fn)(const kg_adapter_config *cfg, const kg_adap
 static int sim_collect(const kg_adapter_config *cfg, const kg_adapter_request *req, kg_evidence *ev,
                        kg_err *err)
 {
-    if (!sim_td_get_quote(&cfg->sim, ev->report_data, NULL, &ev->quote, &ev->quote_len, err))
+    if (!sim_td_get_quote(&cfg->sim, ev->report_data, kg_libctx(), &ev->quote, &ev->quote_len, err))
         return 0;
     if (!kg_evidence_set_runtime_data(ev, req->user_data, req->user_data_len, err))
         return 0;

@@ -23,6 +23,7 @@
 
 #include "kg_log.h"
 #include "tdx_quote.h"
+#include "kg_libctx.h"
 
 #define SIM_CHAIN_FILE_MAX (1024 * 1024)
 #define SIM_QE_AUTH_LEN 32
@@ -97,7 +98,7 @@ static int att_key_init_locked(OSSL_LIB_CTX *libctx)
 
     if (att_key_ready)
         return 1;
-    pkey = EVP_PKEY_Q_keygen(libctx, NULL, "EC", "P-256");
+    pkey = kg_pkey_ec_keygen(libctx, "P-256");
     if (pkey == NULL || !EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_PRIV_KEY, &priv) ||
         BN_bn2binpad(priv, att_key_priv, sizeof(att_key_priv)) != (int)sizeof(att_key_priv) ||
         !EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, att_key_pub, sizeof(att_key_pub),
@@ -139,7 +140,7 @@ static EVP_PKEY *att_key_get(OSSL_LIB_CTX *libctx, uint8_t pub_xy[64])
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, priv))
         goto err;
     params = OSSL_PARAM_BLD_to_param(bld);
-    pctx = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL);
+    pctx = kg_pkey_ctx_new_from_name(libctx, "EC");
     if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
         EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_KEYPAIR, params) <= 0) {
         EVP_PKEY_free(pkey);
@@ -349,6 +350,8 @@ int sim_td_get_quote(const sim_td_config *cfg, const uint8_t report_data[64], OS
 
     if (cfg == NULL || report_data == NULL || quote == NULL || quote_len == NULL)
         return kg_err_set(err, KG_STEP_INTERNAL, "sim_td_get_quote: NULL argument");
+    if (libctx == NULL)
+        libctx = kg_libctx(); /* never the application's context, nor its ENGINEs */
     *quote = NULL;
     *quote_len = 0;
     KG_WARN("simulated TD: this quote comes from software, not TDX hardware; "

@@ -30,7 +30,7 @@ typedef struct sim_td_config {
 void sim_td_config_defaults(sim_td_config *cfg);
 
 /* Produces a quote carrying report_data. *quote is malloc'ed, caller frees.
- * Returns 1, or 0 with err (step evidence). libctx may be NULL (default context). */
+ * Returns 1, or 0 with err (step evidence). libctx may be NULL (keygate's private kg_libctx()). */
 int sim_td_get_quote(const sim_td_config *cfg, const uint8_t report_data[64], OSSL_LIB_CTX *libctx,
                      uint8_t **quote, size_t *quote_len, kg_err *err);
 

@@ -24,6 +24,8 @@
 #include <openssl/pem.h>
 #include <string.h>
 
+#include "kg_libctx.h"
+
 #define TDX_SIG_LEN 64
 #define TDX_PUBKEY_LEN 64
 #define TDX_CERT_HEADER_LEN 6                                                  /* u16 type + u32 size */
@@ -216,7 +218,7 @@ static EVP_PKEY *p256_pubkey_from_xy(const uint8_t xy[64], OSSL_LIB_CTX *libctx)
     params = OSSL_PARAM_BLD_to_param(bld);
     if (params == NULL)
         goto err;
-    pctx = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL);
+    pctx = kg_pkey_ctx_new_from_name(libctx, "EC");
     if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
         EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
         EVP_PKEY_free(pkey);
@@ -393,6 +395,8 @@ int tdx_quote_verify(const tdx_quote *q, const uint8_t *buf, X509_STORE *roots, 
     if (q->signature == NULL || q->att_pubkey == NULL || q->qe_report == NULL || q->qe_report_sig == NULL ||
         q->pck_chain == NULL)
         return kg_err_set(err, KG_STEP_INTERNAL, "tdx_quote_verify: quote was not parsed");
+    if (libctx == NULL)
+        libctx = kg_libctx(); /* never the application's context */
 
     /* 1. quote signature over header + TD report body, with the attestation key */
     att_key = p256_pubkey_from_xy(q->att_pubkey, libctx);

@@ -76,7 +76,7 @@ int tdx_quote_parse(const uint8_t *buf, size_t len, tdx_quote *q, kg_err *err);
  *  - QE report REPORTDATA[0:32] == SHA-256(att_pubkey || qe_auth_data), [32:64] zero;
  *  - the PCK chain (leaf, intermediates from the quote) up to a root in `roots`
  *    (the pinned root; never the root embedded in the quote). at_time: 0 = now.
- * Returns 1, or 0 with err naming the failed check. libctx may be NULL.
+ * Returns 1, or 0 with err naming the failed check. libctx may be NULL (kg_libctx()).
  */
 int tdx_quote_verify(const tdx_quote *q, const uint8_t *buf, X509_STORE *roots, time_t at_time,
                      OSSL_LIB_CTX *libctx, kg_err *err);

@@ -101,7 +101,7 @@ static EVP_PKEY *rsa_from_ne(const char *n_b64, const char *e_b64)
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) ||
         (params = OSSL_PARAM_BLD_to_param(bld)) == NULL)
         goto err;
-    if ((pctx = EVP_PKEY_CTX_new_from_name(kg_libctx(), "RSA", NULL)) == NULL ||
+    if ((pctx = kg_pkey_ctx_new_from_name(NULL, "RSA")) == NULL ||
         EVP_PKEY_fromdata_init(pctx) <= 0 || EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
         pkey = NULL;
 err:

@@ -37,8 +37,21 @@ static int curl_init_ok;
 
 static void curl_global_once(void)
 {
+    int engine_free = kg_libctx_engine_check(NULL, 0);
+
     /* once per process; never per call (pitfall 14 of the official C client) */
     curl_init_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+    /* libcurl's OpenSSL init registers every loaded ENGINE for all its algorithms, which OpenSSL
+     * 3.0 then puts in front of keygate's private-libctx crypto: undo what it alone did */
+    if (engine_free && !kg_libctx_engine_check(NULL, 0)) {
+        KG_DEBUG("libcurl's OpenSSL init registered ENGINEs for keygate's algorithms: unregistered");
+        kg_libctx_engine_unregister_all();
+    }
+}
+
+void kg_http_global_init(void)
+{
+    pthread_once(&curl_once, curl_global_once);
 }
 
 kg_http *kg_http_new(const kg_http_opts *opts, kg_err *err)
@@ -228,7 +241,7 @@ static void backoff_sleep(const kg_http *h, int attempt, long retry_after_s)
         cap = lo << (attempt < 16 ? attempt : 16);
         if (cap > hi || cap <= 0)
             cap = hi;
-        RAND_bytes((unsigned char *)&r, sizeof(r));
+        RAND_bytes_ex(kg_libctx(), (unsigned char *)&r, sizeof(r), 0);
         ms = cap > lo ? lo + (long)(r % (unsigned long)(cap - lo + 1)) : lo;
     }
     ts.tv_sec = ms / 1000;

@@ -46,6 +46,10 @@ typedef struct kg_http_response {
     int attempts;
 } kg_http_response;
 
+/* libcurl's process-wide initialisation (once; kg_http_new does it too), undoing the ENGINE
+ * registrations its OpenSSL init makes (kg_libctx_engine_unregister_all). */
+void kg_http_global_init(void);
+
 /* Returns a new client (caller frees with kg_http_free) or NULL with err. */
 kg_http *kg_http_new(const kg_http_opts *opts, kg_err *err);
 void kg_http_free(kg_http *h);

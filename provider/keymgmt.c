@@ -95,7 +95,7 @@ static int km_import(kg_key *key, const char *type, int selection, const OSSL_PA
         KG_PROV_RAISE(key->provctx, KG_R_NOT_AVAILABLE, "keygate: importing private keys is not supported");
         return 0;
     }
-    if ((ctx = EVP_PKEY_CTX_new_from_name(kg_libctx(), type, NULL)) == NULL)
+    if ((ctx = kg_pkey_ctx_new_from_name(NULL, type)) == NULL)
         return 0;
     if (EVP_PKEY_fromdata_init(ctx) > 0 &&
         EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, (OSSL_PARAM *)params) > 0 &&

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kg_http.h"
 #include "kg_libctx.h"
 
 #define SWK_LEN 32
@@ -21,11 +22,32 @@
 #define WRAPPED_HEADER_LEN 12
 #define MAX_PLAINTEXT (16 * 1024)
 
+/* Every release starts with a fresh wrapping key: refuse here, before any network, when a
+ * process-wide ENGINE would run keygate's crypto (kg_libctx_engine_check). */
+static int no_default_engine(kg_err *err)
+{
+    char id[64];
+
+    kg_http_global_init(); /* libcurl's OpenSSL init may register ENGINEs: let it happen first */
+    if (kg_libctx_engine_check(id, sizeof(id)))
+        return 1;
+    return kg_err_set(
+        err, KG_STEP_WRAPKEY,
+        "ENGINE '%s' is this process's default for EC/RSA keys or digests (nginx ssl_engine, "
+        "openssl -engine, or an openssl.cnf engine registered at OpenSSL init); OpenSSL 3.0 would run "
+        "keygate's key operations through it, so keygate refuses: load the PKCS#11 module through "
+        "p11-kit server, or use the provider without the engine",
+        id);
+}
+
 EVP_PKEY *kg_wrap_key_new(kg_err *err)
 {
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(kg_libctx(), "RSA", NULL);
+    EVP_PKEY_CTX *ctx;
     EVP_PKEY *key = NULL;
 
+    if (!no_default_engine(err))
+        return NULL;
+    ctx = kg_pkey_ctx_new_from_name(NULL, "RSA");
     if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
         EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, KG_WRAP_RSA_BITS) <= 0 || EVP_PKEY_keygen(ctx, &key) <= 0) {
         kg_err_set(err, KG_STEP_WRAPKEY, "RSA-%d key generation failed", KG_WRAP_RSA_BITS);
@@ -240,7 +262,9 @@ EVP_PKEY *kg_wrap_tee_key_new(const char *kind, kg_err *err)
 
     if (strcmp(kind, "rsa") == 0)
         return kg_wrap_key_new(err);
-    key = EVP_PKEY_Q_keygen(kg_libctx(), NULL, "EC", "P-256");
+    if (!no_default_engine(err))
+        return NULL;
+    key = kg_pkey_ec_keygen(NULL, "P-256");
     if (key == NULL) {
         kg_err_set(err, KG_STEP_WRAPKEY, "EC P-256 TEE key generation failed");
         kg_err_add_openssl(err);
