@@ -104,7 +104,8 @@ err:
     return NULL;
 }
 
-/* The key a direction needs: the released private key to sign, the public key to verify. */
+/* The key a direction needs: the released private key to sign, the public key to verify. A new
+ * reference either way (a lease may wipe the private key while we sign): free with EVP_PKEY_free. */
 static EVP_PKEY *sig_key(kg_sig_ctx *ctx, void *keydata, int sign)
 {
     kg_key *key = keydata;
@@ -112,7 +113,9 @@ static EVP_PKEY *sig_key(kg_sig_ctx *ctx, void *keydata, int sign)
     if (key == NULL || key->magic != KG_KEY_MAGIC)
         return NULL;
     ctx->key = key;
-    return sign ? kg_key_private(key) : key->ref.pubkey;
+    if (sign)
+        return kg_key_private(key);
+    return key->ref.pubkey != NULL && EVP_PKEY_up_ref(key->ref.pubkey) ? key->ref.pubkey : NULL;
 }
 
 static int raw_init(kg_sig_ctx *ctx, void *keydata, const OSSL_PARAM params[], int sign)
@@ -122,7 +125,9 @@ static int raw_init(kg_sig_ctx *ctx, void *keydata, const OSSL_PARAM params[], i
     sig_reset(ctx);
     if ((pk = sig_key(ctx, keydata, sign)) == NULL)
         return 0;
-    if ((ctx->pctx = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), pk, NULL)) == NULL)
+    ctx->pctx = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), pk, NULL); /* holds its own reference */
+    EVP_PKEY_free(pk);
+    if (ctx->pctx == NULL)
         return 0;
     ctx->pctx_owned = 1;
     return sign ? EVP_PKEY_sign_init_ex(ctx->pctx, params) > 0
@@ -161,13 +166,16 @@ static int digest_init(kg_sig_ctx *ctx, const char *mdname, void *keydata, const
     EVP_PKEY_CTX *inner = NULL;
 
     sig_reset(ctx);
-    if ((pk = sig_key(ctx, keydata, sign)) == NULL || (ctx->mdctx = EVP_MD_CTX_new()) == NULL)
+    if ((pk = sig_key(ctx, keydata, sign)) == NULL)
         return 0;
-    if ((sign ? EVP_DigestSignInit_ex(ctx->mdctx, &inner, mdname, kg_libctx(), NULL, pk, params)
+    if ((ctx->mdctx = EVP_MD_CTX_new()) == NULL ||
+        (sign ? EVP_DigestSignInit_ex(ctx->mdctx, &inner, mdname, kg_libctx(), NULL, pk, params)
               : EVP_DigestVerifyInit_ex(ctx->mdctx, &inner, mdname, kg_libctx(), NULL, pk, params)) <= 0) {
+        EVP_PKEY_free(pk);
         sig_reset(ctx);
         return 0;
     }
+    EVP_PKEY_free(pk); /* the inner context holds its own reference */
     ctx->pctx = inner; /* owned by mdctx */
     return 1;
 }

@@ -1,0 +1,219 @@
+"""Key leases (issue 12): background re-attestation before a lease ends, revocation that wipes
+the key, on_revoke = keep, and the transient-failure retry path, with `openssl s_server` through
+the provider against the local stack. A memory scan of the server (/proc/PID/mem over its
+readable mappings) proves the wipe: it finds the RSA prime p before the revocation (the positive
+control) and no copy after it, neither big-endian nor as little-endian BIGNUM limbs."""
+import os
+import re
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from conftest import kbs_conf, run
+from test_provider import free_port, openssl_cnf
+from test_release_cli import new_key, pub_pem, register
+from tests.stack.kbs_fixture import create_policy, kbs_admin_token, set_key_policy
+
+OTHER_MRTD = "ab" * 48  # not the simulated TD's MRTD
+
+
+# ------------------------------------------------------------------------------- helpers
+
+def key_needles(key):
+    """Distinctive private bytes of key: 32-byte windows of p (RSA) or the scalar (EC), in
+    big-endian order and as OpenSSL's little-endian 64-bit BIGNUM limbs."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        secret = key.private_numbers().p
+    else:
+        secret = key.private_numbers().private_value
+    n = (secret.bit_length() + 7) // 8
+    big, little = secret.to_bytes(n, "big"), secret.to_bytes(n, "little")
+    return [big[:32], big[-32:], little[:32], little[-32:]]
+
+
+def scan_memory(pid, needles):
+    """The needles found in the readable mappings of process pid."""
+    found = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if "r" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except (OSError, ValueError, OverflowError):
+                continue
+            found.update(i for i, nd in enumerate(needles) if nd in data)
+    return found
+
+
+class LeaseSite:
+    """One RSA key registered in the KBS, its reference, certificate, and a lease config."""
+
+    def __init__(self, keygate_bin, build_dir, stack, tmp, **conf):
+        self.stack, self.tmp = stack, tmp
+        self.key = new_key("rsa2048")
+        self.key_id = register(stack, self.key)
+        pub = tmp / "k.pub.pem"
+        pub.write_text(pub_pem(self.key))
+        self.conf = kbs_conf(stack, tmp / "keygate.conf", **conf)
+        self.cnf = openssl_cnf(build_dir, tmp / "openssl.cnf", self.conf)
+        self.ref = tmp / "k.ref.pem"
+        r = run([keygate_bin, "-c", str(self.conf), "ref", "create", "--key-id", self.key_id, "--pubkey",
+                 str(pub), "-o", str(self.ref)])
+        assert r.returncode == 0, r.stderr
+        self.log = tmp / "keygate.log"
+        self.env = dict(os.environ, OPENSSL_CONF=str(self.cnf), KEYGATE_DEBUG=f"{self.log}:2")
+        if os.environ.get("KEYGATE_ASAN_PRELOAD"):
+            self.env["LD_PRELOAD"] = os.environ["KEYGATE_ASAN_PRELOAD"]
+        self.cert = tmp / "k.cert.pem"
+        r = run(["openssl", "req", "-new", "-x509", "-key", str(self.ref), "-subj", "/CN=localhost", "-days", "1",
+                 "-addext", "subjectAltName=IP:127.0.0.1", "-out", str(self.cert)], env=self.env)
+        assert r.returncode == 0, r.stderr
+        self.log.write_text("")
+        self.srv = None
+
+    def start_server(self):
+        self.port = free_port()
+        self.out = open(self.tmp / "s_server.out", "w")
+        self.srv = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{self.port}", "-cert",
+                                     str(self.cert), "-key", str(self.ref), "-www", "-tls1_3"], env=self.env,
+                                    stdout=self.out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while not self.handshake():
+            assert self.srv.poll() is None and time.monotonic() < deadline, self.server_output()
+            time.sleep(0.1)
+
+    def stop(self):
+        if self.srv is not None:
+            self.srv.terminate()
+            self.srv.wait(10)
+            self.out.close()
+
+    def server_output(self):
+        return (self.tmp / "s_server.out").read_text() + "\n--- log\n" + self.log.read_text()[-3000:]
+
+    def handshake(self):
+        """One full TLS 1.3 handshake (no resumption) and an HTTP GET; True when it worked."""
+        ctx = ssl.create_default_context(cafile=str(self.cert))
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    return tls.recv(64).startswith(b"HTTP/1.0 200")
+        except (OSError, ssl.SSLError):
+            return False
+
+    def events(self, word):
+        return len(re.findall(rf"lease: key {self.key_id} {word}", self.log.read_text()))
+
+    def attests(self):
+        return sum(1 for q in self.stack.requests("ita") if q["path"].endswith("/attest"))
+
+    def revoke(self):
+        """The admin route: bind the key to a policy this TD's MRTD does not match."""
+        kbs = self.stack.services["kbs"].url
+        admin = kbs_admin_token(kbs, self.stack.state_dir)
+        other = create_policy(kbs, admin, {"mrtd": [OTHER_MRTD], "enforce_tcb_upto_date": False})
+        set_key_policy(kbs, admin, self.key_id, other)
+
+
+@pytest.fixture
+def lease_site(keygate_bin, build_dir, kbs_stack, tmp_path, request):
+    conf = getattr(request, "param", {})
+    site = LeaseSite(keygate_bin, build_dir, kbs_stack, tmp_path, **{"key_lease_s": 5, "refresh_before_s": 4, **conf})
+    yield site
+    site.stop()
+
+
+def serve_until(site, done, timeout):
+    """Handshakes in a loop until done() or timeout; returns (ok, failed) counts."""
+    ok = failed = 0
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        if site.handshake():
+            ok += 1
+        else:
+            failed += 1
+        time.sleep(0.05)
+    return ok, failed
+
+
+# ------------------------------------------------------------------------------- tests
+
+def test_refreshes_keep_serving_then_revocation_wipes(lease_site):
+    site = lease_site
+    site.stack.clear_requests("ita")
+    site.start_server()
+    ok, failed = serve_until(site, lambda: site.events("refreshed") >= 10, 60)
+    assert site.events("refreshed") >= 10, site.server_output()
+    assert failed == 0 and ok > 50, (ok, failed)
+    # one attestation per refresh (+ the first release; a refresh may be under way right now)
+    r1 = site.events("refreshed")
+    attests = site.attests()
+    r2 = site.events("refreshed")
+    assert r1 + 1 <= attests <= r2 + 2, (r1, attests, r2)
+    assert site.events("released") == 1
+
+    needles = key_needles(site.key)
+    assert scan_memory(site.srv.pid, needles), "positive control: the scan must find the live key"
+
+    site.revoke()
+    t0 = time.monotonic()
+    ok, failed = serve_until(site, lambda: failed_once(site), 12)
+    elapsed = time.monotonic() - t0
+    assert not site.handshake(), site.server_output()
+    assert elapsed < 5 + 1.5, elapsed  # within one lease (plus the loop's granularity)
+    log = site.log.read_text()
+    assert re.search(rf"keygate: key {site.key_id} revoked by KBS at \S+Z \(step transfer, HTTP 401, "
+                     r"request-id [^)]+\)", log), log[-2000:]
+    assert site.events("wiped") == 1
+    # the failed operations (libssl's signing attempts) carry the revocation message
+    assert re.search(rf"prov_key.c:\d+: keygate: key {site.key_id} revoked by KBS at", log), log[-2000:]
+    assert "no suitable signature algorithm" in (site.tmp / "s_server.out").read_text()
+    time.sleep(0.3)
+    assert scan_memory(site.srv.pid, needles) == set(), "a copy of the private key is still in memory"
+    assert site.srv.poll() is None  # failing handshakes, no crash
+
+
+def failed_once(site):
+    return site.events("wiped") > 0 and not site.handshake()
+
+
+@pytest.mark.parametrize("lease_site", [{"on_revoke": "keep", "key_lease_s": 6, "refresh_before_s": 5}],
+                         indirect=True)
+def test_on_revoke_keep_serves_until_the_lease_ends(lease_site):
+    site = lease_site
+    site.start_server()
+    site.revoke()
+    ok, failed = serve_until(site, lambda: "on_revoke = keep" in site.log.read_text(), 10)
+    assert "on_revoke = keep" in site.log.read_text(), site.server_output()
+    assert failed == 0
+    t_revoked = time.monotonic()
+    # kept (and serving) until the lease ends, then wiped; every later handshake fails
+    ok, failed = serve_until(site, lambda: site.events("wiped") > 0, 10)
+    assert site.events("wiped") == 1, site.server_output()
+    assert ok > 0 and time.monotonic() - t_revoked > 1.0
+    assert not site.handshake()
+    assert re.search(rf"prov_key.c:\d+: keygate: key {site.key_id} revoked by KBS at", site.log.read_text())
+
+
+def test_transient_failures_are_retried(lease_site):
+    site = lease_site
+    site.start_server()
+    ok, failed = serve_until(site, lambda: site.events("refreshed") >= 1, 15)
+    # the next refresh meets 503s (more than one release's own HTTP retries): the key keeps
+    # working, the lease retries with backoff and then renews
+    site.stack.set_faults("kbs", [{"route": "/transfer$", "mode": "status", "count": 5,
+                                    "status": 503}])
+    ok, failed = serve_until(site, lambda: site.events("refreshed") >= 2, 15)
+    assert site.events("refreshed") >= 2, site.server_output()
+    assert failed == 0 and ok > 0
+    assert "refresh failed (transient, HTTP 503" in site.log.read_text()
+    assert site.events("wiped") == 0
