@@ -48,7 +48,7 @@ const kg_conf_key kg_config_keys[] = {
     {"key_lease_max_s", KG_CONF_T_INT, "86400", "1..604800", "upper bound for key_lease_s (site policy)",
      F(key_lease_max_s)},
     {"refresh_before_s", KG_CONF_T_INT, "300", "1..604800",
-     "start the background refresh this long before the lease ends (at most half the lease)",
+     "start the background refresh this long before the lease ends (at most 4/5 of the lease)",
      F(refresh_before_s)},
     {"on_revoke", KG_CONF_T_ENUM, "wipe", "wipe|keep",
      "KBS denial or local policy failure at refresh: wipe the key at once, or keep it until the lease ends "

@@ -99,8 +99,8 @@ static void start_lease(kg_lease *lease, EVP_PKEY *key)
     long len = lease_s(&lease->cfg);
     long before = lease->cfg.refresh_before_s;
 
-    if (before > len / 2) /* the refresh gets at least half the lease to succeed */
-        before = len / 2;
+    if (before > len * 4 / 5) /* the first fifth of a lease never refreshes (no refresh storm) */
+        before = len * 4 / 5;
     lease->key = key;
     lease->start_ms = now_ms();
     lease->end_ms = lease->start_ms + len * 1000;

@@ -36,6 +36,12 @@ void kg_release_ctx_free(kg_release_ctx *ctx);
  * the CLI read from stdin. Returns 1, or 0 with err (step config). */
 int kg_release_ctx_set_api_key(kg_release_ctx *ctx, const char *api_key, kg_err *err);
 
+/* Probe mode (keygate status): releases run every step up to the KBS transfer and stop there.
+ * With the Intel KBS the wrapped reply is dropped without unwrapping (it is useless without the
+ * wrapping key, which is freed); kg_release_key then returns 1 with *key NULL. Trustee replies
+ * are decrypted by its protocol; the key is freed (zeroized) at once and *key is NULL too. */
+void kg_release_ctx_set_probe(kg_release_ctx *ctx, int probe);
+
 /* For a pthread_atfork child handler: re-initialises the context's lock (another thread may have
  * held it at fork). Does no I/O. Accepts NULL. */
 void kg_release_ctx_atfork_child(kg_release_ctx *ctx);

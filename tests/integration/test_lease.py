@@ -3,6 +3,7 @@ the key, on_revoke = keep, and the transient-failure retry path, with `openssl s
 the provider against the local stack. A memory scan of the server (/proc/PID/mem over its
 readable mappings) proves the wipe: it finds the RSA prime p before the revocation (the positive
 control) and no copy after it, neither big-endian nor as little-endian BIGNUM limbs."""
+import json
 import os
 import re
 import socket
@@ -155,11 +156,12 @@ def test_refreshes_keep_serving_then_revocation_wipes(lease_site):
     assert site.events("refreshed") >= 10, site.server_output()
     assert failed == 0 and ok > 50, (ok, failed)
     # one attestation per refresh (+ the first release; a refresh may be under way right now)
-    r1 = site.events("refreshed")
+    # (a refresh slower than the rest of the lease, on a loaded machine, ends the lease: the next
+    # handshake then waits for a new release instead of failing, which counts as one more)
+    r1, rel1 = site.events("refreshed"), site.events("released")
     attests = site.attests()
-    r2 = site.events("refreshed")
-    assert r1 + 1 <= attests <= r2 + 2, (r1, attests, r2)
-    assert site.events("released") == 1
+    r2, rel2 = site.events("refreshed"), site.events("released")
+    assert r1 + rel1 <= attests <= r2 + rel2 + 1, (r1, rel1, attests, r2, rel2)
 
     needles = key_needles(site.key)
     assert scan_memory(site.srv.pid, needles), "positive control: the scan must find the live key"
@@ -204,16 +206,119 @@ def test_on_revoke_keep_serves_until_the_lease_ends(lease_site):
     assert re.search(rf"prov_key.c:\d+: keygate: key {site.key_id} revoked by KBS at", site.log.read_text())
 
 
+@pytest.mark.parametrize("lease_site", [{"key_lease_s": 10, "refresh_before_s": 8}], indirect=True)
 def test_transient_failures_are_retried(lease_site):
     site = lease_site
     site.start_server()
     ok, failed = serve_until(site, lambda: site.events("refreshed") >= 1, 15)
-    # the next refresh meets 503s (more than one release's own HTTP retries): the key keeps
-    # working, the lease retries with backoff and then renews
-    site.stack.set_faults("kbs", [{"route": "/transfer$", "mode": "status", "count": 5,
+    # the next refresh meets 503s (all of one release's own HTTP attempts, retry_max = 3): the
+    # key keeps working, the lease retries with backoff and then renews
+    site.stack.set_faults("kbs", [{"route": "/transfer$", "mode": "status", "count": 3,
                                     "status": 503}])
     ok, failed = serve_until(site, lambda: site.events("refreshed") >= 2, 15)
     assert site.events("refreshed") >= 2, site.server_output()
     assert failed == 0 and ok > 0
     assert "refresh failed (transient, HTTP 503" in site.log.read_text()
     assert site.events("wiped") == 0
+
+
+# ------------------------------------------------------------------------------- PKCS#11
+
+@pytest.fixture(scope="module")
+def p11_check_bin(tmp_path_factory):
+    from conftest import REPO
+    out = tmp_path_factory.mktemp("p11check") / "p11_check"
+    cc = subprocess.run(["gcc", "-Wall", "-Werror", "-O1", "-g", "-o", str(out), str(REPO / "tests/pkcs11/p11_check.c"),
+                         "-I/usr/include/p11-kit-1", "-ldl", "-lpthread"], capture_output=True, text=True)
+    assert cc.returncode == 0, cc.stderr
+    return str(out)
+
+
+def test_pkcs11_lease_refresh_and_revocation(keygate_bin, build_dir, kbs_stack, tmp_path, p11_check_bin):
+    """The PKCS#11 module: signatures keep working across refreshes; after the policy change
+    they fail with CKR_DEVICE_ERROR within one lease, the log names the revocation, and the EC
+    scalar is gone from the process's memory (found there before)."""
+    from cryptography.hazmat.primitives import serialization
+    from test_pkcs11 import self_signed
+
+    key = new_key("p256")
+    key_id = register(kbs_stack, key)
+    pub = tmp_path / "p.pub.pem"
+    pub.write_text(pub_pem(key))
+    base = kbs_conf(kbs_stack, tmp_path / "base.conf", key_lease_s=5, refresh_before_s=4)
+    ref = tmp_path / "p.ref.pem"
+    assert run([keygate_bin, "-c", str(base), "ref", "create", "--key-id", key_id, "--pubkey", str(pub),
+                "-o", str(ref)]).returncode == 0
+    cert = tmp_path / "p.crt"
+    cert.write_bytes(self_signed(key).public_bytes(serialization.Encoding.PEM))
+    conf = tmp_path / "keygate.conf"
+    conf.write_text(base.read_text() + f"pkcs11_keys = web:{ref}:{cert}\n")
+    log = tmp_path / "keygate.log"
+    out = open(tmp_path / "loop.out", "w")
+    proc = subprocess.Popen([p11_check_bin, str(build_dir / "pkcs11" / "libkeygate-pkcs11.so"), "loop", "web", "16"],
+                            env=dict(os.environ, KEYGATE_CONF=str(conf), KEYGATE_DEBUG=f"{log}:2"), stdout=out,
+                            stderr=subprocess.STDOUT)
+    try:
+        def events(word):
+            return len(re.findall(rf"lease: key {key_id} {word}", log.read_text())) if log.exists() else 0
+
+        deadline = time.monotonic() + 12
+        while events("refreshed") < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert events("refreshed") >= 2, log.read_text()[-2000:]
+        needles = key_needles(key)
+        assert scan_memory(proc.pid, needles), "positive control: the scan must find the live key"
+        kbs = kbs_stack.services["kbs"].url
+        admin = kbs_admin_token(kbs, kbs_stack.state_dir)
+        other = create_policy(kbs, admin, {"mrtd": [OTHER_MRTD], "enforce_tcb_upto_date": False})
+        set_key_policy(kbs, admin, key_id, other)
+        t0 = time.monotonic()
+        while "rv=0x30" not in (tmp_path / "loop.out").read_text() and time.monotonic() - t0 < 8:
+            time.sleep(0.1)
+        assert time.monotonic() - t0 < 5 + 1, (tmp_path / "loop.out").read_text()
+        time.sleep(0.3)
+        assert scan_memory(proc.pid, needles) == set(), "a copy of the private key is still in memory"
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out.close()
+    lines = (tmp_path / "loop.out").read_text().split("\n")
+    changes = [ln.split()[1] for ln in lines if ln.startswith("t=")]
+    assert changes == ["rv=0x0", "rv=0x30"], lines  # CKR_OK until revoked, then CKR_DEVICE_ERROR
+    text = log.read_text()
+    assert re.search(rf"PKCS#11 C_SignInit: key 'web': keygate: key {key_id} revoked by KBS at \S+Z "
+                     r"\(step transfer, HTTP 401", text), text[-2000:]
+    assert events("wiped") == 1
+
+
+# ------------------------------------------------------------------------------- keygate status
+
+def test_status_tells_whether_the_policy_still_releases(keygate_bin, build_dir, kbs_stack, tmp_path):
+    site = LeaseSite(keygate_bin, build_dir, kbs_stack, tmp_path)
+    kbs_stack.clear_requests("ita")
+    kbs_stack.clear_requests("kbs")
+    r = run([keygate_bin, "-c", str(site.conf), "status", "--ref", str(site.ref)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"key {site.key_id}: would be released (attestation verified, local policy met, KBS " \
+                       "transfer allowed)\n"
+    # it attested, and the KBS call came last
+    assert site.attests() == 1
+    kbs_paths = [q["path"] for q in kbs_stack.requests("kbs")]
+    assert kbs_paths == [f"/kbs/v1/keys/{site.key_id}/transfer"], kbs_paths
+    site.revoke()
+    r = run([keygate_bin, "-c", str(site.conf), "status", "--ref", str(site.ref)])
+    assert r.returncode == 16, r.stdout + r.stderr
+    assert r.stdout.startswith(f"key {site.key_id}: would NOT be released: transfer: ")
+    assert "HTTP 401" in r.stdout
+    r = run([keygate_bin, "-c", str(site.conf), "status", "--ref", str(site.ref), "--json"])
+    doc = json.loads(r.stdout)
+    assert r.returncode == 16 and doc["would_release"] is False and doc["revoked"] is True, r.stdout
+    assert doc["step"] == "transfer" and doc["http_status"] == 401
+    # one-line usage errors, exit 1
+    r = run([keygate_bin, "status"])
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--ref FILE is required" in r.stderr
+    r = run([keygate_bin, "-c", str(site.conf), "status", "--ref", str(tmp_path / "missing.pem")])
+    assert r.returncode == 10 and r.stderr.count("\n") == 1, r.stderr
+    assert "dry run" in run([keygate_bin, "status", "--help"]).stdout
