@@ -35,6 +35,8 @@ struct kg_lease {
     char revoke_msg[768]; /* the message later operations fail with (fits kg_err.msg) */
     kg_keyref ref;
     kg_config cfg;
+    kg_release_ctx *rctx; /* the refreshes' context: created at the first install, i.e. before an
+                           * nginx master forks and its workers drop privileges (API key read) */
 };
 
 static long long now_ms(void)
@@ -83,6 +85,7 @@ void kg_lease_free(kg_lease *lease)
     if (lease == NULL || __atomic_sub_fetch(&lease->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
     EVP_PKEY_free(lease->key); /* the private parts sit in the secure heap: zeroized */
+    kg_release_ctx_free(lease->rctx);
     kg_keyref_clear(&lease->ref);
     pthread_rwlock_destroy(&lease->lock);
     free(lease);
@@ -123,6 +126,11 @@ int kg_lease_install(kg_lease *lease, EVP_PKEY *key)
             EVP_PKEY_free(key);
             return 0;
         }
+    }
+    if (lease->rctx == NULL) {
+        kg_err err;
+        if ((lease->rctx = kg_release_ctx_new(&lease->cfg, &err)) == NULL)
+            KG_LOG(KG_LOG_WARN, "lease: key %s: %s (refreshes will retry)", lease->ref.key_id, err.msg);
     }
     old = lease->key;
     start_lease(lease, key);
@@ -191,17 +199,14 @@ static void sleep_ms(long long ms)
         ;
 }
 
-/* One refresh attempt: a new attestation (fresh context) and a transfer of the same key id. */
+/* One refresh attempt: a new attestation and a transfer of the same key id. Uses the lease's own
+ * context (one refresh per lease at a time): API key and verifier caches, never a reused token. */
 static int refresh_once(kg_lease *lease, EVP_PKEY **key, kg_err *err)
 {
-    kg_release_ctx *rctx = kg_release_ctx_new(&lease->cfg, err);
-    int ok;
-
-    if (rctx == NULL)
+    if (lease->rctx == NULL && (lease->rctx = kg_release_ctx_new(&lease->cfg, err)) == NULL)
         return 0;
-    ok = kg_release_key(rctx, &lease->ref, key, NULL, err);
-    kg_release_ctx_free(rctx);
-    return ok;
+    kg_release_ctx_drop_session(lease->rctx);
+    return kg_release_key(lease->rctx, &lease->ref, key, NULL, err);
 }
 
 /* With the exclusive lock held: 1 when this thread's process still owns the refresh. */
@@ -228,6 +233,34 @@ static void revoke(kg_lease *lease, const refresh_job *job, const kg_err *err)
         kg_lease_wipe(lease, "revoked");
 }
 
+static long long lease_end(kg_lease *lease)
+{
+    long long end;
+
+    pthread_rwlock_rdlock(&lease->lock);
+    end = lease->end_ms;
+    pthread_rwlock_unlock(&lease->lock);
+    return end;
+}
+
+/* Wipes the key if its lease has ended (not if an operation released it anew). 1 when wiped. */
+static int wipe_if_ended(kg_lease *lease)
+{
+    EVP_PKEY *old = NULL;
+
+    pthread_rwlock_wrlock(&lease->lock);
+    if (lease->key != NULL && now_ms() >= lease->end_ms) {
+        old = lease->key;
+        lease->key = NULL;
+    }
+    pthread_rwlock_unlock(&lease->lock);
+    if (old == NULL)
+        return 0;
+    EVP_PKEY_free(old);
+    KG_LOG(KG_LOG_WARN, "lease: key %s wiped (lease ended)", lease->ref.key_id);
+    return 1;
+}
+
 static void *refresh_main(void *arg)
 {
     refresh_job *job = arg;
@@ -238,9 +271,7 @@ static void *refresh_main(void *arg)
     for (;;) {
         EVP_PKEY *key = NULL, *old;
         kg_err err;
-        long long end;
-
-        long long t0 = now_ms();
+        long long end, t0 = now_ms();
 
         kg_err_clear(&err);
         attempt++;
@@ -265,18 +296,16 @@ static void *refresh_main(void *arg)
             revoke(lease, job, &err);
             break;
         }
-        pthread_rwlock_rdlock(&lease->lock);
-        end = lease->end_ms;
-        pthread_rwlock_unlock(&lease->lock);
+        end = lease_end(lease);
         KG_LOG(KG_LOG_WARN, "lease: key %s refresh failed (transient, HTTP %ld, request-id %s): %s",
                lease->ref.key_id, err.http_status, err.request_id[0] ? err.request_id : "-", err.msg);
         if (now_ms() + wait >= end) {
             if (now_ms() < end)
                 sleep_ms(end - now_ms());
-            KG_LOG(KG_LOG_ERROR, "lease: key %s lease ended without a successful refresh", lease->ref.key_id);
-            if (job_current(job))
-                kg_lease_wipe(lease, "lease ended");
-            break;
+            if (job_current(job) && wipe_if_ended(lease))
+                KG_LOG(KG_LOG_ERROR, "lease: key %s: the lease ended without a successful refresh",
+                       lease->ref.key_id);
+            break; /* (if an operation released the key anew meanwhile, its lease refreshes anew) */
         }
         sleep_ms(wait);
         wait = wait * 2 < lease->cfg.retry_wait_max_ms ? wait * 2 : lease->cfg.retry_wait_max_ms;
@@ -384,6 +413,7 @@ void kg_lease_atfork_child(kg_lease *lease)
     if (lease == NULL)
         return;
     pthread_rwlock_init(&lease->lock, NULL);
+    kg_release_ctx_atfork_child(lease->rctx);
     lease->generation++;
     if (lease->refreshing) /* the parent's refresh thread (and its reference) is not in this process */
         __atomic_sub_fetch(&lease->refs, 1, __ATOMIC_ACQ_REL);

@@ -93,6 +93,13 @@ void kg_release_ctx_free(kg_release_ctx *ctx)
     free(ctx);
 }
 
+void kg_release_ctx_drop_session(kg_release_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    session_clear(&ctx->session);
+    pthread_mutex_unlock(&ctx->lock);
+}
+
 void kg_release_ctx_set_probe(kg_release_ctx *ctx, int probe)
 {
     ctx->probe = probe;

@@ -36,6 +36,10 @@ void kg_release_ctx_free(kg_release_ctx *ctx);
  * the CLI read from stdin. Returns 1, or 0 with err (step config). */
 int kg_release_ctx_set_api_key(kg_release_ctx *ctx, const char *api_key, kg_err *err);
 
+/* Drops the attestation session (wrapping key + token) so that the next release attests anew
+ * (a key lease refresh). Intel KBS only; Trustee keeps its own session. */
+void kg_release_ctx_drop_session(kg_release_ctx *ctx);
+
 /* Probe mode (keygate status): releases run every step up to the KBS transfer and stop there.
  * With the Intel KBS the wrapped reply is dropped without unwrapping (it is useless without the
  * wrapping key, which is freed); kg_release_key then returns 1 with *key NULL. Trustee replies

@@ -6,6 +6,8 @@ control) and no copy after it, neither big-endian nor as little-endian BIGNUM li
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -17,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from conftest import kbs_conf, run
 from test_provider import free_port, openssl_cnf
 from test_release_cli import new_key, pub_pem, register
-from tests.stack.kbs_fixture import create_policy, kbs_admin_token, set_key_policy
+from tests.stack.kbs_fixture import create_policy, kbs_admin_token, kbs_request, set_key_policy
 
 OTHER_MRTD = "ab" * 48  # not the simulated TD's MRTD
 
@@ -61,6 +63,10 @@ class LeaseSite:
         self.stack, self.tmp = stack, tmp
         self.key = new_key("rsa2048")
         self.key_id = register(stack, self.key)
+        kbs = stack.services["kbs"].url
+        self.policy = json.loads(kbs_request(kbs, "GET", f"/keys/{self.key_id}", None, {
+            "Accept": "application/json",
+            "Authorization": "Bearer " + kbs_admin_token(kbs, stack.state_dir)})[2])["transfer_policy_id"]
         pub = tmp / "k.pub.pem"
         pub.write_text(pub_pem(self.key))
         self.conf = kbs_conf(stack, tmp / "keygate.conf", **conf)
@@ -107,7 +113,7 @@ class LeaseSite:
             with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
                 with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
                     tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                    return tls.recv(64).startswith(b"HTTP/1.0 200")
+                    return re.match(rb"HTTP/1\.[01] 200 ", tls.recv(64)) is not None
         except (OSError, ssl.SSLError):
             return False
 
@@ -123,6 +129,10 @@ class LeaseSite:
         admin = kbs_admin_token(kbs, self.stack.state_dir)
         other = create_policy(kbs, admin, {"mrtd": [OTHER_MRTD], "enforce_tcb_upto_date": False})
         set_key_policy(kbs, admin, self.key_id, other)
+
+    def restore(self):
+        kbs = self.stack.services["kbs"].url
+        set_key_policy(kbs, kbs_admin_token(kbs, self.stack.state_dir), self.key_id, self.policy)
 
 
 @pytest.fixture
@@ -322,3 +332,114 @@ def test_status_tells_whether_the_policy_still_releases(keygate_bin, build_dir, 
     r = run([keygate_bin, "-c", str(site.conf), "status", "--ref", str(tmp_path / "missing.pem")])
     assert r.returncode == 10 and r.stderr.count("\n") == 1, r.stderr
     assert "dry run" in run([keygate_bin, "status", "--help"]).stdout
+
+
+# ------------------------------------------------------------------------------- nginx, haproxy
+
+def load(site, seconds, threads=4):
+    """Handshakes from several client threads for seconds; returns (ok, failed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client(_):
+        ok = failed = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if site.handshake():
+                ok += 1
+            else:
+                failed += 1
+        return ok, failed
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results = list(pool.map(client, range(threads)))
+    return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+def refreshes_by_pid(site):
+    """pid -> number of refreshes; and whether any process ever ran two refreshes of the key at once."""
+    by_pid, running, overlap = {}, {}, False
+    for m in re.finditer(rf"keygate\[(\d+)\] \w+ kg_lease.c:\d+: lease: key {site.key_id} "
+                         r"(refresh \(attempt 1\)|refreshed|wiped)", site.log.read_text()):
+        pid, what = int(m.group(1)), m.group(2)
+        if what.startswith("refresh ("):
+            overlap |= running.get(pid, False)
+            running[pid] = True
+        else:
+            running[pid] = False
+            if what == "refreshed":
+                by_pid[pid] = by_pid.get(pid, 0) + 1
+    return by_pid, overlap
+
+
+@pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is needed (scripts/setup.sh installs it)")
+def test_nginx_two_workers_each_refresh_under_load(lease_site, kbs_stack):
+    from test_servers import Nginx, read_log
+
+    site = lease_site
+    ngx = Nginx(site, site.cert, site.ref, workers=2, env={k: site.env[k] for k in ("OPENSSL_CONF", "KEYGATE_DEBUG")})
+    if os.geteuid() == 0:
+        # refreshes in a worker read tls_ca_file and ita_trust_anchor (the API key was read in the
+        # master, before the fork); the test stack's files are root-only, so no privilege drop here
+        ngx.conf.write_text("user root;\n" + ngx.conf.read_text())
+    try:
+        ngx.start()
+        workers = ngx.workers()
+        assert len(workers) == 2
+        site.port = ngx.port
+        ok, failed = load(site, 12)
+        assert failed == 0 and ok > 40, (ok, failed)
+        by_pid, overlap = refreshes_by_pid(site)
+        assert not overlap, site.log.read_text()[-3000:]
+        # each worker refreshed on its own; the master (which loaded the key before forking and
+        # does no private operations) never started a thread
+        assert set(by_pid) == set(workers) and min(by_pid.values()) >= 2, (by_pid, workers)
+        assert ngx.proc.poll() is None and ngx.workers() == workers  # no worker crashed
+        # revoked: every worker fails within one lease; restoring the policy and reloading nginx
+        # (the master releases anew: its own lease has ended) brings service back
+        site.revoke()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 8 and load(site, 0.5, threads=2)[0] > 0:
+            pass
+        assert time.monotonic() - t0 < 5 + 1.5 and load(site, 1, threads=2)[0] == 0, site.log.read_text()[-2000:]
+        site.restore()
+        ngx.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while not site.handshake():
+            assert time.monotonic() < deadline, read_log(ngx.errlog)[-2000:]
+            time.sleep(0.2)
+        assert load(site, 2, threads=2)[1] == 0
+        assert not set(ngx.workers()) & set(workers)
+    finally:
+        ngx.stop()
+    assert ngx.proc.returncode == 0
+
+
+@pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is needed (scripts/setup.sh installs it)")
+def test_haproxy_two_threads_refresh_once_at_a_time_under_load(lease_site, kbs_stack, build_dir):
+    from test_servers import HAPROXY, HAPROXY_CFG, PAGE
+
+    site = lease_site
+    d = site.tmp / "haproxy"
+    d.mkdir()
+    crt = d / "bundle.pem"
+    crt.write_text(site.cert.read_text() + site.ref.read_text())
+    site.port = free_port()
+    cfg = d / "haproxy.cfg"
+    cfg.write_text(HAPROXY_CFG.format(provdir=build_dir / "provider", port=site.port, crt=crt, page=PAGE))
+    proc = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], env=site.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not site.handshake():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)[0]
+            time.sleep(0.1)
+        ok, failed = load(site, 12, threads=6)
+        assert failed == 0 and ok > 40, (ok, failed)
+        by_pid, overlap = refreshes_by_pid(site)
+        assert not overlap, site.log.read_text()[-3000:]
+        assert list(by_pid) == [proc.pid] and by_pid[proc.pid] >= 2, by_pid
+        assert proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.communicate(timeout=15)
