@@ -389,8 +389,9 @@ kg_lease_state kg_lease_acquire(kg_lease *lease, int start_refresh_ok, EVP_PKEY 
         return KG_LEASE_REVOKED;
     }
     pthread_rwlock_unlock(&lease->lock);
-    if (ended) { /* no refresh succeeded in time (or none was needed by any operation) */
-        kg_lease_wipe(lease, "lease ended");
+    /* the lease ended: no refresh succeeded in time (or no operation asked for one) */
+    if (ended) {
+        wipe_if_ended(lease); /* not a key another thread has just released anew */
         pthread_rwlock_rdlock(&lease->lock);
         if (lease->revoked) {
             revoked_err(lease, err);

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from conftest import kbs_conf, run
 from test_provider import free_port, openssl_cnf
 from test_release_cli import new_key, pub_pem, register
-from tests.stack.kbs_fixture import create_policy, kbs_admin_token, kbs_request, set_key_policy
+from tests.stack.kbs_fixture import (create_policy, delete_key, kbs_admin_token, kbs_request,
+                                     set_key_policy)
 
 OTHER_MRTD = "ab" * 48  # not the simulated TD's MRTD
 
@@ -326,6 +327,12 @@ def test_status_tells_whether_the_policy_still_releases(keygate_bin, build_dir, 
     doc = json.loads(r.stdout)
     assert r.returncode == 16 and doc["would_release"] is False and doc["revoked"] is True, r.stdout
     assert doc["step"] == "transfer" and doc["http_status"] == 401
+    # a deleted key (the other admin route) is a revocation too
+    kbs = kbs_stack.services["kbs"].url
+    delete_key(kbs, kbs_admin_token(kbs, kbs_stack.state_dir), site.key_id)
+    r = run([keygate_bin, "-c", str(site.conf), "status", "--ref", str(site.ref), "--json"])
+    doc = json.loads(r.stdout)
+    assert r.returncode == 16 and doc["revoked"] is True and doc["http_status"] == 404, r.stdout
     # one-line usage errors, exit 1
     r = run([keygate_bin, "status"])
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--ref FILE is required" in r.stderr
