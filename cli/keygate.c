@@ -21,6 +21,7 @@ static const struct {
     {"token", kg_cmd_token, "nonce -> evidence -> ITA attestation token, verified, printed"},
     {"verify", kg_cmd_verify, "verify an ITA token from a file and print its claims"},
     {"release", kg_cmd_release, "release keys from the KBS after attestation; prints their public keys"},
+    {"status", kg_cmd_status, "would the current policies still release a key? (dry run)"},
     {"ref", kg_cmd_ref, "create or show a key reference (KEYGATE KEY REFERENCE PEM)"},
     {"doctor", kg_cmd_doctor, "check platform, clock, ITA/KBS, trust anchor, openssl.cnf, p11-kit, files"},
     {"version", kg_cmd_version, "print version information"},

@@ -27,6 +27,7 @@
 #include "kg_config.h"
 #include "kg_err.h"
 #include "kg_keyref.h"
+#include "kg_lease.h"
 #include "kg_release.h"
 
 #define KG_P11_SLOT_ID 1
@@ -55,7 +56,7 @@ typedef struct kg_p11_key {
     char group[32];                                  /* EC: OpenSSL group name */
     unsigned char *cert, *subject, *issuer, *serial; /* DER; cert NULL when none configured */
     size_t cert_len, subject_len, issuer_len, serial_len;
-    EVP_PKEY *priv; /* released private key (kg_libctx), NULL until released; atomic */
+    kg_lease *lease; /* the released private key and its lease (kg_lease.h), NULL until first use; atomic */
 } kg_p11_key;
 
 typedef struct kg_p11_token {
@@ -151,8 +152,9 @@ int kg_p11_obj_lookup(CK_OBJECT_HANDLE h, kg_p11_obj *obj);
 CK_OBJECT_HANDLE kg_p11_obj_handle(size_t key_index, int kind);
 void kg_p11_secrets_drop(CK_SESSION_HANDLE owner); /* owner 0: all; kg_p11.lock held */
 
-/* p11_release.c: the released private key of key (runs the pipeline once per process, maps
- * failures to CKR_DEVICE_ERROR / CKR_FUNCTION_FAILED and logs the step). */
+/* p11_release.c: the released private key of key, a NEW reference the caller frees (runs the
+ * pipeline once per lease, maps failures to CKR_DEVICE_ERROR / CKR_FUNCTION_FAILED and logs the
+ * step; a revoked, wiped key gives CKR_DEVICE_ERROR and logs the revocation). */
 CK_RV kg_p11_private(kg_p11_key *key, const char *caller, EVP_PKEY **priv);
 CK_RV kg_p11_release_all(const char *caller);
 CK_RV kg_p11_rv_of(const kg_err *err);

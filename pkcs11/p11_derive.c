@@ -188,6 +188,8 @@ CK_RV kg_C_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDL
     ERR_set_mark();
     rv = ecdh(obj.key, priv, p, x, value_len);
     ERR_pop_to_mark();
+    EVP_PKEY_free(priv); /* kg_p11_private's reference */
+    priv = NULL;
     if (rv != CKR_OK)
         goto out;
     x->owner = h;

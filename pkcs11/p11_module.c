@@ -45,8 +45,11 @@ static void kg_p11_atfork_child(void)
 {
     pthread_mutex_init(&kg_p11.lock, NULL);
     pthread_mutex_init(&kg_p11.release_lock, NULL);
-    if (kg_p11.token != NULL)
+    if (kg_p11.token != NULL) {
         kg_release_ctx_atfork_child(kg_p11.token->release);
+        for (size_t i = 0; i < kg_p11.token->nkeys; i++)
+            kg_lease_atfork_child(kg_p11.token->keys[i].lease);
+    }
 }
 
 static void kg_p11_atfork_register(void)

@@ -1,8 +1,9 @@
 /*
  * Lazy attestation: a key's private part is released (evidence -> ITA -> KBS) at its first
  * private-key operation, or for all keys at C_Login with pkcs11_release = login. The released
- * EVP_PKEY stays in the token for the process (and is inherited by forked children, which use it
- * without a new attestation). The global lock is never held across the network: releases are
+ * EVP_PKEY lives in the key's lease (release/kg_lease.h): refreshed in the background before the
+ * lease ends, wiped on revocation or when it ends; forked children keep it and refresh on their
+ * own. The global lock is never held across the network: releases are
  * serialised by kg_p11.release_lock only, so concurrent first uses of a key attest once.
  *
  * Failures map to honest return values: the attestation service or TD device failing
@@ -46,27 +47,49 @@ static int release_ctx(kg_p11_token *t, kg_err *err)
     return t->release != NULL;
 }
 
+/* The lease of k, created at first use. With release_lock held. */
+static kg_lease *key_lease(kg_p11_token *t, kg_p11_key *k)
+{
+    if (k->lease == NULL)
+        __atomic_store_n(&k->lease, kg_lease_new(&k->ref, &t->cfg), __ATOMIC_RELEASE);
+    return k->lease;
+}
+
 CK_RV kg_p11_private(kg_p11_key *k, const char *caller, EVP_PKEY **out)
 {
-    EVP_PKEY *priv = __atomic_load_n(&k->priv, __ATOMIC_ACQUIRE);
+    kg_lease *lease = __atomic_load_n(&k->lease, __ATOMIC_ACQUIRE);
+    /* CKF_LIBRARY_CANT_CREATE_OS_THREADS: no background refresh; a release when the lease ends */
+    int refresh = !kg_p11.no_threads;
+    EVP_PKEY *priv = NULL;
     kg_release_times times;
+    kg_lease_state st = KG_LEASE_EMPTY;
     kg_err err;
 
-    if (priv != NULL) { /* the hot path: no lock */
+    kg_err_clear(&err);
+    *out = NULL;
+    /* the hot path: a shared lock and a reference count, never the network */
+    if (lease != NULL && (st = kg_lease_acquire(lease, refresh, &priv, &err)) == KG_LEASE_OK) {
         *out = priv;
         return CKR_OK;
+    }
+    if (st == KG_LEASE_REVOKED) {
+        KG_LOG(KG_LOG_ERROR, "PKCS#11 %s: key '%s': %s", caller, k->label, err.msg);
+        return CKR_DEVICE_ERROR;
     }
     /* pkcs11_release = login: the token said CKF_LOGIN_REQUIRED and releases at C_Login only */
     if (kg_p11.token != NULL && kg_p11.token->release_on_login &&
         !__atomic_load_n(&kg_p11.logged_in, __ATOMIC_ACQUIRE))
         return CKR_USER_NOT_LOGGED_IN;
-    kg_err_clear(&err);
     pthread_mutex_lock(&kg_p11.release_lock);
-    if ((priv = k->priv) == NULL) {
-        if (kg_p11.token == NULL) { /* finalized meanwhile */
-            pthread_mutex_unlock(&kg_p11.release_lock);
-            return CKR_CRYPTOKI_NOT_INITIALIZED;
-        }
+    if (kg_p11.token == NULL) { /* finalized meanwhile */
+        pthread_mutex_unlock(&kg_p11.release_lock);
+        return CKR_CRYPTOKI_NOT_INITIALIZED;
+    }
+    if ((lease = key_lease(kg_p11.token, k)) == NULL) {
+        pthread_mutex_unlock(&kg_p11.release_lock);
+        return CKR_HOST_MEMORY;
+    }
+    if ((st = kg_lease_acquire(lease, refresh, &priv, &err)) == KG_LEASE_EMPTY) {
         KG_INFO("PKCS#11 %s: releasing key '%s' (%s)", caller, k->label, k->ref.key_id);
         if (!release_ctx(kg_p11.token, &err) ||
             !kg_release_key(kg_p11.token->release, &k->ref, &priv, &times, &err)) {
@@ -75,9 +98,18 @@ CK_RV kg_p11_private(kg_p11_key *k, const char *caller, EVP_PKEY **out)
             return kg_p11_rv_of(&err);
         }
         KG_DEBUG("PKCS#11: key '%s' released (%s attestation)", k->label, times.attested ? "new" : "cached");
-        __atomic_store_n(&k->priv, priv, __ATOMIC_RELEASE);
+        if (!kg_lease_install(lease, priv)) {
+            pthread_mutex_unlock(&kg_p11.release_lock);
+            EVP_PKEY_free(priv);
+            return CKR_HOST_MEMORY;
+        }
+        st = KG_LEASE_OK;
     }
     pthread_mutex_unlock(&kg_p11.release_lock);
+    if (st == KG_LEASE_REVOKED) {
+        KG_LOG(KG_LOG_ERROR, "PKCS#11 %s: key '%s': %s", caller, k->label, err.msg);
+        return CKR_DEVICE_ERROR;
+    }
     *out = priv;
     return CKR_OK;
 }
@@ -107,11 +139,21 @@ CK_RV kg_p11_release_all(const char *caller)
         rv = CKR_HOST_MEMORY;
         goto done;
     }
-    for (size_t i = 0; i < t->nkeys; i++)
-        if (t->keys[i].priv == NULL) {
+    for (size_t i = 0; i < t->nkeys; i++) {
+        EVP_PKEY *live = NULL;
+        kg_lease *lease = key_lease(t, &t->keys[i]);
+
+        if (lease == NULL) {
+            rv = CKR_HOST_MEMORY;
+            goto done;
+        }
+        /* released and in its lease: nothing to do; revoked keys stay revoked (logged at use) */
+        if (kg_lease_acquire(lease, 0, &live, &err) == KG_LEASE_EMPTY) {
             idx[n] = i;
             refs[n++] = &t->keys[i].ref;
         }
+        EVP_PKEY_free(live);
+    }
     if (n == 0)
         goto done;
     if (!release_ctx(t, &err)) {
@@ -126,9 +168,11 @@ CK_RV kg_p11_release_all(const char *caller)
     else
         kg_release_keys(t->release, refs, n, keys, errs, NULL);
     for (size_t j = 0; j < n; j++) {
-        if (keys[j] != NULL)
-            __atomic_store_n(&t->keys[idx[j]].priv, keys[j], __ATOMIC_RELEASE);
-        else {
+        if (keys[j] != NULL) {
+            if (!kg_lease_install(t->keys[idx[j]].lease, keys[j]) && rv == CKR_OK)
+                rv = CKR_HOST_MEMORY;
+            EVP_PKEY_free(keys[j]); /* the lease holds its own reference */
+        } else {
             log_failure(caller, &t->keys[idx[j]], &errs[j]);
             if (rv == CKR_OK)
                 rv = kg_p11_rv_of(&errs[j]);

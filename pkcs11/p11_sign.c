@@ -72,6 +72,8 @@ CK_RV kg_p11_op_init(kg_p11_op *op, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key,
         rv = ok ? kg_p11_mech_apply(m, mech, op->pctx) : CKR_FUNCTION_FAILED;
     }
     ERR_pop_to_mark();
+    if (use_private)
+        EVP_PKEY_free(pk); /* kg_p11_private's reference; the inner context holds its own */
     if (rv != CKR_OK) {
         KG_DEBUG("PKCS#11 %s: mechanism 0x%lx on key '%s' refused (0x%lx)", caller, mech->mechanism,
                  obj.key->label, rv);

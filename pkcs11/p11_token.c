@@ -39,7 +39,7 @@ static void key_clear(kg_p11_key *k)
     free(k->subject);
     free(k->issuer);
     free(k->serial);
-    EVP_PKEY_free(k->priv); /* private parts in the secure heap: zeroized on free */
+    kg_lease_free(k->lease); /* the last reference frees the key: secure heap, zeroized */
     memset(k, 0, sizeof(*k));
 }
 

@@ -111,7 +111,10 @@ static int asym_init(kg_asym_ctx *ctx, void *vkey, const OSSL_PARAM params[], in
             KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: the key has no public key");
         return 0; /* kg_key_private raised the release error */
     }
-    if ((ctx->inner = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), pkey, NULL)) == NULL)
+    ctx->inner = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), pkey, NULL); /* holds its own reference */
+    if (decrypt)
+        EVP_PKEY_free(pkey); /* kg_key_private's reference */
+    if (ctx->inner == NULL)
         goto err;
     if ((decrypt ? EVP_PKEY_decrypt_init_ex(ctx->inner, params)
                  : EVP_PKEY_encrypt_init_ex(ctx->inner, params)) <= 0)

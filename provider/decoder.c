@@ -158,10 +158,14 @@ static int kg_ref_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CAL
     /* release = eager: PEM_read_bio_PrivateKey (nginx, haproxy) asks for the private key, so
      * startup and `nginx -t` fail loudly when attestation fails. The store path (selection 0,
      * e.g. `openssl pkey -pubout`) defers the release to the first private operation. */
-    if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0 && !ctx->provctx->release_lazy &&
-        kg_key_private(reference.key) == NULL) {
-        ok = 0;
-        goto end;
+    if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0 && !ctx->provctx->release_lazy) {
+        EVP_PKEY *priv = kg_key_private_load(reference.key);
+
+        if (priv == NULL) {
+            ok = 0;
+            goto end;
+        }
+        EVP_PKEY_free(priv); /* the lease holds the key */
     }
     {
         int object_type = OSSL_OBJECT_PKEY;

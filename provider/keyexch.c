@@ -110,8 +110,9 @@ static int kg_kex_init(void *vctx, void *vkey, const OSSL_PARAM params[])
     }
     if ((priv = kg_key_private(key)) == NULL)
         return 0; /* the release error is already raised */
-    if ((ctx->inner = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), priv, NULL)) == NULL ||
-        EVP_PKEY_derive_init_ex(ctx->inner, params) <= 0)
+    ctx->inner = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), priv, NULL); /* holds its own reference */
+    EVP_PKEY_free(priv);
+    if (ctx->inner == NULL || EVP_PKEY_derive_init_ex(ctx->inner, params) <= 0)
         goto err;
     ctx->key = key;
     return 1;

@@ -2,8 +2,9 @@
  * kg_key: the provider's key object, and the per-process cache of released keys.
  *
  * Released keys are cached by key id and shared by all threads and all kg_key objects of the
- * process (nginx per-handshake loads hit the cache, not the network). After fork the child
- * keeps the cache: the keys stay valid without a new attestation.
+ * process (nginx per-handshake loads hit the cache, not the network). Each cached key has a
+ * lease (release/kg_lease.h): refreshed in the background before it ends, wiped on revocation
+ * or when it ends. After fork the child keeps the cache and refreshes on its own.
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -30,9 +31,7 @@ void kg_key_free(kg_key *key)
 {
     if (key == NULL)
         return;
-    for (int i = 0; i < KG_SIGN_TMPL_MAX; i++)
-        kg_sign_tmpl_free(key->sign_tmpl[i]);
-    EVP_PKEY_free(key->priv);
+    kg_lease_free(key->lease);
     kg_keyref_clear(&key->ref);
     key->magic = 0;
     free(key);
@@ -47,64 +46,103 @@ int kg_key_type_of(const EVP_PKEY *pkey)
     return 0;
 }
 
-/* The cached key for id (one new reference), or NULL. Called with ctx->lock held. */
-static EVP_PKEY *cache_get(kg_provctx *ctx, const char *id)
+/* The lease of key id (one new reference), created on first use. Called with ctx->lock held. */
+static kg_lease *cache_lease(kg_provctx *ctx, const kg_key *key)
 {
+    kg_lease *lease;
+
     for (size_t i = 0; i < ctx->cache_len; i++)
-        if (strcmp(ctx->cache[i].key_id, id) == 0)
-            return EVP_PKEY_up_ref(ctx->cache[i].priv) ? ctx->cache[i].priv : NULL;
-    return NULL;
+        if (strcmp(ctx->cache[i].key_id, key->ref.key_id) == 0)
+            return kg_lease_up_ref(ctx->cache[i].lease) ? ctx->cache[i].lease : NULL;
+    if (ctx->cache_len == KG_PROV_CACHE_MAX || (lease = kg_lease_new(&key->ref, &ctx->cfg)) == NULL)
+        return NULL;
+    snprintf(ctx->cache[ctx->cache_len].key_id, sizeof(ctx->cache[0].key_id), "%s", key->ref.key_id);
+    ctx->cache[ctx->cache_len++].lease = lease;
+    kg_lease_up_ref(lease);
+    return lease;
 }
 
-static void cache_put(kg_provctx *ctx, const char *id, EVP_PKEY *priv)
+static void raise_release_error(kg_provctx *ctx, const kg_key *key, const kg_err *err)
 {
-    if (ctx->cache_len == KG_PROV_CACHE_MAX || !EVP_PKEY_up_ref(priv))
-        return;
-    snprintf(ctx->cache[ctx->cache_len].key_id, sizeof(ctx->cache[0].key_id), "%s", id);
-    ctx->cache[ctx->cache_len++].priv = priv;
+    KG_LOG(KG_LOG_ERROR, "key %s: %s", key->ref.key_id, err->msg);
+    if (err->request_id[0] != '\0' || err->trace_id[0] != '\0')
+        KG_PROV_RAISE(ctx, KG_R_RELEASE, "keygate: key %s: %s (request-id %s, trace-id %s)", key->ref.key_id,
+                      err->msg, err->request_id[0] ? err->request_id : "-",
+                      err->trace_id[0] ? err->trace_id : "-");
+    else
+        KG_PROV_RAISE(ctx, KG_R_RELEASE, "keygate: key %s: %s", key->ref.key_id, err->msg);
+}
+
+/* The synchronous release: first use, or after the lease ran out. With ctx->lock held (concurrent
+ * loads of a key attest once). Returns a new reference or NULL with err. */
+static EVP_PKEY *release_now(kg_provctx *ctx, kg_key *key, kg_lease *lease, int op, kg_lease_state *st,
+                             kg_err *err)
+{
+    EVP_PKEY *priv = NULL;
+    kg_release_times t;
+
+    if ((*st = kg_lease_acquire(lease, op, &priv, err)) != KG_LEASE_EMPTY)
+        return priv; /* another thread released it meanwhile, or it is revoked */
+    if (ctx->release == NULL && (ctx->release = kg_release_ctx_new(&ctx->cfg, err)) == NULL)
+        return NULL;
+    KG_INFO("releasing key %s", key->ref.key_id);
+    if (!kg_release_key(ctx->release, &key->ref, &priv, &t, err))
+        return NULL;
+    if (!kg_lease_install(lease, priv)) {
+        EVP_PKEY_free(priv);
+        kg_err_set(err, KG_STEP_HANDOVER, "cannot start the key's lease");
+        return NULL;
+    }
+    *st = KG_LEASE_OK;
+    return priv;
+}
+
+static EVP_PKEY *key_private(kg_key *key, int op)
+{
+    kg_provctx *ctx = key->provctx;
+    kg_lease *lease = __atomic_load_n(&key->lease, __ATOMIC_ACQUIRE);
+    kg_lease_state st;
+    EVP_PKEY *priv = NULL;
+    kg_err err;
+
+    kg_err_clear(&err); /* the message below prints its request-id/trace-id fields */
+    if (lease == NULL) {
+        if (!key->has_ref) {
+            KG_PROV_RAISE(ctx, KG_R_OPERATION, "keygate: this key object holds only a public key");
+            return NULL;
+        }
+        pthread_mutex_lock(&ctx->lock);
+        if ((lease = key->lease) == NULL && (lease = cache_lease(ctx, key)) != NULL)
+            __atomic_store_n(&key->lease, lease, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&ctx->lock);
+        if (lease == NULL) {
+            KG_PROV_RAISE(ctx, KG_R_RELEASE, "keygate: key %s: out of memory or too many keys (%d)",
+                          key->ref.key_id, KG_PROV_CACHE_MAX);
+            return NULL;
+        }
+    }
+    /* the hot path (every signature): a shared lock and a reference count, never the network */
+    if ((st = kg_lease_acquire(lease, op, &priv, &err)) == KG_LEASE_EMPTY) {
+        pthread_mutex_lock(&ctx->lock);
+        priv = release_now(ctx, key, lease, op, &st, &err);
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    if (st == KG_LEASE_REVOKED) {
+        KG_LOG(KG_LOG_ERROR, "%s", err.msg);
+        KG_PROV_RAISE(ctx, KG_R_RELEASE, "%s", err.msg);
+        return NULL;
+    }
+    if (priv == NULL)
+        raise_release_error(ctx, key, &err);
+    return priv;
 }
 
 EVP_PKEY *kg_key_private(kg_key *key)
 {
-    kg_provctx *ctx = key->provctx;
-    EVP_PKEY *priv = __atomic_load_n(&key->priv, __ATOMIC_ACQUIRE);
-    kg_release_times t;
-    kg_err err;
+    return key_private(key, 1);
+}
 
-    if (priv != NULL) /* the hot path (every signature) takes no lock */
-        return priv;
-    kg_err_clear(&err); /* the message below prints its request-id/trace-id fields */
-    /* one lock per process (re-initialised after fork): concurrent loads of a key attest once */
-    pthread_mutex_lock(&ctx->lock);
-    if ((priv = key->priv) != NULL) {
-        pthread_mutex_unlock(&ctx->lock);
-        return priv;
-    }
-    if (!key->has_ref) {
-        pthread_mutex_unlock(&ctx->lock);
-        KG_PROV_RAISE(ctx, KG_R_OPERATION, "keygate: this key object holds only a public key");
-        return NULL;
-    }
-    priv = cache_get(ctx, key->ref.key_id);
-    if (priv == NULL) {
-        if (ctx->release == NULL && (ctx->release = kg_release_ctx_new(&ctx->cfg, &err)) == NULL)
-            goto fail;
-        KG_INFO("releasing key %s", key->ref.key_id);
-        if (!kg_release_key(ctx->release, &key->ref, &priv, &t, &err))
-            goto fail;
-        cache_put(ctx, key->ref.key_id, priv);
-    }
-    __atomic_store_n(&key->priv, priv, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&ctx->lock);
-    return priv;
-fail:
-    pthread_mutex_unlock(&ctx->lock);
-    KG_LOG(KG_LOG_ERROR, "key %s: %s", key->ref.key_id, err.msg);
-    if (err.request_id[0] != '\0' || err.trace_id[0] != '\0')
-        KG_PROV_RAISE(ctx, KG_R_RELEASE, "keygate: key %s: %s (request-id %s, trace-id %s)", key->ref.key_id,
-                      err.msg, err.request_id[0] ? err.request_id : "-",
-                      err.trace_id[0] ? err.trace_id : "-");
-    else
-        KG_PROV_RAISE(ctx, KG_R_RELEASE, "keygate: key %s: %s", key->ref.key_id, err.msg);
-    return NULL;
+EVP_PKEY *kg_key_private_load(kg_key *key)
+{
+    return key_private(key, 0);
 }

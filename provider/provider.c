@@ -35,6 +35,8 @@ static void kg_atfork_child(void)
             continue;
         pthread_mutex_init(&kg_instance_list[i]->lock, NULL);
         kg_release_ctx_atfork_child(kg_instance_list[i]->release);
+        for (size_t j = 0; j < kg_instance_list[i]->cache_len; j++)
+            kg_lease_atfork_child(kg_instance_list[i]->cache[j].lease);
     }
 }
 
@@ -162,7 +164,7 @@ static void kg_prov_teardown(void *provctx)
     if (ctx == NULL)
         return;
     for (size_t i = 0; i < ctx->cache_len; i++)
-        EVP_PKEY_free(ctx->cache[i].priv); /* zeroizes: the private parts sit in the secure heap */
+        kg_lease_free(ctx->cache[i].lease); /* the last reference zeroizes (secure heap) */
     kg_release_ctx_free(ctx->release);
     OSSL_LIB_CTX_free(ctx->corelibctx);
     pthread_mutex_destroy(&ctx->lock);

@@ -16,6 +16,7 @@
 
 #include "kg_config.h"
 #include "kg_keyref.h"
+#include "kg_lease.h"
 #include "kg_release.h"
 
 /* Provider-specific reason codes, reported through get_reason_strings. */
@@ -33,7 +34,7 @@ enum {
 
 typedef struct kg_cached_key {
     char key_id[256];
-    EVP_PKEY *priv; /* released private key, kg_libctx(); the cache holds one reference */
+    kg_lease *lease; /* the released key and its lease (kg_lease.h); the cache holds one reference */
 } kg_cached_key;
 
 #define KG_PROV_CACHE_MAX 256
@@ -44,16 +45,13 @@ typedef struct kg_provctx {
     char config_path[512];
     kg_config cfg;
     int release_lazy;        /* release = lazy */
-    pthread_mutex_t lock;    /* guards release, cache and kg_key.priv; re-initialised after fork */
+    pthread_mutex_t lock;    /* guards release, cache and kg_key.lease; re-initialised after fork */
     kg_release_ctx *release; /* created on first release */
     kg_cached_key cache[KG_PROV_CACHE_MAX];
     size_t cache_len;
 } kg_provctx;
 
 #define KG_KEY_MAGIC 0x6b67796bU /* "kgyk" */
-#define KG_SIGN_TMPL_MAX 4       /* digests with a prepared signing context per key */
-
-struct kg_sign_tmpl;
 
 typedef struct kg_key {
     uint32_t magic;
@@ -61,9 +59,8 @@ typedef struct kg_key {
     int type;       /* KG_KEY_TYPE_* */
     int has_ref;    /* 0 for a public key imported from elsewhere (no key id) */
     kg_keyref ref;  /* key id, KBS, and ref.pubkey: the public key (kg_libctx) */
-    EVP_PKEY *priv; /* the released private key once released; one reference held */
+    kg_lease *lease; /* the per-process lease of key id (shared with the cache); one reference */
     pthread_mutex_t lock;
-    struct kg_sign_tmpl *sign_tmpl[KG_SIGN_TMPL_MAX]; /* signature.c; published once, freed with the key */
 } kg_key;
 
 /* The object reference the decoder hands to keymgmt load: versioned, with a magic number. */
@@ -83,12 +80,14 @@ void kg_prov_raise(const kg_provctx *ctx, const char *file, int line, const char
 kg_key *kg_key_new(kg_provctx *ctx, int type);
 void kg_key_free(kg_key *key);
 int kg_key_type_of(const EVP_PKEY *pkey); /* KG_KEY_TYPE_* or 0 */
-/* Releases (or finds in the per-process cache) the private key. Returns the borrowed private
- * EVP_PKEY (valid while the key lives) or NULL with an error raised naming the step. */
+/* Releases (or finds in the per-process cache) the private key for a private operation, which
+ * may start the lease's background refresh. Returns a NEW reference to the private EVP_PKEY
+ * (the caller frees it: a revocation may wipe the key while an operation still runs) or NULL
+ * with an error raised naming the step, or the revocation. */
 EVP_PKEY *kg_key_private(kg_key *key);
-
-/* Frees a key's prepared signing contexts (signature.c). */
-void kg_sign_tmpl_free(struct kg_sign_tmpl *t);
+/* The same for loading (decoder, store): releases if needed but starts no refresh thread (an
+ * nginx master loads keys before it forks). */
+EVP_PKEY *kg_key_private_load(kg_key *key);
 
 /* Frees what signature.c fetched from kg_libctx() (before kg_libctx_cleanup). */
 void kg_signature_cleanup(void);

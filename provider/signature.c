@@ -9,9 +9,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "kg_libctx.h"
 #include "provider.h"
@@ -106,7 +104,8 @@ err:
     return NULL;
 }
 
-/* The key a direction needs: the released private key to sign, the public key to verify. */
+/* The key a direction needs: the released private key to sign, the public key to verify. A new
+ * reference either way (a lease may wipe the private key while we sign): free with EVP_PKEY_free. */
 static EVP_PKEY *sig_key(kg_sig_ctx *ctx, void *keydata, int sign)
 {
     kg_key *key = keydata;
@@ -114,7 +113,9 @@ static EVP_PKEY *sig_key(kg_sig_ctx *ctx, void *keydata, int sign)
     if (key == NULL || key->magic != KG_KEY_MAGIC)
         return NULL;
     ctx->key = key;
-    return sign ? kg_key_private(key) : key->ref.pubkey;
+    if (sign)
+        return kg_key_private(key);
+    return key->ref.pubkey != NULL && EVP_PKEY_up_ref(key->ref.pubkey) ? key->ref.pubkey : NULL;
 }
 
 static int raw_init(kg_sig_ctx *ctx, void *keydata, const OSSL_PARAM params[], int sign)
@@ -124,7 +125,9 @@ static int raw_init(kg_sig_ctx *ctx, void *keydata, const OSSL_PARAM params[], i
     sig_reset(ctx);
     if ((pk = sig_key(ctx, keydata, sign)) == NULL)
         return 0;
-    if ((ctx->pctx = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), pk, NULL)) == NULL)
+    ctx->pctx = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), pk, NULL); /* holds its own reference */
+    EVP_PKEY_free(pk);
+    if (ctx->pctx == NULL)
         return 0;
     ctx->pctx_owned = 1;
     return sign ? EVP_PKEY_sign_init_ex(ctx->pctx, params) > 0
@@ -156,79 +159,23 @@ static int kg_sig_verify(void *vctx, const unsigned char *sig, size_t siglen, co
     return ctx->pctx != NULL && EVP_PKEY_verify(ctx->pctx, sig, siglen, tbs, tbslen) > 0;
 }
 
-/*
- * Per key and digest, a digest-sign context initialised once and copied for each signature:
- * EVP_MD_CTX_copy_ex costs a fraction of EVP_DigestSignInit_ex (fetches, a new EVP_PKEY_CTX,
- * the signature's init), which a TLS server would otherwise pay twice per handshake (outer and
- * inner). A template is published once with a compare-and-swap and never changed, so copies
- * take no lock.
- */
-struct kg_sign_tmpl {
-    char md[64];
-    EVP_MD_CTX *ctx;
-};
-
-void kg_sign_tmpl_free(struct kg_sign_tmpl *t)
-{
-    if (t != NULL) {
-        EVP_MD_CTX_free(t->ctx);
-        free(t);
-    }
-}
-
-static EVP_MD_CTX *sign_template(kg_key *key, EVP_PKEY *pk, const char *mdname)
-{
-    const char *md = mdname != NULL ? mdname : "";
-    struct kg_sign_tmpl *t, *fresh = NULL;
-
-    if (strlen(md) >= sizeof(fresh->md))
-        return NULL;
-    for (int i = 0; i < KG_SIGN_TMPL_MAX; i++) {
-        while ((t = __atomic_load_n(&key->sign_tmpl[i], __ATOMIC_ACQUIRE)) == NULL) {
-            if (fresh == NULL) {
-                if ((fresh = calloc(1, sizeof(*fresh))) == NULL || (fresh->ctx = EVP_MD_CTX_new()) == NULL ||
-                    EVP_DigestSignInit_ex(fresh->ctx, NULL, mdname, kg_libctx(), NULL, pk, NULL) <= 0) {
-                    kg_sign_tmpl_free(fresh);
-                    return NULL;
-                }
-                snprintf(fresh->md, sizeof(fresh->md), "%s", md);
-            }
-            if (__atomic_compare_exchange_n(&key->sign_tmpl[i], &t, fresh, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE))
-                return fresh->ctx;
-        }
-        if (strcasecmp(t->md, md) == 0) {
-            kg_sign_tmpl_free(fresh);
-            return t->ctx;
-        }
-    }
-    kg_sign_tmpl_free(fresh);
-    return NULL; /* every slot holds another digest: no template */
-}
-
 static int digest_init(kg_sig_ctx *ctx, const char *mdname, void *keydata, const OSSL_PARAM params[],
                        int sign)
 {
     EVP_PKEY *pk;
     EVP_PKEY_CTX *inner = NULL;
-    EVP_MD_CTX *tmpl;
 
     sig_reset(ctx);
-    if ((pk = sig_key(ctx, keydata, sign)) == NULL || (ctx->mdctx = EVP_MD_CTX_new()) == NULL)
+    if ((pk = sig_key(ctx, keydata, sign)) == NULL)
         return 0;
-    if (sign && (params == NULL || params[0].key == NULL) &&
-        (tmpl = sign_template(ctx->key, pk, mdname)) != NULL) {
-        if (EVP_MD_CTX_copy_ex(ctx->mdctx, tmpl)) {
-            ctx->pctx = EVP_MD_CTX_get_pkey_ctx(ctx->mdctx); /* owned by mdctx */
-            return 1;
-        }
-        EVP_MD_CTX_reset(ctx->mdctx); /* fall back to a fresh init */
-    }
-    if ((sign ? EVP_DigestSignInit_ex(ctx->mdctx, &inner, mdname, kg_libctx(), NULL, pk, params)
+    if ((ctx->mdctx = EVP_MD_CTX_new()) == NULL ||
+        (sign ? EVP_DigestSignInit_ex(ctx->mdctx, &inner, mdname, kg_libctx(), NULL, pk, params)
               : EVP_DigestVerifyInit_ex(ctx->mdctx, &inner, mdname, kg_libctx(), NULL, pk, params)) <= 0) {
+        EVP_PKEY_free(pk);
         sig_reset(ctx);
         return 0;
     }
+    EVP_PKEY_free(pk); /* the inner context holds its own reference */
     ctx->pctx = inner; /* owned by mdctx */
     return 1;
 }

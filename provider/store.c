@@ -115,7 +115,7 @@ static const char *type_name(int type)
 static kg_key *store_key(kg_store_ctx *ctx)
 {
     kg_key *key;
-    EVP_PKEY *priv;
+    EVP_PKEY *priv = NULL;
     kg_err err;
 
     if ((key = kg_key_new(ctx->provctx, 0)) == NULL)
@@ -126,8 +126,8 @@ static kg_key *store_key(kg_store_ctx *ctx)
     }
     key->has_ref = 1;
     /* no public key in a bare id: release now (also when only the public key is wanted) */
-    if ((priv = kg_key_private(key)) == NULL)
-        goto err; /* kg_key_private raised the error, naming the failed step */
+    if ((priv = kg_key_private_load(key)) == NULL)
+        goto err; /* kg_key_private_load raised the error, naming the failed step */
     if ((key->type = kg_key_type_of(priv)) == 0) {
         KG_PROV_RAISE(ctx->provctx, KG_R_RELEASE, "keygate store: key %s is neither RSA nor EC", ctx->key_id);
         goto err;
@@ -136,8 +136,10 @@ static kg_key *store_key(kg_store_ctx *ctx)
         KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate store: key %s: %s", ctx->key_id, err.msg);
         goto err;
     }
+    EVP_PKEY_free(priv);
     return key;
 err:
+    EVP_PKEY_free(priv);
     kg_key_free(key);
     return NULL;
 }

@@ -31,6 +31,10 @@ typedef struct kg_config {
     char release_mode[8];  /* eager | lazy (provider) */
     char pkcs11_keys[4096]; /* PKCS#11 module: LABEL:REFERENCE[:CERTIFICATE], comma-separated */
     char pkcs11_release[12]; /* first-use | login (PKCS#11 module) */
+    long key_lease_s;      /* lease of a released key (kg_lease) */
+    long key_lease_max_s;  /* upper bound for key_lease_s */
+    long refresh_before_s; /* background refresh this long before the lease ends */
+    char on_revoke[8];     /* wipe | keep */
     long token_leeway_s;
     char tls_ca_file[KG_CONF_STR];
     int allow_http_loopback;

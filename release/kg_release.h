@@ -40,6 +40,16 @@ int kg_release_ctx_set_api_key(kg_release_ctx *ctx, const char *api_key, kg_err 
  * again. The verifier's JWKS and CRL caches stay. Accepts NULL. */
 void kg_release_ctx_end_session(kg_release_ctx *ctx);
 
+/* Drops the attestation session (wrapping key + token) so that the next release attests anew
+ * (a key lease refresh). Intel KBS only; Trustee keeps its own session. */
+void kg_release_ctx_drop_session(kg_release_ctx *ctx);
+
+/* Probe mode (keygate status): releases run every step up to the KBS transfer and stop there.
+ * With the Intel KBS the wrapped reply is dropped without unwrapping (it is useless without the
+ * wrapping key, which is freed); kg_release_key then returns 1 with *key NULL. Trustee replies
+ * are decrypted by its protocol; the key is freed (zeroized) at once and *key is NULL too. */
+void kg_release_ctx_set_probe(kg_release_ctx *ctx, int probe);
+
 /* For a pthread_atfork child handler: re-initialises the context's lock (another thread may have
  * held it at fork). Does no I/O. Accepts NULL. */
 void kg_release_ctx_atfork_child(kg_release_ctx *ctx);

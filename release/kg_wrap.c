@@ -7,8 +7,9 @@
 #include <openssl/evp.h>
 #include <openssl/asn1.h>
 #include <openssl/objects.h>
-#include <openssl/rsa.h>
+#include <openssl/param_build.h>
 #include <openssl/x509.h>
+#include <openssl/rsa.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,8 +139,98 @@ static const char *pkcs8_key_type(const uint8_t *der, size_t len)
     return nid == NID_rsaEncryption ? "RSA" : nid == NID_X9_62_id_ecPublicKey ? "EC" : NULL;
 }
 
+/* The next TLV of ECPrivateKey at *p (end e): 1 with its content, tag and class. */
+static int next_tlv(const unsigned char **p, const unsigned char *e, int *tag, int *cls,
+                    const unsigned char **c, long *clen)
+{
+    if (*p >= e || (ASN1_get_object(p, clen, tag, cls, e - *p) & 0x80) != 0 || *clen > e - *p)
+        return 0;
+    *c = *p;
+    *p += *clen;
+    return 1;
+}
+
+/*
+ * EC keys without OpenSSL's ECPrivateKey decoder: it copies the big-endian scalar into ordinary
+ * heap memory and frees it without zeroizing, which leaves the key in the process after a lease
+ * wipe (issue 12's memory scan found it). Here the scalar is read in place from the PKCS#8
+ * structure (freed with ASN1_STRING_clear_free) into a secure-heap BIGNUM. Returns 1 with *key,
+ * 0 with *key NULL when this is no EC key with an embedded public key (the caller decodes).
+ */
+static int parse_ec_in_place(const uint8_t *der, size_t len, EVP_PKEY **key)
+{
+    const unsigned char *in = der, *pk, *p, *e, *c, *scalar = NULL, *pub = NULL;
+    PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &in, (long)len);
+    const ASN1_OBJECT *alg;
+    const X509_ALGOR *algor;
+    const void *pval;
+    int pklen, ptype, tag, cls, nid;
+    long clen, scalar_len = 0, pub_len = 0;
+    OSSL_PARAM_BLD *bld = NULL;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    BIGNUM *d = NULL;
+    const char *group;
+
+    *key = NULL;
+    if (p8 == NULL || in != der + len || !PKCS8_pkey_get0(&alg, &pk, &pklen, &algor, p8) ||
+        OBJ_obj2nid(alg) != NID_X9_62_id_ecPublicKey)
+        goto done;
+    X509_ALGOR_get0(NULL, &ptype, &pval, algor);
+    if (ptype != V_ASN1_OBJECT || (nid = OBJ_obj2nid(pval)) == NID_undef || (group = OBJ_nid2sn(nid)) == NULL)
+        goto done;
+    p = pk;
+    e = pk + pklen;
+    /* ECPrivateKey ::= SEQUENCE { version 1, privateKey OCTET STRING, [0] params OPTIONAL,
+     *                             [1] publicKey BIT STRING OPTIONAL } */
+    if (!next_tlv(&p, e, &tag, &cls, &c, &clen) || tag != V_ASN1_SEQUENCE || p != e)
+        goto done;
+    p = c;
+    e = c + clen;
+    if (!next_tlv(&p, e, &tag, &cls, &c, &clen) || tag != V_ASN1_INTEGER || clen != 1 || c[0] != 1)
+        goto done;
+    if (!next_tlv(&p, e, &tag, &cls, &scalar, &scalar_len) || tag != V_ASN1_OCTET_STRING)
+        goto done;
+    while (p < e && next_tlv(&p, e, &tag, &cls, &c, &clen))
+        if (cls == V_ASN1_CONTEXT_SPECIFIC && tag == 1) {
+            const unsigned char *q = c;
+            if (next_tlv(&q, c + clen, &tag, &cls, &pub, &pub_len) && tag == V_ASN1_BIT_STRING &&
+                pub_len > 1 && pub[0] == 0) {
+                pub++; /* no unused bits */
+                pub_len--;
+            } else
+                pub = NULL;
+        }
+    if (pub == NULL || scalar_len == 0 || (d = BN_secure_new()) == NULL ||
+        BN_bin2bn(scalar, (int)scalar_len, d) == NULL || (bld = OSSL_PARAM_BLD_new()) == NULL ||
+        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) ||
+        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, (size_t)pub_len) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d) || /* secure BN: secure param block */
+        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+        (pctx = kg_pkey_ctx_new_from_name(kg_libctx(), "EC")) == NULL ||
+        EVP_PKEY_fromdata_init(pctx) <= 0 || EVP_PKEY_fromdata(pctx, key, EVP_PKEY_KEYPAIR, params) <= 0)
+        *key = NULL;
+done:
+    EVP_PKEY_CTX_free(pctx);
+    OSSL_PARAM_free(params); /* clears the secure block holding the scalar */
+    OSSL_PARAM_BLD_free(bld);
+    BN_clear_free(d);
+    PKCS8_PRIV_KEY_INFO_free(p8); /* clears the private key octets */
+    ERR_clear_error();
+    return *key != NULL;
+}
+
 int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err)
 {
+    if (parse_ec_in_place(der, len, key)) {
+        if (!key_supported(*key)) {
+            EVP_PKEY_free(*key);
+            *key = NULL;
+            return kg_err_set(err, KG_STEP_UNWRAP,
+                              "released key type is not RSA 2048..4096 or EC P-256/P-384");
+        }
+        return 1;
+    }
     OSSL_DECODER_CTX *dctx;
     const unsigned char *p = der;
     size_t left = len;

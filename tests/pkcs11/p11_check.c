@@ -7,6 +7,8 @@
  *   p11_check MODULE threads LABEL N  N threads sign concurrently (C_Initialize(NULL))
  *   p11_check MODULE login LABEL    pkcs11_release = login: hidden before C_Login, usable after
  *   p11_check MODULE signinit LABEL prints the C_SignInit return value as "rv=0x..."
+ *   p11_check MODULE loop LABEL SECONDS  signs every 50 ms for SECONDS, printing each change of
+ *                                   the result as "t=<ms> rv=0x..." (key leases, issue 12)
  *
  * Prints "ok <mode>" and exits 0 on success; prints the failed check and exits 1 otherwise.
  */
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static CK_FUNCTION_LIST *f;
@@ -276,6 +279,40 @@ static int mode_signinit(const char *label)
     return 0;
 }
 
+static long long elapsed_ms(const struct timespec *t0)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - t0->tv_sec) * 1000LL + (now.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+static int mode_loop(const char *label, int seconds)
+{
+    CK_SESSION_HANDLE s = open_session();
+    CK_OBJECT_HANDLE key;
+    CK_RV last = (CK_RV)-1;
+    struct timespec t0;
+    unsigned long signs = 0, failed = 0;
+
+    CHECK(find(s, CKO_PRIVATE_KEY, label, &key, 1) == 1, "key %s not found", label);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (elapsed_ms(&t0) < seconds * 1000LL) {
+        CK_RV rv = sign_once(s, key);
+
+        signs++;
+        failed += rv != CKR_OK;
+        if (rv != last) {
+            printf("t=%lld rv=0x%lx\n", elapsed_ms(&t0), rv);
+            fflush(stdout);
+            last = rv;
+        }
+        usleep(50000);
+    }
+    printf("signs=%lu failed=%lu\n", signs, failed);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     void *lib;
@@ -284,7 +321,7 @@ int main(int argc, char **argv)
     int rc = 1;
 
     if (argc < 3) {
-        fprintf(stderr, "usage: p11_check MODULE attrs|fork|threads|login|signinit [LABEL [N]]\n");
+        fprintf(stderr, "usage: p11_check MODULE attrs|fork|threads|login|signinit|loop [LABEL [N]]\n");
         return 2;
     }
     CHECK((lib = dlopen(argv[1], RTLD_NOW)) != NULL, "dlopen: %s", dlerror());
@@ -302,6 +339,8 @@ int main(int argc, char **argv)
         rc = mode_login(argv[3]);
     else if (!strcmp(argv[2], "signinit") && argc > 3)
         rc = mode_signinit(argv[3]);
+    else if (!strcmp(argv[2], "loop") && argc > 4)
+        rc = mode_loop(argv[3], atoi(argv[4]));
     CHECK(f->C_Finalize(NULL) == CKR_OK, "C_Finalize");
     CHECK(f->C_GetInfo(&(CK_INFO){0}) == CKR_CRYPTOKI_NOT_INITIALIZED, "call after C_Finalize");
     if (rc == 0)

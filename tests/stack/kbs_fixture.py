@@ -170,6 +170,18 @@ def register_key(kbs_url, token, pem_pkcs8_bytes, policy_id, state_dir=None):
                             state_dir=state_dir))["id"]
 
 
+def set_key_policy(kbs_url, token, key_id, policy_id, state_dir=None):
+    """Re-bind a key to another transfer policy: PUT /keys/{id} {"transfer_policy_id"} (the real
+    KBS's only key update; it answers 201 with the key)."""
+    return json.loads(_call(kbs_url, "PUT", f"/keys/{key_id}", {"transfer_policy_id": policy_id},
+                            token=token, expect=(201,), state_dir=state_dir))
+
+
+def delete_key(kbs_url, token, key_id, state_dir=None):
+    """DELETE /keys/{id} (204)."""
+    _call(kbs_url, "DELETE", f"/keys/{key_id}", token=token, expect=(204,), state_dir=state_dir)
+
+
 # =========================================================================== attestation
 
 def new_wrapping_key(bits=3072):

@@ -1,0 +1,64 @@
+/*
+ * kg_lease: continuous attestation of one released key in this process (issue 12).
+ *
+ * A lease holds the released EVP_PKEY (one reference) and when it ends (key_lease_s, at most
+ * key_lease_max_s). When a private operation finds the lease within refresh_before_s of its end,
+ * it starts one detached refresh thread (lazily, in the process that needs it: no thread exists
+ * before fork): a new attestation with a fresh kg_release_ctx and a transfer of the same key id;
+ * operations keep using the current key meanwhile. Transient failures (network, 5xx, 429) are
+ * retried with backoff until the lease ends; a KBS denial (4xx at transfer), a token that fails
+ * the local policy or a different public key is a revocation: on_revoke = wipe frees the key at
+ * once, keep keeps it until the lease ends. A lease that ends wipes the key.
+ *
+ * Ownership: the lease owns its key reference; kg_lease_acquire hands out new references (the
+ * caller frees them), so a wipe never frees memory an operation still uses: the last reference
+ * frees (and OpenSSL zeroizes, secure heap) the private parts. Leases are refcounted (the refresh
+ * thread holds one). Thread-safe; kg_lease_atfork_child forgets a parent's in-flight refresh.
+ */
+#ifndef KG_LEASE_H
+#define KG_LEASE_H
+
+#include <openssl/types.h>
+
+#include "kg_config.h"
+#include "kg_err.h"
+#include "kg_keyref.h"
+
+typedef struct kg_lease kg_lease;
+
+typedef enum kg_lease_state {
+    KG_LEASE_OK = 0,     /* *key holds a new reference */
+    KG_LEASE_EMPTY = 1,  /* nothing released (yet, or the lease ended): release, then install */
+    KG_LEASE_REVOKED = 2 /* revoked and wiped: err holds the revocation message */
+} kg_lease_state;
+
+/* Copies ref and cfg. Returns NULL when out of memory. */
+kg_lease *kg_lease_new(const kg_keyref *ref, const kg_config *cfg);
+int kg_lease_up_ref(kg_lease *lease);
+void kg_lease_free(kg_lease *lease); /* drops one reference; the last one wipes the key */
+
+/* The current key (new reference in *key) or why there is none. May start the background
+ * refresh (start_refresh = 1, private operations) but never waits on the network. */
+kg_lease_state kg_lease_acquire(kg_lease *lease, int start_refresh, EVP_PKEY **key, kg_err *err);
+
+/* Installs a key the caller released (takes one new reference) and starts a new lease. */
+int kg_lease_install(kg_lease *lease, EVP_PKEY *key);
+
+/* Wipes the key now (logged with why). */
+void kg_lease_wipe(kg_lease *lease, const char *why);
+
+/* Counters for logs and tests. */
+unsigned long kg_lease_refreshes(const kg_lease *lease);
+
+/* For a pthread_atfork child handler: re-initialises the lock and forgets any refresh of the
+ * parent (its thread does not exist here). No I/O. Accepts NULL. */
+void kg_lease_atfork_child(kg_lease *lease);
+
+/* 1 when err (a failed release) is a revocation (KBS denial, local policy, other public key),
+ * 0 when transient (network, 5xx, 429, ...). */
+int kg_lease_err_is_revocation(const kg_err *err);
+
+/* "keygate: key <id> revoked by KBS at <time> (step transfer, HTTP 401, request-id ...)". */
+void kg_lease_revocation_message(const char *key_id, const kg_err *err, char *out, size_t outlen);
+
+#endif
