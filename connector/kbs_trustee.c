@@ -54,8 +54,8 @@ static void printable(char *dst, size_t size, const char *src)
 }
 
 /* A non-200 reply: status, the error Kind (and its class) and detail into err and reply. */
-static int trustee_status_error(kg_err *err, kg_step step, const char *method, const char *url,
-                                const kg_http_response *resp, kbs_trustee_reply *reply)
+int kbs_trustee_status_error(kg_err *err, kg_step step, const char *method, const char *url,
+                             const kg_http_response *resp, kbs_trustee_reply *reply)
 {
     cJSON *j = cJSON_ParseWithLength((const char *)resp->body, resp->body_len);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
@@ -140,14 +140,55 @@ static int parse_set_cookie(const char *sc, kbs_trustee_challenge *ch)
     return 1;
 }
 
+int kbs_trustee_parse_challenge(const kg_http_response *resp, const char *url, kbs_trustee_challenge *ch,
+                                kg_err *err)
+{
+    cJSON *j;
+    const cJSON *nonce, *extra, *sel;
+    int ok = 0;
+
+    j = cJSON_ParseWithLength((const char *)resp->body, resp->body_len);
+    nonce = cJSON_GetObjectItemCaseSensitive(j, "nonce");
+    if (!cJSON_IsString(nonce) || nonce->valuestring[0] == '\0' ||
+        strlen(nonce->valuestring) >= sizeof(ch->nonce)) {
+        kg_err_set(err, KG_STEP_NONCE, "POST %s: challenge has no nonce string (of at most %d bytes)", url,
+                   KBS_TRUSTEE_MAX_NONCE - 1);
+        goto done;
+    }
+    snprintf(ch->nonce, sizeof(ch->nonce), "%s", nonce->valuestring);
+    /* "" or {} or no selection: the protocol default, SHA-384 */
+    snprintf(ch->hash_alg, sizeof(ch->hash_alg), "sha384");
+    extra = cJSON_GetObjectItemCaseSensitive(j, "extra-params");
+    sel = cJSON_IsObject(extra) ? cJSON_GetObjectItemCaseSensitive(extra, "selected-hash-algorithm") : NULL;
+    if (sel != NULL) {
+        if (!cJSON_IsString(sel) ||
+            (strcmp(sel->valuestring, "sha256") && strcmp(sel->valuestring, "sha384") &&
+             strcmp(sel->valuestring, "sha512"))) {
+            char what[40];
+            printable(what, sizeof(what), cJSON_IsString(sel) ? sel->valuestring : "?");
+            kg_err_set(err, KG_STEP_NONCE,
+                       "POST %s: the KBS selected hash algorithm '%s', not one we offered", url, what);
+            goto done;
+        }
+        snprintf(ch->hash_alg, sizeof(ch->hash_alg), "%s", sel->valuestring);
+    }
+    if (!parse_set_cookie(resp->set_cookie, ch)) {
+        kg_err_set(err, KG_STEP_NONCE, "POST %s: challenge without a " COOKIE_NAME " cookie", url);
+        goto done;
+    }
+    ok = 1;
+done:
+    cJSON_Delete(j);
+    return ok;
+}
+
 int kbs_trustee_auth(kg_http *h, const char *kbs_url, const char *tee, kbs_trustee_challenge *ch, kg_err *err)
 {
     static const char *const headers[] = {"Content-Type: application/json", "Accept: application/json", NULL};
     char url[700];
     kg_http_response resp;
     kbs_trustee_reply reply;
-    cJSON *req = cJSON_CreateObject(), *params, *algs, *j = NULL;
-    const cJSON *nonce, *extra, *sel;
+    cJSON *req = cJSON_CreateObject(), *params, *algs;
     char *body = NULL;
     int ok = 0;
 
@@ -168,45 +209,17 @@ int kbs_trustee_auth(kg_http *h, const char *kbs_url, const char *tee, kbs_trust
     if (!request(h, KG_STEP_NONCE, "POST", url, headers, body, &resp, err))
         goto err;
     if (resp.status != 200) {
-        trustee_status_error(err, KG_STEP_NONCE, "POST", url, &resp, &reply);
+        kbs_trustee_status_error(err, KG_STEP_NONCE, "POST", url, &resp, &reply);
         goto err;
     }
-    j = cJSON_ParseWithLength((const char *)resp.body, resp.body_len);
-    nonce = cJSON_GetObjectItemCaseSensitive(j, "nonce");
-    if (!cJSON_IsString(nonce) || nonce->valuestring[0] == '\0' ||
-        strlen(nonce->valuestring) >= sizeof(ch->nonce)) {
-        kg_err_set(err, KG_STEP_NONCE, "POST %s: challenge has no nonce string (of at most %d bytes)", url,
-                   KBS_TRUSTEE_MAX_NONCE - 1);
+    if (!kbs_trustee_parse_challenge(&resp, url, ch, err))
         goto err;
-    }
-    snprintf(ch->nonce, sizeof(ch->nonce), "%s", nonce->valuestring);
-    /* "" or {} or no selection: the protocol default, SHA-384 */
-    snprintf(ch->hash_alg, sizeof(ch->hash_alg), "sha384");
-    extra = cJSON_GetObjectItemCaseSensitive(j, "extra-params");
-    sel = cJSON_IsObject(extra) ? cJSON_GetObjectItemCaseSensitive(extra, "selected-hash-algorithm") : NULL;
-    if (sel != NULL) {
-        if (!cJSON_IsString(sel) ||
-            (strcmp(sel->valuestring, "sha256") && strcmp(sel->valuestring, "sha384") &&
-             strcmp(sel->valuestring, "sha512"))) {
-            char what[40];
-            printable(what, sizeof(what), cJSON_IsString(sel) ? sel->valuestring : "?");
-            kg_err_set(err, KG_STEP_NONCE,
-                       "POST %s: the KBS selected hash algorithm '%s', not one we offered", url, what);
-            goto err;
-        }
-        snprintf(ch->hash_alg, sizeof(ch->hash_alg), "%s", sel->valuestring);
-    }
-    if (!parse_set_cookie(resp.set_cookie, ch)) {
-        kg_err_set(err, KG_STEP_NONCE, "POST %s: challenge without a " COOKIE_NAME " cookie", url);
-        goto err;
-    }
     ok = 1;
 err:
     if (!ok)
         memset(ch, 0, sizeof(*ch));
     free(body);
     cJSON_Delete(req);
-    cJSON_Delete(j);
     kg_http_response_clear(&resp);
     return ok;
 }
@@ -270,6 +283,19 @@ static int add_b64(cJSON *obj, const char *name, const uint8_t *p, size_t len)
     return ok;
 }
 
+int kbs_trustee_parse_token(const kg_http_response *resp, const char *url, char **token, kg_err *err)
+{
+    cJSON *j = cJSON_ParseWithLength((const char *)resp->body, resp->body_len);
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(j, "token");
+    int ok = 1;
+
+    *token = NULL;
+    if (!cJSON_IsString(tok) || tok->valuestring[0] == '\0' || (*token = strdup(tok->valuestring)) == NULL)
+        ok = kg_err_set(err, KG_STEP_TOKEN, "POST %s: reply has no token", url);
+    cJSON_Delete(j);
+    return ok;
+}
+
 int kbs_trustee_attest(kg_http *h, const char *kbs_url, const kbs_trustee_challenge *ch,
                        const cJSON *tee_pubkey, const uint8_t *quote, size_t quote_len,
                        const uint8_t *event_log, size_t event_log_len, char **token, kbs_trustee_reply *reply,
@@ -279,8 +305,7 @@ int kbs_trustee_attest(kg_http *h, const char *kbs_url, const kbs_trustee_challe
     const char *headers[] = {"Content-Type: application/json", "Accept: application/json", cookie_header,
                              NULL};
     kg_http_response resp;
-    cJSON *req = cJSON_CreateObject(), *rt, *te, *pe, *j = NULL;
-    const cJSON *tok;
+    cJSON *req = cJSON_CreateObject(), *rt, *te, *pe;
     char *body = NULL;
     int ok = 0;
 
@@ -305,21 +330,16 @@ int kbs_trustee_attest(kg_http *h, const char *kbs_url, const kbs_trustee_challe
     if (!request(h, KG_STEP_TOKEN, "POST", url, headers, body, &resp, err))
         goto err;
     if (resp.status != 200) {
-        trustee_status_error(err, KG_STEP_TOKEN, "POST", url, &resp, reply);
+        kbs_trustee_status_error(err, KG_STEP_TOKEN, "POST", url, &resp, reply);
         goto err;
     }
-    j = cJSON_ParseWithLength((const char *)resp.body, resp.body_len);
-    tok = cJSON_GetObjectItemCaseSensitive(j, "token");
-    if (!cJSON_IsString(tok) || tok->valuestring[0] == '\0' || (*token = strdup(tok->valuestring)) == NULL) {
-        kg_err_set(err, KG_STEP_TOKEN, "POST %s: reply has no token", url);
+    if (!kbs_trustee_parse_token(&resp, url, token, err))
         goto err;
-    }
     reply->status = 200;
     ok = 1;
 err:
     free(body);
     cJSON_Delete(req);
-    cJSON_Delete(j);
     kg_http_response_clear(&resp);
     return ok;
 }
@@ -381,7 +401,7 @@ int kbs_trustee_get_resource(kg_http *h, const char *kbs_url, const char *path, 
     if (!request(h, KG_STEP_TRANSFER, "GET", url, headers, NULL, &resp, err))
         goto err;
     if (resp.status != 200) {
-        trustee_status_error(err, KG_STEP_TRANSFER, "GET", url, &resp, reply);
+        kbs_trustee_status_error(err, KG_STEP_TRANSFER, "GET", url, &resp, reply);
         goto err;
     }
     reply->status = 200;

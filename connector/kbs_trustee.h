@@ -102,4 +102,15 @@ int kbs_trustee_get_resource(kg_http *h, const char *kbs_url, const char *path, 
 int kbs_trustee_check_binding(const cJSON *payload, const kbs_trustee_challenge *ch, const cJSON *tee_pubkey,
                               const uint8_t report_data[64], kg_err *err);
 
+/* Internal entry points of the reply parsers above (narrow, for tests/fuzz/fuzz_trustee.c); url only
+ * names the request in messages. The auth reply (200): body nonce and extra-params, Set-Cookie
+ * (resp->set_cookie) -> *ch, 1, or 0 with err (step nonce). The attest reply (200): *token
+ * (malloc'ed, caller frees), 1, or 0 with err (step token). A non-200 reply: always 0, err (step
+ * `step`) and *reply filled with the status and the Trustee error Kind. */
+int kbs_trustee_parse_challenge(const kg_http_response *resp, const char *url, kbs_trustee_challenge *ch,
+                                kg_err *err);
+int kbs_trustee_parse_token(const kg_http_response *resp, const char *url, char **token, kg_err *err);
+int kbs_trustee_status_error(kg_err *err, kg_step step, const char *method, const char *url,
+                             const kg_http_response *resp, kbs_trustee_reply *reply);
+
 #endif

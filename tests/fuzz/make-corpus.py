@@ -2,7 +2,7 @@
 """Regenerates the seed corpora (tests/fuzz/corpus/<harness>/) and the fixed harness inputs
 (tests/fuzz/data/) from the real artefacts in ../shared/vectors and from the local stack.
 
-    /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR]
+    /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR] [--only jwe,trustee]
 
 Run once and commit the result; the test run only replays what is committed. Seeds made here
 are named stack-*, seeds copied from the vectors vector-*; regression inputs (crashes found
@@ -27,22 +27,28 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import padding  # noqa: E402
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash  # noqa: E402
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 
 from tests.stack import kbs_fixture as kf  # noqa: E402
+from tests.stack import trustee as trustee_kbs  # noqa: E402
+from tests.stack import trustee_fixture as tf  # noqa: E402
 from tests.stack import paravisor, pki  # noqa: E402
 from tests.stack.fixtures import LocalStack  # noqa: E402
 from tests.stack.simquote import DEFAULTS  # noqa: E402
 
 HARNESSES = ["jws", "jwks", "x5c_crl", "ita_reply", "tdx_quote", "keyref", "kbs_reply", "wrap",
-             "config", "azure_runtime", "ccel"]
+             "config", "azure_runtime", "ccel", "jwe", "trustee"]
+TRUSTEE_HARNESSES = ["jwe", "trustee"]  # made by from_trustee, with their own data/ files
 
 
 class Corpus:
-    def __init__(self, root):
+    def __init__(self, root, harnesses=HARNESSES):
         self.root = root
-        for h in HARNESSES:
+        for h in harnesses:
             d = root / h
             d.mkdir(parents=True, exist_ok=True)
             for f in d.iterdir():            # keep regression inputs, replace the seeds
@@ -233,17 +239,113 @@ def from_stack(c, data, tmp):
         stack.stop_all()
 
 
+def jwe_seal_data(ec_key, rsa_key):
+    """data/jwe-seal.json: a fixed CEK and its encrypted_key for each TEE key, made the way the
+    Trustee stand-in's make_jwe makes them (ECDH-ES+A256KW with an ephemeral P-256 key, whose
+    public JWK seal-mode headers carry as "epk"; RSA-OAEP-256)."""
+    cek = os.urandom(32)
+    eph = ec.generate_private_key(ec.SECP256R1())
+    z = eph.exchange(ec.ECDH(), ec_key.public_key())
+    kek = ConcatKDFHash(hashes.SHA256(), 32, trustee_kbs.concat_kdf_info("ECDH-ES+A256KW")).derive(z)
+    epk = tf.public_jwk(eph)
+    del epk["alg"]
+    rsa_ek = rsa_key.public_key().encrypt(cek, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()),
+                                                            algorithm=hashes.SHA256(), label=None))
+    return {"cek": trustee_kbs.b64url(cek), "ec_encrypted_key": trustee_kbs.b64url(aes_key_wrap(kek, cek)),
+            "ec_epk": epk, "rsa_encrypted_key": trustee_kbs.b64url(rsa_ek)}
+
+
+def from_trustee(c, data, tmp):
+    """jwe/ and trustee/ seeds from the Trustee stand-in (tests/stack/trustee.py) with fixed TEE
+    keys: real RCAR replies, resource JWEs and a token's claims, plus the harness's seal mode."""
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # speed; see fuzz_jwe.c
+    for name, key in (("jwe-tee-ec.pem", ec_key), ("jwe-tee-rsa.pem", rsa_key)):
+        (data / name).write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    seal = jwe_seal_data(ec_key, rsa_key)
+    (data / "jwe-seal.json").write_text(json.dumps(seal, indent=1) + "\n")
+    resource_ec, resource_rsa = ec.generate_private_key(ec.SECP256R1()), rsa.generate_private_key(65537, 2048)
+    pem = resource_ec.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    der = pkcs8(resource_rsa)
+    ec_jwk, rsa_jwk = tf.public_jwk(ec_key), tf.public_jwk(rsa_key)
+
+    # seal mode (first byte bit 1): header text, NUL, plaintext
+    ec_hdr = {"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "epk": seal["ec_epk"]}
+    rsa_hdr = {"alg": "RSA-OAEP-256", "enc": "A256GCM"}
+    dump = lambda h: json.dumps(h, separators=(",", ":")).encode()  # noqa: E731
+    c.add("jwe", "stack-seal-ec-pem", b"\x02" + dump(ec_hdr) + b"\0" + pem)
+    c.add("jwe", "stack-seal-ec-kid", b"\x02" + dump({**ec_hdr, "kid": trustee_kbs.thumbprint(ec_jwk)}) + b"\0"
+          + b"x")
+    c.add("jwe", "stack-seal-ec-apu", b"\x02" + dump({**ec_hdr, "apu": "QWxpY2U", "apv": "Qm9i"}) + b"\0")
+    c.add("jwe", "stack-seal-rsa-der", b"\x03" + dump(rsa_hdr) + b"\0" + der)
+    c.add("jwe", "stack-seal-rsa-kid", b"\x03" + dump({**rsa_hdr, "kid": trustee_kbs.thumbprint(rsa_jwk)}) + b"\0"
+          + b"y")
+    # the stand-in's faulty JWEs (raw mode)
+    for fault in ("tampered_tag", "wrong_kid", "wrong_epk"):
+        c.add("jwe", f"stack-{fault}-ec.json", b"\x00" + dump(trustee_kbs.make_jwe(ec_jwk, b"k", fault)))
+    c.add("jwe", "stack-wrong_epk-rsa.json", b"\x01" + dump(trustee_kbs.make_jwe(rsa_jwk, b"k", "wrong_epk")))
+
+    stack = LocalStack(tmp / "trustee-state").init()
+    try:
+        stack.start_ita()
+        tf.start_trustee(stack)
+        tf.set_policy(stack, {"default": True, "rules": []})
+        tf.put_resource(stack, "keygate/p256/pem", pem)
+        tf.put_resource(stack, "keygate/rsa/der", der)
+        make_quote = kf.sim_quote_maker(stack.state_dir)
+        for kind, key, first in (("ec", ec_key, b"\x00"), ("rsa", rsa_key, b"\x01")):
+            client = tf.RcarClient(stack, key_kind="ec")
+            client.private_key, client.jwk = key, tf.public_jwk(key)
+            challenge, headers = client.auth()
+            c.add("trustee", f"stack-auth-{kind}", headers["Set-Cookie"].encode() + b"\n" + dump(challenge))
+            token = client.attest(make_quote)
+            c.add("trustee", f"stack-attest-{kind}", b"\n" + dump({"token": token}))
+            payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+            if kind == "ec":
+                (data / "trustee-binding.json").write_text(json.dumps(
+                    {"nonce": client.nonce, "hash_alg": client.hash, "tee_pubkey": client.jwk}, indent=1) + "\n")
+                c.add("trustee", "stack-claims-ec", b"\n" + dump(payload))
+            for path in ("keygate/p256/pem", "keygate/rsa/der"):
+                c.add("jwe", f"stack-{kind}-{path.replace('/', '-')}.json", first + dump(client.get_resource(path)))
+        # error replies: no session, unknown resource, policy deny
+        for name, path, headers in (("token-not-found", "keygate/p256/pem", {}),
+                                    ("not-found", "keygate/none/x", {"Cookie": client.cookie})):
+            status, _, body = tf.trustee_request(stack, "GET", f"/kbs/v0/resource/{path}", None, headers)
+            c.add("trustee", f"stack-error-{name}", b"\n" + body)
+        tf.set_policy(stack, {"default": False, "rules": []})
+        status, _, body = tf.trustee_request(stack, "GET", "/kbs/v0/resource/keygate/p256/pem", None,
+                                             {"Cookie": client.cookie})
+        c.add("trustee", "stack-error-policy-deny", b"\n" + body)
+        status, _, body = tf.trustee_request(stack, "POST", "/kbs/v0/auth", {"version": "0.1.0", "tee": "tdx"},
+                                             {"Content-Type": "application/json"})
+        c.add("trustee", "stack-error-version", b"\n" + body)
+    finally:
+        stack.stop_all()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vectors", default=str(REPO.parent / "shared" / "vectors"))
+    ap.add_argument("--only", help="comma-separated harnesses: regenerate only jwe,trustee (and their data/)")
     args = ap.parse_args()
     data = HERE / "data"
     data.mkdir(exist_ok=True)
-    c = Corpus(HERE / "corpus")
-    from_vectors(c, data, pathlib.Path(args.vectors))
-    c.add("config", "stack-keygate.conf.example", (REPO / "conf" / "keygate.conf.example").read_bytes())
-    with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
-        from_stack(c, data, pathlib.Path(tmp))
+    if args.only:
+        only = args.only.split(",")
+        if not set(only) <= set(TRUSTEE_HARNESSES):
+            ap.error(f"--only takes {','.join(TRUSTEE_HARNESSES)}")
+        c = Corpus(HERE / "corpus", TRUSTEE_HARNESSES)
+        with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
+            from_trustee(c, data, pathlib.Path(tmp))
+    else:
+        c = Corpus(HERE / "corpus")
+        from_vectors(c, data, pathlib.Path(args.vectors))
+        c.add("config", "stack-keygate.conf.example", (REPO / "conf" / "keygate.conf.example").read_bytes())
+        with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
+            from_stack(c, data, pathlib.Path(tmp))
+            from_trustee(c, data, pathlib.Path(tmp))
     total = sum(f.stat().st_size for f in (HERE / "corpus").rglob("*") if f.is_file())
     print(f"corpus: {sum(1 for f in (HERE / 'corpus').rglob('*') if f.is_file())} files, {total} bytes")
 
