@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libssl-dev openssl libcurl4-openssl-dev curl libcjson-dev libp11-kit-dev p11-kit
   libcmocka-dev
-  python3 python3-pytest python3-cryptography python3-jwcrypto
+  python3 python3-pytest python3-pytest-xdist python3-cryptography python3-jwcrypto
   opensc
   clang libclang-rt-14-dev valgrind
   swtpm swtpm-tools tpm2-tools libtss2-dev

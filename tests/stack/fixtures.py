@@ -28,7 +28,7 @@ from .server import CONTROL_HEADER
 
 PYTHON = "/usr/bin/python3"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-START_TIMEOUT = 15.0
+START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 
 
