@@ -13,7 +13,7 @@
  *            then the transfer, one key after the other. --no-reuse alone: one context, a new
  *            attestation per key, JWKS/CRLs cached
  *   warm     one context; a first release fills the JWKS/CRL caches, then K releases of the
- *            first REF that each attest again (kg_release_ctx_end_session) with the caches
+ *            first REF that each attest again (kg_release_ctx_drop_session) with the caches
  *            warm. "warm_start" (epoch seconds) lets the harness count only those requests
  *            in the stack's log
  *   sequential  one context, kg_release_key for one REF after the other (what the provider
@@ -153,7 +153,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < n; i++) {
             if ((fresh_ctx || ctx == NULL) && (ctx = kg_release_ctx_new(&cfg, &err)) == NULL)
                 goto fail;
-            kg_release_ctx_end_session(ctx);
+            kg_release_ctx_drop_session(ctx);
             memset(&t, 0, sizeof(t));
             if (kg_release_key(ctx, ptrs[i], &keys[i], &t, &errs[i]))
                 released++;
@@ -174,7 +174,7 @@ int main(int argc, char **argv)
         c0 = cpu_ms();
         for (int r = 0; r < repeat; r++) {
             EVP_PKEY *k = NULL;
-            kg_release_ctx_end_session(ctx);
+            kg_release_ctx_drop_session(ctx);
             memset(&t, 0, sizeof(t));
             if (kg_release_key(ctx, ptrs[0], &k, &t, &errs[0]))
                 released++;

@@ -97,9 +97,12 @@ void kg_release_ctx_free(kg_release_ctx *ctx)
 
 void kg_release_ctx_drop_session(kg_release_ctx *ctx)
 {
+    if (ctx == NULL)
+        return;
     pthread_mutex_lock(&ctx->lock);
     session_clear(&ctx->session);
     pthread_mutex_unlock(&ctx->lock);
+    kg_trustee_drop_session(ctx->trustee);
 }
 
 void kg_release_ctx_set_probe(kg_release_ctx *ctx, int probe)
@@ -123,15 +126,6 @@ int kg_release_ctx_set_api_key(kg_release_ctx *ctx, const char *api_key, kg_err 
     ctx->api_key = copy;
     pthread_mutex_unlock(&ctx->lock);
     return 1;
-}
-
-void kg_release_ctx_end_session(kg_release_ctx *ctx)
-{
-    if (ctx == NULL)
-        return;
-    pthread_mutex_lock(&ctx->lock);
-    session_clear(&ctx->session);
-    pthread_mutex_unlock(&ctx->lock);
 }
 
 void kg_release_ctx_atfork_child(kg_release_ctx *ctx)

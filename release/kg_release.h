@@ -36,12 +36,9 @@ void kg_release_ctx_free(kg_release_ctx *ctx);
  * the CLI read from stdin. Returns 1, or 0 with err (step config). */
 int kg_release_ctx_set_api_key(kg_release_ctx *ctx, const char *api_key, kg_err *err);
 
-/* Ends the current attestation session: the next release makes a new wrapping key and attests
- * again. The verifier's JWKS and CRL caches stay. Accepts NULL. */
-void kg_release_ctx_end_session(kg_release_ctx *ctx);
-
-/* Drops the attestation session (wrapping key + token) so that the next release attests anew
- * (a key lease refresh). Intel KBS only; Trustee keeps its own session. */
+/* Drops the attestation session (Intel: wrapping key + token; Trustee: TEE key, cookie, token) so
+ * that the next release attests anew (a key lease refresh, a benchmark). The verifier's JWKS and
+ * CRL caches stay. Accepts NULL. */
 void kg_release_ctx_drop_session(kg_release_ctx *ctx);
 
 /* Probe mode (keygate status): releases run every step up to the KBS transfer and stop there.

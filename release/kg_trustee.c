@@ -89,6 +89,15 @@ void kg_trustee_free(kg_trustee *t)
     free(t);
 }
 
+void kg_trustee_drop_session(kg_trustee *t)
+{
+    if (t == NULL)
+        return;
+    pthread_mutex_lock(&t->lock);
+    session_clear(&t->s); /* generation 0: the next request makes a new handshake */
+    pthread_mutex_unlock(&t->lock);
+}
+
 void kg_trustee_atfork_child(kg_trustee *t)
 {
     if (t != NULL)

@@ -36,6 +36,9 @@ kg_trustee *kg_trustee_new(void);
 void kg_trustee_free(kg_trustee *t);
 
 /* For a pthread_atfork child handler: re-initialises the lock. Accepts NULL. */
+/* Ends the session (TEE key, cookie, token): the next release runs a new RCAR handshake, i.e. a
+ * new attestation. Requests already holding a view of the old session finish with it. */
+void kg_trustee_drop_session(kg_trustee *t);
 void kg_trustee_atfork_child(kg_trustee *t);
 
 /* Releases the resource at path (repo/type/tag) from the Trustee KBS at kbs_url. Returns 1 with
