@@ -148,7 +148,8 @@ def goal_list(res):
     for lat, d in res.get("p3", {}).items():
         s = d["summary"]
         add(f"P3 CPU/release {lat} ms", s["cpu_ms"], 5.0, f"{s['cpu_ms']:.1f} ms (≤ 5 ms)")
-        add(f"P3 CPU w/o keygen {lat} ms", s["cpu_wo_wrapkey_ms"], 5.0, f"{s['cpu_wo_wrapkey_ms']:.1f} ms (≤ 5 ms)")
+        # (no goal row for the CPU without key generation: the median total minus the mean of a
+        # separately measured, highly variable prime search can even come out negative)
         add(f"P3 round trips {lat} ms", s["requests_warm"], 3, f"{s['requests_warm']:.1f} (≤ 3, cached)")
     for lat, d in res.get("p4", {}).items():
         add(f"P4 {d['keys']} keys ÷ 1 {lat} ms", d["ratio_many_one"], 2.0, f"{d['ratio_many_one']:.2f}× (≤ 2×)")
@@ -251,7 +252,8 @@ def markdown(res, plots, results_path):
         for lat, d in res["p3"].items():
             s = d["summary"]
             L.append(f"| {lat} ms | {f(s['wall_ms'])} | {f(s['cpu_ms'])} | {f(s['keygen_cpu_ms'])} | "
-                     f"{f(s['cpu_wo_wrapkey_ms'])} | {f(s.get('stack_cpu_ms', float('nan')))} | "
+                     f"{f(s['cpu_wo_wrapkey_ms']) if s['cpu_wo_wrapkey_ms'] >= 0 else 'below the keygen variance'} | "
+                     f"{f(s.get('stack_cpu_ms', float('nan')))} | "
                      f"{f(s['requests_cold'], 0)} | {f(s['requests_warm'], 1)} |")
         ins = next((d["summary"].get("instructions") for d in res["p3"].values() if d["summary"].get("instructions")),
                    None)
@@ -350,7 +352,9 @@ def explain(res):
                  f"alone costs {s['keygen_cpu_ms']:.0f} ms CPU here (mean; prime search is random). Three "
                  "primes would make it ~6x cheaper, but FIPS 186-5 allows only two-prime RSA, so keygate keeps "
                  "two. Without it a release costs "
-                 f"{s['cpu_wo_wrapkey_ms']:.0f} ms CPU"
+                 + (f"{s['cpu_wo_wrapkey_ms']:.0f} ms CPU" if s["cpu_wo_wrapkey_ms"] >= 0 else
+                    "less CPU than the key generation's run-to-run variance (median total minus mean keygen "
+                    "is negative in this run)")
                  + (f" ({ins['rest'] / 1e6:.0f} M instructions besides key generation and the simulated quote: "
                     f"process start and dynamic linking of libcurl's 39 libraries {ins.get('dynlink', 0) / 1e6:.0f} M, "
                     f"HTTP with three TLS handshakes {ins.get('http', 0) / 1e6:.0f} M, token verification "
