@@ -52,13 +52,22 @@ static void session_clear(kg_session *s)
     memset(s, 0, sizeof(*s));
 }
 
+/* Key bytes belong in the secure heap; set it up if the application did not. Once per process:
+ * CRYPTO_secure_malloc_init is not thread-safe, and contexts are created from concurrent first
+ * uses (PKCS#11 threads, per-key leases); two racing inits corrupt the arena. */
+static pthread_once_t secure_heap_once = PTHREAD_ONCE_INIT;
+
+static void secure_heap_init(void)
+{
+    if (!CRYPTO_secure_malloc_initialized() && !CRYPTO_secure_malloc_init(SECURE_HEAP_SIZE, SECURE_HEAP_MIN))
+        KG_WARN("cannot initialise OpenSSL's secure heap: key material falls back to the normal heap");
+}
+
 kg_release_ctx *kg_release_ctx_new(const kg_config *cfg, kg_err *err)
 {
     kg_release_ctx *ctx;
 
-    /* key bytes belong in the secure heap; set it up if the application did not */
-    if (!CRYPTO_secure_malloc_initialized() && !CRYPTO_secure_malloc_init(SECURE_HEAP_SIZE, SECURE_HEAP_MIN))
-        KG_WARN("cannot initialise OpenSSL's secure heap: key material falls back to the normal heap");
+    pthread_once(&secure_heap_once, secure_heap_init);
     if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
         kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
         return NULL;
