@@ -101,8 +101,8 @@ static EVP_PKEY *rsa_from_ne(const char *n_b64, const char *e_b64)
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) ||
         (params = OSSL_PARAM_BLD_to_param(bld)) == NULL)
         goto err;
-    if ((pctx = kg_pkey_ctx_new_from_name(NULL, "RSA")) == NULL ||
-        EVP_PKEY_fromdata_init(pctx) <= 0 || EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+    if ((pctx = kg_pkey_ctx_new_from_name(NULL, "RSA")) == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+        EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
         pkey = NULL;
 err:
     EVP_PKEY_CTX_free(pctx);
@@ -219,6 +219,7 @@ int ita_jwks_select(const char *json, const char *kid, const char *alg, ita_jwk 
         kg_err_set(err, KG_STEP_VERIFY, "unknown kid '%.100s' (not found in the JWKS)", kid);
     }
 err:
+    ERR_clear_error(); /* from entries that failed to parse; their cause is in why */
     cJSON_Delete(root);
     return ok;
 }

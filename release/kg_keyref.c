@@ -209,8 +209,10 @@ int kg_keyref_from_der(const uint8_t *der, size_t len, kg_keyref *ref, kg_err *e
 err:
     OPENSSL_free(spki);
     ASN1_item_free((ASN1_VALUE *)a, ASN1_ITEM_rptr(KG_KEYREF_ASN1));
-    if (!ok)
+    if (!ok) {
         kg_keyref_clear(ref);
+        ERR_clear_error(); /* the d2i's reasons are in err->msg's words; the caller's queue stays clean */
+    }
     return ok;
 }
 

@@ -22,5 +22,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_note("hcl_report_parse", 0, err.msg);
     }
     free(buf);
+    fuzz_err_queue_empty();
     return 0;
 }

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/err.h>
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
@@ -64,6 +66,25 @@ static inline void fuzz_note(const char *what, int ok, const char *msg)
         verbose = getenv("KG_FUZZ_VERBOSE") != NULL;
     if (verbose)
         fprintf(stderr, "%s: %s\n", what, ok ? "ok" : msg);
+}
+
+/* keygate's entry points report through kg_err and must leave the caller's OpenSSL error queue
+ * as they found it: a stale entry makes a host's next SSL_get_error() say SSL_ERROR_SSL (nginx,
+ * haproxy) and, in a fuzzer, keeps LeakSanitizer scanning after every input. Called at the end
+ * of each input; a leftover entry is a finding. */
+static inline void fuzz_err_queue_empty(void)
+{
+    const char *file = NULL, *func = NULL;
+    int line = 0;
+    unsigned long e = ERR_peek_error_all(&file, &line, &func, NULL, NULL);
+    char buf[256];
+
+    if (e != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        fprintf(stderr, "an OpenSSL error was left on the queue: %s (raised at %s:%d in %s)\n", buf,
+                file ? file : "?", line, func ? func : "?");
+        abort();
+    }
 }
 
 /* A fatal harness set-up failure (not a finding): say so and stop. */

@@ -27,5 +27,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     FUZZ_REQUIRE(memchr(err.msg, '\0', sizeof(err.msg)) != NULL);
     fclose(fp);
+    fuzz_err_queue_empty();
     return 0;
 }

@@ -24,5 +24,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(token);
     }
     free(body);
+    fuzz_err_queue_empty();
     return 0;
 }

@@ -160,5 +160,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_REQUIRE(out == NULL && memchr(err.msg, '\0', sizeof(err.msg)) != NULL);
     }
     free(json);
+    fuzz_err_queue_empty();
     return 0;
 }

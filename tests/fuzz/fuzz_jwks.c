@@ -36,5 +36,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(kids[i]);
     }
     free(json);
+    fuzz_err_queue_empty();
     return 0;
 }

@@ -98,5 +98,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_note("ita_verify_signature", 0, err.msg);
     }
     free(token);
+    fuzz_err_queue_empty();
     return 0;
 }

@@ -51,5 +51,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         kg_keyref_clear(&ref);
     }
     free(buf);
+    fuzz_err_queue_empty();
     return 0;
 }

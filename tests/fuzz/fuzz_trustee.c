@@ -122,5 +122,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         jcs_oracle(payload);
     cJSON_Delete(payload);
     free(resp.body);
+    fuzz_err_queue_empty();
     return 0;
 }

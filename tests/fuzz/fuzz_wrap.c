@@ -96,5 +96,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_note("kg_wrap_unwrap", 0, err.msg);
     }
     free(wrapped);
+    fuzz_err_queue_empty();
     return 0;
 }
