@@ -195,16 +195,23 @@ static CK_RV sig_room(const kg_p11_op *op, const unsigned char *sig, CK_ULONG *s
     return CKR_OK;
 }
 
-CK_RV kg_C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
+/* C_SignInit and C_VerifyInit: starts the session's operation of that direction. */
+static CK_RV session_init(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key, int sign)
 {
     kg_p11_session *s;
     CK_RV rv;
 
     if ((rv = kg_p11_session_get(h, &s)) != CKR_OK)
         return rv;
-    rv = kg_p11_op_init(&s->sign, mech, key, CKF_SIGN, "C_SignInit");
+    rv = sign ? kg_p11_op_init(&s->sign, mech, key, CKF_SIGN, "C_SignInit")
+              : kg_p11_op_init(&s->verify, mech, key, CKF_VERIFY, "C_VerifyInit");
     kg_p11_session_put(s);
     return rv;
+}
+
+CK_RV kg_C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
+{
+    return session_init(h, mech, key, 1);
 }
 
 CK_RV kg_C_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
@@ -248,23 +255,42 @@ static CK_RV op_update(kg_p11_op *op, const unsigned char *part, size_t len, int
     return CKR_OK;
 }
 
-CK_RV kg_C_SignUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG len)
+/* C_SignUpdate and C_VerifyUpdate: the session's operation of that direction takes one more part;
+ * any failure but "not initialized" ends the operation. */
+static CK_RV session_update(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG len, int sign)
 {
     kg_p11_session *s;
+    kg_p11_op *op;
     CK_RV rv;
 
     if ((rv = kg_p11_session_get(h, &s)) != CKR_OK)
         return rv;
-    if (!s->sign.active)
+    op = sign ? &s->sign : &s->verify;
+    if (!op->active)
         rv = CKR_OPERATION_NOT_INITIALIZED;
     else if (part == NULL && len > 0)
         rv = CKR_ARGUMENTS_BAD;
     else
-        rv = op_update(&s->sign, part ? part : (const unsigned char *)"", len, 1);
+        rv = op_update(op, part ? part : (const unsigned char *)"", len, sign);
     if (rv != CKR_OK && rv != CKR_OPERATION_NOT_INITIALIZED)
-        kg_p11_op_reset(&s->sign);
+        kg_p11_op_reset(op);
     kg_p11_session_put(s);
     return rv;
+}
+
+/* What a Final call still has to feed: nothing for hash mechanisms (NULL: the digest has it all),
+ * the collected input for raw ones. */
+static const unsigned char *final_input(const kg_p11_op *op, size_t *len)
+{
+    *len = op->mech->md != NULL ? 0 : op->buf_len;
+    if (op->mech->md != NULL)
+        return NULL;
+    return op->buf ? op->buf : (const unsigned char *)"";
+}
+
+CK_RV kg_C_SignUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG len)
+{
+    return session_update(h, part, len, 1);
 }
 
 CK_RV kg_C_SignFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
@@ -279,11 +305,11 @@ CK_RV kg_C_SignFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
         rv = CKR_OPERATION_NOT_INITIALIZED;
     else if (sig_len == NULL)
         rv = CKR_ARGUMENTS_BAD;
-    else if ((rv = sig_room(&s->sign, sig, sig_len, &keep)) == CKR_OK && !keep)
-        rv = s->sign.mech->md != NULL
-                 ? do_sign(&s->sign, NULL, 0, sig, sig_len)
-                 : do_sign(&s->sign, s->sign.buf ? s->sign.buf : (const unsigned char *)"", s->sign.buf_len,
-                           sig, sig_len);
+    else if ((rv = sig_room(&s->sign, sig, sig_len, &keep)) == CKR_OK && !keep) {
+        size_t len;
+        const unsigned char *data = final_input(&s->sign, &len);
+        rv = do_sign(&s->sign, data, len, sig, sig_len);
+    }
     if (s->sign.active && !keep)
         kg_p11_op_reset(&s->sign);
     kg_p11_session_put(s);
@@ -292,14 +318,7 @@ CK_RV kg_C_SignFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
 
 CK_RV kg_C_VerifyInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
 {
-    kg_p11_session *s;
-    CK_RV rv;
-
-    if ((rv = kg_p11_session_get(h, &s)) != CKR_OK)
-        return rv;
-    rv = kg_p11_op_init(&s->verify, mech, key, CKF_VERIFY, "C_VerifyInit");
-    kg_p11_session_put(s);
-    return rv;
+    return session_init(h, mech, key, 0);
 }
 
 static CK_RV do_verify(kg_p11_op *op, const unsigned char *data, size_t len, const unsigned char *sig,
@@ -351,21 +370,7 @@ CK_RV kg_C_Verify(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_P
 
 CK_RV kg_C_VerifyUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG len)
 {
-    kg_p11_session *s;
-    CK_RV rv;
-
-    if ((rv = kg_p11_session_get(h, &s)) != CKR_OK)
-        return rv;
-    if (!s->verify.active)
-        rv = CKR_OPERATION_NOT_INITIALIZED;
-    else if (part == NULL && len > 0)
-        rv = CKR_ARGUMENTS_BAD;
-    else
-        rv = op_update(&s->verify, part ? part : (const unsigned char *)"", len, 0);
-    if (rv != CKR_OK && rv != CKR_OPERATION_NOT_INITIALIZED)
-        kg_p11_op_reset(&s->verify);
-    kg_p11_session_put(s);
-    return rv;
+    return session_update(h, part, len, 0);
 }
 
 CK_RV kg_C_VerifyFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG sig_len)
@@ -381,10 +386,11 @@ CK_RV kg_C_VerifyFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG sig_len)
         rv = CKR_OPERATION_NOT_INITIALIZED;
     else if (sig == NULL)
         rv = CKR_ARGUMENTS_BAD;
-    else
-        rv = op->mech->md != NULL
-                 ? do_verify(op, NULL, 0, sig, sig_len)
-                 : do_verify(op, op->buf ? op->buf : (const unsigned char *)"", op->buf_len, sig, sig_len);
+    else {
+        size_t len;
+        const unsigned char *data = final_input(op, &len);
+        rv = do_verify(op, data, len, sig, sig_len);
+    }
     if (op->active)
         kg_p11_op_reset(op);
     kg_p11_session_put(s);

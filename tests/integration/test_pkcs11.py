@@ -282,6 +282,13 @@ def test_pkcs11_tool_test_suites(token):
     assert r.returncode == 0 and "token label        : keygate" in r.stdout, r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("label", ["rsa2048", "p256"])
+def test_multi_part_sign_and_verify_match_one_shot(token, kbs_stack, p11_check, label):
+    """C_SignUpdate/Final and C_VerifyUpdate/Final (hash and raw mechanisms) against C_Sign/C_Verify."""
+    r = check(p11_check, token, "multipart", label)
+    assert r.returncode == 0 and "ok multipart" in r.stdout, r.stdout + r.stderr
+
+
 def test_fork_child_uses_the_parents_key_without_attesting(token, kbs_stack, p11_check):
     r = check(p11_check, token, "fork", "p256")
     assert r.returncode == 0 and "ok fork" in r.stdout, r.stderr

@@ -7,6 +7,8 @@
  *   p11_check MODULE threads LABEL N  N threads sign concurrently (C_Initialize(NULL))
  *   p11_check MODULE login LABEL    pkcs11_release = login: hidden before C_Login, usable after
  *   p11_check MODULE signinit LABEL prints the C_SignInit return value as "rv=0x..."
+ *   p11_check MODULE multipart LABEL  C_SignUpdate/Final and C_VerifyUpdate/Final against the
+ *                                   one-shot calls, for a hash and the raw mechanism of the key
  *   p11_check MODULE loop LABEL SECONDS  signs every 50 ms for SECONDS, printing each change of
  *                                   the result as "t=<ms> rv=0x..." (key leases, issue 12)
  *
@@ -279,6 +281,91 @@ static int mode_signinit(const char *label)
     return 0;
 }
 
+/* Multi-part sign of msg in three parts (with a length query before SignFinal). */
+static CK_ULONG sign_parts(CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HANDLE key,
+                           const unsigned char *msg, CK_ULONG len, unsigned char *sig)
+{
+    CK_ULONG n = 0, room;
+    CK_RV rv;
+
+    CHECK((rv = f->C_SignInit(s, m, key)) == CKR_OK, "C_SignInit 0x%lx: rv=0x%lx", m->mechanism, rv);
+    CHECK(f->C_SignUpdate(s, (CK_BYTE_PTR)msg, 5) == CKR_OK && f->C_SignUpdate(s, NULL, 0) == CKR_OK &&
+              f->C_SignUpdate(s, (CK_BYTE_PTR)msg + 5, len - 5) == CKR_OK,
+          "C_SignUpdate 0x%lx", m->mechanism);
+    CHECK(f->C_SignFinal(s, NULL, &n) == CKR_OK && n > 0, "C_SignFinal length query 0x%lx", m->mechanism);
+    room = 1;
+    CHECK(f->C_SignFinal(s, sig, &room) == CKR_BUFFER_TOO_SMALL && room == n, "C_SignFinal too small");
+    CHECK((rv = f->C_SignFinal(s, sig, &n)) == CKR_OK, "C_SignFinal 0x%lx: rv=0x%lx", m->mechanism, rv);
+    CHECK(f->C_SignFinal(s, sig, &n) == CKR_OPERATION_NOT_INITIALIZED, "C_SignFinal ends the operation");
+    return n;
+}
+
+/* Multi-part verify of (msg, sig); returns C_VerifyFinal's result. */
+static CK_RV verify_parts(CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HANDLE key,
+                          const unsigned char *msg, CK_ULONG len, const unsigned char *sig, CK_ULONG sig_len)
+{
+    CK_RV rv;
+
+    CHECK(f->C_VerifyInit(s, m, key) == CKR_OK, "C_VerifyInit 0x%lx", m->mechanism);
+    CHECK(f->C_VerifyUpdate(s, (CK_BYTE_PTR)msg, 7) == CKR_OK &&
+              f->C_VerifyUpdate(s, (CK_BYTE_PTR)msg + 7, len - 7) == CKR_OK,
+          "C_VerifyUpdate 0x%lx", m->mechanism);
+    rv = f->C_VerifyFinal(s, (CK_BYTE_PTR)sig, sig_len);
+    CHECK(f->C_VerifyFinal(s, (CK_BYTE_PTR)sig, sig_len) == CKR_OPERATION_NOT_INITIALIZED,
+          "C_VerifyFinal ends the operation");
+    return rv;
+}
+
+/* For a hash mechanism and the key's raw one: parts and one-shot agree in both directions (RSA
+ * PKCS#1 v1.5 is deterministic: equal bytes), a changed message fails, and misuse is refused. */
+static int mode_multipart(const char *label)
+{
+    CK_SESSION_HANDLE s = open_session();
+    CK_OBJECT_HANDLE priv, pub;
+    CK_KEY_TYPE kt;
+    CK_ATTRIBUTE a = {CKA_KEY_TYPE, &kt, sizeof(kt)};
+    unsigned char msg[48], bad[48], one[1024], parts[1024];
+    CK_ULONG one_len, parts_len;
+    CK_RV rv;
+
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (unsigned char)(i * 7 + 1);
+    memcpy(bad, msg, sizeof(msg));
+    bad[20] ^= 1; /* inside every input length used below */
+    CHECK(find(s, CKO_PRIVATE_KEY, label, &priv, 1) == 1 && find(s, CKO_PUBLIC_KEY, label, &pub, 1) == 1,
+          "key %s not found", label);
+    CHECK(f->C_GetAttributeValue(s, priv, &a, 1) == CKR_OK, "CKA_KEY_TYPE");
+    CK_MECHANISM mechs[2] = {{kt == CKK_RSA ? CKM_SHA256_RSA_PKCS : CKM_ECDSA_SHA256, NULL, 0},
+                             {kt == CKK_RSA ? CKM_RSA_PKCS : CKM_ECDSA, NULL, 0}};
+    for (int i = 0; i < 2; i++) {
+        CK_MECHANISM *m = &mechs[i];
+        CK_ULONG len = i == 0 ? sizeof(msg) : 32; /* raw ECDSA signs a hash-sized input */
+
+        parts_len = sign_parts(s, m, priv, msg, len, parts);
+        one_len = sizeof(one);
+        CHECK(f->C_SignInit(s, m, priv) == CKR_OK && (rv = f->C_Sign(s, msg, len, one, &one_len)) == CKR_OK,
+              "C_Sign 0x%lx: rv=0x%lx", m->mechanism, rv);
+        CHECK(one_len == parts_len, "signature lengths %lu and %lu", one_len, parts_len);
+        if (kt == CKK_RSA)
+            CHECK(memcmp(one, parts, one_len) == 0, "multi-part and one-shot RSA signatures differ (0x%lx)",
+                  m->mechanism);
+        CHECK((rv = verify_parts(s, m, pub, msg, len, one, one_len)) == CKR_OK,
+              "parts verify one-shot: 0x%lx", rv);
+        CHECK(f->C_VerifyInit(s, m, pub) == CKR_OK &&
+                  (rv = f->C_Verify(s, msg, len, parts, parts_len)) == CKR_OK,
+              "one-shot verify of parts: 0x%lx", rv);
+        CHECK((rv = verify_parts(s, m, pub, bad, len, parts, parts_len)) == CKR_SIGNATURE_INVALID,
+              "changed message: 0x%lx", rv);
+        /* one-shot C_Sign after C_SignUpdate is a misuse that ends the operation */
+        CHECK(f->C_SignInit(s, m, priv) == CKR_OK && f->C_SignUpdate(s, msg, 4) == CKR_OK, "init+update");
+        one_len = sizeof(one);
+        CHECK(f->C_Sign(s, msg, len, one, &one_len) == CKR_ARGUMENTS_BAD, "C_Sign after C_SignUpdate");
+        CHECK(f->C_SignUpdate(s, msg, 4) == CKR_OPERATION_NOT_INITIALIZED, "operation ended after misuse");
+        CHECK(f->C_VerifyUpdate(s, msg, 4) == CKR_OPERATION_NOT_INITIALIZED, "verify not started");
+    }
+    return 0;
+}
+
 static long long elapsed_ms(const struct timespec *t0)
 {
     struct timespec now;
@@ -321,7 +408,8 @@ int main(int argc, char **argv)
     int rc = 1;
 
     if (argc < 3) {
-        fprintf(stderr, "usage: p11_check MODULE attrs|fork|threads|login|signinit|loop [LABEL [N]]\n");
+        fprintf(stderr,
+                "usage: p11_check MODULE attrs|fork|threads|login|signinit|multipart|loop [LABEL [N]]\n");
         return 2;
     }
     CHECK((lib = dlopen(argv[1], RTLD_NOW)) != NULL, "dlopen: %s", dlerror());
@@ -339,6 +427,8 @@ int main(int argc, char **argv)
         rc = mode_login(argv[3]);
     else if (!strcmp(argv[2], "signinit") && argc > 3)
         rc = mode_signinit(argv[3]);
+    else if (!strcmp(argv[2], "multipart") && argc > 3)
+        rc = mode_multipart(argv[3]);
     else if (!strcmp(argv[2], "loop") && argc > 4)
         rc = mode_loop(argv[3], atoi(argv[4]));
     CHECK(f->C_Finalize(NULL) == CKR_OK, "C_Finalize");
