@@ -34,7 +34,7 @@ static OSSL_FUNC_asym_cipher_get_ctx_params_fn kg_asym_get_ctx_params;
 static OSSL_FUNC_asym_cipher_settable_ctx_params_fn kg_asym_settable_ctx_params;
 static OSSL_FUNC_asym_cipher_gettable_ctx_params_fn kg_asym_gettable_ctx_params;
 
-/* Used only if the default provider's own lists cannot be fetched (see params_of). Same
+/* Used only if the default provider's own lists cannot be fetched (see kg_inner_param_list). Same
  * names and types as the default RSA asym cipher of OpenSSL 3.0. */
 static const OSSL_PARAM kg_asym_settable[] = {
     OSSL_PARAM_utf8_string(OSSL_ASYM_CIPHER_PARAM_PAD_MODE, NULL, 0),
@@ -178,57 +178,28 @@ static int kg_asym_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_
 
 static int kg_asym_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 {
-    kg_asym_ctx *ctx = vctx;
-
-    if (params == NULL || params[0].key == NULL)
-        return 1;
-    if (ctx->inner == NULL)
-        return 0;
-    return EVP_PKEY_CTX_set_params(ctx->inner, params) > 0;
+    return kg_inner_set_params(((kg_asym_ctx *)vctx)->inner, params);
 }
 
 static int kg_asym_get_ctx_params(void *vctx, OSSL_PARAM params[])
 {
-    kg_asym_ctx *ctx = vctx;
-
-    if (params == NULL || params[0].key == NULL)
-        return 1;
-    if (ctx->inner == NULL)
-        return 0;
-    return EVP_PKEY_CTX_get_params(ctx->inner, params) > 0;
-}
-
-/*
- * The parameter lists of the implementation we forward to. libcrypto may ask without a context
- * (EVP_ASYM_CIPHER_settable_ctx_params), so take them from the default provider's RSA cipher
- * in kg_libctx(): the lists are static data of that provider, which stays loaded for the
- * process, so the pointer outlives the fetched method.
- */
-static const OSSL_PARAM *params_of(kg_asym_ctx *ctx, int settable)
-{
-    EVP_ASYM_CIPHER *cipher;
-    const OSSL_PARAM *list = NULL;
-
-    if (ctx != NULL && ctx->inner != NULL)
-        list = settable ? EVP_PKEY_CTX_settable_params(ctx->inner) : EVP_PKEY_CTX_gettable_params(ctx->inner);
-    if (list == NULL && (cipher = EVP_ASYM_CIPHER_fetch(kg_libctx(), "RSA", NULL)) != NULL) {
-        list = settable ? EVP_ASYM_CIPHER_settable_ctx_params(cipher)
-                        : EVP_ASYM_CIPHER_gettable_ctx_params(cipher);
-        EVP_ASYM_CIPHER_free(cipher);
-    }
-    if (list == NULL)
-        list = settable ? kg_asym_settable : kg_asym_gettable;
-    return list;
+    return kg_inner_get_params(((kg_asym_ctx *)vctx)->inner, params);
 }
 
 static const OSSL_PARAM *kg_asym_settable_ctx_params(void *vctx, void *provctx)
 {
-    return params_of(vctx, 1);
+    const kg_asym_ctx *ctx = vctx;
+
+    return kg_inner_param_list(ctx != NULL ? ctx->inner : NULL, OSSL_OP_ASYM_CIPHER, "RSA", 1,
+                               kg_asym_settable);
 }
 
 static const OSSL_PARAM *kg_asym_gettable_ctx_params(void *vctx, void *provctx)
 {
-    return params_of(vctx, 0);
+    const kg_asym_ctx *ctx = vctx;
+
+    return kg_inner_param_list(ctx != NULL ? ctx->inner : NULL, OSSL_OP_ASYM_CIPHER, "RSA", 0,
+                               kg_asym_gettable);
 }
 
 const OSSL_DISPATCH kg_rsa_asym_cipher_functions[] = {

@@ -36,7 +36,7 @@ static OSSL_FUNC_keyexch_get_ctx_params_fn kg_kex_get_ctx_params;
 static OSSL_FUNC_keyexch_settable_ctx_params_fn kg_kex_settable_ctx_params;
 static OSSL_FUNC_keyexch_gettable_ctx_params_fn kg_kex_gettable_ctx_params;
 
-/* Fallbacks if the default provider's lists cannot be fetched (see params_of): the names and
+/* Fallbacks if the default provider's lists cannot be fetched (see kg_inner_param_list): the names and
  * types of OpenSSL 3.0's ECDH. */
 static const OSSL_PARAM kg_kex_settable[] = {
     OSSL_PARAM_int(OSSL_EXCHANGE_PARAM_EC_ECDH_COFACTOR_MODE, NULL),
@@ -165,52 +165,26 @@ static int kg_kex_derive(void *vctx, unsigned char *secret, size_t *secretlen, s
 
 static int kg_kex_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 {
-    kg_kex_ctx *ctx = vctx;
-
-    if (params == NULL || params[0].key == NULL)
-        return 1;
-    if (ctx->inner == NULL)
-        return 0;
-    return EVP_PKEY_CTX_set_params(ctx->inner, params) > 0;
+    return kg_inner_set_params(((kg_kex_ctx *)vctx)->inner, params);
 }
 
 static int kg_kex_get_ctx_params(void *vctx, OSSL_PARAM params[])
 {
-    kg_kex_ctx *ctx = vctx;
-
-    if (params == NULL || params[0].key == NULL)
-        return 1;
-    if (ctx->inner == NULL)
-        return 0;
-    return EVP_PKEY_CTX_get_params(ctx->inner, params) > 0;
-}
-
-/* The lists of the default provider's ECDH in kg_libctx() (static data of a provider loaded for
- * the life of the process); libcrypto may ask with no context. */
-static const OSSL_PARAM *params_of(kg_kex_ctx *ctx, int settable)
-{
-    EVP_KEYEXCH *kex;
-    const OSSL_PARAM *list = NULL;
-
-    if (ctx != NULL && ctx->inner != NULL)
-        list = settable ? EVP_PKEY_CTX_settable_params(ctx->inner) : EVP_PKEY_CTX_gettable_params(ctx->inner);
-    if (list == NULL && (kex = EVP_KEYEXCH_fetch(kg_libctx(), "ECDH", NULL)) != NULL) {
-        list = settable ? EVP_KEYEXCH_settable_ctx_params(kex) : EVP_KEYEXCH_gettable_ctx_params(kex);
-        EVP_KEYEXCH_free(kex);
-    }
-    if (list == NULL)
-        list = settable ? kg_kex_settable : kg_kex_gettable;
-    return list;
+    return kg_inner_get_params(((kg_kex_ctx *)vctx)->inner, params);
 }
 
 static const OSSL_PARAM *kg_kex_settable_ctx_params(void *vctx, void *provctx)
 {
-    return params_of(vctx, 1);
+    const kg_kex_ctx *ctx = vctx;
+
+    return kg_inner_param_list(ctx != NULL ? ctx->inner : NULL, OSSL_OP_KEYEXCH, "ECDH", 1, kg_kex_settable);
 }
 
 static const OSSL_PARAM *kg_kex_gettable_ctx_params(void *vctx, void *provctx)
 {
-    return params_of(vctx, 0);
+    const kg_kex_ctx *ctx = vctx;
+
+    return kg_inner_param_list(ctx != NULL ? ctx->inner : NULL, OSSL_OP_KEYEXCH, "ECDH", 0, kg_kex_gettable);
 }
 
 const OSSL_DISPATCH kg_ecdh_keyexch_functions[] = {

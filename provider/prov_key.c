@@ -6,12 +6,14 @@
  * lease (release/kg_lease.h): refreshed in the background before it ends, wiped on revocation
  * or when it ends. After fork the child keeps the cache and refreshes on its own.
  */
+#include <openssl/core_dispatch.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kg_libctx.h"
 #include "kg_log.h"
 #include "provider.h"
 
@@ -145,4 +147,40 @@ EVP_PKEY *kg_key_private(kg_key *key)
 EVP_PKEY *kg_key_private_load(kg_key *key)
 {
     return key_private(key, 0);
+}
+
+int kg_inner_set_params(EVP_PKEY_CTX *inner, const OSSL_PARAM params[])
+{
+    if (params == NULL || params[0].key == NULL)
+        return 1;
+    return inner != NULL && EVP_PKEY_CTX_set_params(inner, params) > 0;
+}
+
+int kg_inner_get_params(EVP_PKEY_CTX *inner, OSSL_PARAM params[])
+{
+    if (params == NULL || params[0].key == NULL)
+        return 1;
+    return inner != NULL && EVP_PKEY_CTX_get_params(inner, params) > 0;
+}
+
+const OSSL_PARAM *kg_inner_param_list(const EVP_PKEY_CTX *inner, int operation, const char *alg, int settable,
+                                      const OSSL_PARAM *fallback)
+{
+    const OSSL_PARAM *list = NULL;
+    EVP_ASYM_CIPHER *cipher;
+    EVP_KEYEXCH *kex;
+
+    if (inner != NULL)
+        list = settable ? EVP_PKEY_CTX_settable_params(inner) : EVP_PKEY_CTX_gettable_params(inner);
+    if (list == NULL && operation == OSSL_OP_ASYM_CIPHER &&
+        (cipher = EVP_ASYM_CIPHER_fetch(kg_libctx(), alg, NULL)) != NULL) {
+        list = settable ? EVP_ASYM_CIPHER_settable_ctx_params(cipher)
+                        : EVP_ASYM_CIPHER_gettable_ctx_params(cipher);
+        EVP_ASYM_CIPHER_free(cipher);
+    } else if (list == NULL && operation == OSSL_OP_KEYEXCH &&
+               (kex = EVP_KEYEXCH_fetch(kg_libctx(), alg, NULL)) != NULL) {
+        list = settable ? EVP_KEYEXCH_settable_ctx_params(kex) : EVP_KEYEXCH_gettable_ctx_params(kex);
+        EVP_KEYEXCH_free(kex);
+    }
+    return list != NULL ? list : fallback;
 }

@@ -56,9 +56,9 @@ typedef struct kg_provctx {
 typedef struct kg_key {
     uint32_t magic;
     kg_provctx *provctx;
-    int type;       /* KG_KEY_TYPE_* */
-    int has_ref;    /* 0 for a public key imported from elsewhere (no key id) */
-    kg_keyref ref;  /* key id, KBS, and ref.pubkey: the public key (kg_libctx) */
+    int type;        /* KG_KEY_TYPE_* */
+    int has_ref;     /* 0 for a public key imported from elsewhere (no key id) */
+    kg_keyref ref;   /* key id, KBS, and ref.pubkey: the public key (kg_libctx) */
     kg_lease *lease; /* the per-process lease of key id (shared with the cache); one reference */
     pthread_mutex_t lock;
 } kg_key;
@@ -88,6 +88,17 @@ EVP_PKEY *kg_key_private(kg_key *key);
 /* The same for loading (decoder, store): releases if needed but starts no refresh thread (an
  * nginx master loads keys before it forks). */
 EVP_PKEY *kg_key_private_load(kg_key *key);
+
+/* Operations that forward to an inner EVP_PKEY_CTX of kg_libctx() (asym_cipher.c, keyexch.c).
+ * set/get: an empty list is always accepted; anything else needs the inner context (1/0).
+ * list: the inner context's settable (settable != 0) or gettable list; with no context (libcrypto
+ * may ask without one) that of the default provider's `alg` for `operation` (OSSL_OP_ASYM_CIPHER
+ * or OSSL_OP_KEYEXCH: static data of a provider loaded for the life of the process); failing
+ * both, fallback. */
+int kg_inner_set_params(EVP_PKEY_CTX *inner, const OSSL_PARAM params[]);
+int kg_inner_get_params(EVP_PKEY_CTX *inner, OSSL_PARAM params[]);
+const OSSL_PARAM *kg_inner_param_list(const EVP_PKEY_CTX *inner, int operation, const char *alg, int settable,
+                                      const OSSL_PARAM *fallback);
 
 /* Frees what signature.c fetched from kg_libctx() (before kg_libctx_cleanup). */
 void kg_signature_cleanup(void);
