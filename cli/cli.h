@@ -63,6 +63,10 @@ int kg_cli_fail(const kg_err *err);
 /* Prints a JSON document on stdout and deletes it. Returns KG_EXIT_OK, or 19 when out of memory. */
 int kg_cli_print_json(cJSON *doc);
 
+/* Prints s and a newline on stdout, frees s and returns KG_EXIT_OK. s is what cJSON_Print or
+ * strdup returned: NULL means they ran out of memory, which fails through kg_cli_fail(err). */
+int kg_cli_print_text(char *s, kg_err *err);
+
 /* Marks --json as active for kg_cli_fail (set by kg_cli_common_opt). */
 void kg_cli_set_json(kg_cli_common *common);
 

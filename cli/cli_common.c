@@ -121,6 +121,17 @@ int kg_cli_print_json(cJSON *doc)
     return KG_EXIT_OK;
 }
 
+int kg_cli_print_text(char *s, kg_err *err)
+{
+    if (s == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+        return kg_cli_fail(err);
+    }
+    printf("%s\n", s);
+    free(s);
+    return KG_EXIT_OK;
+}
+
 int kg_cli_read_file(const char *path, size_t max, uint8_t **out, size_t *len, kg_err *err)
 {
     FILE *fp = fopen(path, "rbe");

@@ -358,7 +358,6 @@ int kg_cmd_evidence(int argc, char **argv, const kg_cli_common *common_in)
     uint8_t *ud = NULL;
     size_t ud_len = 0;
     cJSON *out = NULL, *vn;
-    char *s = NULL;
     int rc;
 
     memset(&ev, 0, sizeof(ev));
@@ -409,14 +408,11 @@ int kg_cmd_evidence(int argc, char **argv, const kg_cli_common *common_in)
             goto fail;
         }
     }
-    s = common.json ? cJSON_PrintUnformatted(out) : cJSON_Print(out);
-    printf("%s\n", s ? s : "{}");
-    rc = KG_EXIT_OK;
+    rc = kg_cli_print_text(common.json ? cJSON_PrintUnformatted(out) : cJSON_Print(out), &err);
     goto end;
 fail:
     rc = kg_cli_fail(&err);
 end:
-    free(s);
     cJSON_Delete(out);
     kg_evidence_clear(&ev);
     ita_nonce_clear(&nonce);

@@ -143,10 +143,8 @@ int kg_cmd_verify(int argc, char **argv, const kg_cli_common *common_in)
                                          : "no");
         s = cJSON_Print(payload);
     }
-    if (s == NULL)
-        goto oom;
-    printf("%s\n", s);
-    rc = KG_EXIT_OK;
+    rc = kg_cli_print_text(s, &err);
+    s = NULL;
     goto end;
 oom:
     kg_err_set(&err, KG_STEP_INTERNAL, "out of memory");
