@@ -52,6 +52,14 @@ def plot_all(res, plots):
     return made
 
 
+def save(fig, path):
+    """Writes a finished figure as PNG and frees it; returns path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_goals(goals, path):
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(goals) + 1.2))
     names = [g["name"] for g in goals]
@@ -66,10 +74,7 @@ def plot_goals(goals, path):
         ax.text(vals[i], i, f"  {g['label']}", va="center", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlim(0.5, max(3.0, max(vals) * 4))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_p1(p1, path):
@@ -87,10 +92,7 @@ def plot_p1(p1, path):
     ax.set_ylabel("keygate ÷ PEM (default provider)")
     ax.set_title("P1 EVP_DigestSign throughput")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_p2(p2, path):
@@ -106,10 +108,7 @@ def plot_p2(p2, path):
     ax.set_ylabel("handshakes/s keygate ÷ file key")
     ax.set_title("P2 nginx full handshakes (1 worker, h2load)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_p3(p3, path):
@@ -123,10 +122,7 @@ def plot_p3(p3, path):
     ax.set_xlabel("wall time per step, ms (median of runs of `keygate release`)")
     ax.set_title("P3 one release: where the time goes")
     ax.legend(fontsize=7, ncol=4, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_p4(p4, path):
@@ -143,7 +139,4 @@ def plot_p4(p4, path):
     ax.set_ylabel("wall time, ms")
     ax.set_title("P4 many keys: one attestation + parallel keep-alive transfers")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -204,7 +204,27 @@ def children(pid):
     return sorted(out)
 
 
-class RssSampler:
+class _Background:
+    """A daemon thread running self._loop() while the with-block runs; self._stop tells the
+    loop to end (it waits on it between rounds)."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class RssSampler(_Background):
     """Samples VmRSS of a set of processes (a function returning {label: pid}) every period
     seconds in a thread; mark(name) records a labelled snapshot."""
 
@@ -212,8 +232,7 @@ class RssSampler:
         self.procs, self.period = procs, period
         self.samples = []  # (t, {label: kB})
         self.marks = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        super().__init__()
 
     def snapshot(self):
         return {label: rss_kb(pid) for label, pid in self.procs().items()}
@@ -227,14 +246,6 @@ class RssSampler:
         while not self._stop.is_set():
             self.samples.append((round(time.monotonic() - t0, 2), self.snapshot()))
             self._stop.wait(self.period)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
     def peak(self):
         peak = {}
@@ -264,15 +275,14 @@ def handshake(port, cafile, path="/", timeout=5):
     return body.decode()
 
 
-class HandshakeLoop:
+class HandshakeLoop(_Background):
     """A client thread doing one new verified TLS connection + GET after another until
     stopped; counts successes and keeps every failure (time, error)."""
 
     def __init__(self, port, cafile, pause=0.0):
         self.port, self.cafile, self.pause = port, cafile, pause
         self.ok, self.failures = 0, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        super().__init__()
 
     def _loop(self):
         while not self._stop.is_set():
@@ -284,14 +294,6 @@ class HandshakeLoop:
                 self.failures.append((time.time(), repr(e)))
             if self.pause:
                 self._stop.wait(self.pause)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def wait_for(predicate, timeout, what, period=0.05):
