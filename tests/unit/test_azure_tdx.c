@@ -12,27 +12,6 @@
 #include "kg_b64.h"
 #include "tdx_quote.h"
 
-static uint8_t *slurp(const char *name, size_t *len)
-{
-    char path[1024];
-    FILE *fp;
-    long n;
-    uint8_t *buf;
-
-    snprintf(path, sizeof(path), "%s/%s", KG_VECTORS_DIR, name);
-    fp = fopen(path, "rb");
-    assert_non_null(fp);
-    fseek(fp, 0, SEEK_END);
-    n = ftell(fp);
-    rewind(fp);
-    buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    *len = (size_t)n;
-    return buf;
-}
-
 static void sha(const char *alg, const void *a, size_t alen, const void *b, size_t blen, const void *c,
                 size_t clen, uint8_t *out)
 {
@@ -54,9 +33,10 @@ static void put32(uint8_t *p, uint32_t v)
 static void real_report_parses(void **state)
 {
     size_t len, rlen, qlen;
-    uint8_t *buf = slurp("azure-tdx-hcl-report.bin", &len),
-            *runtime = slurp("azure-tdx-runtime-data.json", &rlen);
-    uint8_t *quote = slurp("tdx-quote-azure.bin", &qlen), md[32], ud[64], zeros[64] = {0};
+    uint8_t *buf = kg_test_read_file(kg_test_vector("azure-tdx-hcl-report.bin"), &len),
+            *runtime = kg_test_read_file(kg_test_vector("azure-tdx-runtime-data.json"), &rlen);
+    uint8_t *quote = kg_test_read_file(kg_test_vector("tdx-quote-azure.bin"), &qlen), md[32], ud[64],
+            zeros[64] = {0};
     hcl_report r;
     tdx_quote q;
     kg_err e;
@@ -106,7 +86,8 @@ static void expect_parse_fail(const uint8_t *buf, size_t len, const char *needle
 static void malformed_reports_fail_cleanly(void **state)
 {
     size_t len;
-    uint8_t *real = slurp("azure-tdx-hcl-report.bin", &len), *buf = malloc(HCL_REPORT_MAX + 1);
+    uint8_t *real = kg_test_read_file(kg_test_vector("azure-tdx-hcl-report.bin"), &len),
+            *buf = malloc(HCL_REPORT_MAX + 1);
     hcl_report r;
     kg_err e;
 

@@ -17,25 +17,6 @@
 #define GCP_EVENTS 43
 #define FIRST_EVENT2 65 /* 32-byte SHA-1 header + 33-byte Spec ID */
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    uint8_t *buf;
-    long n;
-
-    assert_non_null(fp);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    n = ftell(fp);
-    assert_true(n > 0);
-    rewind(fp);
-    buf = malloc((size_t)n);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    *len = (size_t)n;
-    return buf;
-}
-
 /* An exact-size heap copy of buf[0, len) (one byte for len 0). */
 static uint8_t *exact_copy(const uint8_t *buf, size_t len)
 {
@@ -65,7 +46,7 @@ static void fix_checksum(uint8_t *table, size_t len)
 static void test_table_real(void **state)
 {
     size_t len;
-    uint8_t *buf = read_file(TABLE_FILE, &len);
+    uint8_t *buf = kg_test_read_file(TABLE_FILE, &len);
     ccel_table t;
     kg_err err;
 
@@ -87,7 +68,7 @@ static void test_table_real(void **state)
 static void test_table_malformed(void **state)
 {
     size_t len;
-    uint8_t *real = read_file(TABLE_FILE, &len), *p;
+    uint8_t *real = kg_test_read_file(TABLE_FILE, &len), *p;
     ccel_table t;
     kg_err err;
 
@@ -141,7 +122,7 @@ static void count_event(void *arg, const ccel_event *ev)
 static void test_replay_real_log_equals_quote(void **state)
 {
     size_t len, qlen, events_len = 0;
-    uint8_t *log = read_file(DATA_FILE, &len), *quote = read_file(QUOTE_FILE, &qlen);
+    uint8_t *log = kg_test_read_file(DATA_FILE, &len), *quote = kg_test_read_file(QUOTE_FILE, &qlen);
     uint8_t rtmr[CCEL_MR_COUNT][CCEL_SHA384_LEN];
     event_count c = {0, 0, 0};
     tdx_quote q;
@@ -169,7 +150,7 @@ static void test_replay_real_log_equals_quote(void **state)
 static void test_replay_truncated_at_every_length(void **state)
 {
     size_t len, events_len, ok_count = 0;
-    uint8_t *log = read_file(DATA_FILE, &len), *p;
+    uint8_t *log = kg_test_read_file(DATA_FILE, &len), *p;
     uint8_t rtmr[CCEL_MR_COUNT][CCEL_SHA384_LEN], zero[CCEL_SHA384_LEN] = {0};
     kg_err err;
 
@@ -211,7 +192,7 @@ static int replay_mutated(const uint8_t *log, size_t off, uint32_t value, const 
 static void test_replay_malformed_fields(void **state)
 {
     size_t len;
-    uint8_t *log = read_file(DATA_FILE, &len);
+    uint8_t *log = kg_test_read_file(DATA_FILE, &len);
     const size_t e1 = FIRST_EVENT2;
 
     assert_int_equal(replay_mutated(log, 4, 1, "not EV_NO_ACTION"), 0);     /* first event type */
@@ -250,7 +231,7 @@ static void test_replay_malformed_fields(void **state)
 static void test_replay_no_action_is_not_extended(void **state)
 {
     size_t len;
-    uint8_t *log = read_file(DATA_FILE, &len), *p = exact_copy(log, GCP_EVENTS_LEN);
+    uint8_t *log = kg_test_read_file(DATA_FILE, &len), *p = exact_copy(log, GCP_EVENTS_LEN);
     uint8_t want[CCEL_MR_COUNT][CCEL_SHA384_LEN], got[CCEL_MR_COUNT][CCEL_SHA384_LEN];
     event_count c = {0, 0, 0};
     kg_err err;
@@ -270,7 +251,7 @@ static void test_replay_no_action_is_not_extended(void **state)
 static void test_replay_random_mutations(void **state)
 {
     size_t len;
-    uint8_t *log = read_file(DATA_FILE, &len), *p;
+    uint8_t *log = kg_test_read_file(DATA_FILE, &len), *p;
     uint8_t rtmr[CCEL_MR_COUNT][CCEL_SHA384_LEN];
     uint32_t seed = 12345;
     kg_err err;
@@ -298,7 +279,7 @@ static void test_read_log_from_files(void **state)
 {
     uint8_t *log = NULL;
     size_t len = 0, full_len;
-    uint8_t *full = read_file(DATA_FILE, &full_len);
+    uint8_t *full = kg_test_read_file(DATA_FILE, &full_len);
     kg_err err;
 
     kg_err_clear(&err);

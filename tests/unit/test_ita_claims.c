@@ -12,29 +12,9 @@
 
 #define PROD_TIME 1701735000 /* 2023-12-05T00:10:00Z */
 
-static char *slurp(const char *name)
-{
-    char path[1024];
-    FILE *fp;
-    long n;
-    char *buf;
-
-    snprintf(path, sizeof(path), "%s/%s", KG_VECTORS_DIR, name);
-    fp = fopen(path, "rb");
-    assert_non_null(fp);
-    fseek(fp, 0, SEEK_END);
-    n = ftell(fp);
-    rewind(fp);
-    buf = malloc((size_t)n + 1);
-    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    buf[n] = '\0';
-    fclose(fp);
-    return buf;
-}
-
 static cJSON *prod_payload(void)
 {
-    char *tok = slurp("ita-tdx-prod-token-v1.jwt");
+    char *tok = kg_test_read_text(kg_test_vector("ita-tdx-prod-token-v1.jwt"), NULL);
     kg_jws jws;
     kg_err e;
     cJSON *p;
@@ -104,7 +84,7 @@ static void parses_production_v1_token(void **state)
 
 static void parses_v2_nested_sample(void **state)
 {
-    char *text = slurp("ita-tdx-claims-v2-sample.json");
+    char *text = kg_test_read_text(kg_test_vector("ita-tdx-claims-v2-sample.json"), NULL);
     cJSON *p = cJSON_Parse(text);
     ita_claims c;
     kg_err e;

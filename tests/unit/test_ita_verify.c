@@ -36,26 +36,6 @@ static char tmpdir[256];
 static char tmp_paths[64][320];
 static int tmp_count;
 
-static char *slurp(const char *path, size_t *len_out)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long len;
-
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t)len + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
-    buf[len] = '\0';
-    fclose(f);
-    if (len_out != NULL)
-        *len_out = (size_t)len;
-    return buf;
-}
-
 /* Writes a file in the test's temporary directory; returns its path (static storage). */
 static const char *write_tmp(const char *name, const void *data, size_t len)
 {
@@ -576,7 +556,7 @@ static void pki_free(void)
 /* The PEM of x5c[index] of the first entry of a vector JWKS, written to a temporary file. */
 static const char *jwks_cert_pem(const char *jwks_vec, int index, const char *file)
 {
-    char *text = slurp(jwks_vec, NULL), *pem;
+    char *text = kg_test_read_text(jwks_vec, NULL), *pem;
     cJSON *j = cJSON_Parse(text);
     const cJSON *c = cJSON_GetArrayItem(
         cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "keys"), 0), "x5c"), index);
@@ -627,7 +607,7 @@ static int group_teardown(void **state)
 
 static void prod_token(void **state)
 {
-    char *token = slurp(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
+    char *token = kg_test_read_text(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
     const char *dev_root = jwks_cert_pem(VEC("ita-dev-jwks.json"), 2, "dev-root.pem");
     vcfg c = {.jwks_file = VEC("ita-prod-jwks.json"),
               .anchor = VEC("ita-prod-root-ca.pem"),
@@ -672,7 +652,7 @@ static void prod_token(void **state)
 
 static void dev_sgx_token(void **state)
 {
-    char *token = slurp(VEC("ita-sgx-dev-token.jwt"), NULL);
+    char *token = kg_test_read_text(VEC("ita-sgx-dev-token.jwt"), NULL);
     const char *root = jwks_cert_pem(VEC("ita-dev-jwks.json"), 2, "dev-root.pem");
     static const char *const crls[] = {VEC("ita-dev-ats-ca-crl.der"), VEC("ita-dev-root-ca-crl.der"), NULL};
     static const char *const ats_only[] = {VEC("ita-dev-ats-ca-crl.der"), NULL};
@@ -704,7 +684,7 @@ static void dev_sgx_token(void **state)
 
 static void dev_token_2023(void **state)
 {
-    char *token = slurp(VEC("ita-sgx-dev-token-2023.jwt"), NULL);
+    char *token = kg_test_read_text(VEC("ita-sgx-dev-token-2023.jwt"), NULL);
     const char *root2023 = jwks_cert_pem(VEC("ita-dev-jwks-2023.json"), 2, "dev-root-2023.pem");
     const char *root = jwks_cert_pem(VEC("ita-dev-jwks.json"), 2, "dev-root.pem");
     vcfg c = {
@@ -767,7 +747,7 @@ static char *prod_kid(const char *token)
 
 static void forged_alg(void **state)
 {
-    char *token = slurp(VEC("ita-tdx-prod-token-v1.jwt"), NULL), *kid = prod_kid(token);
+    char *token = kg_test_read_text(VEC("ita-tdx-prod-token-v1.jwt"), NULL), *kid = prod_kid(token);
     char *payload = token_part(token, 1), *sig = token_part(token, 2);
     static const char *const headers[] = {
         "{\"alg\":\"HS256\",\"kid\":\"%s\",\"typ\":\"JWT\"}",
@@ -802,7 +782,7 @@ static void forged_alg(void **state)
     /* HS256 keyed with the leaf's public key PEM (the official C client accepts this) */
     {
         const char *leaf_file = jwks_cert_pem(VEC("ita-prod-jwks.json"), 0, "prod-leaf.pem");
-        char *leaf_pem = slurp(leaf_file, NULL), hdr[512], *h, *input, *t, *mac_b64;
+        char *leaf_pem = kg_test_read_text(leaf_file, NULL), hdr[512], *h, *input, *t, *mac_b64;
         BIO *b = BIO_new_mem_buf(leaf_pem, -1);
         X509 *leaf = PEM_read_bio_X509(b, NULL, NULL, NULL);
         BIO *kb = BIO_new(BIO_s_mem());
@@ -851,7 +831,7 @@ static void forged_alg(void **state)
 
 static void forged_header_and_payload(void **state)
 {
-    char *token = slurp(VEC("ita-tdx-prod-token-v1.jwt"), NULL), *kid = prod_kid(token);
+    char *token = kg_test_read_text(VEC("ita-tdx-prod-token-v1.jwt"), NULL), *kid = prod_kid(token);
     char *payload = token_part(token, 1), *sig = token_part(token, 2), *claims = token_part_decoded(token, 1);
     vcfg rs = prod_cfg;
     char hdr[512], *h, *t, *p, *at;
@@ -924,7 +904,7 @@ static void forged_header_and_payload(void **state)
 /* The production JWKS with its entries edited by edit(), written to a temporary file. */
 static const char *edited_prod_jwks(const char *file, void (*edit)(cJSON *keys))
 {
-    char *text = slurp(VEC("ita-prod-jwks.json"), NULL), *out;
+    char *text = kg_test_read_text(VEC("ita-prod-jwks.json"), NULL), *out;
     cJSON *j = cJSON_Parse(text);
     const char *path;
 
@@ -939,7 +919,7 @@ static const char *edited_prod_jwks(const char *file, void (*edit)(cJSON *keys))
 
 static void edit_other_n(cJSON *keys)
 {
-    char *dev = slurp(VEC("ita-dev-jwks.json"), NULL);
+    char *dev = kg_test_read_text(VEC("ita-dev-jwks.json"), NULL);
     cJSON *d = cJSON_Parse(dev), *k;
     const char *n =
         cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(d, "keys"), 0), "n")->valuestring;
@@ -978,7 +958,7 @@ static void edit_eleven_certs(cJSON *keys)
 
 static void forged_jwks(void **state)
 {
-    char *token = slurp(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
+    char *token = kg_test_read_text(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
     vcfg c = prod_cfg;
     kg_err err;
 
@@ -1105,7 +1085,7 @@ static void pki_crl_download(void **state)
 
 static void jwks_download(void **state)
 {
-    char *jwks = slurp(pki.jwks, NULL), *got = NULL, base[64];
+    char *jwks = kg_test_read_text(pki.jwks, NULL), *got = NULL, base[64];
     const char *good[] = {pki.ca_crl_empty, pki.root_crl_empty, NULL};
     vcfg c = {
         .base_url = base, .anchor = pki.root_pem, .policy = ITA_CRL_REQUIRE, .crls = good, .offline = 1};
@@ -1186,7 +1166,7 @@ static void malformed_jwks_files(void **state)
 {
     static const char *const garbage[] = {
         "", "null", "[]", "{}", "{\"keys\":{}}", "{\"keys\":", "\x01\x02\xff", "{\"keys\":[]}x"};
-    char *token = slurp(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
+    char *token = kg_test_read_text(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
     vcfg c = prod_cfg;
     kg_err err;
     char *big;
@@ -1220,8 +1200,8 @@ static void malformed_entries(void **state)
         {"x5c", "[123]"},      {"x5c", "[\"!!\"]"}, {"x5c", "[\"AAAA\"]"}, {"x5c", "[null]"},
         {"x5c", "[\"MIIB\"]"},
     };
-    char *text = slurp(VEC("ita-prod-jwks.json"), NULL),
-         *token = slurp(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
+    char *text = kg_test_read_text(VEC("ita-prod-jwks.json"), NULL),
+         *token = kg_test_read_text(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
     vcfg c = prod_cfg;
     kg_err err;
 
@@ -1262,8 +1242,8 @@ static void malformed_entries(void **state)
 static void mutated_jwks_bytes(void **state)
 {
     size_t len;
-    char *text = slurp(VEC("ita-prod-jwks.json"), &len),
-         *token = slurp(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
+    char *text = kg_test_read_text(VEC("ita-prod-jwks.json"), &len),
+         *token = kg_test_read_text(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
     static const char alphabet[] = "{}[]\",:0aA-_+/=\\ \x01";
     unsigned int seed = 4242;
     vcfg c = prod_cfg;
@@ -1284,7 +1264,7 @@ static void mutated_jwks_bytes(void **state)
 
 static void malformed_tokens(void **state)
 {
-    char *token = slurp(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
+    char *token = kg_test_read_text(VEC("ita-tdx-prod-token-v1.jwt"), NULL);
     size_t len = strlen(token);
     ita_verifier *v;
     cJSON *payload = NULL;

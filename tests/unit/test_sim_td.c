@@ -3,11 +3,7 @@
  * produces quotes, and checks they parse back field by field and verify only against the
  * simulated root. Negative cases: missing/garbage/wrong-type files.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "kg_test.h"
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -163,25 +159,6 @@ static int teardown_pki(void **state)
     return 0;
 }
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    uint8_t *buf;
-    long size;
-
-    assert_non_null(fp);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    size = ftell(fp);
-    assert_true(size > 0);
-    rewind(fp);
-    buf = malloc((size_t)size);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)size, fp), (size_t)size);
-    fclose(fp);
-    *len = (size_t)size;
-    return buf;
-}
-
 static X509_STORE *store_with(X509 *cert)
 {
     X509_STORE *store = X509_STORE_new();
@@ -276,7 +253,7 @@ static void test_roundtrip_custom(void **state)
     assert_int_equal(q.qe_auth_len, 32);
     for (int i = 0; i < 32; i++)
         assert_int_equal(q.qe_auth_data[i], i);
-    chain_pem = read_file(pki->chain_file, &chain_len);
+    chain_pem = kg_test_read_file(pki->chain_file, &chain_len);
     assert_int_equal(q.pck_chain_len, chain_len + 1);
     assert_memory_equal(q.pck_chain, chain_pem, chain_len);
     assert_int_equal(q.pck_chain[chain_len], '\0');

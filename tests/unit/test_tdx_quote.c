@@ -3,11 +3,7 @@
  * (../shared/vectors/README.md §2): exact fields, signatures, PCK chain to the pinned
  * Intel SGX root, tampering, truncation at every length, header/size mutations, padding.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "kg_test.h"
 
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -129,28 +125,6 @@ static const quote_vector vectors[] = {
 static const uint8_t intel_vendor_id[16] = {0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9,
                                             0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07};
 
-static uint8_t *read_vector(const char *name, size_t *len)
-{
-    char path[1024];
-    FILE *fp;
-    uint8_t *buf;
-    long size;
-
-    snprintf(path, sizeof(path), "%s/%s", KG_VECTORS_DIR, name);
-    fp = fopen(path, "rb");
-    assert_non_null(fp);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    size = ftell(fp);
-    assert_true(size > 0);
-    rewind(fp);
-    buf = malloc((size_t)size);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)size, fp), (size_t)size);
-    fclose(fp);
-    *len = (size_t)size;
-    return buf;
-}
-
 /* Compares n bytes with a hex string (NULL = all zero). */
 static void assert_hex(const uint8_t *got, size_t n, const char *hex)
 {
@@ -200,7 +174,7 @@ static void test_parse_real_quotes(void **state)
     for (size_t v = 0; v < N_VECTORS; v++) {
         const quote_vector *exp = &vectors[v];
         size_t len;
-        uint8_t *buf = read_vector(exp->file, &len);
+        uint8_t *buf = kg_test_read_file(kg_test_vector(exp->file), &len);
         tdx_quote q;
         kg_err err;
         uint8_t zero48[48] = {0};
@@ -262,7 +236,7 @@ static void test_padding_ignored(void **state)
     for (size_t v = 0; v < N_VECTORS; v++) {
         const quote_vector *exp = &vectors[v];
         size_t len;
-        uint8_t *buf = read_vector(exp->file, &len);
+        uint8_t *buf = kg_test_read_file(kg_test_vector(exp->file), &len);
         uint8_t *exact;
         tdx_quote padded, trimmed;
         kg_err err;
@@ -299,7 +273,7 @@ static void test_verify_real_quotes_intel_root(void **state)
     (void)state;
     for (size_t v = 0; v < N_VECTORS; v++) {
         size_t len;
-        uint8_t *buf = read_vector(vectors[v].file, &len);
+        uint8_t *buf = kg_test_read_file(kg_test_vector(vectors[v].file), &len);
         tdx_quote q;
         kg_err err;
 
@@ -335,7 +309,7 @@ static void test_verify_real_quotes_other_root(void **state)
     assert_non_null(empty);
     for (size_t v = 0; v < N_VECTORS; v++) {
         size_t len;
-        uint8_t *buf = read_vector(vectors[v].file, &len);
+        uint8_t *buf = kg_test_read_file(kg_test_vector(vectors[v].file), &len);
         tdx_quote q;
         kg_err err;
 
@@ -358,7 +332,7 @@ static void test_verify_real_quotes_other_root(void **state)
 static void expect_tamper_fails(const quote_vector *exp, size_t off, const char *check)
 {
     size_t len;
-    uint8_t *buf = read_vector(exp->file, &len);
+    uint8_t *buf = kg_test_read_file(kg_test_vector(exp->file), &len);
     X509_STORE *intel = store_from_pem("intel-sgx-root-ca.pem");
     tdx_quote q;
     kg_err err;
@@ -400,7 +374,7 @@ static void test_truncated_every_length(void **state)
     (void)state;
     for (size_t v = 0; v < N_VECTORS; v++) {
         size_t len;
-        uint8_t *buf = read_vector(vectors[v].file, &len);
+        uint8_t *buf = kg_test_read_file(kg_test_vector(vectors[v].file), &len);
         size_t quote_len = vectors[v].quote_len;
 
         for (size_t cut = 0; cut < quote_len; cut++) {
@@ -467,7 +441,7 @@ static void test_header_and_size_mutations(void **state)
         {2, 2, 4, 0, "PCK chain size 0"},
     };
     size_t len;
-    uint8_t *orig = read_vector("tdx-quote-trustee-v4-debug.bin", &len);
+    uint8_t *orig = kg_test_read_file(kg_test_vector("tdx-quote-trustee-v4-debug.bin"), &len);
     const size_t qe_report_off = 636 + 134;
     const size_t inner_off = qe_report_off + SGX_REPORT_BODY_LEN + 64 + 2 + 32;
 
@@ -499,7 +473,7 @@ static void test_byte_mutations_no_crash(void **state)
     (void)state;
     /* set every byte of the signature-data framing and QE section to 0xff and 0x00 in turn */
     size_t len;
-    uint8_t *orig = read_vector("tdx-quote-gcp-cos113.bin", &len);
+    uint8_t *orig = kg_test_read_file(kg_test_vector("tdx-quote-gcp-cos113.bin"), &len);
     const size_t quote_len = 4935;
     uint8_t *buf = malloc(quote_len);
 

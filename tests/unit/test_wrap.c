@@ -27,8 +27,8 @@ static int teardown(void **state)
 }
 
 /* What the Intel KBS sends: RSA-OAEP-SHA256(swk) and LE32 header ‖ IV ‖ AES-256-GCM(pt) ‖ tag. */
-static void kbs_wrap(const uint8_t *pt, size_t pt_len, size_t swk_len, uint8_t **wk, size_t *wk_len, uint8_t **ws,
-                     size_t *ws_len)
+static void kbs_wrap(const uint8_t *pt, size_t pt_len, size_t swk_len, uint8_t **wk, size_t *wk_len,
+                     uint8_t **ws, size_t *ws_len)
 {
     uint8_t swk[64], iv[12];
     EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_pkey(NULL, wrapping, NULL);
@@ -89,7 +89,8 @@ static void user_data_layout(void **state)
 
 static void unwraps_each_key_type(void **state)
 {
-    static const char *const types[][2] = {{"RSA", "2048"}, {"RSA", "4096"}, {"EC", "P-256"}, {"EC", "P-384"}};
+    static const char *const types[][2] = {
+        {"RSA", "2048"}, {"RSA", "4096"}, {"EC", "P-256"}, {"EC", "P-384"}};
     for (size_t i = 0; i < 4; i++) {
         EVP_PKEY *k = strcmp(types[i][0], "RSA") == 0
                           ? EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)atoi(types[i][1]))
@@ -109,7 +110,8 @@ static void unwraps_each_key_type(void **state)
     }
 }
 
-static void expect_fail(const uint8_t *wk, size_t wk_len, const uint8_t *ws, size_t ws_len, const char *needle)
+static void expect_fail(const uint8_t *wk, size_t wk_len, const uint8_t *ws, size_t ws_len,
+                        const char *needle)
 {
     EVP_PKEY *out = (EVP_PKEY *)1;
     kg_err e;
