@@ -204,7 +204,7 @@ def children(pid):
     return sorted(out)
 
 
-class _Background:
+class Background:
     """A daemon thread running self._loop() while the with-block runs; self._stop tells the
     loop to end (it waits on it between rounds)."""
 
@@ -224,7 +224,7 @@ class _Background:
         self._thread.join()
 
 
-class RssSampler(_Background):
+class RssSampler(Background):
     """Samples VmRSS of a set of processes (a function returning {label: pid}) every period
     seconds in a thread; mark(name) records a labelled snapshot."""
 
@@ -275,7 +275,7 @@ def handshake(port, cafile, path="/", timeout=5):
     return body.decode()
 
 
-class HandshakeLoop(_Background):
+class HandshakeLoop(Background):
     """A client thread doing one new verified TLS connection + GET after another until
     stopped; counts successes and keeps every failure (time, error)."""
 

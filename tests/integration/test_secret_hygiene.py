@@ -21,17 +21,20 @@ import base64
 import os
 import re
 import subprocess
-import threading
+import sys
 import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import kbs_conf, run
+from conftest import REPO, kbs_conf, run
 from test_provider import PEM_READER, Site, free_port, make_cert
 from test_release_cli import new_key, pub_pem, register
 from tests.stack import pki
+
+sys.path.insert(0, str(REPO / "bench" / "lib"))
+from soak import Background  # noqa: E402
 
 JWS = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")
 
@@ -92,21 +95,12 @@ def api_key_needles(api_key):
 
 # ------------------------------------------------------------------------------- argv watch
 
-class ArgvWatch:
+class ArgvWatch(Background):
     """Samples /proc/<pid>/cmdline of this process's descendants every 10 ms while active."""
 
     def __init__(self):
         self.argv = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     def add(self, argv):
         self.argv.add(" ".join(map(str, argv)))
