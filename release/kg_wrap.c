@@ -112,10 +112,12 @@ static int key_supported(const EVP_PKEY *pk)
            (strcmp(group, "prime256v1") == 0 || strcmp(group, "secp384r1") == 0);
 }
 
-/* The key type PrivateKeyInfo's AlgorithmIdentifier names ("RSA", "EC"), or NULL. Given it,
+/* The key type PrivateKeyInfo's AlgorithmIdentifier names: "RSA", "EC", "" for any other
+ * algorithm, NULL when the headers or the AlgorithmIdentifier do not parse. Given the type,
  * OSSL_DECODER_CTX_new_for_pkey sets up only that type's decoders: 1.45 M instead of 4.7 M
- * instructions per released P-256 key (bench/RESULTS.md, P4). Reads the headers and the
- * AlgorithmIdentifier only, never the private key octets. */
+ * instructions per released P-256 key (bench/RESULTS.md, P4); anything else is refused before a
+ * decoder is set up at all. Reads the headers and the AlgorithmIdentifier only, never the private
+ * key octets. */
 static const char *pkcs8_key_type(const uint8_t *der, size_t len)
 {
     const unsigned char *p = der;
@@ -136,7 +138,7 @@ static const char *pkcs8_key_type(const uint8_t *der, size_t len)
     }
     nid = OBJ_obj2nid(alg->algorithm);
     X509_ALGOR_free(alg);
-    return nid == NID_rsaEncryption ? "RSA" : nid == NID_X9_62_id_ecPublicKey ? "EC" : NULL;
+    return nid == NID_rsaEncryption ? "RSA" : nid == NID_X9_62_id_ecPublicKey ? "EC" : "";
 }
 
 /* The next TLV of ECPrivateKey at *p (end e): 1 with its content, tag and class. */
@@ -207,8 +209,8 @@ static int parse_ec_in_place(const uint8_t *der, size_t len, EVP_PKEY **key)
         !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, (size_t)pub_len) ||
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d) || /* secure BN: secure param block */
         (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
-        (pctx = kg_pkey_ctx_new_from_name(kg_libctx(), "EC")) == NULL ||
-        EVP_PKEY_fromdata_init(pctx) <= 0 || EVP_PKEY_fromdata(pctx, key, EVP_PKEY_KEYPAIR, params) <= 0)
+        (pctx = kg_pkey_ctx_new_from_name(kg_libctx(), "EC")) == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+        EVP_PKEY_fromdata(pctx, key, EVP_PKEY_KEYPAIR, params) <= 0)
         *key = NULL;
 done:
     EVP_PKEY_CTX_free(pctx);
@@ -235,10 +237,17 @@ int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *
     const unsigned char *p = der;
     size_t left = len;
     EVP_PKEY *pk = NULL;
+    const char *type = pkcs8_key_type(der, len);
 
     *key = NULL;
-    dctx = OSSL_DECODER_CTX_new_for_pkey(&pk, "DER", "PrivateKeyInfo", pkcs8_key_type(der, len),
-                                         OSSL_KEYMGMT_SELECT_KEYPAIR, kg_libctx(), NULL);
+    if (type == NULL) {
+        ERR_clear_error(); /* ASN1_get_object's */
+        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
+    }
+    if (type[0] == '\0')
+        return kg_err_set(err, KG_STEP_UNWRAP, "released key type is not RSA 2048..4096 or EC P-256/P-384");
+    dctx = OSSL_DECODER_CTX_new_for_pkey(&pk, "DER", "PrivateKeyInfo", type, OSSL_KEYMGMT_SELECT_KEYPAIR,
+                                         kg_libctx(), NULL);
     if (dctx == NULL)
         return kg_err_set(err, KG_STEP_INTERNAL, "no PKCS#8 decoder");
     if (!OSSL_DECODER_from_data(dctx, &p, &left) || pk == NULL || left != 0) {
