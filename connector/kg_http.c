@@ -226,6 +226,19 @@ static int retryable_status(long s)
     return s == 429 || s == 500 || s == 502 || s == 503 || s == 504;
 }
 
+static int cancelled(const kg_http *h)
+{
+    return h->opts.cancel != NULL && __atomic_load_n(h->opts.cancel, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* libcurl calls this often (also while connecting): non-zero aborts the transfer. */
+static int progress_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return cancelled(userdata);
+}
+
 static void backoff_sleep(const kg_http *h, int attempt, long retry_after_s)
 {
     long lo = h->opts.retry_wait_min_ms, hi = h->opts.retry_wait_max_ms, cap, ms;
@@ -244,9 +257,13 @@ static void backoff_sleep(const kg_http *h, int attempt, long retry_after_s)
         RAND_bytes_ex(kg_libctx(), (unsigned char *)&r, sizeof(r), 0);
         ms = cap > lo ? lo + (long)(r % (unsigned long)(cap - lo + 1)) : lo;
     }
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000L;
-    nanosleep(&ts, NULL);
+    /* in slices, so that a cancellation (lease teardown) never waits out a long backoff */
+    for (long left = ms; left > 0 && !cancelled(h); left -= 50) {
+        long slice = left < 50 ? left : 50;
+        ts.tv_sec = 0;
+        ts.tv_nsec = slice * 1000000L;
+        nanosleep(&ts, NULL);
+    }
 }
 
 int kg_http_request(kg_http *h, kg_step step, const char *method, const char *url, const char *const *headers,
@@ -285,6 +302,11 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
         hdr_state hs = {resp, -1};
         CURLcode rc;
 
+        if (cancelled(h)) {
+            kg_err_set(err, step, "%s %s: cancelled (keygate is shutting down)", method, url);
+            goto err;
+        }
+
         kg_http_response_clear(resp);
         curl_easy_reset(c);
         curl_msg[0] = '\0';
@@ -307,6 +329,11 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
         curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
         curl_easy_setopt(c, CURLOPT_HEADERDATA, &hs);
         curl_easy_setopt(c, CURLOPT_USERAGENT, "keygate");
+        if (h->opts.cancel != NULL) {
+            curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+            curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
+            curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
+        }
         if (body != NULL) {
             curl_easy_setopt(c, CURLOPT_POST, 1L);
             curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
@@ -340,6 +367,10 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
                     h->opts.retry_max);
         } else {
             free(bb.data);
+            if (rc == CURLE_ABORTED_BY_CALLBACK && cancelled(h)) {
+                kg_err_set(err, step, "%s %s: cancelled (keygate is shutting down)", method, url);
+                goto err;
+            }
             if (bb.overflow || rc == CURLE_FILESIZE_EXCEEDED) {
                 kg_err_set(err, step, "%s %s: response larger than %zu bytes", method, url, max_body);
                 goto err;

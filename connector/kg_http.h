@@ -29,6 +29,8 @@ typedef struct kg_http_opts {
     long retry_max; /* attempts in all */
     long retry_wait_min_ms;
     long retry_wait_max_ms;
+    const int *cancel; /* borrowed, may be NULL: once *cancel is non-zero (read atomically) a
+                          request in flight is aborted and no retry starts (lease teardown) */
 } kg_http_opts;
 
 typedef struct kg_http kg_http;

@@ -11,9 +11,10 @@
  * Locking: kg_p11.lock guards the session table, session objects and the login state; it is
  * never held across crypto or network I/O. Each session has its own mutex for its operation
  * state (taken through kg_p11_session_get/put, which keep a reference so a concurrent
- * C_CloseSession cannot free it under us). kg_p11.release_lock serialises the release pipeline
- * only. The token (key table) is immutable between C_Initialize and C_Finalize except the
- * released private keys, which are published with atomic stores.
+ * C_CloseSession cannot free it under us). Releases run under each key's own lock
+ * (release/kg_keysource.h); kg_p11.release_lock (a rwlock) only keeps C_Finalize from freeing
+ * the token under a release in flight. The token (key table) is immutable between C_Initialize
+ * and C_Finalize; released keys live in the leases of its key source.
  */
 #ifndef KG_P11_H
 #define KG_P11_H
@@ -27,8 +28,8 @@
 #include "kg_config.h"
 #include "kg_err.h"
 #include "kg_keyref.h"
+#include "kg_keysource.h"
 #include "kg_lease.h"
-#include "kg_release.h"
 
 #define KG_P11_SLOT_ID 1
 #define KG_P11_TOKEN_LABEL "keygate"
@@ -56,7 +57,7 @@ typedef struct kg_p11_key {
     char group[32];                                  /* EC: OpenSSL group name */
     unsigned char *cert, *subject, *issuer, *serial; /* DER; cert NULL when none configured */
     size_t cert_len, subject_len, issuer_len, serial_len;
-    kg_lease *lease; /* the released private key and its lease (kg_lease.h), NULL until first use; atomic */
+    kg_keyslot *slot; /* the released private key and its lease (kg_keysource.h); set at load */
 } kg_p11_key;
 
 typedef struct kg_p11_token {
@@ -66,7 +67,7 @@ typedef struct kg_p11_token {
     size_t nkeys;
     char serial[17];
     int release_on_login;
-    kg_release_ctx *release; /* guarded by kg_p11.release_lock */
+    kg_keysource *keys_src; /* cache, releases and leases of keys[] (kg_keysource.h) */
 } kg_p11_token;
 
 /* An operation in progress on a session (sign, verify, decrypt, encrypt). */
@@ -109,7 +110,7 @@ typedef struct kg_p11_secret {
 
 typedef struct kg_p11_state {
     pthread_mutex_t lock;
-    pthread_mutex_t release_lock;
+    pthread_rwlock_t release_lock; /* releases: shared; C_Finalize: exclusive */
     int initialized;
     pid_t pid; /* the process that called C_Initialize: a forked child must call it again */
     kg_p11_token *token;

@@ -17,7 +17,7 @@
 #include "kg_log.h"
 #include "p11.h"
 
-kg_p11_state kg_p11 = {.lock = PTHREAD_MUTEX_INITIALIZER, .release_lock = PTHREAD_MUTEX_INITIALIZER};
+kg_p11_state kg_p11 = {.lock = PTHREAD_MUTEX_INITIALIZER, .release_lock = PTHREAD_RWLOCK_INITIALIZER};
 static pthread_once_t kg_p11_atfork_once = PTHREAD_ONCE_INIT;
 
 void kg_p11_pad(unsigned char *dst, size_t size, const char *src)
@@ -44,12 +44,9 @@ CK_RV kg_p11_check_slot(CK_SLOT_ID slot)
 static void kg_p11_atfork_child(void)
 {
     pthread_mutex_init(&kg_p11.lock, NULL);
-    pthread_mutex_init(&kg_p11.release_lock, NULL);
-    if (kg_p11.token != NULL) {
-        kg_release_ctx_atfork_child(kg_p11.token->release);
-        for (size_t i = 0; i < kg_p11.token->nkeys; i++)
-            kg_lease_atfork_child(kg_p11.token->keys[i].lease);
-    }
+    pthread_rwlock_init(&kg_p11.release_lock, NULL);
+    if (kg_p11.token != NULL)
+        kg_keysource_atfork_child(kg_p11.token->keys_src);
 }
 
 static void kg_p11_atfork_register(void)
@@ -141,13 +138,15 @@ CK_RV kg_C_Finalize(CK_VOID_PTR reserved)
     token = kg_p11.token;
     kg_p11.token = NULL;
     pthread_mutex_unlock(&kg_p11.lock);
-    /* a release still running in another thread holds release_lock and the token */
-    pthread_mutex_lock(&kg_p11.release_lock);
+    /* a release still running in another thread holds release_lock (shared) and the token */
+    pthread_rwlock_wrlock(&kg_p11.release_lock);
+    /* stops and joins every lease refresh first: after C_Finalize p11-kit may dlclose us, and no
+     * thread may be left in our code or on the state freed here */
     kg_p11_token_free(token); /* frees (and zeroizes) the released keys */
     /* everything made in keygate's library context is gone: free it too (its DRBGs), so leak
      * checkers see nothing; the next C_Initialize gets a fresh one */
     kg_libctx_cleanup();
-    pthread_mutex_unlock(&kg_p11.release_lock);
+    pthread_rwlock_unlock(&kg_p11.release_lock);
     return CKR_OK;
 }
 

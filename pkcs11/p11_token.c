@@ -39,7 +39,6 @@ static void key_clear(kg_p11_key *k)
     free(k->subject);
     free(k->issuer);
     free(k->serial);
-    kg_lease_free(k->lease); /* the last reference frees the key: secure heap, zeroized */
     memset(k, 0, sizeof(*k));
 }
 
@@ -47,10 +46,11 @@ void kg_p11_token_free(kg_p11_token *token)
 {
     if (token == NULL)
         return;
+    /* first: stops (and joins) every lease refresh, then frees the keys (zeroized) */
+    kg_keysource_free(token->keys_src);
     for (size_t i = 0; i < token->nkeys; i++)
         key_clear(&token->keys[i]);
     free(token->keys);
-    kg_release_ctx_free(token->release);
     OPENSSL_cleanse(&token->cfg, sizeof(token->cfg));
     free(token);
 }
@@ -285,9 +285,15 @@ static CK_RV token_load(const char *reserved, kg_p11_token **out)
         goto fail;
     for (int i = 0; i < 8; i++)
         snprintf(t->serial + 2 * i, 3, "%02x", digest[i]);
-    /* reads the API key now when this process may (root at start-up); no network */
-    if (t->nkeys > 0 && (t->release = kg_release_ctx_new(&t->cfg, &err)) == NULL)
-        KG_WARN("PKCS#11: release context not created yet (%s); retried at first private use", err.msg);
+    /* one slot per key; the release context reads the API key now, when this process may (root
+     * at start-up). No network. */
+    if (t->nkeys > 0) {
+        if ((t->keys_src = kg_keysource_new(&t->cfg, &err)) == NULL)
+            goto fail;
+        for (size_t i = 0; i < t->nkeys; i++)
+            if ((t->keys[i].slot = kg_keysource_slot(t->keys_src, &t->keys[i].ref, &err)) == NULL)
+                goto fail;
+    }
     if (t->nkeys == 0)
         KG_DEBUG("PKCS#11: %s lists no pkcs11_keys: the token is empty", path ? path : "no keygate.conf");
     *out = t;

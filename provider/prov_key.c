@@ -1,10 +1,11 @@
 /*
  * kg_key: the provider's key object, and the per-process cache of released keys.
  *
- * Released keys are cached by key id and shared by all threads and all kg_key objects of the
- * process (nginx per-handshake loads hit the cache, not the network). Each cached key has a
- * lease (release/kg_lease.h): refreshed in the background before it ends, wiped on revocation
- * or when it ends. After fork the child keeps the cache and refreshes on its own.
+ * Released keys are cached in the provider's key source (release/kg_keysource.h) by key id, KBS
+ * and public key, and shared by all threads and all kg_key objects of the process (repeated
+ * loads hit the cache, not the network). Each cached key has a lease (release/kg_lease.h):
+ * refreshed in the background before it ends, wiped on revocation or when it ends. After fork
+ * the child keeps the cache and refreshes on its own.
  */
 #include <openssl/core_dispatch.h>
 #include <openssl/crypto.h>
@@ -33,8 +34,7 @@ void kg_key_free(kg_key *key)
 {
     if (key == NULL)
         return;
-    kg_lease_free(key->lease);
-    kg_keyref_clear(&key->ref);
+    kg_keyref_clear(&key->ref); /* the slot belongs to the provider's key source */
     key->magic = 0;
     free(key);
 }
@@ -48,22 +48,6 @@ int kg_key_type_of(const EVP_PKEY *pkey)
     return 0;
 }
 
-/* The lease of key id (one new reference), created on first use. Called with ctx->lock held. */
-static kg_lease *cache_lease(kg_provctx *ctx, const kg_key *key)
-{
-    kg_lease *lease;
-
-    for (size_t i = 0; i < ctx->cache_len; i++)
-        if (strcmp(ctx->cache[i].key_id, key->ref.key_id) == 0)
-            return kg_lease_up_ref(ctx->cache[i].lease) ? ctx->cache[i].lease : NULL;
-    if (ctx->cache_len == KG_PROV_CACHE_MAX || (lease = kg_lease_new(&key->ref, &ctx->cfg)) == NULL)
-        return NULL;
-    snprintf(ctx->cache[ctx->cache_len].key_id, sizeof(ctx->cache[0].key_id), "%s", key->ref.key_id);
-    ctx->cache[ctx->cache_len++].lease = lease;
-    kg_lease_up_ref(lease);
-    return lease;
-}
-
 static void raise_release_error(kg_provctx *ctx, const kg_key *key, const kg_err *err)
 {
     KG_LOG(KG_LOG_ERROR, "key %s: %s", key->ref.key_id, err->msg);
@@ -75,60 +59,30 @@ static void raise_release_error(kg_provctx *ctx, const kg_key *key, const kg_err
         KG_PROV_RAISE(ctx, KG_R_RELEASE, "keygate: key %s: %s", key->ref.key_id, err->msg);
 }
 
-/* The synchronous release: first use, or after the lease ran out. With ctx->lock held (concurrent
- * loads of a key attest once). Returns a new reference or NULL with err. */
-static EVP_PKEY *release_now(kg_provctx *ctx, kg_key *key, kg_lease *lease, int op, kg_lease_state *st,
-                             kg_err *err)
-{
-    EVP_PKEY *priv = NULL;
-    kg_release_times t;
-
-    if ((*st = kg_lease_acquire(lease, op, &priv, err)) != KG_LEASE_EMPTY)
-        return priv; /* another thread released it meanwhile, or it is revoked */
-    if (ctx->release == NULL && (ctx->release = kg_release_ctx_new(&ctx->cfg, err)) == NULL)
-        return NULL;
-    KG_INFO("releasing key %s", key->ref.key_id);
-    if (!kg_release_key(ctx->release, &key->ref, &priv, &t, err))
-        return NULL;
-    if (!kg_lease_install(lease, priv)) {
-        EVP_PKEY_free(priv);
-        kg_err_set(err, KG_STEP_HANDOVER, "cannot start the key's lease");
-        return NULL;
-    }
-    *st = KG_LEASE_OK;
-    return priv;
-}
-
 static EVP_PKEY *key_private(kg_key *key, int op)
 {
     kg_provctx *ctx = key->provctx;
-    kg_lease *lease = __atomic_load_n(&key->lease, __ATOMIC_ACQUIRE);
+    kg_keyslot *slot = __atomic_load_n(&key->slot, __ATOMIC_ACQUIRE);
     kg_lease_state st;
     EVP_PKEY *priv = NULL;
     kg_err err;
 
     kg_err_clear(&err); /* the message below prints its request-id/trace-id fields */
-    if (lease == NULL) {
+    if (slot == NULL) {
         if (!key->has_ref) {
             KG_PROV_RAISE(ctx, KG_R_OPERATION, "keygate: this key object holds only a public key");
             return NULL;
         }
-        pthread_mutex_lock(&ctx->lock);
-        if ((lease = key->lease) == NULL && (lease = cache_lease(ctx, key)) != NULL)
-            __atomic_store_n(&key->lease, lease, __ATOMIC_RELEASE);
-        pthread_mutex_unlock(&ctx->lock);
-        if (lease == NULL) {
-            KG_PROV_RAISE(ctx, KG_R_RELEASE, "keygate: key %s: out of memory or too many keys (%d)",
-                          key->ref.key_id, KG_PROV_CACHE_MAX);
+        /* (key id, KBS, public key): a reference never gets a key released for another one */
+        if (ctx->keys_src == NULL || (slot = kg_keysource_slot(ctx->keys_src, &key->ref, &err)) == NULL) {
+            raise_release_error(ctx, key, &err);
             return NULL;
         }
+        __atomic_store_n(&key->slot, slot, __ATOMIC_RELEASE); /* racing threads find the same slot */
     }
-    /* the hot path (every signature): a shared lock and a reference count, never the network */
-    if ((st = kg_lease_acquire(lease, op, &priv, &err)) == KG_LEASE_EMPTY) {
-        pthread_mutex_lock(&ctx->lock);
-        priv = release_now(ctx, key, lease, op, &st, &err);
-        pthread_mutex_unlock(&ctx->lock);
-    }
+    /* the hot path (every signature) takes the lease's shared lock, never the network; a first
+     * use releases under this key's own lock only */
+    st = kg_keysource_private(ctx->keys_src, slot, op, &priv, NULL, &err);
     if (st == KG_LEASE_REVOKED) {
         KG_LOG(KG_LOG_ERROR, "%s", err.msg);
         KG_PROV_RAISE(ctx, KG_R_RELEASE, "%s", err.msg);

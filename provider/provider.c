@@ -33,10 +33,7 @@ static void kg_atfork_child(void)
     for (int i = 0; i < KG_MAX_INSTANCES; i++) {
         if (kg_instance_list[i] == NULL)
             continue;
-        pthread_mutex_init(&kg_instance_list[i]->lock, NULL);
-        kg_release_ctx_atfork_child(kg_instance_list[i]->release);
-        for (size_t j = 0; j < kg_instance_list[i]->cache_len; j++)
-            kg_lease_atfork_child(kg_instance_list[i]->cache[j].lease);
+        kg_keysource_atfork_child(kg_instance_list[i]->keys_src);
     }
 }
 
@@ -163,11 +160,10 @@ static void kg_prov_teardown(void *provctx)
 
     if (ctx == NULL)
         return;
-    for (size_t i = 0; i < ctx->cache_len; i++)
-        kg_lease_free(ctx->cache[i].lease); /* the last reference zeroizes (secure heap) */
-    kg_release_ctx_free(ctx->release);
+    /* stops and joins every lease refresh before anything they use goes (OSSL_PROVIDER_unload
+     * may dlclose us next); the last key reference zeroizes (secure heap) */
+    kg_keysource_free(ctx->keys_src);
     OSSL_LIB_CTX_free(ctx->corelibctx);
-    pthread_mutex_destroy(&ctx->lock);
     OPENSSL_cleanse(&ctx->cfg, sizeof(ctx->cfg));
     free(ctx);
     /* the last instance frees our private library context (leak checkers, clean unload) */
@@ -238,9 +234,9 @@ static int kg_prov_load_config(kg_provctx *ctx)
         return 0;
     }
     ctx->release_lazy = strcmp(ctx->cfg.release_mode, "lazy") == 0;
-    /* the release context reads the API key now: in nginx this is the master, as root, and the
-     * workers (nobody, cleared environment) must never need the file. No network here. */
-    if (ctx->cfg.kbs_url[0] != '\0' && (ctx->release = kg_release_ctx_new(&ctx->cfg, &err)) == NULL) {
+    /* the key source's release context reads the API key now: in nginx this is the master, as
+     * root, and the workers (nobody, cleared environment) must never need the file. No network. */
+    if ((ctx->keys_src = kg_keysource_new(&ctx->cfg, &err)) == NULL) {
         KG_PROV_RAISE(ctx, KG_R_CONFIG, "%s", err.msg);
         return 0;
     }
@@ -272,7 +268,6 @@ __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HA
     if (ctx == NULL)
         return 0;
     ctx->handle = handle;
-    pthread_mutex_init(&ctx->lock, NULL);
     pthread_once(&kg_atfork_once, kg_atfork_register);
     pthread_mutex_lock(&kg_instances_lock);
     kg_instances++;

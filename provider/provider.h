@@ -16,8 +16,7 @@
 
 #include "kg_config.h"
 #include "kg_keyref.h"
-#include "kg_lease.h"
-#include "kg_release.h"
+#include "kg_keysource.h"
 
 /* Provider-specific reason codes, reported through get_reason_strings. */
 enum {
@@ -32,23 +31,14 @@ enum {
 #define KG_KEY_TYPE_RSA 1
 #define KG_KEY_TYPE_EC 2
 
-typedef struct kg_cached_key {
-    char key_id[256];
-    kg_lease *lease; /* the released key and its lease (kg_lease.h); the cache holds one reference */
-} kg_cached_key;
-
-#define KG_PROV_CACHE_MAX 256
-
 typedef struct kg_provctx {
     const OSSL_CORE_HANDLE *handle;
     OSSL_LIB_CTX *corelibctx; /* for BIO_new_from_core_bio only */
     char config_path[512];
     kg_config cfg;
-    int release_lazy;        /* release = lazy */
-    pthread_mutex_t lock;    /* guards release, cache and kg_key.lease; re-initialised after fork */
-    kg_release_ctx *release; /* created on first release */
-    kg_cached_key cache[KG_PROV_CACHE_MAX];
-    size_t cache_len;
+    int release_lazy;       /* release = lazy */
+    kg_keysource *keys_src; /* the per-process cache of released keys, their releases and leases
+                               (release/kg_keysource.h, as in the PKCS#11 module) */
 } kg_provctx;
 
 #define KG_KEY_MAGIC 0x6b67796bU /* "kgyk" */
@@ -56,11 +46,10 @@ typedef struct kg_provctx {
 typedef struct kg_key {
     uint32_t magic;
     kg_provctx *provctx;
-    int type;        /* KG_KEY_TYPE_* */
-    int has_ref;     /* 0 for a public key imported from elsewhere (no key id) */
-    kg_keyref ref;   /* key id, KBS, and ref.pubkey: the public key (kg_libctx) */
-    kg_lease *lease; /* the per-process lease of key id (shared with the cache); one reference */
-    pthread_mutex_t lock;
+    int type;         /* KG_KEY_TYPE_* */
+    int has_ref;      /* 0 for a public key imported from elsewhere (no key id) */
+    kg_keyref ref;    /* key id, KBS, and ref.pubkey: the public key (kg_libctx) */
+    kg_keyslot *slot; /* its slot in provctx->keys_src, bound at first private use; atomic */
 } kg_key;
 
 /* The object reference the decoder hands to keymgmt load: versioned, with a magic number. */

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "kg_log.h"
+#include "kg_release.h"
 #include "provider.h"
 
 #define KG_STORE_SCHEME "keygate:"

@@ -38,6 +38,7 @@ void kg_config_http_opts(const kg_config *cfg, kg_http_opts *o)
     o->retry_max = cfg->retry_max;
     o->retry_wait_min_ms = cfg->retry_wait_min_ms;
     o->retry_wait_max_ms = cfg->retry_wait_max_ms;
+    o->cancel = cfg->cancel;
 }
 
 int kg_collect_evidence(const kg_config *cfg, const ita_nonce *nonce, const uint8_t *user_data,

@@ -52,6 +52,10 @@ typedef struct kg_config {
     int allow_debug_td;
     int log_level;
     kg_adapter_config ad; /* adapter = ..., sim_*, tdx_*, azure_* keys */
+    /* Not a key: a borrowed flag (NULL by default) that cancels this configuration's HTTP
+     * requests once non-zero (kg_http_opts.cancel). A lease points its copy at its stop flag,
+     * so that teardown never waits out a refresh's network timeouts. */
+    const int *cancel;
 } kg_config;
 
 typedef enum kg_conf_type {

@@ -37,6 +37,14 @@ struct kg_lease {
     kg_config cfg;
     kg_release_ctx *rctx; /* the refreshes' context: created at the first install, i.e. before an
                            * nginx master forks and its workers drop privileges (API key read) */
+    /* teardown (kg_lease_stop): stopping is also cfg.cancel, which aborts the refresh's HTTP
+     * requests; stop_cv wakes its sleeps. The refresh thread is joinable: a module or provider
+     * is unloaded only after its threads have left its code. */
+    int stopping; /* atomic */
+    pthread_mutex_t stop_mu;
+    pthread_cond_t stop_cv;
+    pthread_t thread;
+    int thread_joinable; /* under lock: thread is ours to join */
 };
 
 static long long now_ms(void)
@@ -45,6 +53,41 @@ static long long now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void stop_sync_init(kg_lease *lease)
+{
+    pthread_condattr_t attr;
+
+    pthread_mutex_init(&lease->stop_mu, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&lease->stop_cv, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+static int stopping(const kg_lease *lease)
+{
+    return __atomic_load_n(&lease->stopping, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Sleeps ms, or less when the lease is being stopped. Returns 0 when it is. */
+static int lease_sleep(kg_lease *lease, long long ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)(ms / 1000);
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&lease->stop_mu);
+    while (!stopping(lease) && pthread_cond_timedwait(&lease->stop_cv, &lease->stop_mu, &until) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&lease->stop_mu);
+    return !stopping(lease);
 }
 
 static long lease_s(const kg_config *cfg)
@@ -60,7 +103,9 @@ kg_lease *kg_lease_new(const kg_keyref *ref, const kg_config *cfg)
         return NULL;
     lease->refs = 1;
     pthread_rwlock_init(&lease->lock, NULL);
+    stop_sync_init(lease);
     lease->cfg = *cfg;
+    lease->cfg.cancel = &lease->stopping;
     memcpy(lease->ref.key_id, ref->key_id, sizeof(ref->key_id));
     memcpy(lease->ref.kbs_url, ref->kbs_url, sizeof(ref->kbs_url));
     memcpy(lease->ref.kbs_type, ref->kbs_type, sizeof(ref->kbs_type));
@@ -84,11 +129,43 @@ void kg_lease_free(kg_lease *lease)
 {
     if (lease == NULL || __atomic_sub_fetch(&lease->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
+    /* the last reference: a finished refresh thread not yet joined (or this very thread, when a
+     * front end dropped its references without kg_lease_stop) */
+    if (lease->thread_joinable) {
+        if (pthread_equal(lease->thread, pthread_self()))
+            pthread_detach(lease->thread);
+        else
+            pthread_join(lease->thread, NULL);
+    }
     EVP_PKEY_free(lease->key); /* the private parts sit in the secure heap: zeroized */
     kg_release_ctx_free(lease->rctx);
     kg_keyref_clear(&lease->ref);
     pthread_rwlock_destroy(&lease->lock);
+    pthread_cond_destroy(&lease->stop_cv);
+    pthread_mutex_destroy(&lease->stop_mu);
     free(lease);
+}
+
+void kg_lease_stop(kg_lease *lease)
+{
+    pthread_t thread;
+    int join = 0;
+
+    if (lease == NULL)
+        return;
+    pthread_mutex_lock(&lease->stop_mu);
+    __atomic_store_n(&lease->stopping, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&lease->stop_cv);
+    pthread_mutex_unlock(&lease->stop_mu);
+    pthread_rwlock_wrlock(&lease->lock);
+    if (lease->thread_joinable && !pthread_equal(lease->thread, pthread_self())) {
+        thread = lease->thread;
+        lease->thread_joinable = 0;
+        join = 1;
+    }
+    pthread_rwlock_unlock(&lease->lock);
+    if (join)
+        pthread_join(thread, NULL);
 }
 
 unsigned long kg_lease_refreshes(const kg_lease *lease)
@@ -191,14 +268,6 @@ typedef struct refresh_job {
     unsigned long generation;
 } refresh_job;
 
-static void sleep_ms(long long ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 /* One refresh attempt: a new attestation and a transfer of the same key id. Uses the lease's own
  * context (one refresh per lease at a time): API key and verifier caches, never a reused token. */
 static int refresh_once(kg_lease *lease, EVP_PKEY **key, kg_err *err)
@@ -278,7 +347,7 @@ static void *refresh_main(void *arg)
         KG_LOG(KG_LOG_INFO, "lease: key %s refresh (attempt %d)", lease->ref.key_id, attempt);
         if (refresh_once(lease, &key, &err)) {
             pthread_rwlock_wrlock(&lease->lock);
-            if (!job_current(job) || lease->revoked) {
+            if (!job_current(job) || lease->revoked || stopping(lease)) {
                 pthread_rwlock_unlock(&lease->lock);
                 EVP_PKEY_free(key);
                 break;
@@ -292,6 +361,10 @@ static void *refresh_main(void *arg)
                    kg_lease_refreshes(lease), now_ms() - t0, lease_s(&lease->cfg));
             break;
         }
+        if (stopping(lease)) { /* torn down: a cancelled request says nothing about the key */
+            KG_DEBUG("lease: key %s refresh stopped (teardown)", lease->ref.key_id);
+            break;
+        }
         if (kg_lease_err_is_revocation(&err)) {
             revoke(lease, job, &err);
             break;
@@ -300,14 +373,15 @@ static void *refresh_main(void *arg)
         KG_LOG(KG_LOG_WARN, "lease: key %s refresh failed (transient, HTTP %ld, request-id %s): %s",
                lease->ref.key_id, err.http_status, err.request_id[0] ? err.request_id : "-", err.msg);
         if (now_ms() + wait >= end) {
-            if (now_ms() < end)
-                sleep_ms(end - now_ms());
+            if (now_ms() < end && !lease_sleep(lease, end - now_ms()))
+                break;
             if (job_current(job) && wipe_if_ended(lease))
                 KG_LOG(KG_LOG_ERROR, "lease: key %s: the lease ended without a successful refresh",
                        lease->ref.key_id);
             break; /* (if an operation released the key anew meanwhile, its lease refreshes anew) */
         }
-        sleep_ms(wait);
+        if (!lease_sleep(lease, wait))
+            break;
         wait = wait * 2 < lease->cfg.retry_wait_max_ms ? wait * 2 : lease->cfg.retry_wait_max_ms;
         if (wait <= 0)
             wait = 200;
@@ -326,12 +400,12 @@ static void *refresh_main(void *arg)
 static void start_refresh(kg_lease *lease)
 {
     refresh_job *job;
-    pthread_attr_t attr;
-    pthread_t tid;
-    int rc;
+    pthread_t prev;
+    int rc, join_prev = 0;
 
     pthread_rwlock_wrlock(&lease->lock);
-    if (lease->refreshing || lease->revoked || lease->key == NULL || now_ms() < lease->refresh_ms) {
+    if (lease->refreshing || lease->revoked || lease->key == NULL || now_ms() < lease->refresh_ms ||
+        stopping(lease)) {
         pthread_rwlock_unlock(&lease->lock);
         return;
     }
@@ -339,21 +413,28 @@ static void start_refresh(kg_lease *lease)
         pthread_rwlock_unlock(&lease->lock);
         return;
     }
+    /* the previous refresh has ended (refreshing is 0): join it outside the lock */
+    if (lease->thread_joinable) {
+        prev = lease->thread;
+        lease->thread_joinable = 0;
+        join_prev = 1;
+    }
     lease->refreshing = 1;
     job->lease = lease;
     job->generation = lease->generation;
     kg_lease_up_ref(lease);
+    /* under the lock, so that kg_lease_stop sees the new thread or none */
+    rc = pthread_create(&lease->thread, NULL, refresh_main, job);
+    if (rc == 0)
+        lease->thread_joinable = 1;
+    else
+        lease->refreshing = 0;
     pthread_rwlock_unlock(&lease->lock);
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    rc = pthread_create(&tid, &attr, refresh_main, job);
-    pthread_attr_destroy(&attr);
+    if (join_prev)
+        pthread_join(prev, NULL);
     if (rc != 0) {
         KG_LOG(KG_LOG_WARN, "lease: key %s: cannot start the refresh thread (%s); next operation retries",
                lease->ref.key_id, strerror(rc));
-        pthread_rwlock_wrlock(&lease->lock);
-        lease->refreshing = 0;
-        pthread_rwlock_unlock(&lease->lock);
         kg_lease_free(lease);
         free(job);
     }
@@ -414,6 +495,8 @@ void kg_lease_atfork_child(kg_lease *lease)
     if (lease == NULL)
         return;
     pthread_rwlock_init(&lease->lock, NULL);
+    stop_sync_init(lease);
+    lease->thread_joinable = 0; /* the parent's thread: not ours to join */
     kg_release_ctx_atfork_child(lease->rctx);
     lease->generation++;
     if (lease->refreshing) /* the parent's refresh thread (and its reference) is not in this process */

@@ -3,7 +3,7 @@
  *
  * A lease holds the released EVP_PKEY (one reference) and when it ends (key_lease_s, at most
  * key_lease_max_s). When a private operation finds the lease within refresh_before_s of its end,
- * it starts one detached refresh thread (lazily, in the process that needs it: no thread exists
+ * it starts one refresh thread (lazily, in the process that needs it: no thread exists
  * before fork): a new attestation with a fresh kg_release_ctx and a transfer of the same key id;
  * operations keep using the current key meanwhile. Transient failures (network, 5xx, 429) are
  * retried with backoff until the lease ends; a KBS denial (4xx at transfer), a token that fails
@@ -40,6 +40,13 @@ void kg_lease_free(kg_lease *lease); /* drops one reference; the last one wipes 
 /* The current key (new reference in *key) or why there is none. May start the background
  * refresh (start_refresh = 1, private operations) but never waits on the network. */
 kg_lease_state kg_lease_acquire(kg_lease *lease, int start_refresh, EVP_PKEY **key, kg_err *err);
+
+/* Stops the lease for teardown: aborts a refresh in flight (its HTTP requests are cancelled, its
+ * sleeps cut short), waits for its thread to end, and starts no refresh afterwards. The key stays
+ * until the last reference goes. Call it before the code or the state the refresh uses goes away
+ * (C_Finalize, provider teardown, dlclose). Returns promptly (not after network timeouts).
+ * Accepts NULL; idempotent. */
+void kg_lease_stop(kg_lease *lease);
 
 /* Installs a key the caller released (takes one new reference) and starts a new lease. */
 int kg_lease_install(kg_lease *lease, EVP_PKEY *key);

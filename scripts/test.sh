@@ -21,7 +21,9 @@ ctest --test-dir build --output-on-failure -j "$jobs"
 echo "== integration tests (pytest)"
 # Most tests wait on servers, timeouts and retries rather than on the CPU, so three workers
 # (one file each, keeping each file's stack fixtures to one process) halve the wall time.
-KEYGATE_BUILD_DIR="$root/build" /usr/bin/python3 -m pytest -p no:cacheprovider -q -n 3 --dist loadfile "$root/tests"
+# (the teardown test runs 6 rounds here; its 20 rounds run under ASan below)
+KEYGATE_BUILD_DIR="$root/build" KEYGATE_TEARDOWN_ROUNDS=6 \
+  /usr/bin/python3 -m pytest -p no:cacheprovider -q -n 3 --dist loadfile "$root/tests"
 
 echo "== C unit tests under ASan+UBSan"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DKEYGATE_SANITIZE=address,undefined >/dev/null
@@ -44,6 +46,11 @@ KEYGATE_BUILD_DIR="$root/build-asan" KEYGATE_ASAN_PRELOAD="$(gcc -print-file-nam
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   /usr/bin/python3 -m pytest -p no:cacheprovider -q "$root/tests/integration/test_pkcs11.py" \
   -k "raw_api or fork_child or threads_share or release_at_login or honest"
+
+echo "== unloading the ASan+UBSan module and provider while lease refreshes run (20 rounds each)"
+KEYGATE_BUILD_DIR="$root/build-asan" KEYGATE_ASAN_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  /usr/bin/python3 -m pytest -p no:cacheprovider -q "$root/tests/integration/test_teardown.py"
 
 echo "== fuzz harnesses (clang, ASan+UBSan): corpus replay + 3 s each"
 FUZZ_SECONDS=3 "$root/tests/fuzz/replay.sh" "$root/build-fuzz"

@@ -5,7 +5,10 @@
  *   p11_check MODULE attrs          C_GetAttributeValue semantics, stable handles
  *   p11_check MODULE fork LABEL     sign in the parent, then in a forked child after C_Initialize
  *   p11_check MODULE threads LABEL N  N threads sign concurrently (C_Initialize(NULL))
- *   p11_check MODULE login LABEL    pkcs11_release = login: hidden before C_Login, usable after
+ *   p11_check MODULE login LABEL    pkcs11_release = login: hidden before C_Login, usable after,
+ *                                   refused again after C_Logout
+ *   p11_check MODULE overlap LABEL1 LABEL2 MS  first uses of two keys, the second MS later, in
+ *                                   two threads: prints when each signature was done
  *   p11_check MODULE signinit LABEL prints the C_SignInit return value as "rv=0x..."
  *   p11_check MODULE multipart LABEL  C_SignUpdate/Final and C_VerifyUpdate/Final against the
  *                                   one-shot calls, for a hash and the raw mechanism of the key
@@ -248,6 +251,51 @@ static int mode_threads(const char *label, int n)
     return 0;
 }
 
+/* Overlapping first uses of two keys: LABEL1 at once, LABEL2 DELAY_MS later, each in its own
+ * thread and session. Prints "first_ms=... second_ms=..." (each sign's end, from the start). */
+typedef struct overlap_arg {
+    const char *label;
+    long delay_ms;
+    double t0, end_ms;
+} overlap_arg;
+
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void *overlap_main(void *p)
+{
+    overlap_arg *a = p;
+    struct timespec d = {a->delay_ms / 1000, (a->delay_ms % 1000) * 1000000L};
+    CK_SESSION_HANDLE s = open_session();
+    CK_OBJECT_HANDLE key;
+    CK_RV rv;
+
+    CHECK(find(s, CKO_PRIVATE_KEY, a->label, &key, 1) == 1, "key %s not found", a->label);
+    nanosleep(&d, NULL);
+    CHECK((rv = sign_once(s, key)) == CKR_OK, "sign with %s rv=0x%lx", a->label, rv);
+    a->end_ms = mono_ms() - a->t0;
+    CHECK(f->C_CloseSession(s) == CKR_OK, "close");
+    return NULL;
+}
+
+static int mode_overlap(const char *label1, const char *label2, long delay_ms)
+{
+    double t0 = mono_ms();
+    overlap_arg a[2] = {{label1, 0, t0, 0}, {label2, delay_ms, t0, 0}};
+    pthread_t t[2];
+
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_create(&t[i], NULL, overlap_main, &a[i]) == 0, "pthread_create");
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    printf("first_ms=%.0f second_ms=%.0f\n", a[0].end_ms, a[1].end_ms);
+    return 0;
+}
+
 static int mode_login(const char *label)
 {
     CK_SESSION_HANDLE s = open_session();
@@ -268,6 +316,12 @@ static int mode_login(const char *label)
     CHECK(find(s, CKO_PRIVATE_KEY, label, &key, 1) == 1, "private key not visible after login");
     CHECK((rv = sign_once(s, key)) == CKR_OK, "sign after login rv=0x%lx", rv);
     CHECK(f->C_Logout(s) == CKR_OK, "logout");
+    /* logging out ends the right to use the key, not only the right to release it: the key is
+     * released and held, and still refused */
+    CHECK((rv = sign_once(s, key)) == CKR_USER_NOT_LOGGED_IN, "sign after logout rv=0x%lx", rv);
+    CHECK((rv = f->C_Login(s, CKU_USER, NULL, 0)) == CKR_OK, "second C_Login rv=0x%lx", rv);
+    CHECK((rv = sign_once(s, key)) == CKR_OK, "sign after the second login rv=0x%lx", rv);
+    CHECK(f->C_Logout(s) == CKR_OK, "second logout");
     return 0;
 }
 
@@ -408,8 +462,9 @@ int main(int argc, char **argv)
     int rc = 1;
 
     if (argc < 3) {
-        fprintf(stderr,
-                "usage: p11_check MODULE attrs|fork|threads|login|signinit|multipart|loop [LABEL [N]]\n");
+        fprintf(
+            stderr,
+            "usage: p11_check MODULE attrs|fork|threads|login|overlap|signinit|multipart|loop [LABEL [N]]\n");
         return 2;
     }
     CHECK((lib = dlopen(argv[1], RTLD_NOW)) != NULL, "dlopen: %s", dlerror());
@@ -423,6 +478,8 @@ int main(int argc, char **argv)
         rc = mode_fork(argv[3]);
     else if (!strcmp(argv[2], "threads") && argc > 4)
         rc = mode_threads(argv[3], atoi(argv[4]));
+    else if (!strcmp(argv[2], "overlap") && argc > 5)
+        rc = mode_overlap(argv[3], argv[4], atol(argv[5]));
     else if (!strcmp(argv[2], "login") && argc > 3)
         rc = mode_login(argv[3]);
     else if (!strcmp(argv[2], "signinit") && argc > 3)
