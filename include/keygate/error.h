@@ -4,6 +4,11 @@
 #ifndef KEYGATE_ERROR_H
 #define KEYGATE_ERROR_H
 
+/* Marks the functions libkeygate exports (everything else is built hidden). */
+#ifndef KEYGATE_API
+#define KEYGATE_API __attribute__((visibility("default")))
+#endif
+
 /* The failed step; the values are the keygate command's exit codes: 10 config, 11 wrapping key,
  * 12 nonce, 13 evidence, 14 token, 15 verify, 16 transfer, 17 unwrap, 18 handover, 19 internal. */
 typedef struct keygate_error {

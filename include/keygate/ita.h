@@ -137,37 +137,37 @@ typedef struct keygate_ita keygate_ita;
 
 /* Creates a client. Reads the API key and trust anchor files named in cfg (no network).
  * Returns NULL with *err on failure. Free with keygate_ita_free. */
-keygate_ita *keygate_ita_new(const keygate_ita_config *cfg, keygate_error *err);
+KEYGATE_API keygate_ita *keygate_ita_new(const keygate_ita_config *cfg, keygate_error *err);
 
 /* Creates a client from a keygate.conf (its adapter is then used by keygate_ita_attest). */
-keygate_ita *keygate_ita_new_from_conf(const char *keygate_conf_path, keygate_error *err);
+KEYGATE_API keygate_ita *keygate_ita_new_from_conf(const char *keygate_conf_path, keygate_error *err);
 
-void keygate_ita_free(keygate_ita *ita);
+KEYGATE_API void keygate_ita_free(keygate_ita *ita);
 
-int keygate_ita_get_nonce(keygate_ita *ita, keygate_ita_nonce *nonce, keygate_ita_meta *meta,
+KEYGATE_API int keygate_ita_get_nonce(keygate_ita *ita, keygate_ita_nonce *nonce, keygate_ita_meta *meta,
                           keygate_error *err);
-void keygate_ita_nonce_clear(keygate_ita_nonce *nonce);
+KEYGATE_API void keygate_ita_nonce_clear(keygate_ita_nonce *nonce);
 
 /* *token: malloc'ed compact JWS, caller frees (free()). nonce and args may be NULL. */
-int keygate_ita_get_token(keygate_ita *ita, const keygate_ita_evidence *evidence,
+KEYGATE_API int keygate_ita_get_token(keygate_ita *ita, const keygate_ita_evidence *evidence,
                           const keygate_ita_nonce *nonce, const keygate_ita_token_args *args, char **token,
                           keygate_ita_meta *meta, keygate_error *err);
 
 /* Nonce, evidence binding it and user_data from the configured adapter, token, verification
  * (nonce echo, binding of user_data, and the conf's local policy). *token: caller frees;
  * claims may be NULL, else filled (caller clears). Needs keygate_ita_new_from_conf. */
-int keygate_ita_attest(keygate_ita *ita, const uint8_t *user_data, size_t user_data_len, char **token,
+KEYGATE_API int keygate_ita_attest(keygate_ita *ita, const uint8_t *user_data, size_t user_data_len, char **token,
                        keygate_ita_claims *claims, keygate_ita_meta *meta, keygate_error *err);
 
 /* *jwks_json: malloc'ed JSON text of {base}/certs, caller frees. */
-int keygate_ita_get_token_signing_certificates(keygate_ita *ita, char **jwks_json, keygate_ita_meta *meta,
+KEYGATE_API int keygate_ita_get_token_signing_certificates(keygate_ita *ita, char **jwks_json, keygate_ita_meta *meta,
                                                keygate_error *err);
 
 /* Verifies token and fills *claims (caller clears). expect may be NULL (signature, chain,
  * CRLs, time, iss/ver, internal REPORTDATA consistency and the debug bit only). */
-int keygate_ita_verify_token(keygate_ita *ita, const char *token, const keygate_ita_expect *expect,
+KEYGATE_API int keygate_ita_verify_token(keygate_ita *ita, const char *token, const keygate_ita_expect *expect,
                              keygate_ita_claims *claims, keygate_error *err);
-void keygate_ita_claims_clear(keygate_ita_claims *claims);
+KEYGATE_API void keygate_ita_claims_clear(keygate_ita_claims *claims);
 
 #ifdef __cplusplus
 }

@@ -68,6 +68,21 @@ def test_modules_export_only_their_entry_points(build_dir):
     assert exported(build_dir / "pkcs11" / "libkeygate-pkcs11.so") == ["C_GetFunctionList"]
 
 
+def test_libkeygate_exports_exactly_its_public_api(build_dir):
+    """libkeygate.so exports the checked-in list (release/libkeygate.symbols), each symbol under
+    the KEYGATE_0 version, and every one of them is declared in include/keygate/*.h. A new export
+    must be added to the list on purpose."""
+    lib = build_dir / "release" / "libkeygate.so"
+    names = exported(lib)
+    want = (REPO / "release" / "libkeygate.symbols").read_text().split()
+    assert sorted(n.split("@")[0] for n in names if n != "KEYGATE_0") == sorted(want)
+    assert all(n == "KEYGATE_0" or n.endswith("@@KEYGATE_0") for n in names), names
+    headers = "".join(p.read_text() for p in (REPO / "include" / "keygate").glob("*.h*"))
+    for name in want:
+        assert name.startswith(("keygate_", "kg_")), name
+        assert f"{name}(" in headers, f"{name} is exported but not declared in include/keygate"
+
+
 def test_pkcs11_module_answers_c_getinfo(build_dir):
     r = run(["pkcs11-tool", "--module", str(build_dir / "pkcs11" / "libkeygate-pkcs11.so"), "-I"])
     # one slot with the keygate token, present even when keygate.conf lists no key
