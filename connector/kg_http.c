@@ -1,6 +1,8 @@
 #include "kg_http.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -167,14 +169,27 @@ int kg_http_url_is_loopback(const char *url)
 {
     CURLU *u = curl_url();
     char *host = NULL;
+    struct in_addr a4;
+    struct in6_addr a6;
+    size_t n;
     int loop = 0;
 
     if (u == NULL)
         return 0;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
-        loop =
-            strncmp(host, "127.", 4) == 0 || strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0;
+    /* the host as libcurl will connect to it (it rewrites numeric forms such as 0x7f.1 to
+     * 127.0.0.1); only IP literals count: a name, even localhost, is whatever a resolver says */
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+        goto end;
+    n = strlen(host);
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+        loop = (ntohl(a4.s_addr) >> 24) == 127;
+    } else if (n > 2 && host[0] == '[' && host[n - 1] == ']') {
+        host[n - 1] = '\0';
+        /* ::1 only: not IPv4-mapped ::ffff:127.x, which the issue leaves out and nobody needs */
+        loop = inet_pton(AF_INET6, host + 1, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+    }
+end:
     curl_free(host);
     curl_url_cleanup(u);
     return loop;
@@ -202,8 +217,8 @@ static int check_url(const kg_http *h, kg_step step, const char *url, kg_err *er
         ok = 1;
     else
         kg_err_set(err, step,
-                   "refusing %s: only https:// (plain http only to loopback with "
-                   "allow_http_loopback = yes)",
+                   "refusing %s: only https:// (plain http only to a loopback IP literal, 127.0.0.0/8 "
+                   "or [::1], with allow_http_loopback = yes)",
                    url);
 err:
     curl_free(scheme);

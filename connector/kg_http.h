@@ -2,7 +2,7 @@
  * kg_http: the one HTTP client (libcurl) of keygate.
  *
  * - HTTPS with peer and host verification always on (tls_ca_file or the system store);
- *   plain http:// only to loopback hosts and only when allow_http_loopback is set.
+ *   plain http:// only to loopback IP literals and only when allow_http_loopback is set.
  * - Connect and total timeouts; retries on transport errors, 429 and 500/502/503/504 with
  *   exponential backoff and full jitter in [wait_min, wait_max], honouring Retry-After.
  * - Response bodies are capped (max_body); status, request-id and trace-id are returned.
@@ -69,7 +69,8 @@ void kg_http_response_clear(kg_http_response *resp);
 int kg_http_status_error(kg_err *err, kg_step step, const char *what, const char *url,
                          const kg_http_response *resp);
 
-/* 1 if the URL's host is 127.0.0.0/8, localhost or [::1]. */
+/* 1 if the URL's host (as libcurl parses it) is an IP literal in 127.0.0.0/8 or [::1]; never a
+ * name (localhost, 127.x.example), never IPv4-mapped [::ffff:127.0.0.1]. */
 int kg_http_url_is_loopback(const char *url);
 
 #endif

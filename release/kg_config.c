@@ -59,7 +59,8 @@ const kg_conf_key kg_config_keys[] = {
     {"tls_ca_file", KG_CONF_T_PATH, "", "", "PEM CA bundle for ITA/KBS TLS; empty = system store",
      F(tls_ca_file)},
     {"allow_http_loopback", KG_CONF_T_BOOL, "no", "",
-     "allow plain http:// to 127.0.0.1/localhost/[::1] only (tests); never other hosts",
+     "allow plain http:// to loopback IP literals only (127.0.0.0/8, [::1]; not localhost) for tests; never "
+     "other hosts",
      F(allow_http_loopback)},
     {"kbs_url", KG_CONF_T_URL, "", "", "Key Broker Service URL", F(kbs_url)},
     {"kbs_type", KG_CONF_T_ENUM, "intel", "intel|trustee", "KBS protocol", F(kbs_type)},
