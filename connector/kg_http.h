@@ -20,6 +20,8 @@
 
 #include "kg_err.h"
 
+struct curl_slist;
+
 typedef struct kg_http_opts {
     const char *ca_file; /* NULL/"" = system store */
     int allow_http_loopback;
@@ -45,6 +47,20 @@ typedef struct kg_http_response {
     char date[64];             /* Date header as sent (keygate doctor's clock check) */
     int attempts;
 } kg_http_response;
+
+/* For a process of its own (the keygate CLI), before anything uses libcurl: libcurl's allocations
+ * are wiped when freed (its request buffers hold the x-api-key header). Not for a library in a
+ * host process: the host may outlive us (dlclose) and libcurl would call freed code. Returns 1,
+ * or 0 when libcurl was already initialised (then nothing changes). */
+int kg_http_wipe_curl_frees(void);
+
+/* The header list kg_http_request hands to libcurl: headers (NULL-terminated, may be NULL),
+ * "Expect:" and, for a body without Content-Type, "Content-Type:". NULL when out of memory.
+ * Free with kg_http_header_list_free, which wipes every string first (kg_http_header_list_wipe;
+ * the API key is one of them). */
+struct curl_slist *kg_http_header_list(const char *const *headers, int has_body);
+void kg_http_header_list_wipe(struct curl_slist *hl);
+void kg_http_header_list_free(struct curl_slist *hl);
 
 /* libcurl's process-wide initialisation (once; kg_http_new does it too), undoing the ENGINE
  * registrations its OpenSSL init makes (kg_libctx_engine_unregister_all). */

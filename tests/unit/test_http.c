@@ -12,6 +12,8 @@
 
 #include "kg_http.h"
 
+#define SECRET_HEADER "x-api-key: 0123456789abcdefghijklmnopqrstuvwxyz"
+
 /* Host names that merely start with "127." or name loopback through a resolver: never loopback. */
 static void loopback_refuses_names(void **state)
 {
@@ -125,9 +127,62 @@ static void request_to_loopback_name_is_refused(void **state)
     close(s);
 }
 
+/* The CLI's switch: libcurl wipes what it frees, set only before libcurl's initialisation. The
+ * tests after this one run with it (the request test exercises the allocator under ASan). */
+static void curl_wipe_frees_only_before_init(void **state)
+{
+    (void)state;
+    assert_int_equal(kg_http_wipe_curl_frees(), 1);
+    assert_int_equal(kg_http_wipe_curl_frees(), 0); /* already initialised: no change */
+}
+
+/* The header list kg_http_request gives libcurl holds copies of our headers (the API key):
+ * kg_http_header_list_wipe, which kg_http_header_list_free runs, zeroes every string. */
+static void header_list_is_wiped(void **state)
+{
+    const char *const headers[] = {SECRET_HEADER, "Accept: application/json", NULL};
+    static const char *const expect[] = {SECRET_HEADER, "Accept: application/json",
+                                         "Expect:", "Content-Type:"};
+    size_t lens[4], n = 0;
+    struct curl_slist *hl = kg_http_header_list(headers, 1), *p;
+
+    (void)state;
+    assert_non_null(hl);
+    for (p = hl; p != NULL; p = p->next, n++) {
+        assert_true(n < 4);
+        assert_string_equal(p->data, expect[n]);
+        lens[n] = strlen(p->data);
+    }
+    assert_int_equal(n, 4);
+    kg_http_header_list_wipe(hl);
+    for (p = hl, n = 0; p != NULL; p = p->next, n++)
+        for (size_t i = 0; i < lens[n]; i++)
+            if (p->data[i] != 0)
+                fail_msg("header %zu byte %zu not wiped", n, i);
+    kg_http_header_list_free(hl);
+
+    /* a caller's Content-Type is kept, none is added; no body: none either */
+    {
+        const char *const ct[] = {"Content-Type: application/json", NULL};
+        hl = kg_http_header_list(ct, 1);
+        assert_non_null(hl);
+        assert_string_equal(hl->data, "Content-Type: application/json");
+        assert_string_equal(hl->next->data, "Expect:");
+        assert_null(hl->next->next);
+        kg_http_header_list_free(hl);
+        hl = kg_http_header_list(NULL, 0);
+        assert_non_null(hl);
+        assert_string_equal(hl->data, "Expect:");
+        assert_null(hl->next);
+        kg_http_header_list_free(hl);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(curl_wipe_frees_only_before_init),
+        cmocka_unit_test(header_list_is_wiped),
         cmocka_unit_test(loopback_refuses_names),
         cmocka_unit_test(loopback_accepts_literals),
         cmocka_unit_test(loopback_numeric_forms_follow_libcurl),
