@@ -378,8 +378,13 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
         curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-        if (h->ca_file[0] != '\0')
+        if (h->ca_file[0] != '\0') {
+            /* the file is the only trust: Debian's libcurl also has a built-in CAPATH
+             * (/etc/ssl/certs) that would keep every system CA trusted */
             curl_easy_setopt(c, CURLOPT_CAINFO, h->ca_file);
+            curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
+            curl_easy_setopt(c, CURLOPT_SSL_OPTIONS, 0L); /* no CURLSSLOPT_NATIVE_CA */
+        }
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->opts.timeout_ms);
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->opts.timeout_ms);
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body);

@@ -1,7 +1,8 @@
 /*
  * kg_http: the one HTTP client (libcurl) of keygate.
  *
- * - HTTPS with peer and host verification always on (tls_ca_file or the system store);
+ * - HTTPS with peer and host verification always on (a CA file as the only trust, or the
+ *   system store);
  *   plain http:// only to loopback IP literals and only when allow_http_loopback is set.
  * - Connect and total timeouts; retries on transport errors, 429 and 500/502/503/504 with
  *   exponential backoff and full jitter in [wait_min, wait_max], honouring Retry-After.
@@ -23,7 +24,7 @@
 struct curl_slist;
 
 typedef struct kg_http_opts {
-    const char *ca_file; /* NULL/"" = system store */
+    const char *ca_file; /* the only trust (no CAPATH, no native store); NULL/"" = system store */
     int allow_http_loopback;
     const char *allow_http_host; /* plain http also allowed to exactly this host (Azure IMDS
                                     169.254.169.254, which only speaks http); NULL = none */
