@@ -377,7 +377,7 @@ int kg_cmd_evidence(int argc, char **argv, const kg_cli_common *common_in)
     if (!args.no_nonce) {
         int key_failed;
         ita_client_opts copts = {cfg.ita_api_url, cfg.ita_base_url, cfg.ita_api_key_file, {0}, NULL};
-        kg_config_http_opts(&cfg, &copts.http);
+        kg_config_http_opts(&cfg, KG_SVC_ITA, &copts.http);
         copts.api_key = kg_cli_api_key(&common, &key_failed, &err);
         if (key_failed || (ita = ita_client_new(&copts, &err)) == NULL || !ita_get_nonce(ita, &nonce, &err))
             goto fail;

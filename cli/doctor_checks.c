@@ -43,12 +43,22 @@ static const char *cause(const kg_err *err)
 }
 
 /* One attempt, short timeouts: doctor reports, it does not wait out an outage. */
-static void http_opts(const kg_config *cfg, kg_http_opts *o)
+static void http_opts(const kg_config *cfg, kg_service svc, kg_http_opts *o)
 {
-    kg_config_http_opts(cfg, o);
+    kg_config_http_opts(cfg, svc, o);
     o->retry_max = 1;
     if (o->timeout_ms <= 0 || o->timeout_ms > DOCTOR_HTTP_TIMEOUT_MS)
         o->timeout_ms = DOCTOR_HTTP_TIMEOUT_MS;
+}
+
+/* The TLS trust of a service, for the detail line: "CA file <path>" or "system store". */
+static const char *trust_of(const kg_config *cfg, kg_service svc, char *buf, size_t len)
+{
+    const char *ca = kg_config_ca_file(cfg, svc);
+    if (ca[0] == '\0')
+        return "system store";
+    snprintf(buf, len, "CA file %s", ca);
+    return buf;
 }
 
 /* The fix for a failed HTTP exchange (transport or TLS), from curl's message in err. */
@@ -58,10 +68,10 @@ static const char *transport_fix(const kg_err *err, const char *url_key)
 
     if (strstr(err->msg, "SSL") != NULL || strstr(err->msg, "certificate") != NULL)
         snprintf(fix, sizeof(fix),
-                 "TLS verification failed: set tls_ca_file to the CA bundle that signs the server's "
-                 "certificate (empty = the system store), and check that %s names the host in that "
-                 "certificate",
-                 url_key);
+                 "TLS verification failed: set tls_ca_file (or %s for this service alone) to the CA "
+                 "bundle that signs the server's certificate (empty = the system store), and check that "
+                 "%s names the host in that certificate",
+                 strncmp(url_key, "kbs", 3) == 0 ? "kbs_tls_ca_file" : "ita_tls_ca_file", url_key);
     else if (strstr(err->msg, "resolve") != NULL)
         snprintf(fix, sizeof(fix), "check the host name in %s and DNS (or the proxy variables)", url_key);
     else
@@ -134,6 +144,7 @@ doctor_status doctor_check_platform(doctor_ctx *d, doctor_result *r)
 
 doctor_status doctor_check_ita(doctor_ctx *d, doctor_result *r)
 {
+    char trust[KG_CONF_STR + 16];
     ita_client_opts copts;
     ita_client *ita = NULL;
     ita_nonce nonce;
@@ -150,7 +161,7 @@ doctor_status doctor_check_ita(doctor_ctx *d, doctor_result *r)
     copts.base_url = d->cfg.ita_base_url;
     copts.api_key_file = d->cfg.ita_api_key_file;
     copts.api_key = d->api_key;
-    http_opts(&d->cfg, &copts.http);
+    http_opts(&d->cfg, KG_SVC_ITA, &copts.http);
     if ((ita = ita_client_new(&copts, &err)) == NULL) {
         st = doctor_set(r, DOCTOR_FAIL,
                         "put the ITA API key (one line) in ita_api_key_file, owned by root, chmod 600; or "
@@ -174,8 +185,9 @@ doctor_status doctor_check_ita(doctor_ctx *d, doctor_result *r)
         goto end;
     }
     meta = ita_client_last_meta(ita);
-    st = doctor_set(r, DOCTOR_OK, NULL, "nonce from %s: HTTP %ld, TLS verified, API key accepted%s%s",
-                    d->cfg.ita_api_url, meta->status, meta->trace_id[0] ? " (trace-id " : "", meta->trace_id);
+    st = doctor_set(r, DOCTOR_OK, NULL, "nonce from %s: HTTP %ld, TLS verified (%s), API key accepted%s%s",
+                    d->cfg.ita_api_url, meta->status, trust_of(&d->cfg, KG_SVC_ITA, trust, sizeof(trust)),
+                    meta->trace_id[0] ? " (trace-id " : "", meta->trace_id);
     if (meta->trace_id[0])
         strncat(r->detail, ")", sizeof(r->detail) - strlen(r->detail) - 1);
 end:
@@ -188,6 +200,7 @@ end:
  * the Date header for the clock check. No API key is sent there. */
 doctor_status doctor_check_jwks(doctor_ctx *d, doctor_result *r)
 {
+    char trust[KG_CONF_STR + 16];
     kg_http_opts o;
     kg_http_response resp;
     kg_http *h = NULL;
@@ -200,7 +213,7 @@ doctor_status doctor_check_jwks(doctor_ctx *d, doctor_result *r)
         return doctor_set(r, DOCTOR_SKIP, NULL, "no usable configuration");
     memset(&resp, 0, sizeof(resp));
     kg_err_clear(&err);
-    http_opts(&d->cfg, &o);
+    http_opts(&d->cfg, KG_SVC_ITA, &o);
     snprintf(url, sizeof(url), "%s/certs", d->cfg.ita_base_url);
     if ((h = kg_http_new(&o, &err)) == NULL ||
         !kg_http_request(h, KG_STEP_VERIFY, "GET", url, NULL, NULL, 0, ITA_JWKS_MAX_LEN, &resp, &err)) {
@@ -231,8 +244,9 @@ doctor_status doctor_check_jwks(doctor_ctx *d, doctor_result *r)
     d->jwks_len = resp.body_len;
     doc = cJSON_Parse(d->jwks);
     keys = cJSON_GetObjectItemCaseSensitive(doc, "keys");
-    st = doctor_set(r, DOCTOR_OK, NULL, "JWKS from %s: HTTP 200, TLS verified, %d signing key%s", url,
-                    cJSON_GetArraySize(keys), cJSON_GetArraySize(keys) == 1 ? "" : "s");
+    st = doctor_set(r, DOCTOR_OK, NULL, "JWKS from %s: HTTP 200, TLS verified (%s), %d signing key%s", url,
+                    trust_of(&d->cfg, KG_SVC_ITA, trust, sizeof(trust)), cJSON_GetArraySize(keys),
+                    cJSON_GetArraySize(keys) == 1 ? "" : "s");
 end:
     cJSON_Delete(doc);
     kg_http_response_clear(&resp);
@@ -391,6 +405,7 @@ end:
 
 doctor_status doctor_check_kbs(doctor_ctx *d, doctor_result *r)
 {
+    char trust[KG_CONF_STR + 16];
     kg_http_opts o;
     kg_http_response resp;
     kg_http *h = NULL;
@@ -406,7 +421,7 @@ doctor_status doctor_check_kbs(doctor_ctx *d, doctor_result *r)
                           "kbs_url is not set (needed to release keys; references may name their KBS)");
     memset(&resp, 0, sizeof(resp));
     kg_err_clear(&err);
-    http_opts(&d->cfg, &o);
+    http_opts(&d->cfg, KG_SVC_KBS, &o);
     intel = strcmp(d->cfg.kbs_type, "intel") == 0;
     /* a read-only route: never a transfer (the stack's request log proves it in the tests) */
     snprintf(url, sizeof(url), "%s%s", d->cfg.kbs_url, intel ? "/kbs/v1/version" : "/");
@@ -422,8 +437,9 @@ doctor_status doctor_check_kbs(doctor_ctx *d, doctor_result *r)
                         "%s", cause(&err));
         goto end;
     }
-    st = doctor_set(r, DOCTOR_OK, NULL, "%s KBS at %s: HTTP %ld, TLS verified (no key requested)",
-                    d->cfg.kbs_type, d->cfg.kbs_url, resp.status);
+    st = doctor_set(r, DOCTOR_OK, NULL, "%s KBS at %s: HTTP %ld, TLS verified (%s; no key requested)",
+                    d->cfg.kbs_type, d->cfg.kbs_url, resp.status,
+                    trust_of(&d->cfg, KG_SVC_KBS, trust, sizeof(trust)));
 end:
     kg_http_response_clear(&resp);
     kg_http_free(h);

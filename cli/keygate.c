@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "cli.h"
 #include "keygate/version.h"
+#include "kg_http.h"
 #include "kg_libctx.h"
 
 typedef int (*kg_cmd_fn)(int argc, char **argv, const kg_cli_common *common);
@@ -101,6 +103,14 @@ int main(int argc, char **argv)
     kg_cli_common common = {NULL, 0, NULL};
     const char *cmd;
     int c, version = 0;
+
+    /* no core and no ptrace by other users: the API key and released keys pass through ordinary
+     * heap on their way (libcurl's header list while a request runs); see docs/security-model.md */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        perror("keygate: prctl(PR_SET_DUMPABLE)");
+    /* libcurl wipes what it frees (its request buffers held the x-api-key header): first, before
+     * anything initialises libcurl */
+    kg_http_wipe_curl_frees();
 
     /* secrets (API key, later key material) live in the secure heap */
     if (CRYPTO_secure_malloc_initialized() == 0)

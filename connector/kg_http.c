@@ -1,6 +1,9 @@
 #include "kg_http.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <malloc.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -34,13 +37,46 @@ typedef struct hdr_state {
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static int curl_init_ok;
+static int curl_wipe_frees; /* kg_http_wipe_curl_frees was called before libcurl's init */
+static int curl_init_done;
+
+/* libcurl's allocator when curl_wipe_frees is set: every block is wiped before it goes back to
+ * malloc, so a request buffer that held the x-api-key header is gone once sent. Blocks are plain
+ * malloc blocks either way, so memory libcurl got before or after init may be freed by either. */
+static void wipe_free(void *p)
+{
+    if (p != NULL) {
+        OPENSSL_cleanse(p, malloc_usable_size(p));
+        free(p);
+    }
+}
+
+static void *wipe_realloc(void *p, size_t n)
+{
+    size_t old;
+    void *q;
+
+    if (p == NULL)
+        return malloc(n);
+    old = malloc_usable_size(p);
+    if ((q = malloc(n > 0 ? n : 1)) == NULL)
+        return NULL; /* p stays valid, as realloc leaves it */
+    memcpy(q, p, old < n ? old : n);
+    wipe_free(p);
+    return q;
+}
 
 static void curl_global_once(void)
 {
     int engine_free = kg_libctx_engine_check(NULL, 0);
 
     /* once per process; never per call (pitfall 14 of the official C client) */
-    curl_init_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+    if (curl_wipe_frees)
+        curl_init_ok = curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wipe_free, wipe_realloc, strdup,
+                                            calloc) == CURLE_OK;
+    else
+        curl_init_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+    curl_init_done = 1;
     /* libcurl's OpenSSL init registers every loaded ENGINE for all its algorithms, which OpenSSL
      * 3.0 then puts in front of keygate's private-libctx crypto: undo what it alone did */
     if (engine_free && !kg_libctx_engine_check(NULL, 0)) {
@@ -49,9 +85,65 @@ static void curl_global_once(void)
     }
 }
 
+static int has_header(const char *const *headers, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *const *p = headers; p != NULL && *p != NULL; p++)
+        if (strncasecmp(*p, name, n) == 0 && (*p)[n] == ':')
+            return 1;
+    return 0;
+}
+
 void kg_http_global_init(void)
 {
     pthread_once(&curl_once, curl_global_once);
+}
+
+int kg_http_wipe_curl_frees(void)
+{
+    if (curl_init_done)
+        return 0;
+    curl_wipe_frees = 1;
+    kg_http_global_init();
+    return curl_init_ok;
+}
+
+struct curl_slist *kg_http_header_list(const char *const *headers, int has_body)
+{
+    struct curl_slist *hl = NULL, *tmp;
+
+    for (const char *const *p = headers; p != NULL && *p != NULL; p++) {
+        if ((tmp = curl_slist_append(hl, *p)) == NULL)
+            goto err;
+        hl = tmp;
+    }
+    /* we want exactly the headers we send: no "Expect: 100-continue", and no form Content-Type
+     * that libcurl would add to a POST whose caller set none (the Intel KBS checks headers) */
+    if ((tmp = curl_slist_append(hl, "Expect:")) == NULL)
+        goto err;
+    hl = tmp;
+    if (has_body && !has_header(headers, "content-type")) {
+        if ((tmp = curl_slist_append(hl, "Content-Type:")) == NULL)
+            goto err;
+        hl = tmp;
+    }
+    return hl;
+err:
+    kg_http_header_list_free(hl);
+    return NULL;
+}
+
+void kg_http_header_list_wipe(struct curl_slist *hl)
+{
+    for (; hl != NULL; hl = hl->next)
+        if (hl->data != NULL)
+            OPENSSL_cleanse(hl->data, strlen(hl->data));
+}
+
+void kg_http_header_list_free(struct curl_slist *hl)
+{
+    kg_http_header_list_wipe(hl); /* curl_slist_append copied our headers (the API key) */
+    curl_slist_free_all(hl);
 }
 
 kg_http *kg_http_new(const kg_http_opts *opts, kg_err *err)
@@ -167,14 +259,27 @@ int kg_http_url_is_loopback(const char *url)
 {
     CURLU *u = curl_url();
     char *host = NULL;
+    struct in_addr a4;
+    struct in6_addr a6;
+    size_t n;
     int loop = 0;
 
     if (u == NULL)
         return 0;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
-        loop =
-            strncmp(host, "127.", 4) == 0 || strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0;
+    /* the host as libcurl will connect to it (it rewrites numeric forms such as 0x7f.1 to
+     * 127.0.0.1); only IP literals count: a name, even localhost, is whatever a resolver says */
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+        goto end;
+    n = strlen(host);
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+        loop = (ntohl(a4.s_addr) >> 24) == 127;
+    } else if (n > 2 && host[0] == '[' && host[n - 1] == ']') {
+        host[n - 1] = '\0';
+        /* ::1 only: not IPv4-mapped ::ffff:127.x, which the issue leaves out and nobody needs */
+        loop = inet_pton(AF_INET6, host + 1, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+    }
+end:
     curl_free(host);
     curl_url_cleanup(u);
     return loop;
@@ -202,23 +307,14 @@ static int check_url(const kg_http *h, kg_step step, const char *url, kg_err *er
         ok = 1;
     else
         kg_err_set(err, step,
-                   "refusing %s: only https:// (plain http only to loopback with "
-                   "allow_http_loopback = yes)",
+                   "refusing %s: only https:// (plain http only to a loopback IP literal, 127.0.0.0/8 "
+                   "or [::1], with allow_http_loopback = yes)",
                    url);
 err:
     curl_free(scheme);
     curl_free(host);
     curl_url_cleanup(u);
     return ok;
-}
-
-static int has_header(const char *const *headers, const char *name)
-{
-    size_t n = strlen(name);
-    for (const char *const *p = headers; p != NULL && *p != NULL; p++)
-        if (strncasecmp(*p, name, n) == 0 && (*p)[n] == ':')
-            return 1;
-    return 0;
 }
 
 static int retryable_status(long s)
@@ -269,7 +365,7 @@ static void backoff_sleep(const kg_http *h, int attempt, long retry_after_s)
 int kg_http_request(kg_http *h, kg_step step, const char *method, const char *url, const char *const *headers,
                     const void *body, size_t body_len, size_t max_body, kg_http_response *resp, kg_err *err)
 {
-    struct curl_slist *hl = NULL, *tmp;
+    struct curl_slist *hl = NULL;
     CURL *c = h->curl;
     char curl_msg[CURL_ERROR_SIZE];
     int attempt, ok = 0;
@@ -279,22 +375,9 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
         return kg_err_set(err, KG_STEP_INTERNAL, "cannot create the private OpenSSL library context");
     if (!check_url(h, step, url, err))
         return 0;
-    for (const char *const *p = headers; p != NULL && *p != NULL; p++) {
-        if ((tmp = curl_slist_append(hl, *p)) == NULL) {
-            kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
-            goto err;
-        }
-        hl = tmp;
-    }
-    /* we want exactly the headers we send: no "Expect: 100-continue", and no form Content-Type
-     * that libcurl would add to a POST whose caller set none (the Intel KBS checks headers) */
-    if ((tmp = curl_slist_append(hl, "Expect:")) == NULL)
+    if ((hl = kg_http_header_list(headers, body != NULL)) == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
         goto err;
-    hl = tmp;
-    if (body != NULL && !has_header(headers, "content-type")) {
-        if ((tmp = curl_slist_append(hl, "Content-Type:")) == NULL)
-            goto err;
-        hl = tmp;
     }
 
     for (attempt = 1;; attempt++) {
@@ -317,8 +400,13 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
         curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-        if (h->ca_file[0] != '\0')
+        if (h->ca_file[0] != '\0') {
+            /* the file is the only trust: Debian's libcurl also has a built-in CAPATH
+             * (/etc/ssl/certs) that would keep every system CA trusted */
             curl_easy_setopt(c, CURLOPT_CAINFO, h->ca_file);
+            curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
+            curl_easy_setopt(c, CURLOPT_SSL_OPTIONS, 0L); /* no CURLSSLOPT_NATIVE_CA */
+        }
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->opts.timeout_ms);
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->opts.timeout_ms);
         curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body);
@@ -387,7 +475,7 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
         backoff_sleep(h, attempt, hs.retry_after_s);
     }
 err:
-    curl_slist_free_all(hl);
+    kg_http_header_list_free(hl);
     if (!ok) {
         if (err != NULL && resp->status != 0)
             err->http_status = resp->status;

@@ -1,8 +1,9 @@
 /*
  * kg_http: the one HTTP client (libcurl) of keygate.
  *
- * - HTTPS with peer and host verification always on (tls_ca_file or the system store);
- *   plain http:// only to loopback hosts and only when allow_http_loopback is set.
+ * - HTTPS with peer and host verification always on (a CA file as the only trust, or the
+ *   system store);
+ *   plain http:// only to loopback IP literals and only when allow_http_loopback is set.
  * - Connect and total timeouts; retries on transport errors, 429 and 500/502/503/504 with
  *   exponential backoff and full jitter in [wait_min, wait_max], honouring Retry-After.
  * - Response bodies are capped (max_body); status, request-id and trace-id are returned.
@@ -20,8 +21,10 @@
 
 #include "kg_err.h"
 
+struct curl_slist;
+
 typedef struct kg_http_opts {
-    const char *ca_file; /* NULL/"" = system store */
+    const char *ca_file; /* the only trust (no CAPATH, no native store); NULL/"" = system store */
     int allow_http_loopback;
     const char *allow_http_host; /* plain http also allowed to exactly this host (Azure IMDS
                                     169.254.169.254, which only speaks http); NULL = none */
@@ -48,6 +51,20 @@ typedef struct kg_http_response {
     int attempts;
 } kg_http_response;
 
+/* For a process of its own (the keygate CLI), before anything uses libcurl: libcurl's allocations
+ * are wiped when freed (its request buffers hold the x-api-key header). Not for a library in a
+ * host process: the host may outlive us (dlclose) and libcurl would call freed code. Returns 1,
+ * or 0 when libcurl was already initialised (then nothing changes). */
+int kg_http_wipe_curl_frees(void);
+
+/* The header list kg_http_request hands to libcurl: headers (NULL-terminated, may be NULL),
+ * "Expect:" and, for a body without Content-Type, "Content-Type:". NULL when out of memory.
+ * Free with kg_http_header_list_free, which wipes every string first (kg_http_header_list_wipe;
+ * the API key is one of them). */
+struct curl_slist *kg_http_header_list(const char *const *headers, int has_body);
+void kg_http_header_list_wipe(struct curl_slist *hl);
+void kg_http_header_list_free(struct curl_slist *hl);
+
 /* libcurl's process-wide initialisation (once; kg_http_new does it too), undoing the ENGINE
  * registrations its OpenSSL init makes (kg_libctx_engine_unregister_all). */
 void kg_http_global_init(void);
@@ -71,7 +88,8 @@ void kg_http_response_clear(kg_http_response *resp);
 int kg_http_status_error(kg_err *err, kg_step step, const char *what, const char *url,
                          const kg_http_response *resp);
 
-/* 1 if the URL's host is 127.0.0.0/8, localhost or [::1]. */
+/* 1 if the URL's host (as libcurl parses it) is an IP literal in 127.0.0.0/8 or [::1]; never a
+ * name (localhost, 127.x.example), never IPv4-mapped [::ffff:127.0.0.1]. */
 int kg_http_url_is_loopback(const char *url);
 
 #endif

@@ -29,10 +29,16 @@ void kg_attestation_clear(kg_attestation *a)
     memset(a, 0, sizeof(*a));
 }
 
-void kg_config_http_opts(const kg_config *cfg, kg_http_opts *o)
+const char *kg_config_ca_file(const kg_config *cfg, kg_service svc)
+{
+    const char *own = svc == KG_SVC_ITA ? cfg->ita_tls_ca_file : cfg->kbs_tls_ca_file;
+    return own[0] != '\0' ? own : cfg->tls_ca_file;
+}
+
+void kg_config_http_opts(const kg_config *cfg, kg_service svc, kg_http_opts *o)
 {
     memset(o, 0, sizeof(*o));
-    o->ca_file = cfg->tls_ca_file;
+    o->ca_file = kg_config_ca_file(cfg, svc);
     o->allow_http_loopback = cfg->allow_http_loopback;
     o->timeout_ms = cfg->timeout_ms;
     o->retry_max = cfg->retry_max;
@@ -94,7 +100,7 @@ static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_da
     copts.base_url = cfg->ita_base_url;
     copts.api_key_file = cfg->ita_api_key_file;
     copts.api_key = api_key;
-    kg_config_http_opts(cfg, &copts.http);
+    kg_config_http_opts(cfg, KG_SVC_ITA, &copts.http);
     if ((ita = ita_client_new(&copts, err)) == NULL)
         goto err;
 

@@ -50,7 +50,14 @@ int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_d
 int kg_attest_key(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
                   const char *api_key, kg_attestation *out, kg_err *err);
 
-/* kg_http options from the configuration. */
-void kg_config_http_opts(const kg_config *cfg, kg_http_opts *opts);
+/* Which service a kg_http talks to: it decides the TLS trust (ita_tls_ca_file or kbs_tls_ca_file,
+ * else tls_ca_file, else the system store). */
+typedef enum kg_service { KG_SVC_ITA, KG_SVC_KBS } kg_service;
+
+/* kg_http options from the configuration, for service svc. */
+void kg_config_http_opts(const kg_config *cfg, kg_service svc, kg_http_opts *opts);
+
+/* The CA file service svc trusts, or "" for the system store. */
+const char *kg_config_ca_file(const kg_config *cfg, kg_service svc);
 
 #endif

@@ -36,7 +36,9 @@ typedef struct kg_config {
     long refresh_before_s; /* background refresh this long before the lease ends */
     char on_revoke[8];     /* wipe | keep */
     long token_leeway_s;
-    char tls_ca_file[KG_CONF_STR];
+    char tls_ca_file[KG_CONF_STR];     /* both services, unless one has its own below */
+    char ita_tls_ca_file[KG_CONF_STR]; /* ITA (API, portal, CRLs); "" = tls_ca_file */
+    char kbs_tls_ca_file[KG_CONF_STR]; /* the KBS; "" = tls_ca_file */
     int allow_http_loopback;
     char kbs_url[KG_CONF_STR];
     char kbs_type[8];        /* intel | trustee */

@@ -26,7 +26,7 @@ int kg_imds_tdquote(void *ctx, const char *url, const uint8_t *td_report, size_t
     *quote = NULL;
     *quote_len = 0;
     memset(&resp, 0, sizeof(resp));
-    kg_config_http_opts(cfg, &o);
+    kg_config_http_opts(cfg, KG_SVC_ITA, &o);
     o.allow_http_host = KG_IMDS_HOST; /* IMDS is link-local plain http */
     if ((h = kg_http_new(&o, err)) == NULL)
         goto err;

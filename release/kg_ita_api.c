@@ -97,7 +97,7 @@ static keygate_ita *ita_create(const kg_config *cfg, int has_conf, kg_err *err)
     }
     ita->cfg = *cfg;
     ita->has_conf = has_conf;
-    kg_config_http_opts(cfg, &hopts);
+    kg_config_http_opts(cfg, KG_SVC_ITA, &hopts);
     if ((ita->http = kg_http_new(&hopts, err)) == NULL)
         goto err;
     if (cfg->ita_api_key_file[0] != '\0') {

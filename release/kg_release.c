@@ -302,7 +302,7 @@ static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *re
             goto err;
         goto match;
     }
-    kg_config_http_opts(&ctx->cfg, &hopts);
+    kg_config_http_opts(&ctx->cfg, KG_SVC_KBS, &hopts);
     if (h == NULL && (h = kg_http_new(&hopts, err)) == NULL)
         return 0;
     if (strcmp(ctx->cfg.kbs_mode, "background") == 0) {
@@ -386,7 +386,7 @@ int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg
 
     memset(&t, 0, sizeof(t));
     /* keys loaded one after the other (nginx: one per server block) reuse one connection */
-    kg_config_http_opts(&ctx->cfg, &hopts);
+    kg_config_http_opts(&ctx->cfg, KG_SVC_KBS, &hopts);
     if ((h = http_take_idle(ctx)) == NULL)
         h = kg_http_new(&hopts, err);
     ok = h != NULL && release_one(ctx, h, ref, key, &t, err);
@@ -416,7 +416,7 @@ static void *release_worker(void *arg)
     kg_http *h;
     kg_err ignored;
 
-    kg_config_http_opts(&job->ctx->cfg, &hopts);
+    kg_config_http_opts(&job->ctx->cfg, KG_SVC_KBS, &hopts);
     h = kg_http_new(&hopts, &ignored); /* NULL: release_one makes one per key */
     for (;;) {
         size_t i;

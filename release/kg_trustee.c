@@ -246,7 +246,7 @@ int kg_trustee_release(kg_trustee *t, const kg_config *cfg, const char *kbs_url,
 
     *key = NULL;
     memset(&v, 0, sizeof(v));
-    kg_config_http_opts(cfg, &hopts);
+    kg_config_http_opts(cfg, KG_SVC_KBS, &hopts);
     if ((h = kg_http_new(&hopts, err)) == NULL)
         return 0;
     if (!take_session(t, cfg, h, kbs_url, 0, &v, tm, err))

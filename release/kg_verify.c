@@ -22,7 +22,7 @@ ita_verifier *kg_verifier_new(const kg_config *cfg, const char *jwks_file, const
     vo.crl_policy = strcmp(cfg->crl_policy, "if-available") == 0 ? ITA_CRL_IF_AVAILABLE : ITA_CRL_REQUIRE;
     vo.crl_files = crl_files;
     vo.allow_rs256 = 1; /* both are ITA algorithms; which one is requested is ita_token_alg */
-    kg_config_http_opts(cfg, &vo.http);
+    kg_config_http_opts(cfg, KG_SVC_ITA, &vo.http);
     return ita_verifier_new(&vo, err);
 }
 

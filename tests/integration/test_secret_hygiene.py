@@ -12,6 +12,8 @@ argv we passed) -- is searched for the secrets of the run:
 
 A third test forces a core dump of a program using a released key and searches it for the
 private components (MADV_DONTDUMP promise): true for EC keys; for RSA it documents a known leak (xfail, strict).
+Two more: `keygate` writes no core when aborted (not dumpable), and a gcore of `keygate token`
+mid-request holds the ITA API key only in the request in flight.
 
 Where a command prints a secret by design (the token on the stdout of `keygate token`, also with
 --json), only that output is exempt from that one secret. Each needle is first shown to find the secret in a rendering that
@@ -20,6 +22,9 @@ does contain it, so the search cannot pass vacuously.
 import base64
 import os
 import re
+import resource
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,7 +33,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import REPO, kbs_conf, run
+from conftest import REPO, kbs_conf, run, write_keygate_conf
 from test_provider import PEM_READER, Site, free_port, make_cert
 from test_release_cli import new_key, pub_pem, register
 from tests.stack import pki
@@ -340,3 +345,97 @@ def test_core_dump_holds_no_private_key(keygate_bin, build_dir, kbs_stack, tmp_p
         assert in_core(core, public), f"{kind}: public part not found: the search is broken"
         leaked = [part for part, value in private_parts(key).items() if in_core(core, value)]
         assert leaked == [], f"{kind}: private {leaked} in the core dump"
+
+
+# ------------------------------------------------------------------ the ITA API key in a core
+
+def _token_waiting_for_jwks(keygate_bin, stack, tmp_path, cwd):
+    """`keygate token` stopped between its API-key requests and the end: the JWKS reply is held
+    back, so when /appraisal/v1/attest has been answered (nonce and attest, the two requests
+    that carry the key, are done) keygate waits on /certs. Returns the Popen, core limit
+    unlimited, working directory cwd (where the kernel writes a "core" file here)."""
+    stack.set_faults("ita", [{"route": "^/certs$", "mode": "delay", "seconds": 30}])
+    conf = write_keygate_conf(stack, tmp_path / "core.conf", retry_max=1, timeout_ms=60000)
+    unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    p = subprocess.Popen([keygate_bin, "-c", str(conf), "token"], cwd=cwd, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, unlimited))
+    deadline = time.monotonic() + 30
+    while not any(r["path"].endswith("/attest") for r in stack.requests("ita")):
+        assert p.poll() is None and time.monotonic() < deadline, "keygate token never reached attest"
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the JWKS request
+    assert p.poll() is None
+    return p
+
+
+def _stop(p):
+    if p.poll() is None:
+        p.kill()
+    p.wait(timeout=30)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/sys/kernel/core_pattern") or
+                    open("/proc/sys/kernel/core_pattern").read().strip() not in ("core", "core.%p"),
+                    reason="core_pattern does not write a plain core file here")
+def test_keygate_cli_writes_no_core(keygate_bin, ita_stack, tmp_path):
+    """keygate is not dumpable (PR_SET_DUMPABLE 0): a SIGABRT after its API-key requests leaves
+    no core. Control: sleep(1), aborted the same way in the same directory, leaves one."""
+    control, cores = tmp_path / "control", tmp_path / "cores"
+    control.mkdir()
+    cores.mkdir()
+    unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    s = subprocess.Popen(["sleep", "60"], cwd=control,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, unlimited))
+    time.sleep(0.2)
+    s.send_signal(signal.SIGABRT)
+    s.wait(timeout=30)
+    assert list(control.iterdir()) != [], "the control wrote no core: the check is broken"
+    p = _token_waiting_for_jwks(keygate_bin, ita_stack, tmp_path, cores)
+    try:
+        p.send_signal(signal.SIGABRT)
+        assert p.wait(timeout=30) == -signal.SIGABRT
+    finally:
+        _stop(p)
+    files = list(cores.iterdir())
+    key = pki.api_key(ita_stack.state_dir).encode()
+    assert files == [], f"keygate wrote a core ({[f.read_bytes().count(key) for f in files]} API key copies)"
+
+
+@pytest.mark.skipif(shutil.which("gcore") is None, reason="gcore (gdb) is not installed: scripts/setup.sh")
+def test_core_of_keygate_token_holds_no_freed_api_key(keygate_bin, ita_stack, tmp_path):
+    """A core taken with gcore (root's ptrace, so not stopped by non-dumpability; like the kernel
+    it leaves out the secure heap's MADV_DONTDUMP pages) of `keygate token` while ITA holds back
+    its attest reply: the nonce request is over, the attest request is sent. The API key is
+    found only where the request in flight needs it (libcurl's header list entry, and the
+    request libcurl built, which it keeps for HTTPS until the exchange ends); the finished nonce
+    request left no copy: keygate wipes its header lists and the CLI has libcurl wipe what it
+    frees (on d061f19: 4 to 6 copies, freed nonce and attest request buffers). The configured
+    ITA URL is found, which shows the search works."""
+    ita_stack.set_faults("ita", [{"route": "/attest$", "mode": "delay", "seconds": 30}])
+    conf = write_keygate_conf(ita_stack, tmp_path / "core.conf", retry_max=1, timeout_ms=60000)
+    p = subprocess.Popen([keygate_bin, "-c", str(conf), "token"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(r["path"].endswith("/nonce") for r in ita_stack.requests("ita")):
+            assert p.poll() is None and time.monotonic() < deadline, "keygate token never got a nonce"
+            time.sleep(0.05)
+        time.sleep(1.0)  # evidence (sim), then the attest request, held by the stack
+        assert p.poll() is None
+        r = run(["gcore", "-o", str(tmp_path / "gcore"), str(p.pid)], timeout=120)
+    finally:
+        _stop(p)
+    files = list(tmp_path.glob("gcore*"))
+    assert r.returncode == 0 and len(files) == 1, (r.stdout, r.stderr)
+    core = files[0].read_bytes()
+    assert ita_stack.services["ita"].url.encode() in core, "the search is broken"
+    key = pki.api_key(ita_stack.state_dir).encode()
+    copies = [m.start() for m in re.finditer(re.escape(key), core)]
+    # what each copy is: the in-flight request's header list entry, its request as libcurl
+    # built it ("POST /appraisal/v1/attest ..." a few header lines before), or anything else
+    # (the finished nonce request, a freed buffer)
+    header = [i for i in copies if core[i - 11:i] == b"x-api-key: " and core[i + len(key)] == 0]
+    inflight = [i for i in copies if b"POST /appraisal/v1/attest HTTP/1.1\r\n" in core[max(0, i - 160):i]]
+    other = [core[max(0, i - 60):i + len(key) + 4] for i in copies if i not in header + inflight]
+    assert len(header) <= 1 and len(inflight) <= 1 and other == [], \
+        f"{len(copies)} copies of the ITA API key in the core; not of the request in flight: {other}"

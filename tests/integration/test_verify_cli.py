@@ -239,8 +239,10 @@ def _x5c_pem(jwks_path, index):
 
 class _CrlHandler(http.server.BaseHTTPRequestHandler):
     files = {}
+    requests = []
 
     def do_GET(self):
+        self.requests.append(self.path)
         body = self.files.get(self.path)
         self.send_response(200 if body else 404)
         self.send_header("Content-Type", "application/pkix-crl")
@@ -257,6 +259,7 @@ def dev_crl_server():
     """Serves the dev CRLs at the CDP URLs in the dev certificates: http://localhost:8081/crl/."""
     _CrlHandler.files = {"/crl/ats-ca-crl.der": vector("ita-dev-ats-ca-crl.der").read_bytes(),
                          "/crl/root-ca-crl.der": vector("ita-dev-root-ca-crl.der").read_bytes()}
+    _CrlHandler.requests = []
     try:
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 8081), _CrlHandler)
     except OSError as e:
@@ -268,18 +271,26 @@ def dev_crl_server():
     srv.server_close()
 
 
-def test_dev_sgx_token_verifies_with_crls_from_its_cdps(keygate_bin, tmp_path, dev_crl_server):
+def test_dev_sgx_token_localhost_cdps_are_refused_preloaded_crls_verify(keygate_bin, tmp_path, dev_crl_server):
+    """The dev certificates' CDPs name http://localhost:8081: a host name, not a loopback IP
+    literal, so even allow_http_loopback does not let plain http reach it (the CRL server on
+    127.0.0.1:8081 sees no request). The same CRLs given with --crl-file verify."""
     dev_root = tmp_path / "dev-root.pem"
     dev_root.write_bytes(_x5c_pem(vector("ita-dev-jwks.json"), 2))
     conf = offline_conf(tmp_path, dev_root, allow_http_loopback="yes")
     token = vector("ita-sgx-dev-token.jwt")
     jwks = str(vector("ita-dev-jwks.json"))
-    r = verify(keygate_bin, conf, token, "--jwks-file", jwks, "--at", DEV_TIME, "--json")
+    assert_check(verify(keygate_bin, conf, token, "--jwks-file", jwks, "--at", DEV_TIME),
+                 "refusing http://localhost:8081/crl/")
+    assert _CrlHandler.requests == []
+    crls = ["--crl-file", str(vector("ita-dev-ats-ca-crl.der")), "--crl-file", str(vector("ita-dev-root-ca-crl.der"))]
+    r = verify(keygate_bin, conf, token, "--jwks-file", jwks, "--at", DEV_TIME, "--json", *crls)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["claims"]["attester_type"] == "SGX"
-    assert_check(verify(keygate_bin, conf, token, "--jwks-file", jwks), "expired")
+    assert_check(verify(keygate_bin, conf, token, "--jwks-file", jwks, *crls), "expired")
     conf = offline_conf(tmp_path, vector("ita-prod-root-ca.pem"), allow_http_loopback="yes")
-    assert_check(verify(keygate_bin, conf, token, "--jwks-file", jwks, "--at", DEV_TIME), "pinned")
+    assert_check(verify(keygate_bin, conf, token, "--jwks-file", jwks, "--at", DEV_TIME, *crls), "pinned")
+    assert _CrlHandler.requests == []
 
 
 def test_dev_token_2023_fails_on_unknown_kid(keygate_bin, tmp_path):
