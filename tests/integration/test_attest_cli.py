@@ -188,3 +188,17 @@ def test_tls_verification_is_on(keygate_bin, ita_stack, tmp_path):
     r = run([keygate_bin, "-c", str(conf), "token"])
     assert r.returncode == 12 and "certificate" in r.stderr.lower()
     assert ita_stack.requests("ita") == []
+
+
+def test_redirects_are_not_followed(keygate_bin, ita_stack, tmp_path):
+    """A 302 from the ITA API ends the request: keygate never sends the API key (or anything)
+    to where a redirect points, even to a host it trusts (here the same stand-in's /_redirected)."""
+    target = ita_stack.services["ita"].url + "/_redirected"
+    ita_stack.set_faults("ita", [{"route": "/appraisal/v2/nonce", "mode": "status", "status": 302,
+                                  "headers": {"Location": target}, "body": ""}])
+    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", retry_max=1)
+    r = run([keygate_bin, "-c", str(conf), "token"])
+    ita_stack.clear_faults("ita")
+    assert r.returncode == 12 and "HTTP 302" in r.stderr, r.stderr
+    paths = [q["path"] for q in ita_stack.requests("ita")]
+    assert paths == ["/appraisal/v2/nonce"], paths
