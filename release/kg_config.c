@@ -64,7 +64,9 @@ const kg_conf_key kg_config_keys[] = {
     {"kbs_url", KG_CONF_T_URL, "", "", "Key Broker Service URL", F(kbs_url)},
     {"kbs_type", KG_CONF_T_ENUM, "intel", "intel|trustee", "KBS protocol", F(kbs_type)},
     {"kbs_mode", KG_CONF_T_ENUM, "passport", "passport|background",
-     "passport: keygate gets and verifies the token; background: the KBS asks ITA", F(kbs_mode)},
+     "passport: keygate gets and verifies the token; background: the KBS asks ITA, after keygate has checked "
+     "its own quote against allow_debug_td, require_mrtd and require_rtmr0..3",
+     F(kbs_mode)},
     {"trustee_tee_key", KG_CONF_T_ENUM, "ec", "ec|rsa",
      "Trustee: TEE key the resources are wrapped to: EC P-256 (ECDH-ES+A256KW) or RSA-3072 (RSA-OAEP-256)",
      F(trustee_tee_key)},
@@ -75,7 +77,9 @@ const kg_conf_key kg_config_keys[] = {
     {"retry_wait_min_ms", KG_CONF_T_INT, "200", "0..60000", "backoff lower bound", F(retry_wait_min_ms)},
     {"retry_wait_max_ms", KG_CONF_T_INT, "5000", "0..600000", "backoff upper bound", F(retry_wait_max_ms)},
     {"require_tcb_status", KG_CONF_T_STRING, "UpToDate", "",
-     "comma list of acceptable attester_tcb_status values", F(require_tcb_status)},
+     "comma list of acceptable attester_tcb_status values; setting it with kbs_mode = background is an error "
+     "(only the KBS sees the token there: its key-transfer policy decides)",
+     F(require_tcb_status)},
     {"require_mrtd", KG_CONF_T_HEX_LIST, "", "48", "comma list of allowed MRTDs (96 hex); empty = any",
      F(require_mrtd)},
     {"require_rtmr0", KG_CONF_T_HEX_LIST, "", "48", "allowed RTMR0 values; empty = any", F(require_rtmr[0])},
@@ -274,6 +278,8 @@ int kg_config_set(kg_config *cfg, const char *key, const char *value, kg_err *er
     case KG_CONF_T_PATH:
         if (!copy_str(slot, k->size, value))
             return kg_err_set(err, KG_STEP_CONFIG, "%s: value too long", key);
+        if (slot == cfg->require_tcb_status) /* kg_config_check: background mode cannot enforce it */
+            cfg->require_tcb_status_given = *value != '\0';
         return 1;
     case KG_CONF_T_URL:
         if (*value != '\0' && !url_ok(value))
@@ -347,6 +353,7 @@ void kg_config_defaults(kg_config *cfg)
     for (const kg_conf_key *k = kg_config_keys; k->name != NULL; k++)
         if (k->def[0] != '\0')
             kg_config_set(cfg, k->name, k->def, &ignored);
+    cfg->require_tcb_status_given = 0; /* the default is not a setting */
 }
 
 int kg_config_load_file(kg_config *cfg, const char *path, kg_err *err)
@@ -420,6 +427,13 @@ int kg_config_check(const kg_config *cfg, kg_err *err)
         return kg_err_set(err, KG_STEP_CONFIG,
                           "kbs_type = trustee needs adapter tdx or sim (azure-tdx evidence "
                           "is Trustee's az-tdx-vtpm, not supported)");
+    /* background: no token reaches keygate; the debug bit and the measurements are judged on our
+     * own quote (kg_verify_evidence_policy), the TCB status only exists in ITA's appraisal */
+    if (strcmp(cfg->kbs_type, "intel") == 0 && strcmp(cfg->kbs_mode, "background") == 0 &&
+        cfg->require_tcb_status_given)
+        return kg_err_set(err, KG_STEP_CONFIG,
+                          "require_tcb_status cannot be enforced with kbs_mode = background (the TCB status "
+                          "is in ITA's token, which only the KBS sees)");
     if (cfg->retry_wait_min_ms > cfg->retry_wait_max_ms)
         return kg_err_set(err, KG_STEP_CONFIG, "retry_wait_min_ms is larger than retry_wait_max_ms");
     return 1;
