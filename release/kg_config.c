@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define F(field) offsetof(kg_config, field), sizeof(((kg_config *)0)->field)
 
@@ -139,6 +140,22 @@ static const kg_conf_key *find_key(const char *name)
         if (strcmp(k->name, name) == 0)
             return k;
     return NULL;
+}
+
+/* Path keys naming a file that decides what keygate trusts (a pinned root, a CA bundle): whoever
+ * can write one chooses whom keygate trusts, so kg_config_check refuses it when group or others
+ * may write it. A new CA or anchor key is one more name here. */
+static const char *const trust_file_keys[] = {"ita_trust_anchor", "tls_ca_file", NULL};
+
+/* Refuses a file group or others may write (mode & 022), in the words of ita_read_api_key's check
+ * (which, for a secret, refuses reading too). what: the key naming the file, or "" for keygate.conf. */
+static int check_not_writable_by_others(const struct stat *st, const char *what, const char *path,
+                                        kg_err *err)
+{
+    if ((st->st_mode & 022) == 0)
+        return 1;
+    return kg_err_set(err, KG_STEP_CONFIG, "%s%s%s: writable by group or others (mode %03o); chmod go-w it",
+                      what, *what != '\0' ? " " : "", path, (unsigned)(st->st_mode & 0777));
 }
 
 static int hexval(int c)
@@ -359,11 +376,16 @@ void kg_config_defaults(kg_config *cfg)
 int kg_config_load_file(kg_config *cfg, const char *path, kg_err *err)
 {
     FILE *fp = fopen(path, "re");
+    struct stat st;
     int ok;
 
     if (fp == NULL)
         return kg_err_set(err, KG_STEP_CONFIG, "%s: cannot open: %s", path, strerror(errno));
-    ok = kg_config_load_stream(cfg, fp, path, err);
+    /* the mode of what was opened (no stat-then-open race): it names the trust anchor and the URLs */
+    if (fstat(fileno(fp), &st) != 0)
+        ok = kg_err_set(err, KG_STEP_CONFIG, "%s: cannot stat: %s", path, strerror(errno));
+    else
+        ok = check_not_writable_by_others(&st, "", path, err) && kg_config_load_stream(cfg, fp, path, err);
     fclose(fp);
     return ok;
 }
@@ -436,6 +458,13 @@ int kg_config_check(const kg_config *cfg, kg_err *err)
                           "is in ITA's token, which only the KBS sees)");
     if (cfg->retry_wait_min_ms > cfg->retry_wait_max_ms)
         return kg_err_set(err, KG_STEP_CONFIG, "retry_wait_min_ms is larger than retry_wait_max_ms");
+    for (const char *const *name = trust_file_keys; *name != NULL; name++) {
+        const char *path = (const char *)cfg + find_key(*name)->off;
+        struct stat st;
+        /* the target of a symlink is what gets read; a missing file is left to its opener's message */
+        if (path[0] != '\0' && stat(path, &st) == 0 && !check_not_writable_by_others(&st, *name, path, err))
+            return 0;
+    }
     return 1;
 }
 
