@@ -466,29 +466,45 @@ static int check_binding(const ita_claims *c, const ita_expect *x, kg_err *err)
     return 1;
 }
 
-static int check_policy(const ita_claims *c, const ita_expect *x, kg_err *err)
+int ita_td_policy_check(const ita_td_values *v, const ita_expect *x, kg_err *err)
 {
     static const char hexdigits[] = "0123456789abcdef";
     char hex[97];
 
-    if (!x->allow_debug && c->is_debuggable != 0)
+    if (!x->allow_debug && v->is_debuggable != 0) {
+        if (v->from_quote)
+            return kg_err_set(
+                err, KG_STEP_VERIFY,
+                "the TD is debuggable: our quote's TDATTRIBUTES has DEBUG set (allow_debug_td = no)");
         return kg_err_set(err, KG_STEP_VERIFY, "%s (allow_debug_td = no)",
-                          c->is_debuggable > 0 ? "the TD is debuggable"
+                          v->is_debuggable > 0 ? "the TD is debuggable"
                                                : "token does not say the TD is not debuggable");
+    }
+    if (x->mrtd_allow != NULL && x->mrtd_allow[0] != '\0' && !hex_in_list(x->mrtd_allow, v->mrtd, 48)) {
+        for (int i = 0; i < 48; i++)
+            hex[2 * i] = hexdigits[v->mrtd[i] >> 4], hex[2 * i + 1] = hexdigits[v->mrtd[i] & 15];
+        hex[96] = '\0';
+        return kg_err_set(err, KG_STEP_VERIFY, "%s %s is not in require_mrtd",
+                          v->from_quote ? "our quote's MRTD" : "tdx_mrtd", hex);
+    }
+    for (int r = 0; r < 4; r++)
+        if (x->rtmr_allow[r] != NULL && x->rtmr_allow[r][0] != '\0' &&
+            !hex_in_list(x->rtmr_allow[r], v->rtmr[r], 48))
+            return kg_err_set(err, KG_STEP_VERIFY, "%s%d is not in require_rtmr%d",
+                              v->from_quote ? "our quote's RTMR" : "tdx_rtmr", r, r);
+    return 1;
+}
+
+static int check_policy(const ita_claims *c, const ita_expect *x, kg_err *err)
+{
+    ita_td_values v = {c->is_debuggable, c->mrtd, {c->rtmr[0], c->rtmr[1], c->rtmr[2], c->rtmr[3]}, 0};
+
+    if (!ita_td_policy_check(&v, x, err))
+        return 0;
     if (x->tcb_status_allow != NULL && x->tcb_status_allow[0] != '\0' &&
         !str_in_list(x->tcb_status_allow, c->tcb_status))
         return kg_err_set(err, KG_STEP_VERIFY, "attester_tcb_status '%s' is not in require_tcb_status (%s)",
                           c->tcb_status, x->tcb_status_allow);
-    if (x->mrtd_allow != NULL && x->mrtd_allow[0] != '\0' && !hex_in_list(x->mrtd_allow, c->mrtd, 48)) {
-        for (int i = 0; i < 48; i++)
-            hex[2 * i] = hexdigits[c->mrtd[i] >> 4], hex[2 * i + 1] = hexdigits[c->mrtd[i] & 15];
-        hex[96] = '\0';
-        return kg_err_set(err, KG_STEP_VERIFY, "tdx_mrtd %s is not in require_mrtd", hex);
-    }
-    for (int r = 0; r < 4; r++)
-        if (x->rtmr_allow[r] != NULL && x->rtmr_allow[r][0] != '\0' &&
-            !hex_in_list(x->rtmr_allow[r], c->rtmr[r], 48))
-            return kg_err_set(err, KG_STEP_VERIFY, "tdx_rtmr%d is not in require_rtmr%d", r, r);
     for (int i = 0; i < x->required_policy_count; i++) {
         int found = 0;
         for (int j = 0; j < c->matched_count && !found; j++)

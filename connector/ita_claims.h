@@ -46,4 +46,18 @@ typedef struct ita_expect {
 /* Applies every check; returns 1, or 0 with err (step verify) naming the first failed check. */
 int ita_claims_check(const ita_claims *c, const ita_expect *expect, kg_err *err);
 
+/* The TD measurements the local policy judges, from a verified token's claims or from our own
+ * quote (kbs_mode = background, where no token reaches keygate). Pointers are borrowed. */
+typedef struct ita_td_values {
+    int is_debuggable;      /* 1, 0, or -1 when unknown (refused unless allow_debug) */
+    const uint8_t *mrtd;    /* 48 bytes */
+    const uint8_t *rtmr[4]; /* 48 bytes each */
+    int from_quote;         /* messages name the quote's fields instead of the token's claims */
+} ita_td_values;
+
+/* The debug, require_mrtd and require_rtmr0..3 part of the local policy (expect's allow_debug,
+ * mrtd_allow, rtmr_allow; the rest of expect is ignored): what ita_claims_check applies to a
+ * token. Returns 1, or 0 with err (step verify) naming the failed check. */
+int ita_td_policy_check(const ita_td_values *v, const ita_expect *expect, kg_err *err);
+
 #endif

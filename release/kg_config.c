@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define F(field) offsetof(kg_config, field), sizeof(((kg_config *)0)->field)
 
@@ -72,7 +73,9 @@ const kg_conf_key kg_config_keys[] = {
     {"kbs_url", KG_CONF_T_URL, "", "", "Key Broker Service URL", F(kbs_url)},
     {"kbs_type", KG_CONF_T_ENUM, "intel", "intel|trustee", "KBS protocol", F(kbs_type)},
     {"kbs_mode", KG_CONF_T_ENUM, "passport", "passport|background",
-     "passport: keygate gets and verifies the token; background: the KBS asks ITA", F(kbs_mode)},
+     "passport: keygate gets and verifies the token; background: the KBS asks ITA, after keygate has checked "
+     "its own quote against allow_debug_td, require_mrtd and require_rtmr0..3",
+     F(kbs_mode)},
     {"trustee_tee_key", KG_CONF_T_ENUM, "ec", "ec|rsa",
      "Trustee: TEE key the resources are wrapped to: EC P-256 (ECDH-ES+A256KW) or RSA-3072 (RSA-OAEP-256)",
      F(trustee_tee_key)},
@@ -83,7 +86,9 @@ const kg_conf_key kg_config_keys[] = {
     {"retry_wait_min_ms", KG_CONF_T_INT, "200", "0..60000", "backoff lower bound", F(retry_wait_min_ms)},
     {"retry_wait_max_ms", KG_CONF_T_INT, "5000", "0..600000", "backoff upper bound", F(retry_wait_max_ms)},
     {"require_tcb_status", KG_CONF_T_STRING, "UpToDate", "",
-     "comma list of acceptable attester_tcb_status values", F(require_tcb_status)},
+     "comma list of acceptable attester_tcb_status values; setting it with kbs_mode = background is an error "
+     "(only the KBS sees the token there: its key-transfer policy decides)",
+     F(require_tcb_status)},
     {"require_mrtd", KG_CONF_T_HEX_LIST, "", "48", "comma list of allowed MRTDs (96 hex); empty = any",
      F(require_mrtd)},
     {"require_rtmr0", KG_CONF_T_HEX_LIST, "", "48", "allowed RTMR0 values; empty = any", F(require_rtmr[0])},
@@ -143,6 +148,23 @@ static const kg_conf_key *find_key(const char *name)
         if (strcmp(k->name, name) == 0)
             return k;
     return NULL;
+}
+
+/* Path keys naming a file that decides what keygate trusts (a pinned root, a CA bundle): whoever
+ * can write one chooses whom keygate trusts, so kg_config_check refuses it when group or others
+ * may write it. A new CA or anchor key is one more name here. */
+static const char *const trust_file_keys[] = {"ita_trust_anchor", "tls_ca_file", "ita_tls_ca_file",
+                                              "kbs_tls_ca_file", NULL};
+
+/* Refuses a file group or others may write (mode & 022), in the words of ita_read_api_key's check
+ * (which, for a secret, refuses reading too). what: the key naming the file, or "" for keygate.conf. */
+static int check_not_writable_by_others(const struct stat *st, const char *what, const char *path,
+                                        kg_err *err)
+{
+    if ((st->st_mode & 022) == 0)
+        return 1;
+    return kg_err_set(err, KG_STEP_CONFIG, "%s%s%s: writable by group or others (mode %03o); chmod go-w it",
+                      what, *what != '\0' ? " " : "", path, (unsigned)(st->st_mode & 0777));
 }
 
 static int hexval(int c)
@@ -282,6 +304,8 @@ int kg_config_set(kg_config *cfg, const char *key, const char *value, kg_err *er
     case KG_CONF_T_PATH:
         if (!copy_str(slot, k->size, value))
             return kg_err_set(err, KG_STEP_CONFIG, "%s: value too long", key);
+        if (slot == cfg->require_tcb_status) /* kg_config_check: background mode cannot enforce it */
+            cfg->require_tcb_status_given = *value != '\0';
         return 1;
     case KG_CONF_T_URL:
         if (*value != '\0' && !url_ok(value))
@@ -355,16 +379,22 @@ void kg_config_defaults(kg_config *cfg)
     for (const kg_conf_key *k = kg_config_keys; k->name != NULL; k++)
         if (k->def[0] != '\0')
             kg_config_set(cfg, k->name, k->def, &ignored);
+    cfg->require_tcb_status_given = 0; /* the default is not a setting */
 }
 
 int kg_config_load_file(kg_config *cfg, const char *path, kg_err *err)
 {
     FILE *fp = fopen(path, "re");
+    struct stat st;
     int ok;
 
     if (fp == NULL)
         return kg_err_set(err, KG_STEP_CONFIG, "%s: cannot open: %s", path, strerror(errno));
-    ok = kg_config_load_stream(cfg, fp, path, err);
+    /* the mode of what was opened (no stat-then-open race): it names the trust anchor and the URLs */
+    if (fstat(fileno(fp), &st) != 0)
+        ok = kg_err_set(err, KG_STEP_CONFIG, "%s: cannot stat: %s", path, strerror(errno));
+    else
+        ok = check_not_writable_by_others(&st, "", path, err) && kg_config_load_stream(cfg, fp, path, err);
     fclose(fp);
     return ok;
 }
@@ -428,8 +458,22 @@ int kg_config_check(const kg_config *cfg, kg_err *err)
         return kg_err_set(err, KG_STEP_CONFIG,
                           "kbs_type = trustee needs adapter tdx or sim (azure-tdx evidence "
                           "is Trustee's az-tdx-vtpm, not supported)");
+    /* background: no token reaches keygate; the debug bit and the measurements are judged on our
+     * own quote (kg_verify_evidence_policy), the TCB status only exists in ITA's appraisal */
+    if (strcmp(cfg->kbs_type, "intel") == 0 && strcmp(cfg->kbs_mode, "background") == 0 &&
+        cfg->require_tcb_status_given)
+        return kg_err_set(err, KG_STEP_CONFIG,
+                          "require_tcb_status cannot be enforced with kbs_mode = background (the TCB status "
+                          "is in ITA's token, which only the KBS sees)");
     if (cfg->retry_wait_min_ms > cfg->retry_wait_max_ms)
         return kg_err_set(err, KG_STEP_CONFIG, "retry_wait_min_ms is larger than retry_wait_max_ms");
+    for (const char *const *name = trust_file_keys; *name != NULL; name++) {
+        const char *path = (const char *)cfg + find_key(*name)->off;
+        struct stat st;
+        /* the target of a symlink is what gets read; a missing file is left to its opener's message */
+        if (path[0] != '\0' && stat(path, &st) == 0 && !check_not_writable_by_others(&st, *name, path, err))
+            return 0;
+    }
     return 1;
 }
 

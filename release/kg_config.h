@@ -49,6 +49,7 @@ typedef struct kg_config {
     long retry_wait_min_ms;
     long retry_wait_max_ms;
     char require_tcb_status[KG_CONF_STR]; /* comma list of acceptable attester_tcb_status */
+    int require_tcb_status_given;         /* set non-empty by a file or override, not the default */
     char require_mrtd[KG_CONF_STR * 2];   /* comma list of 96-hex values */
     char require_rtmr[4][KG_CONF_STR * 2];
     int allow_debug_td;
@@ -99,7 +100,8 @@ int kg_config_load_file(kg_config *cfg, const char *path, kg_err *err);
  * caller closes fp. */
 int kg_config_load_stream(kg_config *cfg, FILE *fp, const char *path, kg_err *err);
 
-/* Cross-key checks after loading (e.g. sim adapter needs sim_pck_key). Returns 1 or 0. */
+/* Cross-key checks after loading (e.g. sim adapter needs sim_pck_key; a require_tcb_status
+ * given with kbs_mode = background, which cannot be enforced there). Returns 1 or 0. */
 int kg_config_check(const kg_config *cfg, kg_err *err);
 
 /* Writes the effective configuration, one "key = value" per line, to buf (for debug logs and

@@ -17,12 +17,13 @@
 #define SECURE_HEAP_SIZE (1024 * 1024)
 #define SECURE_HEAP_MIN 64
 
-/* One attestation: the wrapping key whose public half ITA bound into the token. */
+/* One attestation: the wrapping key whose public half ITA bound into the token (ctx->session:
+ * passport; background makes one per transfer). */
 typedef struct kg_session {
     EVP_PKEY *wrapping_key;
     uint8_t *user_data;
     size_t user_data_len;
-    char *token; /* verified; NULL in background mode */
+    char *token; /* verified */
     long long exp;
 } kg_session;
 
@@ -224,38 +225,41 @@ err:
     return ok;
 }
 
-/* Background: the wrapping key of the session (made once), the KBS's nonce, our quote. */
+/* Background: every transfer is an attestation of its own (the KBS asks ITA), so it gets a fresh
+ * wrapping key, as a passport session does; nothing is shared between the workers of
+ * kg_release_keys, so no lock. The local policy keygate can judge without a token is applied to
+ * our quote before it leaves (kg_verify_evidence_policy). On success *wrapping_key is the
+ * caller's. */
 static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref *ref, kg_release_times *t,
                                EVP_PKEY **wrapping_key, kbs_wrapped *w, kg_err *err)
 {
     char attestation_type[32];
+    kg_session s;
     ita_nonce nonce;
     kg_evidence ev;
     ita_evidence iev;
     double t0;
     int ok = 0;
 
+    memset(&s, 0, sizeof(s));
     memset(&nonce, 0, sizeof(nonce));
     memset(&ev, 0, sizeof(ev));
-    pthread_mutex_lock(&ctx->lock);
-    if (ctx->session.wrapping_key == NULL && !session_wrapping_key(&ctx->session, t, err)) {
-        session_clear(&ctx->session);
-        pthread_mutex_unlock(&ctx->lock);
-        return 0;
-    }
-    EVP_PKEY_up_ref(ctx->session.wrapping_key);
-    *wrapping_key = ctx->session.wrapping_key;
-    pthread_mutex_unlock(&ctx->lock);
-
+    if (!session_wrapping_key(&s, t, err))
+        goto err;
     t0 = now_ms();
     if (!kbs_intel_get_nonce(h, kbs_url_of(ctx, ref), ref->key_id, &nonce, attestation_type,
                              sizeof(attestation_type), err))
         goto err;
     t->nonce = now_ms() - t0;
     t0 = now_ms();
-    if (!kg_collect_evidence(&ctx->cfg, &nonce, ctx->session.user_data, ctx->session.user_data_len, &ev, err))
+    if (!kg_collect_evidence(&ctx->cfg, &nonce, s.user_data, s.user_data_len, &ev, err))
         goto err;
     t->evidence = now_ms() - t0;
+    t0 = now_ms();
+    if (!kg_verify_evidence_policy(&ctx->cfg, &ev, err))
+        goto err;
+    t->verify = now_ms() - t0;
+    t->attested = 1;
     memset(&iev, 0, sizeof(iev));
     iev.quote = ev.quote;
     iev.quote_len = ev.quote_len;
@@ -268,8 +272,11 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
                                        w, err))
         goto err;
     t->transfer = now_ms() - t0;
+    *wrapping_key = s.wrapping_key;
+    s.wrapping_key = NULL;
     ok = 1;
 err:
+    session_clear(&s);
     ita_nonce_clear(&nonce);
     kg_evidence_clear(&ev);
     return ok;

@@ -4,7 +4,8 @@
  *
  * A kg_release_ctx holds one attestation session at a time (wrapping key + verified token),
  * reused for further keys while the token has at least 30 s left (passport mode), and the
- * verifier's JWKS/CRL caches. It is thread-safe; kg_release_keys transfers in parallel.
+ * verifier's JWKS/CRL caches. In background mode every transfer is its own attestation, with a
+ * fresh wrapping key and the local policy applied to our quote before it is sent. It is thread-safe; kg_release_keys transfers in parallel.
  * Released keys are EVP_PKEYs in kg_libctx(); their private parts sit in the secure heap.
  */
 #ifndef KG_RELEASE_H

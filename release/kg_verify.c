@@ -4,6 +4,7 @@
 
 #include "ita_verify.h"
 #include "kg_attest.h"
+#include "tdx_quote.h"
 
 ita_verifier *kg_verifier_new(const kg_config *cfg, const char *jwks_file, const char *const *crl_files,
                               kg_err *err)
@@ -72,4 +73,26 @@ err:
     cJSON_Delete(payload);
     ita_verifier_free(v);
     return ok;
+}
+
+int kg_verify_evidence_policy(const kg_config *cfg, const kg_evidence *ev, kg_err *err)
+{
+    ita_td_values v;
+    ita_expect x;
+    tdx_quote q;
+
+    if (!tdx_quote_parse(ev->quote, ev->quote_len, &q, err))
+        return 0;
+    memset(&v, 0, sizeof(v));
+    v.is_debuggable = tdx_quote_is_debug(&q);
+    v.mrtd = q.mrtd;
+    for (int i = 0; i < 4; i++)
+        v.rtmr[i] = q.rtmr[i];
+    v.from_quote = 1;
+    memset(&x, 0, sizeof(x));
+    x.allow_debug = cfg->allow_debug_td;
+    x.mrtd_allow = cfg->require_mrtd;
+    for (int i = 0; i < 4; i++)
+        x.rtmr_allow[i] = cfg->require_rtmr[i];
+    return ita_td_policy_check(&v, &x, err);
 }

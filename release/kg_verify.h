@@ -13,6 +13,7 @@
 #include "ita_verify.h"
 #include "kg_config.h"
 #include "kg_err.h"
+#include "kg_evidence.h"
 
 typedef struct kg_verify_opts {
     time_t at;                /* 0 = now; also judges certificate and CRL validity */
@@ -35,5 +36,13 @@ ita_verifier *kg_verifier_new(const kg_config *cfg, const char *jwks_file, const
 /* Verifies token; on success fills *claims (caller clears). Returns 1 or 0 with err (verify). */
 int kg_verify_token(const kg_config *cfg, const char *token, const kg_verify_opts *opts, ita_claims *claims,
                     kg_err *err);
+
+/* kbs_mode = background: the local policy applied to our own evidence before it is sent, since
+ * no token reaches keygate there: the DEBUG bit of TDATTRIBUTES (allow_debug_td), require_mrtd
+ * and require_rtmr0..3, judged by ita_td_policy_check as a token's claims are. ev->quote is the
+ * TDX quote ITA appraises (azure-tdx: the IMDS quote of our TD report). require_tcb_status cannot
+ * be judged here (kg_config_check refuses it with background). Returns 1, or 0 with err (step
+ * verify for a refusal, evidence when the quote does not parse). */
+int kg_verify_evidence_policy(const kg_config *cfg, const kg_evidence *ev, kg_err *err);
 
 #endif

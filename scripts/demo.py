@@ -76,6 +76,7 @@ def main():
             f"sim_pck_key = {state / 'sim-pck.key'}\n"
             f"sim_pck_chain = {state / 'sim-pck-chain.pem'}\n"
             f"sim_mrtd = {DEMO_MRTD}\n")
+        conf.chmod(0o644)  # keygate refuses a keygate.conf others may write (a umask of 002)
         user_data = state / "wrapping-key.bin"
         t0 = time.monotonic()
         user_data.write_bytes(kbs_user_data())

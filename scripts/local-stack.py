@@ -45,6 +45,7 @@ def start(state, build):
         f"tls_ca_file = {state / 'tls-ca.pem'}\n"
         f"sim_pck_key = {state / 'sim-pck.key'}\nsim_pck_chain = {state / 'sim-pck-chain.pem'}\n"
         f"kbs_url = {kbs.url}\nkbs_type = intel\n")
+    conf.chmod(0o644)  # keygate refuses a keygate.conf others may write (a umask of 002)
     cnf = state / "openssl.cnf"
     cnf.write_text(
         "openssl_conf = openssl_init\nconfig_diagnostics = 1\n[openssl_init]\nproviders = provider_sect\n"

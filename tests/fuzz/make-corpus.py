@@ -226,7 +226,8 @@ def from_stack(c, data, tmp):
                 "sim_pck_chain": "/etc/keygate/sim-pck-chain.pem", "kbs_url": kbs.url, "kbs_type": "intel",
                 "kbs_mode": "background", "ita_api_version": "v2",
                 "ita_policy_ids": "00000000-0000-4000-8000-000000000000,11111111-1111-4111-8111-111111111111",
-                "require_mrtd": DEFAULTS["mrtd"].hex(), "require_tcb_status": "UpToDate,OutOfDate",
+                # no require_tcb_status: background mode cannot enforce it (kg_config_check refuses)
+                "require_mrtd": DEFAULTS["mrtd"].hex(),
                 "retry_wait_min_ms": 50, "retry_wait_max_ms": 400, "allow_debug_td": "no"}
         c.add("config", "stack-keygate.conf",
               "# written by make-corpus.py\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))

@@ -106,10 +106,13 @@ the request that releases a key (a nonce request consumes a fault without effect
                   ct_len one too large ("variant": "ct_len")
 
 The request log (server.py) records method, path, status, request-id, has_api_key, the
-Attestation-Type header and the fault mode; never tokens, keys or passwords.
+Attestation-Type header and the fault mode; never tokens, keys or passwords. A background-mode
+transfer with evidence also records ``user_data_sha256``, the SHA-256 of its user_data (the
+public wrapping key): tests tell wrapping keys apart by it.
 """
 
 import binascii
+import hashlib
 import hmac
 import json
 import os
@@ -470,6 +473,8 @@ class KbsService(StackService):
                 raise KbsError(400, ERR_ATTESTATION_TYPE)
             if not att_type and not body.get("attestation_token"):
                 raise KbsError(400, ERR_INVALID_REQUEST)
+            if att_type and body.get("user_data") is not None:
+                req.log_extra["user_data_sha256"] = hashlib.sha256(body["user_data"]).hexdigest()
         fault = req.fault if req.fault and req.fault.get("mode") in KBS_FAULTS else None
         key_id = req.match["id"].lower()
         record = self._key(key_id)

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kg_config.h"
@@ -115,6 +116,79 @@ static void missing_file_and_sim_check(void **state)
     assert_non_null(strstr(e.msg, "sim_pck_key"));
 }
 
+/* keygate.conf must not be writable by group or others (issue 17, 10c): whoever can write it
+ * chooses the trust anchor, the URLs and the policy. Modes that only let others read are fine. */
+static void conf_writable_by_others_is_refused(void **state)
+{
+    static const mode_t bad[] = {0666, 0664, 0662, 0660, 0646, 0622, 0602, 0620};
+    static const mode_t good[] = {0600, 0640, 0644, 0444, 0400};
+    char want[256];
+    kg_config c;
+    kg_err e;
+    const char *p = write_conf("adapter = sim\n");
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(chmod(p, bad[i]), 0);
+        kg_config_defaults(&c);
+        kg_err_clear(&e);
+        assert_int_equal(kg_config_load_file(&c, p, &e), 0);
+        assert_int_equal(e.step, KG_STEP_CONFIG);
+        snprintf(want, sizeof(want), "config: %s: writable by group or others (mode %03o); chmod go-w it", p,
+                 (unsigned)bad[i]);
+        assert_string_equal(e.msg, want);
+        assert_string_equal(c.ad.name, "tdx"); /* nothing of it was applied */
+    }
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        assert_int_equal(chmod(p, good[i]), 0);
+        kg_config_defaults(&c);
+        assert_int_equal(kg_config_load_file(&c, p, &e), 1);
+        assert_string_equal(c.ad.name, "sim");
+    }
+    unlink(p);
+}
+
+/* The same for the files that decide what keygate trusts: the pinned token root and the TLS CA
+ * bundle, checked by kg_config_check; a symlink is judged by its target. A missing file is left to
+ * the code that opens it. */
+static void trust_files_writable_by_others_are_refused(void **state)
+{
+    static const char *const keys[] = {"ita_trust_anchor", "tls_ca_file"};
+    char want[512], link_path[80];
+    kg_config c;
+    kg_err e;
+
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char file[64];
+        snprintf(file, sizeof(file), "%s", write_conf("-----BEGIN CERTIFICATE-----\n"));
+        kg_config_defaults(&c);
+        assert_int_equal(kg_config_set(&c, keys[i], file, &e), 1);
+        assert_int_equal(chmod(file, 0644), 0);
+        assert_int_equal(kg_config_check(&c, &e), 1);
+        assert_int_equal(chmod(file, 0664), 0);
+        kg_err_clear(&e);
+        assert_int_equal(kg_config_check(&c, &e), 0);
+        assert_int_equal(e.step, KG_STEP_CONFIG);
+        snprintf(want, sizeof(want), "config: %s %s: writable by group or others (mode 664); chmod go-w it",
+                 keys[i], file);
+        assert_string_equal(e.msg, want);
+        assert_int_equal(chmod(file, 0602), 0);
+        assert_int_equal(kg_config_check(&c, &e), 0);
+        assert_non_null(strstr(e.msg, "(mode 602)"));
+
+        /* through a symlink (itself always 0777): the target's mode counts */
+        snprintf(link_path, sizeof(link_path), "%s.link", file);
+        assert_int_equal(symlink(file, link_path), 0);
+        assert_int_equal(kg_config_set(&c, keys[i], link_path, &e), 1);
+        assert_int_equal(kg_config_check(&c, &e), 0);
+        assert_non_null(strstr(e.msg, link_path));
+        assert_int_equal(chmod(file, 0600), 0);
+        assert_int_equal(kg_config_check(&c, &e), 1);
+        unlink(link_path);
+        unlink(file);
+        assert_int_equal(kg_config_check(&c, &e), 1); /* gone: the opener will say so */
+    }
+}
+
 /* README.md keeps the one complete table of keys; it must match the parser's table exactly. */
 static void readme_table_matches_parser(void **state)
 {
@@ -167,6 +241,8 @@ int main(void)
         cmocka_unit_test(parse_good_file),
         cmocka_unit_test(rejects_bad_lines),
         cmocka_unit_test(missing_file_and_sim_check),
+        cmocka_unit_test(conf_writable_by_others_is_refused),
+        cmocka_unit_test(trust_files_writable_by_others_are_refused),
         cmocka_unit_test(readme_table_matches_parser),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
