@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "kg_attest.h"
 #include "kg_b64.h"
+#include "kg_json.h"
 #include "tdx_quote.h"
 #include "tdx_tsm.h"
 
@@ -253,14 +254,6 @@ end:
     return rc;
 }
 
-static int add_b64(cJSON *obj, const char *name, const uint8_t *p, size_t len)
-{
-    char *s = kg_b64_encode(p, len);
-    int ok = s != NULL && cJSON_AddStringToObject(obj, name, s) != NULL;
-    free(s);
-    return ok;
-}
-
 static int cmd_parse_quote(const kg_cli_common *common, const char *path)
 {
     static const char *rtmr_names[] = {"rtmr0", "rtmr1", "rtmr2", "rtmr3"};
@@ -392,18 +385,18 @@ int kg_cmd_evidence(int argc, char **argv, const kg_cli_common *common_in)
         }
     }
     out = cJSON_CreateObject();
-    if (out == NULL || !add_b64(out, "quote", ev.quote, ev.quote_len) ||
-        (ev.runtime_data_len > 0 && !add_b64(out, "runtime_data", ev.runtime_data, ev.runtime_data_len)) ||
-        (ev.event_log_len > 0 && !add_b64(out, "event_log", ev.event_log, ev.event_log_len)) ||
-        !add_b64(out, "report_data", ev.report_data, sizeof(ev.report_data))) {
+    if (out == NULL || !kg_json_add_b64(out, "quote", ev.quote, ev.quote_len) ||
+        (ev.runtime_data_len > 0 && !kg_json_add_b64(out, "runtime_data", ev.runtime_data, ev.runtime_data_len)) ||
+        (ev.event_log_len > 0 && !kg_json_add_b64(out, "event_log", ev.event_log, ev.event_log_len)) ||
+        !kg_json_add_b64(out, "report_data", ev.report_data, sizeof(ev.report_data))) {
         kg_err_set(&err, KG_STEP_INTERNAL, "out of memory");
         goto fail;
     }
     if (!args.no_nonce) {
         vn = cJSON_AddObjectToObject(out, "verifier_nonce");
-        if (vn == NULL || !add_b64(vn, "val", nonce.val, nonce.val_len) ||
-            !add_b64(vn, "iat", nonce.iat, nonce.iat_len) ||
-            !add_b64(vn, "signature", nonce.signature, nonce.signature_len)) {
+        if (vn == NULL || !kg_json_add_b64(vn, "val", nonce.val, nonce.val_len) ||
+            !kg_json_add_b64(vn, "iat", nonce.iat, nonce.iat_len) ||
+            !kg_json_add_b64(vn, "signature", nonce.signature, nonce.signature_len)) {
             kg_err_set(&err, KG_STEP_INTERNAL, "out of memory");
             goto fail;
         }

@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include "kg_b64.h"
+#include "kg_json.h"
 #include "kg_log.h"
+#include "kg_uuid.h"
 
 struct ita_client {
     kg_http *http;
@@ -239,18 +241,10 @@ err:
 }
 
 /* Adds name: base64(data) when len > 0 (absent optional fields are left out). */
-static int add_b64(cJSON *obj, const char *name, const uint8_t *data, size_t len)
+/* ITA's attest body leaves out optional evidence that is absent (no empty strings). */
+static int add_b64_if_any(cJSON *obj, const char *name, const uint8_t *data, size_t len)
 {
-    char *s;
-    cJSON *item;
-
-    if (data == NULL || len == 0)
-        return 1;
-    if ((s = kg_b64_encode(data, len)) == NULL)
-        return 0;
-    item = cJSON_AddStringToObject(obj, name, s);
-    free(s);
-    return item != NULL;
+    return data == NULL || len == 0 || kg_json_add_b64(obj, name, data, len);
 }
 
 static int add_nonce(cJSON *obj, const ita_nonce *n)
@@ -261,8 +255,8 @@ static int add_nonce(cJSON *obj, const ita_nonce *n)
         return 1;
     if ((vn = cJSON_AddObjectToObject(obj, "verifier_nonce")) == NULL)
         return 0;
-    return add_b64(vn, "val", n->val, n->val_len) && add_b64(vn, "iat", n->iat, n->iat_len) &&
-           add_b64(vn, "signature", n->signature, n->signature_len);
+    return add_b64_if_any(vn, "val", n->val, n->val_len) && add_b64_if_any(vn, "iat", n->iat, n->iat_len) &&
+           add_b64_if_any(vn, "signature", n->signature, n->signature_len);
 }
 
 static int add_common(cJSON *obj, const ita_attest_opts *o)
@@ -296,10 +290,10 @@ static char *attest_body(const ita_evidence *ev, const ita_nonce *nonce, const i
         return NULL;
     if (o->api_version == 2 && (tdx = cJSON_AddObjectToObject(root, "tdx")) == NULL)
         goto err;
-    if (!add_b64(tdx, "quote", ev->quote, ev->quote_len) ||
-        !add_b64(tdx, "runtime_data", ev->runtime_data, ev->runtime_data_len) ||
-        !add_b64(tdx, "user_data", ev->user_data, ev->user_data_len) ||
-        !add_b64(tdx, "event_log", ev->event_log, ev->event_log_len) || !add_nonce(tdx, nonce) ||
+    if (!add_b64_if_any(tdx, "quote", ev->quote, ev->quote_len) ||
+        !add_b64_if_any(tdx, "runtime_data", ev->runtime_data, ev->runtime_data_len) ||
+        !add_b64_if_any(tdx, "user_data", ev->user_data, ev->user_data_len) ||
+        !add_b64_if_any(tdx, "event_log", ev->event_log, ev->event_log_len) || !add_nonce(tdx, nonce) ||
         !add_common(root, o))
         goto err;
     out = cJSON_PrintUnformatted(root);
@@ -323,18 +317,6 @@ static int request_id_ok(const char *id)
     return 1;
 }
 
-static int uuid_ok(const char *s)
-{
-    if (strlen(s) != 36)
-        return 0;
-    for (int i = 0; i < 36; i++) {
-        int dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
-            return 0;
-    }
-    return 1;
-}
-
 int ita_attest_opts_check(const ita_evidence *ev, const ita_attest_opts *o, kg_err *err)
 {
     if (o->api_version != 1 && o->api_version != 2)
@@ -342,7 +324,7 @@ int ita_attest_opts_check(const ita_evidence *ev, const ita_attest_opts *o, kg_e
     if (o->policy_id_count < 0 || o->policy_id_count > ITA_MAX_ATTEST_POLICY_IDS)
         return kg_err_set(err, KG_STEP_TOKEN, "at most %d policy ids", ITA_MAX_ATTEST_POLICY_IDS);
     for (int i = 0; i < o->policy_id_count; i++)
-        if (!uuid_ok(o->policy_ids[i]))
+        if (!kg_uuid_ok(o->policy_ids[i], strlen(o->policy_ids[i])))
             return kg_err_set(err, KG_STEP_TOKEN, "policy id '%.40s' is not a UUID", o->policy_ids[i]);
     if (o->token_alg != NULL && strcmp(o->token_alg, "PS384") != 0 && strcmp(o->token_alg, "RS256") != 0)
         return kg_err_set(err, KG_STEP_TOKEN, "token signing alg '%.16s' is not PS384 or RS256",

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kg_b64.h"
+#include "kg_json.h"
 
 void kbs_wrapped_clear(kbs_wrapped *w)
 {
@@ -192,14 +193,6 @@ err:
     return ok;
 }
 
-static int add_b64(cJSON *obj, const char *name, const uint8_t *p, size_t len)
-{
-    char *s = kg_b64_encode(p, len);
-    int ok = s != NULL && cJSON_AddStringToObject(obj, name, s) != NULL;
-    free(s);
-    return ok;
-}
-
 int kbs_intel_transfer_background(kg_http *h, const char *kbs_url, const char *key_id,
                                   const char *attestation_type, const ita_evidence *ev,
                                   const ita_nonce *nonce, kbs_wrapped *out, kg_err *err)
@@ -212,12 +205,12 @@ int kbs_intel_transfer_background(kg_http *h, const char *kbs_url, const char *k
     memset(out, 0, sizeof(*out));
     transfer_url(url, sizeof(url), kbs_url, key_id);
     snprintf(at_header, sizeof(at_header), "Attestation-Type: %s", attestation_type);
-    if (req == NULL || !add_b64(req, "quote", ev->quote, ev->quote_len) ||
+    if (req == NULL || !kg_json_add_b64(req, "quote", ev->quote, ev->quote_len) ||
         (n = cJSON_AddObjectToObject(req, "nonce")) == NULL ||
-        !add_b64(n, "val", nonce->val, nonce->val_len) || !add_b64(n, "iat", nonce->iat, nonce->iat_len) ||
-        !add_b64(n, "signature", nonce->signature, nonce->signature_len) ||
-        !add_b64(req, "user_data", ev->runtime_data, ev->runtime_data_len) ||
-        (ev->event_log_len > 0 && !add_b64(req, "event_log", ev->event_log, ev->event_log_len))) {
+        !kg_json_add_b64(n, "val", nonce->val, nonce->val_len) || !kg_json_add_b64(n, "iat", nonce->iat, nonce->iat_len) ||
+        !kg_json_add_b64(n, "signature", nonce->signature, nonce->signature_len) ||
+        !kg_json_add_b64(req, "user_data", ev->runtime_data, ev->runtime_data_len) ||
+        (ev->event_log_len > 0 && !kg_json_add_b64(req, "event_log", ev->event_log, ev->event_log_len))) {
         cJSON_Delete(req);
         req = NULL; /* post_for_wrapped reports out of memory */
     }

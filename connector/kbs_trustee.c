@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "kg_b64.h"
+#include "kg_json.h"
 #include "kg_jcs.h"
 #include "kg_libctx.h"
 
@@ -275,14 +276,6 @@ err:
     return ok;
 }
 
-static int add_b64(cJSON *obj, const char *name, const uint8_t *p, size_t len)
-{
-    char *s = kg_b64_encode(p, len);
-    int ok = s != NULL && cJSON_AddStringToObject(obj, name, s) != NULL;
-    free(s);
-    return ok;
-}
-
 int kbs_trustee_parse_token(const kg_http_response *resp, const char *url, char **token, kg_err *err)
 {
     cJSON *j = cJSON_ParseWithLength((const char *)resp->body, resp->body_len);
@@ -320,9 +313,9 @@ int kbs_trustee_attest(kg_http *h, const char *kbs_url, const kbs_trustee_challe
         !cJSON_AddItemToObject(rt, "tee-pubkey", cJSON_Duplicate(tee_pubkey, 1)) ||
         (te = cJSON_AddObjectToObject(req, "tee-evidence")) == NULL ||
         (pe = cJSON_AddObjectToObject(te, "primary_evidence")) == NULL ||
-        (event_log_len > 0 ? !add_b64(pe, "cc_eventlog", event_log, event_log_len)
+        (event_log_len > 0 ? !kg_json_add_b64(pe, "cc_eventlog", event_log, event_log_len)
                            : !cJSON_AddNullToObject(pe, "cc_eventlog")) ||
-        !add_b64(pe, "quote", quote, quote_len) || !cJSON_AddStringToObject(te, "additional_evidence", "") ||
+        !kg_json_add_b64(pe, "quote", quote, quote_len) || !cJSON_AddStringToObject(te, "additional_evidence", "") ||
         (body = cJSON_PrintUnformatted(req)) == NULL) {
         kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
         goto err;

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "kg_uuid.h"
+
 #define F(field) offsetof(kg_config, field), sizeof(((kg_config *)0)->field)
 
 /* The one table of keys. Order = order in README.md. */
@@ -191,18 +193,6 @@ static int parse_hex(const char *s, size_t slen, unsigned char *out, size_t n)
     return 1;
 }
 
-static int is_uuid(const char *s, size_t len)
-{
-    if (len != 36)
-        return 0;
-    for (size_t i = 0; i < 36; i++) {
-        int want_dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (want_dash ? s[i] != '-' : hexval((unsigned char)s[i]) < 0)
-            return 0;
-    }
-    return 1;
-}
-
 static int enum_has(const char *choices, const char *value)
 {
     size_t vlen = strlen(value);
@@ -278,7 +268,7 @@ struct uuid_acc {
 static int add_uuid_item(const char *s, size_t len, void *arg)
 {
     kg_config *cfg = ((struct uuid_acc *)arg)->cfg;
-    if (!is_uuid(s, len) || cfg->ita_policy_id_count >= KG_CONF_MAX_POLICY_IDS)
+    if (!kg_uuid_ok(s, len) || cfg->ita_policy_id_count >= KG_CONF_MAX_POLICY_IDS)
         return 0;
     memcpy(cfg->ita_policy_ids[cfg->ita_policy_id_count], s, 36);
     cfg->ita_policy_ids[cfg->ita_policy_id_count][36] = '\0';

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kg_libctx.h"
+#include "kg_uuid.h"
 
 #define KG_KEYREF_MAX_FILE (64 * 1024)
 
@@ -45,19 +46,6 @@ ASN1_SEQUENCE(KG_KEYREF_ASN1) =
     memset(ref, 0, sizeof(*ref));
 }
 
-static int is_uuid4(const char *s)
-{
-    if (strlen(s) != 36)
-        return 0;
-    for (int i = 0; i < 36; i++) {
-        int dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
-            return 0;
-    }
-    /* the Intel KBS routes only version-4 UUIDs (others get a plain 404) */
-    return s[14] == '4' && strchr("89abAB", s[19]) != NULL;
-}
-
 /* repo/type/tag, each segment [A-Za-z0-9._-]+ but never "." or ".." (it becomes a URL path) */
 static int is_resource_path(const char *s)
 {
@@ -85,7 +73,7 @@ int kg_keyref_key_id_ok(const char *key_id, const char *kbs_type)
 {
     if (kbs_type != NULL && strcmp(kbs_type, "trustee") == 0)
         return is_resource_path(key_id);
-    return is_uuid4(key_id);
+    return kg_uuid_is_v4(key_id);
 }
 
 /* Copies a UTF8String into dst if printable ASCII and short enough. */
