@@ -1041,6 +1041,31 @@ static void pki_signature_variants(void **state)
                              "no JWKS entry for kid 'test-kid' with alg 'RS256'");
 }
 
+/* A 2048-bit signature is 256 bytes: its last base64url character carries 4 unused bits, so
+ * before issue 17 (finding 8) 16 different token strings verified for one signature. Only the
+ * canonical one (unused bits zero) may. The production token's 384-byte signature has no unused
+ * bits; it must keep verifying (prod_token). */
+static void pki_non_canonical_signature(void **state)
+{
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const char *good[] = {pki.ca_crl_empty, pki.root_crl_empty, NULL};
+    vcfg c = {
+        .jwks_file = pki.jwks, .anchor = pki.root_pem, .policy = ITA_CRL_REQUIRE, .crls = good, .offline = 1};
+    char *t = strdup(pki.token), *last = t + strlen(t) - 1;
+    const char *at = strchr(alphabet, *last);
+    kg_err err;
+
+    assert_non_null(at);
+    assert_int_equal((at - alphabet) & 15, 0); /* the canonical encoding */
+    assert_int_equal(verify_once(&c, t, 0, NULL, &err), 1);
+    for (int low = 1; low < 16; low++) {
+        *last = alphabet[(at - alphabet) | low];
+        assert_verify_fails_with(verify_once(&c, t, 0, NULL, &err), err,
+                                 "token signature is not canonical base64url");
+    }
+    free(t);
+}
+
 static void pki_crl_download(void **state)
 {
     vcfg c = {.jwks_file = pki.jwks, .anchor = pki.root_pem, .policy = ITA_CRL_REQUIRE};
@@ -1309,6 +1334,7 @@ int main(void)
         cmocka_unit_test(forged_jwks),
         cmocka_unit_test(pki_revocation),
         cmocka_unit_test(pki_signature_variants),
+        cmocka_unit_test(pki_non_canonical_signature),
         cmocka_unit_test(pki_crl_download),
         cmocka_unit_test(jwks_download),
         cmocka_unit_test(concurrent_verifications),
