@@ -1,5 +1,6 @@
 /* Helpers every keygate subcommand shares: common options, one-line errors, --json, the API key
  * from stdin, configuration loading. */
+#define _GNU_SOURCE /* secure_getenv */
 #include <errno.h>
 #include <getopt.h>
 #include <openssl/crypto.h>
@@ -162,7 +163,7 @@ int kg_cli_load_config(const kg_cli_common *common, kg_config *cfg, kg_err *err)
     const char *path = common->config_path;
 
     if (path == NULL)
-        path = getenv("KEYGATE_CONF");
+        path = secure_getenv("KEYGATE_CONF");
     if (path == NULL || *path == '\0')
         path = "/etc/keygate/keygate.conf";
     kg_config_defaults(cfg);

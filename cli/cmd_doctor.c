@@ -1,4 +1,5 @@
 /* keygate doctor: runs every check of doctor.h and prints one ✓/✗/- line each, with the fix. */
+#define _GNU_SOURCE /* secure_getenv */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,7 +95,7 @@ int kg_cmd_doctor(int argc, char **argv, const kg_cli_common *common_in)
         free(d);
         return rc;
     }
-    path = d->common.config_path ? d->common.config_path : getenv("KEYGATE_CONF");
+    path = d->common.config_path ? d->common.config_path : secure_getenv("KEYGATE_CONF");
     snprintf(d->config_path, sizeof(d->config_path), "%s",
              path != NULL && path[0] != '\0' ? path : "/etc/keygate/keygate.conf");
     kg_err_clear(&err);

@@ -4,6 +4,7 @@
  *   --replay        replays the CCEL event log into RTMR0..3 (values for MRTD/RTMR policies)
  *   --parse-quote F prints the fields of a TDX v4 quote
  */
+#define _GNU_SOURCE /* secure_getenv */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -157,7 +158,7 @@ static void replay_event(void *arg, const ccel_event *ev)
 static int replay_paths(const kg_cli_common *common, const evidence_args *a, char table[512], char data[512],
                         kg_err *err)
 {
-    const char *conf = common->config_path ? common->config_path : getenv("KEYGATE_CONF");
+    const char *conf = common->config_path ? common->config_path : secure_getenv("KEYGATE_CONF");
     kg_config cfg;
 
     kg_config_defaults(&cfg);

@@ -1,6 +1,7 @@
 /* keygate verify: pipeline step 5 for a token given in a file. */
 #define _GNU_SOURCE /* strptime, timegm */
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -51,17 +52,31 @@ static int parse_time(const char *s, time_t *out)
     return *out > 0;
 }
 
+/* ITA's attester_type values are short upper-case names (TDX, SGX); ita_claims has 32 bytes. */
+static int valid_attester_type(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 31)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
 static void usage(FILE *fp)
 {
     fprintf(fp, "usage: keygate verify --token FILE [--config F] [--json] [--at TIME] [--jwks-file F]\n"
-                "                      [--crl-file F]... [--user-data-file F]\n"
+                "                      [--crl-file F]... [--user-data-file F] [--attester-type TYPE]\n"
                 "  Verifies an ITA token: PS384/RS256 only, (kid, alg) in the JWKS, JWK equal to the x5c\n"
                 "  leaf, chain to the pinned ita_trust_anchor, CRLs (crl_policy), exp/nbf with\n"
                 "  token_leeway_s, iss/ver, the REPORTDATA binding and the local policy of keygate.conf.\n"
                 "  --at TIME verifies as of a Unix time or 2023-12-05T00:10:00Z (for old artefacts);\n"
                 "  --jwks-file and --crl-file verify offline; --user-data-file also requires\n"
-                "  attester_held_data to equal that file. Prints the verified claims; on failure exits 15\n"
-                "  and names the failed check. --json prints {verified, claims}.\n");
+                "  attester_held_data to equal that file. attester_type must be TDX, or TYPE with\n"
+                "  --attester-type (e.g. SGX for an SGX token). Prints the verified claims; on failure\n"
+                "  exits 15 and names the failed check. --json prints {verified, claims}.\n");
     kg_cli_help_tail(fp);
 }
 
@@ -73,6 +88,7 @@ int kg_cmd_verify(int argc, char **argv, const kg_cli_common *common_in)
                                          {"jwks-file", required_argument, NULL, 'J'},
                                          {"crl-file", required_argument, NULL, 'r'},
                                          {"user-data-file", required_argument, NULL, 'u'},
+                                         {"attester-type", required_argument, NULL, 'T'},
                                          {NULL, 0, NULL, 0}};
     kg_cli_common common = *common_in;
     const char *token_file = NULL, *ud_file = NULL, *crl_files[MAX_CRL_FILES + 1] = {NULL};
@@ -87,7 +103,7 @@ int kg_cmd_verify(int argc, char **argv, const kg_cli_common *common_in)
     memset(&vo, 0, sizeof(vo));
     memset(&claims, 0, sizeof(claims));
     kg_err_clear(&err);
-    while ((c = getopt_long(argc, argv, KG_CLI_COMMON_SHORT "t:a:J:r:u:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, KG_CLI_COMMON_SHORT "t:a:J:r:u:T:", opts, NULL)) != -1) {
         if (kg_cli_common_opt(c, optarg, &common))
             continue;
         switch (c) {
@@ -104,6 +120,12 @@ int kg_cmd_verify(int argc, char **argv, const kg_cli_common *common_in)
             crl_files[ncrl++] = optarg;
             break;
         case 'u': ud_file = optarg; break;
+        case 'T':
+            if (!valid_attester_type(optarg))
+                return kg_cli_usage_error("verify",
+                                          "--attester-type '%.64s' is not 1 to 31 letters or digits", optarg);
+            vo.attester_type = optarg;
+            break;
         case 'h': usage(stdout); return KG_EXIT_OK;
         default: return kg_cli_bad_option("verify", argv);
         }

@@ -1,6 +1,6 @@
 /* keygate doctor: checks of the host (file permissions, openssl.cnf, p11-kit) and the helper
  * that runs openssl / p11-kit with a bounded wait. */
-#define _GNU_SOURCE /* environ */
+#define _GNU_SOURCE /* environ, secure_getenv */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -200,7 +200,7 @@ doctor_status doctor_check_files(doctor_ctx *d, doctor_result *r)
 /* The openssl.cnf the applications will read. */
 static const char *openssl_conf_path(const doctor_ctx *d, char *buf, size_t len)
 {
-    const char *env = getenv("OPENSSL_CONF");
+    const char *env = secure_getenv("OPENSSL_CONF") /* as OpenSSL reads it */;
     char out[1024], *q1, *q2;
     char *argv[] = {"openssl", "version", "-d", NULL};
 

@@ -40,6 +40,17 @@ static int is_std_b64_char(char c)
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
 }
 
+static int b64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : 63;
+}
+
 int kg_b64_decode(const char *in, size_t in_len, unsigned char **out, size_t *out_len)
 {
     size_t pad = 0, i;
@@ -57,6 +68,11 @@ int kg_b64_decode(const char *in, size_t in_len, unsigned char **out, size_t *ou
     for (i = 0; i < in_len - pad; i++)
         if (!is_std_b64_char(in[i]))
             return 0;
+    /* Canonical only (RFC 4648 §3.5): the bits of the last character that carry no data must be
+     * zero, else "QQ==", "QR==" ... all decode to "A" and a signed token string is malleable. */
+    if ((pad == 1 && (b64_value(in[in_len - 2]) & 0x03) != 0) ||
+        (pad == 2 && (b64_value(in[in_len - 3]) & 0x0f) != 0))
+        return 0;
     buf = malloc(in_len / 4 * 3 + 1);
     if (buf == NULL)
         return 0;

@@ -1,7 +1,8 @@
 /*
  * Base64 (RFC 4648) on top of OpenSSL's EVP_EncodeBlock/EVP_DecodeBlock.
- * Decoding is strict: standard alphabet, padding required, no whitespace, and the padding
- * bytes that EVP_DecodeBlock reports as zeros are removed. The url variants take the
+ * Decoding is strict: standard alphabet, padding required, no whitespace, unused trailing bits
+ * zero (canonical: one encoding per byte string), and the padding bytes that EVP_DecodeBlock
+ * reports as zeros are removed. The url variants take the
  * base64url alphabet without padding (JOSE).
  */
 #ifndef KG_B64_H

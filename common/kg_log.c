@@ -1,10 +1,14 @@
+#define _GNU_SOURCE /* secure_getenv */
 #include "kg_log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,9 +25,38 @@ static void log_atfork_child(void)
     pthread_mutex_init(&log_lock, NULL);
 }
 
+/*
+ * The log file of KEYGATE_DEBUG. Any process that loads keygate (p11-kit puts the module in every
+ * GnuTLS program) would otherwise create or append to whatever the environment names: 0600 and
+ * close-on-exec, never through a symlink, and only a regular file (O_NONBLOCK: a FIFO without a
+ * reader must not block the host). NULL, after one line on stderr, when refused.
+ */
+static FILE *log_open(const char *path)
+{
+    struct stat st;
+    FILE *fp = NULL;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
+    const char *why = NULL;
+
+    if (fd < 0)
+        why = errno == ELOOP ? "is a symbolic link" : strerror(errno);
+    else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        why = "is not a regular file";
+    else if (fcntl(fd, F_SETFL, O_APPEND) != 0 || (fp = fdopen(fd, "a")) == NULL)
+        why = strerror(errno);
+    if (fp != NULL)
+        return fp;
+    if (fd >= 0)
+        close(fd);
+    fprintf(stderr, "keygate[%ld] warn: KEYGATE_DEBUG file %s %s: not logging\n", (long)getpid(), path, why);
+    return NULL;
+}
+
 static void log_init(void)
 {
-    const char *env = getenv("KEYGATE_DEBUG");
+    /* ignored in a setuid/setgid/file-capability process (AT_SECURE): the caller's environment
+     * must not choose files a privileged host writes */
+    const char *env = secure_getenv("KEYGATE_DEBUG");
     const char *colon;
     char path[512];
 
@@ -43,8 +76,8 @@ static void log_init(void)
     if (strcmp(path, "syslog") == 0) {
         openlog("keygate", LOG_PID, LOG_DAEMON);
         log_syslog = 1;
-    } else if (strcmp(path, "stderr") != 0 && path[0] != '\0')
-        log_fp = fopen(path, "ae");
+    } else if (strcmp(path, "stderr") != 0 && path[0] != '\0' && (log_fp = log_open(path)) == NULL)
+        log_level = -1; /* refused: the default (warnings to stderr), not the debug log on stderr */
 }
 
 int kg_log_enabled(int level)

@@ -2,7 +2,9 @@
  * kg_log: the runtime debug log.
  *
  * Off unless KEYGATE_DEBUG is set: "KEYGATE_DEBUG=<file|stderr|syslog>:<level>" with level 0..4
- * (0 error, 1 warn, 2 info, 3 debug, 4 trace); "KEYGATE_DEBUG=<level>" logs to stderr.
+ * (0 error, 1 warn, 2 info, 3 debug, 4 trace); "KEYGATE_DEBUG=<level>" logs to stderr. Read with
+ * secure_getenv (ignored in setuid/setgid hosts). The file is opened 0600 with O_NOFOLLOW and
+ * must be a regular file; else one warning on stderr and the default below.
  * Warnings (level 1) also go to stderr when KEYGATE_DEBUG is unset, so that e.g. the
  * simulated-TD warning is never silent. Lines carry file:line. Never pass secrets.
  */

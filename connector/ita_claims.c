@@ -359,6 +359,20 @@ static int check_iss_ver(const ita_claims *c, const ita_expect *x, kg_err *err)
     return kg_err_set(err, KG_STEP_VERIFY, "iss '%s' is not an ITA portal URL", c->iss);
 }
 
+/* An SGX (or other TEE's) token must not pass for a TD: attester_type is read where the TEE
+ * claims are (top level in v1, "tdx" in v2) and must be present. */
+static int check_attester_type(const ita_claims *c, const ita_expect *x, kg_err *err)
+{
+    const char *want = x->attester_type != NULL ? x->attester_type : "TDX";
+
+    if (c->attester_type[0] == '\0')
+        return kg_err_set(err, KG_STEP_VERIFY, "token has no attester_type claim (expected '%s')", want);
+    if (strcmp(c->attester_type, want) != 0)
+        return kg_err_set(err, KG_STEP_VERIFY, "attester_type '%s' is not the expected '%s'",
+                          c->attester_type, want);
+    return 1;
+}
+
 static int check_time(const ita_claims *c, const ita_expect *x, kg_err *err)
 {
     long long now = x->now != 0 ? (long long)x->now : (long long)time(NULL);
@@ -518,7 +532,7 @@ static int check_policy(const ita_claims *c, const ita_expect *x, kg_err *err)
 
 int ita_claims_check(const ita_claims *c, const ita_expect *x, kg_err *err)
 {
-    if (!check_time(c, x, err) || !check_iss_ver(c, x, err))
+    if (!check_time(c, x, err) || !check_iss_ver(c, x, err) || !check_attester_type(c, x, err))
         return 0;
     if (x->nonce != NULL) {
         if (!c->has_verifier_nonce)

@@ -41,6 +41,7 @@ typedef struct ita_expect {
     const char *rtmr_allow[4];
     const char (*required_policy_ids)[37];
     int required_policy_count;
+    const char *attester_type; /* NULL = "TDX": attester_type (v1 top level, v2 in "tdx") must equal it */
 } ita_expect;
 
 /* Applies every check; returns 1, or 0 with err (step verify) naming the first failed check. */

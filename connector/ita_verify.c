@@ -447,7 +447,7 @@ static int check_header(const ita_verifier *v, const cJSON *header, const char *
     return 1;
 }
 
-/* The JWK n/e must be the x5c leaf's key, RSA of at least 2048 bits, allowed to sign. */
+/* The JWK n/e must be the x5c leaf's key, RSA of at least 2048 bits, allowed to sign, no CA. */
 static int check_leaf_key(const ita_jwk *jwk, kg_err *err)
 {
     X509 *leaf = sk_X509_value(jwk->x5c, 0);
@@ -474,6 +474,13 @@ static int check_leaf_key(const ita_jwk *jwk, kg_err *err)
     }
     if ((X509_get_key_usage(leaf) & KU_DIGITAL_SIGNATURE) == 0) {
         kg_err_set(err, KG_STEP_VERIFY, "leaf certificate key usage lacks digitalSignature");
+        goto err;
+    }
+    /* X509_verify_cert accepts a CA as end entity; a token signer that can issue certificates
+     * is not what ITA publishes (its leaf is CA:FALSE) */
+    if (X509_check_ca(leaf) != 0) {
+        kg_err_set(err, KG_STEP_VERIFY,
+                   "the token-signing leaf certificate is a CA (basicConstraints CA:TRUE or keyCertSign)");
         goto err;
     }
     ok = 1;

@@ -8,6 +8,7 @@
  * token. The token serial is derived from kbs_url so it is the same on every TD of a fleet and
  * across restarts.
  */
+#define _GNU_SOURCE /* secure_getenv */
 #include <ctype.h>
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
@@ -252,7 +253,9 @@ static const char *conf_path_of(const char *reserved)
         if (*reserved != '\0')
             return reserved;
     }
-    if ((env = getenv("KEYGATE_CONF")) != NULL && *env != '\0')
+    /* not from the environment of a setuid/setgid host (p11-kit loads us into every GnuTLS
+     * program): KEYGATE_CONF chooses the trust anchor, the ITA URL and the API key file */
+    if ((env = secure_getenv("KEYGATE_CONF")) != NULL && *env != '\0')
         return env;
     return access(KG_P11_DEFAULT_CONF, F_OK) == 0 ? KG_P11_DEFAULT_CONF : NULL;
 }

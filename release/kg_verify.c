@@ -60,6 +60,7 @@ int kg_verify_token(const kg_config *cfg, const char *token, const kg_verify_opt
         x.rtmr_allow[i] = cfg->require_rtmr[i];
     x.required_policy_ids = cfg->ita_policy_ids;
     x.required_policy_count = cfg->ita_policy_id_count;
+    x.attester_type = opts->attester_type;
     if (!ita_claims_check(claims, &x, err))
         goto err;
     if (opts->payload != NULL) {

@@ -26,6 +26,7 @@ typedef struct kg_verify_opts {
     ita_verifier *verifier;       /* optional, borrowed: a long-lived verifier from kg_verifier_new (JWKS
                                      and CRLs stay cached across tokens); jwks_file and crl_files
                                      are then ignored */
+    const char *attester_type;    /* NULL = "TDX": the token's attester_type must equal it */
 } kg_verify_opts;
 
 /* A verifier for cfg's trust anchor, base URL and CRL policy (caller frees with

@@ -31,7 +31,8 @@ int kg_wrap_user_data(const EVP_PKEY *wrapping_key, uint8_t **blob, size_t *len,
 int kg_wrap_unwrap(const EVP_PKEY *wrapping_key, const uint8_t *wrapped_key, size_t wrapped_key_len,
                    const uint8_t *wrapped_swk, size_t wrapped_swk_len, EVP_PKEY **key, kg_err *err);
 
-/* Parses PKCS#8 DER (PrivateKeyInfo) into a supported private key in kg_libctx(). */
+/* Parses PKCS#8 DER (PrivateKeyInfo) into a supported private key in kg_libctx() whose private
+ * half matches its public half (EVP_PKEY_pairwise_check), else 0 with err (step unwrap). */
 int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err);
 
 /* Trustee (kbs-protocols.md §B.2): a fresh TEE key pair in kg_libctx(), kind "ec" (P-256, the

@@ -164,7 +164,8 @@ KEYGATE_API int keygate_ita_get_token_signing_certificates(keygate_ita *ita, cha
                                                keygate_error *err);
 
 /* Verifies token and fills *claims (caller clears). expect may be NULL (signature, chain,
- * CRLs, time, iss/ver, internal REPORTDATA consistency and the debug bit only). */
+ * CRLs, time, iss/ver, attester_type, internal REPORTDATA consistency and the debug bit only).
+ * attester_type (top level in v1, in "tdx" in v2) must always be "TDX". */
 KEYGATE_API int keygate_ita_verify_token(keygate_ita *ita, const char *token, const keygate_ita_expect *expect,
                              keygate_ita_claims *claims, keygate_error *err);
 KEYGATE_API void keygate_ita_claims_clear(keygate_ita_claims *claims);

@@ -171,6 +171,8 @@ TOKEN_FAULTS = [
 
 KBS_FAULTS = [
     ("wrong_key", "releases another key of the same type", "match", r"not the reference's"),
+    ("wrong_scalar", "releases the right public key with another private key", "unwrap",
+     r"the released private key does not match its own public key"),
     ("corrupt_wrap", "wrapped_key ciphertext flipped", "unwrap", r"AES-256-GCM authentication"),
     ("corrupt_swk", "wrapped_swk flipped", "unwrap", r"wrapped_swk does not decrypt"),
     ("bad_header", "wrapped_key header lies about its lengths", "unwrap", r"wrapped_key header"),

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import REPO, run, write_keygate_conf
-from tests.stack import pki
+from tests.stack import ita, pki
 
 VECTORS = pathlib.Path(os.environ.get("KEYGATE_VECTORS_DIR", REPO.parent / "shared" / "vectors"))
 PROD_TIME = "2023-12-05T00:10:00Z"
@@ -148,6 +148,38 @@ def test_local_policy(keygate_bin, ita_stack, tmp_path):
     conf5 = write_keygate_conf(ita_stack, tmp_path / "k5.conf", require_rtmr1="cd" * 48 + ", " + "00" * 48,
                                require_tcb_status="OutOfDate, UpToDate")
     assert verify(keygate_bin, conf5, token).returncode == 0
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_attester_type_must_be_the_expected_one(keygate_bin, ita_stack, tmp_path, version):
+    """A validly signed token for another TEE (SGX) does not pass for a TD: attester_type (top
+    level in v1, in "tdx" in v2) must be TDX unless --attester-type says otherwise."""
+    conf, token, _ = _good_token(keygate_bin, ita_stack, tmp_path, ita_api_version=version)
+    header, claims = (json.loads(b64url_dec(p)) for p in token.read_text().split(".")[:2])
+    tee = claims["tdx"] if version == "v2" else claims
+    assert tee["attester_type"] == "TDX"
+    chain = pki.load_ita_chain(ita_stack.state_dir)
+
+    def resigned(name, **tee_claims):
+        tee.update(tee_claims)
+        for k, v in tee_claims.items():
+            if v is None:
+                del tee[k]
+        f = tmp_path / name
+        f.write_text(ita.sign_jws(header, claims, chain.leaf_key, header["alg"]))
+        return f
+
+    sgx = resigned("sgx.jwt", attester_type="SGX")
+    assert_check(verify(keygate_bin, conf, sgx), "attester_type 'SGX' is not the expected 'TDX'")
+    r = verify(keygate_bin, conf, sgx, "--attester-type", "SGX")
+    assert r.returncode == 0 and "attester SGX" in r.stderr, r.stderr
+    assert_check(verify(keygate_bin, conf, token, "--attester-type", "SGX"),
+                 "attester_type 'TDX' is not the expected 'SGX'")
+    assert verify(keygate_bin, conf, token, "--attester-type", "TDX").returncode == 0
+    missing = resigned("none.jwt", attester_type=None)
+    assert_check(verify(keygate_bin, conf, missing), "token has no attester_type claim (expected 'TDX')")
+    r = verify(keygate_bin, conf, token, "--attester-type", "")
+    assert r.returncode == 1 and "--attester-type" in r.stderr, r.stderr  # usage error
 
 
 def test_pinned_root_is_required(keygate_bin, ita_stack, tmp_path):
@@ -284,12 +316,16 @@ def test_dev_sgx_token_localhost_cdps_are_refused_preloaded_crls_verify(keygate_
                  "refusing http://localhost:8081/crl/")
     assert _CrlHandler.requests == []
     crls = ["--crl-file", str(vector("ita-dev-ats-ca-crl.der")), "--crl-file", str(vector("ita-dev-root-ca-crl.der"))]
-    r = verify(keygate_bin, conf, token, "--jwks-file", jwks, "--at", DEV_TIME, "--json", *crls)
+    # a real SGX token is not a TD's: refused by default, verified when SGX is what we expect
+    assert_check(verify(keygate_bin, conf, token, "--jwks-file", jwks, "--at", DEV_TIME, *crls),
+                 "attester_type 'SGX' is not the expected 'TDX'")
+    sgx = ("--attester-type", "SGX")
+    r = verify(keygate_bin, conf, token, "--jwks-file", jwks, "--at", DEV_TIME, "--json", *crls, *sgx)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["claims"]["attester_type"] == "SGX"
-    assert_check(verify(keygate_bin, conf, token, "--jwks-file", jwks, *crls), "expired")
+    assert_check(verify(keygate_bin, conf, token, "--jwks-file", jwks, *crls, *sgx), "expired")
     conf = offline_conf(tmp_path, vector("ita-prod-root-ca.pem"), allow_http_loopback="yes")
-    assert_check(verify(keygate_bin, conf, token, "--jwks-file", jwks, "--at", DEV_TIME, *crls), "pinned")
+    assert_check(verify(keygate_bin, conf, token, "--jwks-file", jwks, "--at", DEV_TIME, *crls, *sgx), "pinned")
     assert _CrlHandler.requests == []
 
 

@@ -100,6 +100,8 @@ the request that releases a key (a nonce request consumes a fault without effect
     not_found     404 as for an unknown key
     deny          401 policy denial
     wrong_key     wrap a freshly generated key of the same type instead of the requested one
+    wrong_scalar  wrap the requested key's public half with another private half (EC: the
+                  publicKey field of another key's PKCS#8; RSA: another key with this n)
     corrupt_wrap  flip a byte of the wrapped_key ciphertext
     corrupt_swk   flip a byte of wrapped_swk
     bad_header    wrapped_key header lies: iv_len 13 (param "variant": "iv_len", default) or
@@ -129,6 +131,7 @@ from .kbs_model import (AES_LENGTHS, CURVES, ERR_ACCEPT, ERR_ATTESTATION_TYPE, E
                         RSA_LENGTHS, TOKEN_REQUEST_SCHEMA, TRANSFER_SCHEMA, DecodeError, KbsError,
                         Panic, apply_wrap_fault, b64, decode_body, evaluate_policy,
                         fresh_secret_like, generate_secret, handled, import_secret, key_response,
+                        other_private_half,
                         now_rfc3339, parse_claims, public_key_from_held_data, store_policy,
                         validate_key_request, validate_policy, wrap_secret)
 from .kbs_token import (ItaClient, ItaError, TokenError, TokenVerifier, check_time_claims,
@@ -144,7 +147,8 @@ ADMIN_PERMISSIONS = ["keys:search", "keys:create", "keys:delete", "keys:transfer
                      "key_transfer_policies:delete", "users:delete", "users:search",
                      "users:create", "users:update"]
 JWT_SIGNING_KEY_FILE = "kbs-jwt-signing.key"
-KBS_FAULTS = {"not_found", "deny", "wrong_key", "corrupt_wrap", "corrupt_swk", "bad_header"}
+KBS_FAULTS = {"not_found", "deny", "wrong_key", "wrong_scalar", "corrupt_wrap", "corrupt_swk",
+              "bad_header"}
 
 
 # =========================================================================== responses
@@ -524,8 +528,9 @@ class KbsService(StackService):
             e, n = public_key_from_held_data(claims["attester_held_data"], att)
         except (ValueError, binascii.Error):
             raise handled(500, "Error in getting public key", 0) from None
-        secret = (fresh_secret_like(record) if fault and fault["mode"] == "wrong_key"
-                  else record["secret"])
+        mode = fault["mode"] if fault else None
+        secret = (fresh_secret_like(record) if mode == "wrong_key"
+                  else other_private_half(record) if mode == "wrong_scalar" else record["secret"])
         try:
             wrapped_key, wrapped_swk = wrap_secret(secret, e, n)
         except ValueError:

@@ -318,6 +318,25 @@ def fresh_secret_like(record):
     return pkcs8_der(ec.generate_private_key(type(old.curve)()))
 
 
+def other_private_half(record):
+    """The record's key (PKCS#8 DER) with its public half kept and another private half (the
+    wrong_scalar fault): a fresh key of the same type whose public value is overwritten in
+    place by the record's (same encoded length): EC publicKey point, RSA modulus n."""
+    old = serialization.load_der_private_key(record["secret"], None)
+    if isinstance(old, rsa.RSAPrivateKey):
+        fresh = rsa.generate_private_key(public_exponent=65537, key_size=old.key_size)
+        size = (old.key_size + 7) // 8
+        want, have = (k.public_key().public_numbers().n.to_bytes(size, "big") for k in (old, fresh))
+    else:
+        fresh = ec.generate_private_key(type(old.curve)())
+        want, have = (k.public_key().public_bytes(serialization.Encoding.X962,
+                                                  serialization.PublicFormat.UncompressedPoint)
+                      for k in (old, fresh))
+    der = pkcs8_der(fresh)
+    assert der.count(have) == 1 and len(want) == len(have)
+    return der.replace(have, want)
+
+
 def key_response(record):
     """model.KeyResponse of a stored key (omitempty fields dropped)."""
     info = {"algorithm": record["algorithm"]}

@@ -181,7 +181,8 @@ static void azure_payload(char *out, size_t size, const uint8_t h[64], int upper
         sprintf(hex + 2 * i, upper ? "%02X" : "%02x", h[i]);
     snprintf(out, size,
              "{\"ver\":\"1.0.0\",\"iss\":\"Intel Trust Authority\",\"exp\":2000,\"tdx_is_debuggable\":false,"
-             "\"tdx_report_data\":\"%s\",\"attester_runtime_data\":{\"keys\":[],\"user-data\":\"%s\"},"
+             "\"attester_type\":\"TDX\",\"tdx_report_data\":\"%s\",\"attester_runtime_data\":{\"keys\":[],"
+             "\"user-data\":\"%s\"},"
              "\"verifier_nonce\":{\"val\":\"%s\",\"iat\":\"%s\",\"signature\":\"c2ln\"}%s}",
              "9734504f161d104c74e3165c15f779b06a9bb40dfa71937817d7eee68e593839"
              "0000000000000000000000000000000000000000000000000000000000000000",

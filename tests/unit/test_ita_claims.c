@@ -150,7 +150,8 @@ static void claim_checks(void **state)
     ita_expect x;
     char json[2048];
 #define BASE                                                                                                 \
-    "{\"ver\":\"1.0.0\",\"iss\":\"Intel Trust Authority\",\"exp\":2000,\"nbf\":1000,"                        \
+    "{\"ver\":\"1.0.0\",\"iss\":\"Intel Trust "                                                              \
+    "Authority\",\"attester_type\":\"TDX\",\"exp\":2000,\"nbf\":1000,"                                       \
     "\"iat\":1000,\"tdx_is_debuggable\":%s,\"attester_tcb_status\":\"UpToDate\"%s}"
     memset(&x, 0, sizeof(x));
     x.now = 1500;
@@ -169,22 +170,25 @@ static void claim_checks(void **state)
     x.allow_debug = 1;
     check_claims(json, &x, NULL);
     x.allow_debug = 0;
-    check_claims("{\"ver\":\"1.0.0\",\"iss\":\"Intel Trust Authority\",\"exp\":2000}", &x, "does not say");
+    check_claims(
+        "{\"ver\":\"1.0.0\",\"iss\":\"Intel Trust Authority\",\"attester_type\":\"TDX\",\"exp\":2000}", &x,
+        "does not say");
     check_claims("{\"ver\":\"2.0.0\",\"iss\":\"Intel Trust Authority\",\"exp\":2000}", &x,
                  "ver '2.0.0' is not 1.0.0");
     check_claims("{\"ver\":\"1.0.0\",\"iss\":\"Evil\",\"exp\":2000,\"tdx_is_debuggable\":false}", &x,
                  "iss 'Evil'");
     check_claims("{\"ver\":\"1.0.0\",\"iss\":\"Intel Trust Authority\",\"tdx_is_debuggable\":false}", &x,
                  "no exp");
-    check_claims("{\"ver\":\"2.0.0\",\"iss\":\"https://"
-                 "evil.example\",\"exp\":2000,\"tdx\":{\"tdx_is_debuggable\":false}}",
-                 &x, "not an ITA portal URL");
+    check_claims(
+        "{\"ver\":\"2.0.0\",\"iss\":\"https://"
+        "evil.example\",\"exp\":2000,\"tdx\":{\"attester_type\":\"TDX\",\"tdx_is_debuggable\":false}}",
+        &x, "not an ITA portal URL");
     check_claims("{\"ver\":\"2.0.0\",\"iss\":\"https://portal.eu.trustauthority.intel.com\",\"exp\":2000,"
-                 "\"tdx\":{\"tdx_is_debuggable\":false}}",
+                 "\"tdx\":{\"attester_type\":\"TDX\",\"tdx_is_debuggable\":false}}",
                  &x, NULL);
     x.base_url = "https://127.0.0.1:8443";
     check_claims("{\"ver\":\"2.0.0\",\"iss\":\"https://127.0.0.1:8443\",\"exp\":2000,"
-                 "\"tdx\":{\"tdx_is_debuggable\":false}}",
+                 "\"tdx\":{\"attester_type\":\"TDX\",\"tdx_is_debuggable\":false}}",
                  &x, NULL);
     /* policy ids */
     static const char required[1][37] = {"4f5c2a3e-1b2c-4d5e-8f90-0123456789ab"};
@@ -220,7 +224,7 @@ static void binding_and_nonce(void **state)
     iat_b64 = kg_b64_encode(iat, 29);
     snprintf(json, sizeof(json),
              "{\"ver\":\"1.0.0\",\"iss\":\"Intel Trust Authority\",\"exp\":2000,\"tdx_is_debuggable\":false,"
-             "\"attester_held_data\":\"%s\",\"tdx_report_data\":\"%s\","
+             "\"attester_type\":\"TDX\",\"attester_held_data\":\"%s\",\"tdx_report_data\":\"%s\","
              "\"verifier_nonce\":{\"val\":\"%s\",\"iat\":\"%s\",\"signature\":\"c2ln\"}}",
              held_b64, hex, val_b64, iat_b64);
     memset(&x, 0, sizeof(x));
@@ -239,7 +243,7 @@ static void binding_and_nonce(void **state)
     hex[0] = hex[0] == '0' ? '1' : '0';
     snprintf(json, sizeof(json),
              "{\"ver\":\"1.0.0\",\"iss\":\"Intel Trust Authority\",\"exp\":2000,\"tdx_is_debuggable\":false,"
-             "\"attester_held_data\":\"%s\",\"tdx_report_data\":\"%s\","
+             "\"attester_type\":\"TDX\",\"attester_held_data\":\"%s\",\"tdx_report_data\":\"%s\","
              "\"verifier_nonce\":{\"val\":\"%s\",\"iat\":\"%s\",\"signature\":\"c2ln\"}}",
              held_b64, hex, val_b64, iat_b64);
     x.user_data = held;
@@ -247,6 +251,35 @@ static void binding_and_nonce(void **state)
     free(held_b64);
     free(val_b64);
     free(iat_b64);
+}
+
+/* attester_type must be the expected one, TDX unless the caller says otherwise: v1 at the top
+ * level, v2 inside "tdx" (issue 17, finding 10). */
+static void attester_type_checks(void **state)
+{
+    ita_expect x;
+
+    memset(&x, 0, sizeof(x));
+    x.now = 1500;
+#define V1(type)                                                                                             \
+    "{\"ver\":\"1.0.0\",\"iss\":\"Intel Trust Authority\",\"exp\":2000," type "\"tdx_is_debuggable\":false}"
+#define V2(top, tee)                                                                                         \
+    "{\"ver\":\"2.0.0\",\"iss\":\"https://portal.trustauthority.intel.com\",\"exp\":2000," top               \
+    "\"tdx\":{" tee "\"tdx_is_debuggable\":false}}"
+    check_claims(V1("\"attester_type\":\"TDX\","), &x, NULL);
+    check_claims(V1("\"attester_type\":\"SGX\","), &x, "attester_type 'SGX' is not the expected 'TDX'");
+    check_claims(V1("\"attester_type\":\"tdx\","), &x, "attester_type 'tdx' is not the expected 'TDX'");
+    check_claims(V1(""), &x, "token has no attester_type claim (expected 'TDX')");
+    check_claims(V2("", "\"attester_type\":\"TDX\","), &x, NULL);
+    check_claims(V2("", "\"attester_type\":\"SGX\","), &x, "attester_type 'SGX' is not the expected 'TDX'");
+    check_claims(V2("", ""), &x, "token has no attester_type claim (expected 'TDX')");
+    /* v2: a top-level attester_type does not speak for the tdx claims */
+    check_claims(V2("\"attester_type\":\"TDX\",", ""), &x, "token has no attester_type claim");
+    x.attester_type = "SGX";
+    check_claims(V1("\"attester_type\":\"SGX\","), &x, NULL);
+    check_claims(V1("\"attester_type\":\"TDX\","), &x, "attester_type 'TDX' is not the expected 'SGX'");
+#undef V1
+#undef V2
 }
 
 static void attest_input_validation(void **state)
@@ -303,7 +336,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parses_production_v1_token), cmocka_unit_test(parses_v2_nested_sample),
         cmocka_unit_test(rejects_malformed_claims),   cmocka_unit_test(claim_checks),
-        cmocka_unit_test(binding_and_nonce),          cmocka_unit_test(attest_input_validation),
+        cmocka_unit_test(binding_and_nonce),          cmocka_unit_test(attester_type_checks),
+        cmocka_unit_test(attest_input_validation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -352,10 +352,13 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *is
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
     X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name);
     X509_set_pubkey(x, key);
+    /* ca 2: a CA certificate that may also sign (what a token-signing leaf must not be) */
     add_ext(x, issuer != NULL ? issuer : x, NID_basic_constraints,
             ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
     add_ext(x, issuer != NULL ? issuer : x, NID_key_usage,
-            ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
+            ca == 2 ? "critical,digitalSignature,keyCertSign"
+            : ca    ? "critical,keyCertSign,cRLSign"
+                    : "critical,digitalSignature");
     if (cdp != NULL)
         add_ext(x, issuer != NULL ? issuer : x, NID_crl_distribution_points, cdp);
     assert_true(X509_sign(x, issuer_key, EVP_sha256()) > 0);
@@ -1041,6 +1044,53 @@ static void pki_signature_variants(void **state)
                              "no JWKS entry for kid 'test-kid' with alg 'RS256'");
 }
 
+/* A 2048-bit signature is 256 bytes: its last base64url character carries 4 unused bits, so
+ * before issue 17 (finding 8) 16 different token strings verified for one signature. Only the
+ * canonical one (unused bits zero) may. The production token's 384-byte signature has no unused
+ * bits; it must keep verifying (prod_token). */
+static void pki_non_canonical_signature(void **state)
+{
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const char *good[] = {pki.ca_crl_empty, pki.root_crl_empty, NULL};
+    vcfg c = {
+        .jwks_file = pki.jwks, .anchor = pki.root_pem, .policy = ITA_CRL_REQUIRE, .crls = good, .offline = 1};
+    char *t = strdup(pki.token), *last = t + strlen(t) - 1;
+    const char *at = strchr(alphabet, *last);
+    kg_err err;
+
+    assert_non_null(at);
+    assert_int_equal((at - alphabet) & 15, 0); /* the canonical encoding */
+    assert_int_equal(verify_once(&c, t, 0, NULL, &err), 1);
+    for (int low = 1; low < 16; low++) {
+        *last = alphabet[(at - alphabet) | low];
+        assert_verify_fails_with(verify_once(&c, t, 0, NULL, &err), err,
+                                 "token signature is not canonical base64url");
+    }
+    free(t);
+}
+
+/* The token-signing leaf must be an end entity: a CA certificate (even one allowed to sign)
+ * under the pinned root is refused as leaf (issue 17, finding 10). */
+static void pki_leaf_is_ca(void **state)
+{
+    static const char *const ps[] = {"PS384", NULL};
+    const char *good[] = {pki.ca_crl_empty, pki.root_crl_empty, NULL};
+    X509 *ca_leaf = make_cert("Test Token Signing CA", pki.leaf_key, pki.ca, pki.ca_key, 2, NULL, 4);
+    X509 *x5c[3] = {ca_leaf, pki.ca, pki.root};
+    char *j = make_jwks_json(ps, pki.leaf_key, x5c, 3);
+    vcfg c = {.jwks_file = write_tmp_str("pki-jwks-ca-leaf.json", j),
+              .anchor = pki.root_pem,
+              .policy = ITA_CRL_REQUIRE,
+              .crls = good,
+              .offline = 1};
+    kg_err err;
+
+    assert_verify_fails_with(verify_once(&c, pki.token, 0, NULL, &err), err,
+                             "token-signing leaf certificate is a CA");
+    free(j);
+    X509_free(ca_leaf);
+}
+
 static void pki_crl_download(void **state)
 {
     vcfg c = {.jwks_file = pki.jwks, .anchor = pki.root_pem, .policy = ITA_CRL_REQUIRE};
@@ -1309,6 +1359,8 @@ int main(void)
         cmocka_unit_test(forged_jwks),
         cmocka_unit_test(pki_revocation),
         cmocka_unit_test(pki_signature_variants),
+        cmocka_unit_test(pki_non_canonical_signature),
+        cmocka_unit_test(pki_leaf_is_ca),
         cmocka_unit_test(pki_crl_download),
         cmocka_unit_test(jwks_download),
         cmocka_unit_test(concurrent_verifications),

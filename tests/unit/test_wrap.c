@@ -2,6 +2,8 @@
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -176,12 +178,146 @@ static void refuses_corrupt_wraps(void **state)
     EVP_PKEY_free(k);
 }
 
+/* A key built from parameters as given, without any consistency check (EVP_PKEY_fromdata). */
+static EVP_PKEY *key_fromdata(const char *type, OSSL_PARAM_BLD *bld)
+{
+    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+    EVP_PKEY *k = NULL;
+
+    assert_non_null(params);
+    assert_true(EVP_PKEY_fromdata_init(ctx) > 0);
+    assert_true(EVP_PKEY_fromdata(ctx, &k, EVP_PKEY_KEYPAIR, params) > 0);
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    return k;
+}
+
+/* EC: a's scalar with b's public point (what parse_ec_in_place trusted). */
+static EVP_PKEY *ec_mismatched(const char *curve)
+{
+    EVP_PKEY *a = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve), *b = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve),
+             *k;
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    BIGNUM *d = NULL;
+    uint8_t pub[200];
+    size_t pub_len;
+    char group[32];
+
+    assert_true(EVP_PKEY_get_bn_param(a, OSSL_PKEY_PARAM_PRIV_KEY, &d));
+    assert_true(EVP_PKEY_get_octet_string_param(b, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof(pub), &pub_len));
+    assert_true(EVP_PKEY_get_utf8_string_param(a, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL));
+    assert_true(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0));
+    assert_true(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, pub_len));
+    assert_true(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d));
+    k = key_fromdata("EC", bld);
+    BN_clear_free(d);
+    EVP_PKEY_free(a);
+    EVP_PKEY_free(b);
+    return k;
+}
+
+/* RSA: a's n, e and d (d + 2 when bump_d) with the CRT values of a, or of b (p, q do not make n). */
+static EVP_PKEY *rsa_mismatched(EVP_PKEY *a, EVP_PKEY *b, int bump_d)
+{
+    static const char *const names[] = {OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
+                                        OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
+                                        OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+                                        OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    BIGNUM *bn[8] = {NULL};
+    EVP_PKEY *k;
+
+    for (int i = 0; i < 8; i++) {
+        assert_true(EVP_PKEY_get_bn_param(i < 3 ? a : b, names[i], &bn[i]));
+        if (i == 2 && bump_d)
+            assert_true(BN_add_word(bn[i], 2));
+        assert_true(OSSL_PARAM_BLD_push_BN(bld, names[i], bn[i]));
+    }
+    k = key_fromdata("RSA", bld);
+    for (int i = 0; i < 8; i++)
+        BN_clear_free(bn[i]);
+    return k;
+}
+
+/* Every path that produces a released key refuses bad: the Intel KBS unwrap, and a Trustee
+ * resource as DER and as PEM. */
+static void expect_mismatch_refused(EVP_PKEY *bad, const char *what)
+{
+    const char *needle = "the released private key does not match its own public key";
+    size_t pt_len, wk_len, ws_len;
+    uint8_t *pt = pkcs8(bad, &pt_len), *wk, *ws;
+    EVP_PKEY *out = NULL;
+    BIO *b = BIO_new(BIO_s_mem());
+    char *pem;
+    long pem_len;
+    kg_err e;
+
+    kbs_wrap(pt, pt_len, 32, &wk, &wk_len, &ws, &ws_len);
+    kg_err_clear(&e);
+    if (kg_wrap_unwrap(wrapping, wk, wk_len, ws, ws_len, &out, &e) != 0)
+        fail_msg("%s: KBS unwrap accepted the key", what);
+    expect_fail(wk, wk_len, ws, ws_len, needle);
+    if (kg_wrap_parse_resource(pt, pt_len, &out, &e) != 0)
+        fail_msg("%s: Trustee DER resource accepted", what);
+    assert_null(out);
+    assert_int_equal(e.step, KG_STEP_UNWRAP);
+    assert_non_null(strstr(e.msg, needle));
+    assert_true(PEM_write_bio_PrivateKey(b, bad, NULL, NULL, 0, NULL, NULL));
+    pem_len = BIO_get_mem_data(b, &pem);
+    assert_int_equal(kg_wrap_parse_resource((const uint8_t *)pem, (size_t)pem_len, &out, &e), 0);
+    assert_non_null(strstr(e.msg, needle));
+    BIO_free(b);
+    free(wk);
+    free(ws);
+    OPENSSL_free(pt);
+}
+
+/* A KBS answer with the right public key and another private key must not pass (issue 17,
+ * finding 9): the public-half match against the expected key cannot see it. */
+static void refuses_key_not_matching_its_public_half(void **state)
+{
+    EVP_PKEY *a = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    EVP_PKEY *b = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    EVP_PKEY *bad;
+
+    bad = ec_mismatched("P-256");
+    expect_mismatch_refused(bad, "EC P-256 with another key's publicKey");
+    EVP_PKEY_free(bad);
+    bad = ec_mismatched("P-384");
+    expect_mismatch_refused(bad, "EC P-384 with another key's publicKey");
+    EVP_PKEY_free(bad);
+    bad = rsa_mismatched(a, a, 1);
+    expect_mismatch_refused(bad, "RSA with a corrupted d");
+    EVP_PKEY_free(bad);
+    bad = rsa_mismatched(a, b, 0);
+    expect_mismatch_refused(bad, "RSA with another key's p, q");
+    EVP_PKEY_free(bad);
+    /* the consistent key itself still passes both paths */
+    bad = rsa_mismatched(a, a, 0);
+    {
+        size_t n;
+        uint8_t *der = pkcs8(bad, &n);
+        EVP_PKEY *out = NULL;
+        kg_err e;
+        assert_int_equal(kg_wrap_parse_resource(der, n, &out, &e), 1);
+        assert_int_equal(EVP_PKEY_eq(out, a), 1);
+        EVP_PKEY_free(out);
+        OPENSSL_free(der);
+    }
+    EVP_PKEY_free(bad);
+    EVP_PKEY_free(a);
+    EVP_PKEY_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(user_data_layout),
         cmocka_unit_test(unwraps_each_key_type),
         cmocka_unit_test(refuses_corrupt_wraps),
+        cmocka_unit_test(refuses_key_not_matching_its_public_half),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
