@@ -46,7 +46,7 @@ static const char *cause(const kg_err *err)
 static void http_opts(const kg_config *cfg, kg_service svc, kg_http_opts *o)
 {
     kg_config_http_opts(cfg, svc, o);
-    o->retry_max = 1;
+    o->max_attempts = 1;
     if (o->timeout_ms <= 0 || o->timeout_ms > DOCTOR_HTTP_TIMEOUT_MS)
         o->timeout_ms = DOCTOR_HTTP_TIMEOUT_MS;
 }

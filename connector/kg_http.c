@@ -168,8 +168,8 @@ kg_http *kg_http_new(const kg_http_opts *opts, kg_err *err)
     if (opts->allow_http_host != NULL)
         snprintf(h->http_host, sizeof(h->http_host), "%s", opts->allow_http_host);
     h->opts.allow_http_host = h->http_host;
-    if (h->opts.retry_max < 1)
-        h->opts.retry_max = 1;
+    if (h->opts.max_attempts < 1)
+        h->opts.max_attempts = 1;
     return h;
 }
 
@@ -447,12 +447,12 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
                 kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
                 goto err;
             }
-            if (!retryable_status(resp->status) || attempt >= h->opts.retry_max) {
+            if (!retryable_status(resp->status) || attempt >= h->opts.max_attempts) {
                 ok = 1;
                 goto err;
             }
             KG_INFO("%s %s: HTTP %ld, retrying (attempt %d of %ld)", method, url, resp->status, attempt,
-                    h->opts.retry_max);
+                    h->opts.max_attempts);
         } else {
             free(bb.data);
             if (rc == CURLE_ABORTED_BY_CALLBACK && cancelled(h)) {
@@ -463,14 +463,14 @@ int kg_http_request(kg_http *h, kg_step step, const char *method, const char *ur
                 kg_err_set(err, step, "%s %s: response larger than %zu bytes", method, url, max_body);
                 goto err;
             }
-            if (attempt >= h->opts.retry_max) {
+            if (attempt >= h->opts.max_attempts) {
                 kg_err_set(err, step, "%s %s: %s%s%s (after %d attempt%s)", method, url,
                            curl_easy_strerror(rc), curl_msg[0] ? ": " : "", curl_msg, attempt,
                            attempt == 1 ? "" : "s");
                 goto err;
             }
             KG_INFO("%s %s: %s, retrying (attempt %d of %ld)", method, url, curl_easy_strerror(rc), attempt,
-                    h->opts.retry_max);
+                    h->opts.max_attempts);
         }
         backoff_sleep(h, attempt, hs.retry_after_s);
     }

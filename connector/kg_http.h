@@ -29,7 +29,7 @@ typedef struct kg_http_opts {
     const char *allow_http_host; /* plain http also allowed to exactly this host (Azure IMDS
                                     169.254.169.254, which only speaks http); NULL = none */
     long timeout_ms;
-    long retry_max; /* attempts in all */
+    long max_attempts; /* attempts in all (1 = no retry); keygate.conf's retry_max + 1 */
     long retry_wait_min_ms;
     long retry_wait_max_ms;
     const int *cancel; /* borrowed, may be NULL: once *cancel is non-zero (read atomically) a

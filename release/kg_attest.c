@@ -41,7 +41,7 @@ void kg_config_http_opts(const kg_config *cfg, kg_service svc, kg_http_opts *o)
     o->ca_file = kg_config_ca_file(cfg, svc);
     o->allow_http_loopback = cfg->allow_http_loopback;
     o->timeout_ms = cfg->timeout_ms;
-    o->retry_max = cfg->retry_max;
+    o->max_attempts = cfg->retry_max + 1; /* retry_max counts retries, as Intel's Go client does */
     o->retry_wait_min_ms = cfg->retry_wait_min_ms;
     o->retry_wait_max_ms = cfg->retry_wait_max_ms;
     o->cancel = cfg->cancel;

@@ -48,7 +48,7 @@ static int set_str(kg_config *cfg, const char *key, const char *value, kg_err *e
 static int config_from_struct(const keygate_ita_config *in, kg_config *cfg, kg_err *err)
 {
     char num[32];
-    long attempts;
+    long retries;
 
     kg_config_defaults(cfg);
     if (!set_str(cfg, "ita_api_url", in->api_url ? in->api_url : DEFAULT_API_URL, err) ||
@@ -68,8 +68,8 @@ static int config_from_struct(const keygate_ita_config *in, kg_config *cfg, kg_e
         if (!kg_config_set(cfg, "token_leeway_s", num, err))
             return 0;
     }
-    attempts = in->retry.max_retries < 0 ? 1 : in->retry.max_retries == 0 ? 3 : in->retry.max_retries + 1;
-    snprintf(num, sizeof(num), "%ld", attempts);
+    retries = in->retry.max_retries < 0 ? 0 : in->retry.max_retries == 0 ? 2 : in->retry.max_retries;
+    snprintf(num, sizeof(num), "%ld", retries);
     if (!kg_config_set(cfg, "retry_max", num, err))
         return 0;
     if (in->retry.wait_min_ms > 0) {

@@ -335,7 +335,7 @@ def test_imds_unreachable(keygate_bin, ita_stack, imds, swtpm, paravisor, tmp_pa
     before = swtpm.state()
     conf = azure_conf(ita_stack, tmp_path, swtpm, imds,
                       azure_imds_url=f"http://127.0.0.1:{free_port_pair()}/acc/tdquote",
-                      retry_max=1)
+                      retry_max=0)
     r = run([keygate_bin, "-c", str(conf), "evidence"])
     expect_fault(r, "IMDS: POST http://127.0.0.1:", swtpm, before, pv)
 

@@ -132,11 +132,12 @@ def test_retries_503_then_succeeds(keygate_bin, ita_stack, tmp_path):
 def test_gives_up_after_retry_max_with_status_in_message(keygate_bin, ita_stack, tmp_path):
     ita_stack.set_faults("ita", [{"route": "/appraisal/v2/nonce", "mode": "status", "status": 503,
                                   "headers": {"trace-id": "t-123", "request-id": "r-9"}}])
+    # retry_max counts retries, as in Intel's Go client: 2 retries = 3 attempts
     conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", retry_max=2)
     r = run([keygate_bin, "-c", str(conf), "token"])
     assert r.returncode == 12
     assert r.stderr.endswith("/appraisal/v2/nonce: HTTP 503, request-id r-9, trace-id t-123\n")
-    assert len(ita_stack.requests("ita")) == 2
+    assert len(ita_stack.requests("ita")) == 3
 
 
 def test_retry_after_is_honoured(keygate_bin, ita_stack, tmp_path):
@@ -151,7 +152,7 @@ def test_retry_after_is_honoured(keygate_bin, ita_stack, tmp_path):
 
 def test_timeout_on_slow_service(keygate_bin, ita_stack, tmp_path):
     ita_stack.set_faults("ita", [{"route": "/appraisal/v2/nonce", "mode": "delay", "seconds": 5}])
-    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", timeout_ms=500, retry_max=1)
+    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", timeout_ms=500, retry_max=0)
     t0 = time.monotonic()
     r = run([keygate_bin, "-c", str(conf), "token"])
     assert r.returncode == 12 and "Timeout" in r.stderr
@@ -166,7 +167,7 @@ def test_timeout_on_slow_service(keygate_bin, ita_stack, tmp_path):
 ])
 def test_bad_nonce_replies_fail_cleanly(keygate_bin, ita_stack, tmp_path, fault, needle):
     ita_stack.set_faults("ita", [dict(fault, route="/appraisal/v2/nonce")])
-    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", retry_max=1)
+    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", retry_max=0)
     r = run([keygate_bin, "-c", str(conf), "token"])
     assert r.returncode == 12, r.stderr
     assert needle in r.stderr and r.stderr.count("\n") == 1
@@ -184,7 +185,7 @@ def test_plain_http_refused_without_opt_in(keygate_bin, ita_stack, tmp_path):
 
 def test_tls_verification_is_on(keygate_bin, ita_stack, tmp_path):
     other_ca = pathlib.Path(ita_stack.state_dir) / "ita-root-ca.pem"  # a real CA, but not the TLS one
-    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", tls_ca_file=other_ca, retry_max=1)
+    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", tls_ca_file=other_ca, retry_max=0)
     r = run([keygate_bin, "-c", str(conf), "token"])
     assert r.returncode == 12 and "certificate" in r.stderr.lower()
     assert ita_stack.requests("ita") == []
@@ -196,7 +197,7 @@ def test_redirects_are_not_followed(keygate_bin, ita_stack, tmp_path):
     target = ita_stack.services["ita"].url + "/_redirected"
     ita_stack.set_faults("ita", [{"route": "/appraisal/v2/nonce", "mode": "status", "status": 302,
                                   "headers": {"Location": target}, "body": ""}])
-    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", retry_max=1)
+    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", retry_max=0)
     r = run([keygate_bin, "-c", str(conf), "token"])
     ita_stack.clear_faults("ita")
     assert r.returncode == 12 and "HTTP 302" in r.stderr, r.stderr

@@ -111,7 +111,7 @@ def test_missing_config_is_exit_10_one_line(keygate_bin, tmp_path, cmd):
 
 
 def test_stack_down_names_the_nonce_step(keygate_bin, ita_stack, tmp_path):
-    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", retry_max=1)
+    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", retry_max=0)
     ita_stack.stop_all()
     for cmd in (["token"], ["evidence"]):
         r = run([keygate_bin, "-c", str(conf), *cmd])

@@ -48,7 +48,7 @@ def offline_verify(keygate_bin, tmp_path, env, umask=None, binary=None, conf=Tru
     unavailable-CRL warning (so KEYGATE_DEBUG's file is opened) and exits 0."""
     c = tmp_path / "offline.conf"
     c.write_text(f"ita_trust_anchor = {VECTORS / 'ita-prod-root-ca.pem'}\ncrl_policy = if-available\n"
-                 "require_tcb_status = UpToDate, OutOfDate\nretry_max = 1\ntimeout_ms = 2000\n")
+                 "require_tcb_status = UpToDate, OutOfDate\nretry_max = 0\ntimeout_ms = 2000\n")
     env = dict(env, https_proxy=PROXY[0], HTTPS_PROXY=PROXY[0], no_proxy="", NO_PROXY="")
     args = [binary or keygate_bin] + (["-c", str(c)] if conf else []) + [
         "verify", "--token", str(VECTORS / "ita-tdx-prod-token-v1.jwt"),

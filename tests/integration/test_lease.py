@@ -222,7 +222,7 @@ def test_transient_failures_are_retried(lease_site):
     site = lease_site
     site.start_server()
     ok, failed = serve_until(site, lambda: site.events("refreshed") >= 1, 15)
-    # the next refresh meets 503s (all of one release's own HTTP attempts, retry_max = 3): the
+    # the next refresh meets 503s (all of one release's own HTTP attempts, retry_max = 2: 3 attempts): the
     # key keeps working, the lease retries with backoff and then renews
     site.stack.set_faults("kbs", [{"route": "/transfer$", "mode": "status", "count": 3,
                                     "status": 503}])

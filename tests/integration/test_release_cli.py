@@ -136,7 +136,7 @@ def test_kbs_faults_fail_with_the_step_named(keygate_bin, kbs_stack, tmp_path, f
     key_id = register(kbs_stack, key)
     pub = tmp_path / "pub.pem"
     pub.write_text(pub_pem(key))
-    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", retry_max=1)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", retry_max=0)
     ref = tmp_path / "k.ref.pem"
     assert run([keygate_bin, "-c", str(conf), "ref", "create", "--key-id", key_id, "--pubkey", str(pub),
                 "-o", str(ref)]).returncode == 0
@@ -156,10 +156,10 @@ def test_policy_denial_by_mrtd(keygate_bin, kbs_stack, tmp_path):
 def test_kbs_down_and_slow(keygate_bin, kbs_stack, tmp_path):
     key = new_key("p256")
     key_id = register(kbs_stack, key)
-    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_url="https://127.0.0.1:1", retry_max=1)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_url="https://127.0.0.1:1", retry_max=0)
     assert_fails(release(keygate_bin, conf, "--key-id", key_id), 16, "transfer: POST https://127.0.0.1:1/")
     kbs_stack.set_faults("kbs", [{"route": "/transfer$", "mode": "delay", "seconds": 5}])
-    conf = kbs_conf(kbs_stack, tmp_path / "k2.conf", timeout_ms=800, retry_max=1)
+    conf = kbs_conf(kbs_stack, tmp_path / "k2.conf", timeout_ms=800, retry_max=0)
     r = release(keygate_bin, conf, "--key-id", key_id)
     assert_fails(r, 16, "Timeout")
 
@@ -181,7 +181,7 @@ def test_release_under_valgrind(keygate_bin, kbs_stack, tmp_path, fault):
     key_id = register(kbs_stack, key)
     if fault:
         kbs_stack.set_faults("kbs", [{"route": "/transfer$", "mode": fault}])
-    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", timeout_ms=60000, retry_max=1)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", timeout_ms=60000, retry_max=0)
     r = run(["valgrind", "-q", "--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=99",
              keygate_bin, "-c", str(conf), "release", "--key-id", key_id], timeout=300)
     assert r.returncode == (17 if fault else 0), r.stderr

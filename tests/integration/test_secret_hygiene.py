@@ -355,7 +355,7 @@ def _token_waiting_for_jwks(keygate_bin, stack, tmp_path, cwd):
     that carry the key, are done) keygate waits on /certs. Returns the Popen, core limit
     unlimited, working directory cwd (where the kernel writes a "core" file here)."""
     stack.set_faults("ita", [{"route": "^/certs$", "mode": "delay", "seconds": 30}])
-    conf = write_keygate_conf(stack, tmp_path / "core.conf", retry_max=1, timeout_ms=60000)
+    conf = write_keygate_conf(stack, tmp_path / "core.conf", retry_max=0, timeout_ms=60000)
     unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
     p = subprocess.Popen([keygate_bin, "-c", str(conf), "token"], cwd=cwd, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, unlimited))
@@ -412,7 +412,7 @@ def test_core_of_keygate_token_holds_no_freed_api_key(keygate_bin, ita_stack, tm
     frees (on d061f19: 4 to 6 copies, freed nonce and attest request buffers). The configured
     ITA URL is found, which shows the search works."""
     ita_stack.set_faults("ita", [{"route": "/attest$", "mode": "delay", "seconds": 30}])
-    conf = write_keygate_conf(ita_stack, tmp_path / "core.conf", retry_max=1, timeout_ms=60000)
+    conf = write_keygate_conf(ita_stack, tmp_path / "core.conf", retry_max=0, timeout_ms=60000)
     p = subprocess.Popen([keygate_bin, "-c", str(conf), "token"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     try:

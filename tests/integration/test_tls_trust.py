@@ -173,7 +173,7 @@ def test_control_the_planted_system_store_is_trusted(keygate_bin, ita_stack, tmp
     token` sends its nonce request, API key included, to the rogue server. This is what the
     tests below must prevent; it shows the namespace really plants the trust."""
     conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", tls_ca_file=None, ita_api_url=rogue.url,
-                              ita_base_url=rogue.url, retry_max=1)
+                              ita_base_url=rogue.url, retry_max=0)
     r = rogue.keygate(keygate_bin, conf, "token")
     assert r.returncode != 0 and "HTTP 404" in r.stderr, r.stderr
     reqs = rogue.requests()
@@ -187,7 +187,7 @@ def test_control_the_planted_system_store_is_trusted(keygate_bin, ita_stack, tmp
 def test_tls_ca_file_is_the_only_trust(keygate_bin, ita_stack, tmp_path, rogue):
     """tls_ca_file names the stack's TLS CA: a server of the system store's (rogue) CA gets no
     request, neither ITA's API (nonce, with the API key) nor its portal (the JWKS)."""
-    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", ita_api_url=rogue.url, retry_max=1)
+    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", ita_api_url=rogue.url, retry_max=0)
     r = rogue.keygate(keygate_bin, conf, "token")
     assert_tls_refused(r, "nonce", rogue)
 
@@ -198,7 +198,7 @@ def test_tls_ca_file_is_the_only_trust(keygate_bin, ita_stack, tmp_path, rogue):
     token = tmp_path / "token.jwt"
     token.write_text(r.stdout)
     rogue.clear()
-    conf = write_keygate_conf(ita_stack, tmp_path / "v.conf", ita_base_url=rogue.url, retry_max=1)
+    conf = write_keygate_conf(ita_stack, tmp_path / "v.conf", ita_base_url=rogue.url, retry_max=0)
     r = rogue.keygate(keygate_bin, conf, "verify", "--token", token)
     assert_tls_refused(r, "verify", rogue)
     # control: the same verification against the stack passes in the namespace
@@ -216,7 +216,7 @@ def test_ita_and_kbs_ca_files_select_trust_per_service(keygate_bin, kbs_stack, t
     # ITA trusted through ita_tls_ca_file (the namespace's store alone would refuse the stack);
     # the KBS has no file: the system store, so the rogue KBS gets the transfer (no API key)
     conf = kbs_conf(kbs_stack, tmp_path / "a.conf", tls_ca_file=None, ita_tls_ca_file=ca, kbs_url=rogue.url,
-                    retry_max=1)
+                    retry_max=0)
     r = rogue.keygate(keygate_bin, conf, "release", "--key-id", key_id)
     assert r.returncode != 0 and "HTTP 404" in r.stderr, r.stderr
     reqs = rogue.requests()
@@ -226,14 +226,14 @@ def test_ita_and_kbs_ca_files_select_trust_per_service(keygate_bin, kbs_stack, t
     # kbs_tls_ca_file: the rogue KBS is refused at step transfer, after a good ITA token
     rogue.clear()
     conf = kbs_conf(kbs_stack, tmp_path / "b.conf", tls_ca_file=None, ita_tls_ca_file=ca, kbs_tls_ca_file=ca,
-                    kbs_url=rogue.url, retry_max=1)
+                    kbs_url=rogue.url, retry_max=0)
     r = rogue.keygate(keygate_bin, conf, "release", "--key-id", key_id)
     assert_tls_refused(r, "transfer", rogue)
 
     # kbs_tls_ca_file does not restrict ITA: with no ITA file the rogue ITA gets the nonce
     rogue.clear()
     conf = kbs_conf(kbs_stack, tmp_path / "c.conf", tls_ca_file=None, kbs_tls_ca_file=ca,
-                    ita_api_url=rogue.url, retry_max=1)
+                    ita_api_url=rogue.url, retry_max=0)
     r = rogue.keygate(keygate_bin, conf, "token")
     reqs = rogue.requests()
     assert r.returncode != 0 and len(reqs) == 1 and reqs[0]["api_key"], (r.stderr, reqs)
@@ -241,12 +241,12 @@ def test_ita_and_kbs_ca_files_select_trust_per_service(keygate_bin, kbs_stack, t
     # ita_tls_ca_file overrides a tls_ca_file that would trust the rogue: refused at nonce
     rogue.clear()
     conf = kbs_conf(kbs_stack, tmp_path / "d.conf", tls_ca_file=rogue.certs / "rogue-ca.pem",
-                    ita_tls_ca_file=ca, ita_api_url=rogue.url, retry_max=1)
+                    ita_tls_ca_file=ca, ita_api_url=rogue.url, retry_max=0)
     r = rogue.keygate(keygate_bin, conf, "token")
     assert_tls_refused(r, "nonce", rogue)
     # and kbs_tls_ca_file overrides it for the KBS
     rogue.clear()
     conf = kbs_conf(kbs_stack, tmp_path / "e.conf", tls_ca_file=rogue.certs / "rogue-ca.pem",
-                    ita_tls_ca_file=ca, kbs_tls_ca_file=ca, kbs_url=rogue.url, retry_max=1)
+                    ita_tls_ca_file=ca, kbs_tls_ca_file=ca, kbs_url=rogue.url, retry_max=0)
     r = rogue.keygate(keygate_bin, conf, "release", "--key-id", key_id)
     assert_tls_refused(r, "transfer", rogue)

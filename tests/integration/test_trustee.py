@@ -143,7 +143,7 @@ def assert_fails(r, code, *needles):
 ])
 def test_faults_fail_with_the_step_named(keygate_bin, trustee_stack, tmp_path, tee_key, fault, code, needles):
     path = store(trustee_stack, "repo/tls/web", new_key("p256"))
-    conf = trustee_conf(trustee_stack, tmp_path / "k.conf", trustee_tee_key=tee_key, retry_max=1)
+    conf = trustee_conf(trustee_stack, tmp_path / "k.conf", trustee_tee_key=tee_key, retry_max=0)
     trustee_stack.set_faults("trustee", [fault])
     assert_fails(release(keygate_bin, conf, "--key-id", path), code, *needles)
 
@@ -167,7 +167,7 @@ def test_reattests_once_when_the_session_is_refused(keygate_bin, trustee_stack, 
 def test_reused_session_refused_twice_names_both(keygate_bin, trustee_stack, tmp_path):
     keys = [new_key("p256") for _ in range(2)]
     paths = [store(trustee_stack, f"repo/k{i}/t", k) for i, k in enumerate(keys)]
-    conf = trustee_conf(trustee_stack, tmp_path / "k.conf", retry_max=1)
+    conf = trustee_conf(trustee_stack, tmp_path / "k.conf", retry_max=0)
     trustee_stack.set_faults("trustee", [{"route": "/resource/repo/k1/", "mode": "expired_session"}])
     r = release(keygate_bin, conf, *[a for p in paths for a in ("--key-id", p)])
     assert r.returncode == 16 and PEM_PUB.findall(r.stdout) == [pub_pem(keys[0])]
@@ -175,7 +175,7 @@ def test_reused_session_refused_twice_names_both(keygate_bin, trustee_stack, tmp
 
 
 def test_policy_missing_resource_and_bad_resources(keygate_bin, trustee_stack, tmp_path):
-    conf = trustee_conf(trustee_stack, tmp_path / "k.conf", retry_max=1)
+    conf = trustee_conf(trustee_stack, tmp_path / "k.conf", retry_max=0)
     path = store(trustee_stack, "repo/tls/web", new_key("p256"))
     set_policy(trustee_stack, {"default": False, "rules": [
         {"path": "repo/tls/*", "allow": True, "claims": {"tdx.tdx_mrtd": ["ab" * 48]}}]})
@@ -197,7 +197,7 @@ def test_token_that_does_not_bind_the_runtime_data_is_refused(keygate_bin, trust
     """ITA's token carries an altered attester_runtime_data (validly signed): keygate's own
     binding check (H(JCS(runtime data)) = tdx_report_data) catches it; Trustee does not."""
     path = store(trustee_stack, "repo/tls/web", new_key("p256"))
-    conf = trustee_conf(trustee_stack, tmp_path / "k.conf", retry_max=1)
+    conf = trustee_conf(trustee_stack, tmp_path / "k.conf", retry_max=0)
     trustee_stack.set_faults("ita", [{"route": "/appraisal/v2/attest", "mode": "wrong_held_data"}])
     assert_fails(release(keygate_bin, conf, "--key-id", path), 15,
                  "verify: attester_runtime_data does not hash (sha512 of its canonical JSON) to tdx_report_data")

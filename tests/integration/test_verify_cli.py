@@ -217,7 +217,7 @@ def vector(name):
 
 
 def offline_conf(tmp_path, root, **extra):
-    keys = {"ita_trust_anchor": root, "timeout_ms": 1000, "retry_max": 1,
+    keys = {"ita_trust_anchor": root, "timeout_ms": 1000, "retry_max": 0,
             "require_tcb_status": "UpToDate, OutOfDate"}
     keys.update(extra)
     p = tmp_path / "offline.conf"

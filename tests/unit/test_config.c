@@ -31,7 +31,7 @@ static void defaults(void **state)
     assert_string_equal(c.ita_api_version, "v1");
     assert_string_equal(c.ita_token_alg, "PS384");
     assert_int_equal(c.timeout_ms, 10000);
-    assert_int_equal(c.retry_max, 3);
+    assert_int_equal(c.retry_max, 2);
     assert_int_equal(c.allow_debug_td, 0);
     assert_int_equal(c.allow_http_loopback, 0);
     assert_string_equal(c.ita_base_url, "https://portal.trustauthority.intel.com");

@@ -105,7 +105,7 @@ static int listen_local(int *port)
  * 127.0.0.1 itself, so no resolver is asked) is refused before any connection. */
 static void request_to_loopback_name_is_refused(void **state)
 {
-    kg_http_opts o = {.allow_http_loopback = 1, .timeout_ms = 1000, .retry_max = 1};
+    kg_http_opts o = {.allow_http_loopback = 1, .timeout_ms = 1000, .max_attempts = 1};
     kg_http_response resp;
     kg_http *h;
     kg_err err;

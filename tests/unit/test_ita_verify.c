@@ -97,7 +97,7 @@ static ita_verifier *make_verifier(const vcfg *c, kg_err *err)
     o.allow_rs256 = c->rs256;
     o.http.allow_http_loopback = 1;
     o.http.timeout_ms = 3000;
-    o.http.retry_max = 1;
+    o.http.max_attempts = 1;
     o.http.retry_wait_min_ms = 10;
     o.http.retry_wait_max_ms = 20;
     return ita_verifier_new(&o, err);
