@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "kg_log.h"
 #include "ita_client.h"
 
 static int json_errors;        /* --json seen: kg_cli_fail also prints a JSON error object */
@@ -172,7 +173,10 @@ int kg_cli_load_config(const kg_cli_common *common, kg_config *cfg, kg_err *err)
     if (common->api_key_file != NULL && strcmp(common->api_key_file, "-") != 0 &&
         !kg_config_set(cfg, "ita_api_key_file", common->api_key_file, err))
         return 0;
-    return kg_config_check(cfg, err);
+    if (!kg_config_check(cfg, err))
+        return 0;
+    kg_log_set_default_level(cfg->log_level);
+    return 1;
 }
 
 static void free_stdin_api_key(void)

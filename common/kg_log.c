@@ -15,7 +15,8 @@
 
 static pthread_once_t log_once = PTHREAD_ONCE_INIT;
 static FILE *log_fp;       /* NULL: stderr */
-static int log_level = -1; /* -1: only warnings, to stderr */
+static int log_level = -1; /* -1: KEYGATE_DEBUG unset: log_default, to stderr */
+static int log_default = KG_LOG_WARN; /* keygate.conf's log_level (atomic) */
 static int log_syslog;     /* KEYGATE_DEBUG=syslog:<level> */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -84,8 +85,17 @@ int kg_log_enabled(int level)
 {
     pthread_once(&log_once, log_init);
     if (log_level < 0)
-        return level <= KG_LOG_WARN;
+        return level <= __atomic_load_n(&log_default, __ATOMIC_RELAXED);
     return level <= log_level;
+}
+
+void kg_log_set_default_level(int level)
+{
+    if (level < KG_LOG_WARN)
+        level = KG_LOG_WARN;
+    if (level > KG_LOG_TRACE)
+        level = KG_LOG_TRACE;
+    __atomic_store_n(&log_default, level, __ATOMIC_RELAXED);
 }
 
 void kg_log_write(int level, const char *file, int line, const char *fmt, ...)

@@ -280,6 +280,7 @@ static CK_RV token_load(const char *reserved, kg_p11_token **out)
             goto fail;
     }
     t->release_on_login = strcmp(t->cfg.pkcs11_release, "login") == 0;
+    kg_log_set_default_level(t->cfg.log_level);
     snprintf(list, sizeof(list), "%s", t->cfg.pkcs11_keys);
     for (item = strtok_r(list, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save))
         if (*trim(item) != '\0' && !key_load(t, item, &err))

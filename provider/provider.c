@@ -234,6 +234,7 @@ static int kg_prov_load_config(kg_provctx *ctx)
         return 0;
     }
     ctx->release_lazy = strcmp(ctx->cfg.release_mode, "lazy") == 0;
+    kg_log_set_default_level(ctx->cfg.log_level);
     /* the key source's release context reads the API key now: in nginx this is the master, as
      * root, and the workers (nobody, cleared environment) must never need the file. No network. */
     if ((ctx->keys_src = kg_keysource_new(&ctx->cfg, &err)) == NULL) {

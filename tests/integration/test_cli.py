@@ -244,3 +244,25 @@ def test_unknown_option_is_named_without_its_value(keygate_bin):
     assert "'--password'" in line and "hunter2" not in r.stderr + r.stdout
     r = run([keygate_bin, "verify", "--token"])
     assert r.returncode == 1 and "option '--token' is unknown or lacks its value" in one_line(r.stderr)
+
+
+def test_log_level_sets_what_stderr_shows(keygate_bin, ita_stack, tmp_path):
+    """keygate.conf's log_level: warnings by default (the simulated TD's warning always shows),
+    info lines (here: kg_http's retry after a 503) at 2, KEYGATE_DEBUG overriding it; below
+    warnings is refused."""
+    def token(env=None, **conf):
+        ita_stack.set_faults("ita", [{"route": "/appraisal/v2/nonce", "mode": "status", "status": 503, "count": 1}])
+        c = write_keygate_conf(ita_stack, tmp_path / "k.conf", retry_wait_min_ms=10, **conf)
+        return run([keygate_bin, "-c", str(c), "token"], env=env)
+
+    r = token()
+    assert r.returncode == 0, r.stderr
+    assert " warn " in r.stderr and "simulated TD" in r.stderr and " info " not in r.stderr
+    r = token(log_level=2)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"keygate\[\d+\] info kg_http.c:\d+: GET \S+: HTTP 503, retrying", r.stderr), r.stderr
+    r = token(env={"KEYGATE_DEBUG": "stderr:1"}, log_level=2)
+    assert r.returncode == 0 and " info " not in r.stderr and " warn " in r.stderr, r.stderr
+    r = token(log_level=0)
+    assert r.returncode == 10 and "log_level" in r.stderr, r.stderr
+    ita_stack.clear_faults("ita")
