@@ -9,6 +9,7 @@
 
 #include "kg_config.h"
 #include "kg_err.h"
+#include "kg_release.h"
 
 /* Exit codes (README "The keygate command", every --help): 0 success, 1 usage error, otherwise
  * the failed step's kg_step value (10..20); keygate doctor exits 21 when a check failed. */
@@ -62,6 +63,10 @@ int kg_cli_fail(const kg_err *err);
 
 /* Prints a JSON document on stdout and deletes it. Returns KG_EXIT_OK, or 19 when out of memory. */
 int kg_cli_print_json(cJSON *doc);
+
+/* Adds "steps_ms" (wrapping_key .. transfer, and with released also unwrap, match) and, with
+ * released, "attested" to doc (keygate release and status --json). */
+void kg_cli_add_times_json(cJSON *doc, const kg_release_times *t, int released);
 
 /* Prints s and a newline on stdout, frees s and returns KG_EXIT_OK. s is what cJSON_Print or
  * strdup returned: NULL means they ran out of memory, which fails through kg_cli_fail(err). */

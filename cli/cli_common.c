@@ -223,3 +223,20 @@ const char *kg_cli_api_key(const kg_cli_common *common, int *failed, kg_err *err
     }
     return stdin_api_key;
 }
+
+void kg_cli_add_times_json(cJSON *doc, const kg_release_times *t, int released)
+{
+    cJSON *st = cJSON_AddObjectToObject(doc, "steps_ms");
+
+    cJSON_AddNumberToObject(st, "wrapping_key", t->wrapkey);
+    cJSON_AddNumberToObject(st, "nonce", t->nonce);
+    cJSON_AddNumberToObject(st, "evidence", t->evidence);
+    cJSON_AddNumberToObject(st, "token", t->token);
+    cJSON_AddNumberToObject(st, "verify", t->verify);
+    cJSON_AddNumberToObject(st, "transfer", t->transfer);
+    if (released) {
+        cJSON_AddNumberToObject(st, "unwrap", t->unwrap);
+        cJSON_AddNumberToObject(st, "match", t->match);
+        cJSON_AddBoolToObject(doc, "attested", t->attested);
+    }
+}

@@ -75,21 +75,6 @@ static int add_key_json(cJSON *arr, const char *key_id, const EVP_PKEY *key, con
     return 1;
 }
 
-static void add_times_json(cJSON *doc, const kg_release_times *t)
-{
-    cJSON *st = cJSON_AddObjectToObject(doc, "steps_ms");
-
-    cJSON_AddNumberToObject(st, "wrapping_key", t->wrapkey);
-    cJSON_AddNumberToObject(st, "nonce", t->nonce);
-    cJSON_AddNumberToObject(st, "evidence", t->evidence);
-    cJSON_AddNumberToObject(st, "token", t->token);
-    cJSON_AddNumberToObject(st, "verify", t->verify);
-    cJSON_AddNumberToObject(st, "transfer", t->transfer);
-    cJSON_AddNumberToObject(st, "unwrap", t->unwrap);
-    cJSON_AddNumberToObject(st, "match", t->match);
-    cJSON_AddBoolToObject(doc, "attested", t->attested);
-}
-
 int kg_cmd_release(int argc, char **argv, const kg_cli_common *common_in)
 {
     static const struct option opts[] = {KG_CLI_COMMON_LONG,
@@ -199,7 +184,7 @@ int kg_cmd_release(int argc, char **argv, const kg_cli_common *common_in)
                 rc = KG_STEP_INTERNAL;
     }
     if (doc != NULL) {
-        add_times_json(doc, &times);
+        kg_cli_add_times_json(doc, &times, 1);
         cJSON_AddBoolToObject(doc, "ok", rc == KG_EXIT_OK);
         cJSON_AddNumberToObject(doc, "released", (double)released);
         kg_cli_print_json(doc);

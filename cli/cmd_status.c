@@ -39,7 +39,7 @@ static void help(void)
 
 static int print_json(const char *key_id, int would, const kg_err *err, const kg_release_times *t)
 {
-    cJSON *doc = cJSON_CreateObject(), *st;
+    cJSON *doc = cJSON_CreateObject();
 
     if (doc == NULL)
         return KG_STEP_INTERNAL;
@@ -53,13 +53,7 @@ static int print_json(const char *key_id, int would, const kg_err *err, const kg
         cJSON_AddNumberToObject(doc, "http_status", (double)err->http_status);
         cJSON_AddStringToObject(doc, "request_id", err->request_id);
     }
-    st = cJSON_AddObjectToObject(doc, "steps_ms");
-    cJSON_AddNumberToObject(st, "wrapping_key", t->wrapkey);
-    cJSON_AddNumberToObject(st, "nonce", t->nonce);
-    cJSON_AddNumberToObject(st, "evidence", t->evidence);
-    cJSON_AddNumberToObject(st, "token", t->token);
-    cJSON_AddNumberToObject(st, "verify", t->verify);
-    cJSON_AddNumberToObject(st, "transfer", t->transfer);
+    kg_cli_add_times_json(doc, t, 0); /* a probe stops after the transfer */
     return kg_cli_print_json(doc);
 }
 

@@ -287,49 +287,53 @@ err:
     return 0;
 }
 
+/* The next item of a comma list, blanks around it trimmed: 1 with item and len set, 0 at the end. */
+static int list_next(const char **p, const char **item, size_t *len)
+{
+    const char *comma;
+    size_t n;
+
+    if (*p == NULL || **p == '\0')
+        return 0;
+    comma = strchr(*p, ',');
+    n = comma ? (size_t)(comma - *p) : strlen(*p);
+    *item = *p;
+    while (n > 0 && isspace((unsigned char)**item))
+        (*item)++, n--;
+    while (n > 0 && isspace((unsigned char)(*item)[n - 1]))
+        n--;
+    *len = n;
+    *p = comma ? comma + 1 : NULL;
+    return 1;
+}
+
 /* 1 if item (n bytes as hex) is in a comma list of hex values (case-insensitive). */
 static int hex_in_list(const char *list, const uint8_t *value, size_t n)
 {
-    const char *p = list;
-    while (*p != '\0') {
+    const char *p = list, *it;
+    size_t len;
+
+    while (list_next(&p, &it, &len)) {
         uint8_t tmp[64];
         char item[200];
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        while (len > 0 && isspace((unsigned char)*p))
-            p++, len--;
-        while (len > 0 && isspace((unsigned char)p[len - 1]))
-            len--;
         if (len < sizeof(item) && n <= sizeof(tmp)) {
-            memcpy(item, p, len);
+            memcpy(item, it, len);
             item[len] = '\0';
             if (hex_to_bytes(item, tmp, n) && CRYPTO_memcmp(tmp, value, n) == 0)
                 return 1;
         }
-        if (comma == NULL)
-            break;
-        p = comma + 1;
     }
     return 0;
 }
 
 static int str_in_list(const char *list, const char *value)
 {
-    size_t vlen = strlen(value);
-    const char *p = list;
-    while (*p != '\0') {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        while (len > 0 && isspace((unsigned char)*p))
-            p++, len--;
-        while (len > 0 && isspace((unsigned char)p[len - 1]))
-            len--;
-        if (len == vlen && strncmp(p, value, len) == 0)
+    const char *p = list, *it;
+    size_t vlen = strlen(value), len;
+
+    while (list_next(&p, &it, &len))
+        if (len == vlen && strncmp(it, value, len) == 0)
             return 1;
-        if (comma == NULL)
-            break;
-        p = comma + 1;
-    }
     return 0;
 }
 
