@@ -46,7 +46,7 @@ static inline char *kg_test_read_text(const char *path, size_t *len)
     return text;
 }
 
-/* KG_VECTORS_DIR/name (the shared vectors), in one of 8 static buffers used in turn. */
+/* KG_VECTORS_DIR/name (tests/vectors by default), in one of 8 static buffers used in turn. */
 static inline const char *kg_test_vector(const char *name)
 {
     static char paths[8][1024];

@@ -18,7 +18,7 @@
 #include "tdx_quote.h"
 
 #ifndef KG_VECTORS_DIR
-#error "KG_VECTORS_DIR must point to the shared vectors"
+#error "KG_VECTORS_DIR must point to tests/vectors"
 #endif
 
 typedef struct sim_pki {
