@@ -42,7 +42,7 @@ int kg_jwe_decrypt(const char *json, size_t json_len, const EVP_PKEY *key, kg_st
 
 /*
  * The public JWK of a TEE key with exactly the members Trustee's TeePubKey keeps
- * (kbs-protocols.md §B.2): EC P-256/P-521 {"kty","crv","alg":"ECDH-ES+A256KW","x","y"}
+ * (docs/protocols/trustee-rcar.md §3): EC P-256/P-521 {"kty","crv","alg":"ECDH-ES+A256KW","x","y"}
  * (coordinates padded to the field size), RSA {"kty","alg":"RSA-OAEP-256","n","e"}.
  * Returns a new cJSON object (caller deletes) or NULL with err (step `step`).
  */

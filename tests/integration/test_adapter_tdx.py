@@ -26,7 +26,7 @@ CCEL_TABLE = VECTORS / "tdx-ccel-table-gcp-cos113.bin"
 CCEL_DATA = VECTORS / "tdx-ccel-data-gcp-cos113.bin"
 GCP_QUOTE = VECTORS / "tdx-quote-gcp-cos113.bin"
 
-# vectors README §2: what each real quote carries
+# tests/vectors/README.md §2: what each real quote carries
 REAL_QUOTES = {
     "tdx-quote-gcp-cos113.bin": {
         "mrtd": "dae67181d3d65e073ad8f95b7907d5e927bfe9761c9ff3e9b89734a45d8954dba41394c7717cb2735396c1d04231f94a",
