@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * azure-tdx: Azure TDX confidential VMs (DCesv5/ECesv5/DCesv6), docs/protocols/azure-tdx.md §1.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Azure HCL report (vTPM NV index 0x01400001 on TDX CVMs), docs/protocols/azure-tdx.md §2:
  *

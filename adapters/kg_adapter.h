@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The evidence adapters behind one interface: collect evidence binding a nonce and user data,
  * returning quote, runtime_data, user_data and event log (kg_evidence.h).

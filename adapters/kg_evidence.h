@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Evidence as the adapters return it, and the REPORTDATA binding rule for Intel TDX
  * (docs/protocols/ita-api.md §6.1): REPORTDATA = SHA-512(nonce.val ‖ nonce.iat ‖ user_data),

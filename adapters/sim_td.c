@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sim: a software TD that emits DCAP v4 quotes (see sim_td.h and tdx_quote.c for the layout).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * TDX DCAP quote v4 (ECDSA-P256 attestation key, TEE type 0x81): layout, parser and the
  * signature checks an offline verifier can do (quote signature, QE report signature,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tdx: the Intel TDX adapter over configfs-tsm (Linux 6.7+ with tdx_guest: bare-metal TDX hosts,
  * GCP TDX VMs). Kernel ABI: Documentation/ABI/testing/configfs-tsm; docs/protocols/tdx-quote.md

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ITA client: nonce (GET /appraisal/v2/nonce) and attest (POST /appraisal/v1/attest flat, or
  * /appraisal/v2/attest composite). Facts: docs/protocols/ita-api.md §2-§5.

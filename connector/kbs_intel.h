@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Intel Trust Authority KBS client (intel/trustauthority-kbs): the attested key transfer
  * POST {kbs}/kbs/v1/keys/{id}/transfer in its three request shapes, with exactly the headers

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Confidential Containers Trustee KBS client: the RCAR handshake of KBS protocol 0.4.0 and the
  * resource route (docs/protocols/trustee-rcar.md §1-§6). HTTP and JSON only: evidence, token

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * JWE (RFC 7516) decryption for the Trustee KBS resources, and the JWK export of the TEE key.
  * Everything runs on OpenSSL EVP in kg_libctx(); no JOSE library.

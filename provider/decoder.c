@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Decoders for KEYGATE KEY REFERENCE files (docs/protocols/openssl-provider.md §2.2, §2.3):
  *

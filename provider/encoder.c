@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Encoders for keygate keys (docs/protocols/openssl-provider.md §1 rule 4): SubjectPublicKeyInfo as DER
  * and PEM, and text. They let `openssl pkey -pubout`, `-text`, `req -new -x509` and certificate

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keymgmt for RSA and EC keygate keys. The public half comes from the key reference (no
  * attestation needed); the private half stays inside (kg_key_private). Export of anything

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate OpenSSL 3 provider: shared context, the key object, reason codes.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * STORE loader for "keygate:<key-id>" URIs (docs/protocols/openssl-provider.md §3): `openssl pkey -in
  * keygate:ID`, `openssl storeutl keygate:ID`, OSSL_STORE_open in applications.

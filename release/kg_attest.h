@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Pipeline steps 2-4 (docs/design.md §1): nonce → evidence → token.
  * Verification (step 5) is not part of this file.

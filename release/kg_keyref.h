@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Key references: the small file that stands where a private key file would (docs/design.md §3).
  *

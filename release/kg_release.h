@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The release pipeline (docs/design.md §1): key reference -> wrapping key -> nonce -> evidence ->
  * token -> verify -> transfer -> unwrap -> match -> EVP_PKEY. Every front end uses this.

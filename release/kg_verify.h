@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Pipeline step 5: verify an ITA token with the configuration's trust anchor, CRL policy and
  * local policy (docs/design.md §1). Signature and chain: ita_verify.h; claims: ita_claims.h.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The wrapping key of an attestation session and the Intel KBS unwrap (docs/protocols/intel-kbs.md §5):
  *   user_data   = LE32(e) ‖ BE(n) of a fresh RSA-3072 key (private half in memory only)

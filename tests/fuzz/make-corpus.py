@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Regenerates the seed corpora (tests/fuzz/corpus/<harness>/) and the fixed harness inputs
 (tests/fuzz/data/) from the real artefacts in tests/vectors and from the local stack.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The `tdx` adapter (configfs-tsm) against a FUSE stand-in of the kernel ABI
 (tests/fuse/tsm_fs.py) and the local ITA stack, plus the offline tools
 `keygate evidence --replay` and `--parse-quote` on the real vectors.

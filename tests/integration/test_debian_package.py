@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Debian packages: `dpkg-buildpackage -us -uc -b` on a copy of the source tree, their file
 lists, and an attested key used through the extracted (installed) files only: the packaged
 keygate CLI writes the reference, the packaged provider serves `openssl pkey -in ref -pubout`.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Local stand-in for Azure IMDS's TD quote endpoint (plain HTTP on 127.0.0.1).
 
     /usr/bin/python3 -m tests.stack.imds --state DIR --http [--port N] [--fault JSON]...

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Local Intel Trust Authority (ITA) compatible service.
 
     /usr/bin/python3 -m tests.stack.ita --state DIR [--trusted-root PEM]... [--policies JSON]

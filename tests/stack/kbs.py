@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Intel-KBS-compatible Key Broker Service of the local stack (intel/trustauthority-kbs v1.3.0).
 
 Run as::

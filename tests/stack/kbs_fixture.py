@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Test helpers for the local KBS (tests/stack/kbs.py): start it, administer it, and a small
 reference client that other tests (and the C client tests) can use as an oracle.
 

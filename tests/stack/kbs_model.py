@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The KBS's data model (part of tests/stack/kbs.py, whose docstring describes the behaviour).
 
 Go-style errors, request schemas and their strict ``encoding/json``-like decoding, key-transfer

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Test helper playing the Azure paravisor (HCL) against a TPM such as swtpm.
 
     /usr/bin/python3 -m tests.stack.paravisor --tcti swtpm:host=127.0.0.1,port=P --state DIR

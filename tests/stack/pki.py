@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Throwaway PKI and secrets of the local attestation stack.
 
 ``init_state(state_dir)`` creates, idempotently, every key, certificate and secret the stack

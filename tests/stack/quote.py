@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """TDX v4 quote parser and offline verifier (python-cryptography only).
 
 Layout (docs/protocols/tdx-quote.md §2, tests/vectors/README.md §2)::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The local ITA stack keeps to the specs: tokens, JWKS, CRLs, quotes, nonces, errors, faults.
 
 Run from the repository root: /usr/bin/python3 -m pytest -p no:cacheprovider -q tests/stack

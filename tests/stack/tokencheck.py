@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reference ITA token verifier (docs/protocols/ita-api.md §8), used to prove the stack's tokens.
 
     header, claims = verify_token(token, jwks, pinned_roots, fetch_crl, now=None)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Confidential Containers Trustee compatible KBS of the local stack, with ITA as its verifier.
 
     /usr/bin/python3 -m tests.stack.trustee --state DIR --ita-url URL [--ita-base-url URL]

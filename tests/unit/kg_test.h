@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Common includes for cmocka unit tests (cmocka.h needs these first). */
 #ifndef KG_TEST_H
 #define KG_TEST_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sim_td: builds a throwaway simulated PCK PKI (root, platform CA, PCK leaf) in a temp dir,
  * produces quotes, and checks they parse back field by field and verify only against the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tdx_quote parser and verifier against the three real TDX v4 quotes in the vectors
  * (tests/vectors/README.md §2): exact fields, signatures, PCK chain to the pinned
