@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* azure-tdx: Azure TDX CVMs through the vTPM NV indices and IMDS (azure_tdx.h). */
 #include "azure_tdx.h"
 

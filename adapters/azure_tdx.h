@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * azure-tdx: Azure TDX confidential VMs (DCesv5/ECesv5/DCesv6), ita-api.md §9.2 and §10.4.
+ * azure-tdx: Azure TDX confidential VMs (DCesv5/ECesv5/DCesv6), docs/protocols/azure-tdx.md §1.
  *
  * Talks to the vTPM with ESYS over the configured TCTI (no tools, no temp files):
  *   1. h = SHA-512(nonce.val || nonce.iat || user_data), or 64 zero bytes with neither;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* CCEL table parser and TCG2 crypto-agile event log replay (ccel.h). */
 #include "ccel.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * CCEL: the Confidential Computing Event Log of a TD (ACPI table "CCEL", ACPI 6.5 §5.2.34) and its
  * TCG2 crypto-agile event log (TCG PC Client Platform Firmware Profile, §10).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Azure HCL report parser (hcl_report.h). */
 #include "hcl_report.h"
 

@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Azure HCL report (vTPM NV index 0x01400001 on TDX CVMs), ita-api.md §10.4:
+ * Azure HCL report (vTPM NV index 0x01400001 on TDX CVMs), docs/protocols/azure-tdx.md §2:
  *
  *   [0, 32)        header: "HCLA", u32 version, u32 report size, u32 request type (2 = TDX),
  *                  u32 status, 12 reserved

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The adapter dispatch table and the checks every adapter's result gets. */
 #include "kg_adapter.h"
 

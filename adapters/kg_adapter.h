@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The evidence adapters behind one interface: collect evidence binding a nonce and user data,
  * returning quote, runtime_data, user_data and event log (kg_evidence.h).
@@ -7,7 +8,7 @@
  *   tdx-ioctl  /dev/tdx_guest (older guests)
  *   azure-tdx  Azure TDX CVMs: vTPM NV indices + IMDS quote conversion
  *
- * adapters/ depends on libcrypto only (DESIGN.md §2): anything that needs HTTP (Azure's IMDS)
+ * adapters/ depends on libcrypto only (docs/design.md §2): anything that needs HTTP (Azure's IMDS)
  * is reached through a callback the caller supplies.
  */
 #ifndef KG_ADAPTER_H

@@ -1,8 +1,9 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Evidence as the adapters return it, and the REPORTDATA binding rule for Intel TDX
- * (ita-api.md §9.1): REPORTDATA = SHA-512(nonce.val ‖ nonce.iat ‖ user_data), where val/iat are
- * the base64-decoded nonce fields (val is 88 ASCII bytes, hashed as-is). With neither nonce nor
- * user data the input is empty: SHA-512(""), never zeros.
+ * (docs/protocols/ita-api.md §6.1): REPORTDATA = SHA-512(nonce.val ‖ nonce.iat ‖ user_data),
+ * where val/iat are the base64-decoded nonce fields (val is 88 ASCII bytes, hashed as-is). With
+ * neither nonce nor user data the input is empty: SHA-512(""), never zeros.
  */
 #ifndef KG_EVIDENCE_H
 #define KG_EVIDENCE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sim: a software TD that emits DCAP v4 quotes (see sim_td.h and tdx_quote.c for the layout).
  *
@@ -386,7 +387,7 @@ int sim_td_get_quote(const sim_td_config *cfg, const uint8_t report_data[64], OS
     /* qe_svn, pce_svn 0 as in the real quotes; header user data zero */
     memcpy(buf + 12, intel_qe_vendor_id, sizeof(intel_qe_vendor_id));
 
-    /* TD report body (ita-api.md §9.3) */
+    /* TD report body (docs/protocols/tdx-quote.md §2.2) */
     body = buf + TDX_QUOTE_HEADER_LEN;
     memcpy(body + 0, cfg->tee_tcb_svn, 16);
     memcpy(body + 16, cfg->mrseam, 48);

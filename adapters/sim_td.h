@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sim: a software TD for demos and tests. It produces quotes in the real DCAP v4 layout
  * (tdx_quote.h) signed by a per-process ECDSA-P256 attestation key, with a QE report signed

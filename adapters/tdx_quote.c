@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * TDX DCAP quote v4: parser and offline signature checks (see tdx_quote.h).
  *

@@ -1,7 +1,8 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * TDX DCAP quote v4 (ECDSA-P256 attestation key, TEE type 0x81): layout, parser and the
  * signature checks an offline verifier can do (quote signature, QE report signature,
- * QE report-data binding, PCK chain). Layout: ../shared/specs/ita-api.md §9.3.
+ * QE report-data binding, PCK chain). Layout: docs/protocols/tdx-quote.md §2.
  *
  * tdx_quote_parse never copies the buffer: pointer fields point into the caller's buffer,
  * which must outlive the tdx_quote. Trailing bytes after the signature data (zero padding in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The tdx adapter: TD quotes through configfs-tsm, plus the CCEL event log (tdx_tsm.h). */
 #include "tdx_tsm.h"
 

@@ -1,7 +1,8 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tdx: the Intel TDX adapter over configfs-tsm (Linux 6.7+ with tdx_guest: bare-metal TDX hosts,
- * GCP TDX VMs). Kernel ABI: Documentation/ABI/testing/configfs-tsm; ../shared/specs/ita-api.md
- * §10.2.
+ * GCP TDX VMs). Kernel ABI: Documentation/ABI/testing/configfs-tsm; docs/protocols/tdx-quote.md
+ * §1.1.
  *
  * Per attempt: mkdir a private entry with a random name under the report directory, check that
  * `provider` is "tdx_guest", read `generation` (g), write the 64-byte REPORTDATA to `inblob`

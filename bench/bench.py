@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """keygate benchmark driver (issue 10): run by bench/run, which builds first.
 
     /usr/bin/python3 bench/bench.py --build DIR [--quick] [--only p1,p3,...] [--note TEXT]

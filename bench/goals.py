@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The measurements of issue 10 (P1-P6 and the Intel-client comparison). Each returns a dict
 of raw samples and a summary; A and B are always measured in the same run, interleaved."""
 import json

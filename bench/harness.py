@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """bench/ plumbing: the local stack with registered keys, nginx instances, process timing, stats.
 
 Everything runs on 127.0.0.1 with free ports; every process started here is stopped by its PID.

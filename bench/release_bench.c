@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * P3/P4 and the Intel-client comparison: releases keys through libkeygate in one process and
  * prints one JSON object with the wall time, this process's CPU time (user+sys, all threads)

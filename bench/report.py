@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """RESULTS.md (between the perf markers, everything else kept) and the PNG plots."""
 import os
 import pathlib

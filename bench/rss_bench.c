@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * P5: resident memory added by loading the keygate provider and keys.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * P1: EVP_DigestSign throughput of a keygate key vs the same key from a plain PEM file.
  *

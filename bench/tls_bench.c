@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * P2, the load-independent part: server-side instructions per full TLS handshake, run in
  * memory (client and server SSL objects joined by a BIO pair, no sockets), for callgrind.

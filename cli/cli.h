@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Shared declarations of the keygate command's subcommands. */
 #ifndef KG_CLI_H
 #define KG_CLI_H

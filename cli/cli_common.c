@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Helpers every keygate subcommand shares: common options, one-line errors, --json, the API key
  * from stdin, configuration loading. */
 #define _GNU_SOURCE /* secure_getenv */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* keygate token: pipeline steps 2-5 from the command line. */
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* keygate doctor: runs every check of doctor.h and prints one ✓/✗/- line each, with the fix. */
 #define _GNU_SOURCE /* secure_getenv */
 #include <getopt.h>

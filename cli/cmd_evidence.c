@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate evidence: pipeline step 3 (with the nonce of step 2) from the command line, and two
  * offline tools that need neither a configuration nor the network:

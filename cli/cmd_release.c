@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* keygate release | ref: the release pipeline and key references from the command line. */
 #include <cjson/cJSON.h>
 #include <getopt.h>

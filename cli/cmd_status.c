@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate status --ref FILE: would the current policies still release this key?
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* keygate verify: pipeline step 5 for a token given in a file. */
 #define _GNU_SOURCE /* strptime, timegm */
 #include <cjson/cJSON.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate doctor: one check per concern, each ending in a result line with the fix to apply.
  * cmd_doctor.c runs the table and prints; doctor_checks.c holds the network/crypto checks,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* keygate doctor: configuration, platform, ITA, clock, trust anchor, KBS and release checks. */
 #include <cjson/cJSON.h>
 #include <curl/curl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* keygate doctor: checks of the host (file permissions, openssl.cnf, p11-kit) and the helper
  * that runs openssl / p11-kit with a bounded wait. */
 #define _GNU_SOURCE /* environ, secure_getenv */

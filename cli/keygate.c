@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* keygate: the command-line front end (dispatch table of subcommands). */
 #include <curl/curl.h>
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Base64 (RFC 4648) on top of OpenSSL's EVP_EncodeBlock/EVP_DecodeBlock.
  * Decoding is strict: standard alphabet, padding required, no whitespace, unused trailing bits

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Detects a process-wide ENGINE that OpenSSL 3.0 would put in front of keygate's crypto
  * (kg_libctx.h explains why a private OSSL_LIB_CTX does not keep it out). */
 #define OPENSSL_SUPPRESS_DEPRECATED /* reading the ENGINE tables is the point */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * kg_err: one structured error per failed call.
  *
@@ -13,7 +14,7 @@
 
 #include "keygate/error.h"
 
-/* The pipeline step that failed (DESIGN.md §1). Values are stable: scripts see them as exit codes. */
+/* The pipeline step that failed (docs/design.md §1). Values are stable: scripts see them as exit codes. */
 typedef enum kg_step {
     KG_STEP_NONE = 0,
     KG_STEP_CONFIG = 10,   /* keygate.conf, key references, command line */

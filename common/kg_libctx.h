@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The private OpenSSL library context of keygate's own crypto and TLS.
  *

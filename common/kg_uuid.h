@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * UUIDs in their text form (RFC 4122: 8-4-4-4-12 hex digits): ITA policy ids, Intel KBS key ids.
  */

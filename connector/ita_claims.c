@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "ita_claims.h"
 
 #include <ctype.h>
@@ -14,9 +15,9 @@
 #define DEFAULT_LEEWAY_S 60
 
 /*
- * Azure TDX tokens (ita-api.md §9.2, §10.4, §11.2): attester_runtime_data is the vTPM's runtime
- * JSON, whose "user-data" is hex(SHA-512(val || iat || user data)) (64 zero bytes with neither),
- * and our user data arrives as attester_held_data (binary) or attester_user_data (JSON).
+ * Azure TDX tokens (docs/protocols/azure-tdx.md §2.1, ita-api.md §7.2): attester_runtime_data
+ * is the vTPM's runtime JSON, whose "user-data" is hex(SHA-512(val || iat || user data)) (64 zero
+ * bytes with neither), and our user data arrives as attester_held_data (binary) or attester_user_data (JSON).
  * keygate_ita_claims has no field for the runtime JSON's user-data, so its 64 bytes are kept
  * right after the held data, in the same allocation, and runtime_data_is_json (still true) says
  * so. With attester_user_data, held_data holds that object as compact JSON text.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ITA token claims: the v1 flat and v2 nested ("tdx": {...}) layouts normalized into one
  * struct, and the claim checks keygate applies after the signature (ita_verify.h) holds:

@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ITA client: nonce (GET /appraisal/v2/nonce) and attest (POST /appraisal/v1/attest flat, or
- * /appraisal/v2/attest composite). Facts: ../shared/specs/ita-api.md §2-§6.
+ * /appraisal/v2/attest composite). Facts: docs/protocols/ita-api.md §2-§5.
  *
  * The API key is read from a file that group/others cannot read, kept in OpenSSL's secure
  * heap, sent only to the API host (never to /certs or CRL hosts) and never logged.

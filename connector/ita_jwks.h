@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ita_jwks: internal to ita_verify.c. Parses an ITA JWKS and selects the entry for a token;
  * also the file, certificate and CRL parsing ita_verify.c needs.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ITA token signature verification: our own JWS code on OpenSSL EVP (no JWT library).
  *

@@ -1,7 +1,8 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Intel Trust Authority KBS client (intel/trustauthority-kbs): the attested key transfer
  * POST {kbs}/kbs/v1/keys/{id}/transfer in its three request shapes, with exactly the headers
- * the real service demands (kbs-protocols.md §A.3). Unwrapping is not done here (kg_wrap.h).
+ * the real service demands (docs/protocols/intel-kbs.md §3). Unwrapping is not done here (kg_wrap.h).
  */
 #ifndef KG_KBS_INTEL_H
 #define KG_KBS_INTEL_H

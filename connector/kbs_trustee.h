@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Confidential Containers Trustee KBS client: the RCAR handshake of KBS protocol 0.4.0 and the
- * resource route (kbs-protocols.md §B.1-§B.3). HTTP and JSON only: evidence, token
+ * resource route (docs/protocols/trustee-rcar.md §1-§6). HTTP and JSON only: evidence, token
  * verification and the JWE live elsewhere (release/kg_trustee.c, kg_jwe.h).
  *
  *   1. POST /kbs/v0/auth    {"version":"0.4.0","tee":"tdx","extra-params":{"supported-hash-

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * kg_http: the one HTTP client (libcurl) of keygate.
  *

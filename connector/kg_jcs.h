@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * RFC 8785 JSON Canonicalization Scheme (JCS) of a cJSON tree.
  *
@@ -8,7 +9,7 @@
  *  - numbers: IEEE-754 doubles printed as ECMAScript's Number.prototype.toString (shortest
  *    round-trip digits, exponent form below 1e-6 and from 1e21); NaN/Infinity refused; -0 is 0;
  *  - no whitespace. cJSON_Raw and invalid nodes are refused; nesting is bounded.
- * The output is what the Trustee KBS hashes into REPORTDATA (kbs-protocols.md §B.2).
+ * The output is what the Trustee KBS hashes into REPORTDATA (docs/protocols/trustee-rcar.md §3).
  */
 #ifndef KG_JCS_H
 #define KG_JCS_H

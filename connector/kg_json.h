@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Small cJSON helpers shared by the request builders (ITA, Intel KBS, Trustee, the CLI).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * JWE (RFC 7516) decryption for the Trustee KBS resources, and the JWK export of the TEE key.
  * Everything runs on OpenSSL EVP in kg_libctx(); no JOSE library.
@@ -42,7 +43,7 @@ int kg_jwe_decrypt(const char *json, size_t json_len, const EVP_PKEY *key, kg_st
 
 /*
  * The public JWK of a TEE key with exactly the members Trustee's TeePubKey keeps
- * (kbs-protocols.md §B.2): EC P-256/P-521 {"kty","crv","alg":"ECDH-ES+A256KW","x","y"}
+ * (docs/protocols/trustee-rcar.md §3): EC P-256/P-521 {"kty","crv","alg":"ECDH-ES+A256KW","x","y"}
  * (coordinates padded to the field size), RSA {"kty","alg":"RSA-OAEP-256","n","e"}.
  * Returns a new cJSON object (caller deletes) or NULL with err (step `step`).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Compact JWS splitting and decoding (RFC 7515). This only takes a token apart; it does NOT
  * verify anything. Verification (algorithm allow-list, pinned root, claims) is ita_verify.

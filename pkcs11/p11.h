@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Internal interface of libkeygate-pkcs11.so (PKCS#11 2.40, one token "keygate").
  *

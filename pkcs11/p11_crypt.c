@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * C_DecryptInit/C_Decrypt (released private key) and C_EncryptInit/C_Encrypt (the reference's
  * public key, no attestation): CKM_RSA_PKCS and CKM_RSA_PKCS_OAEP, single-part.

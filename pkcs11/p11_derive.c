@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * C_DeriveKey with CKM_ECDH1_DERIVE (KDF CKD_NULL): ECDH between the released private EC key
  * and the peer point of CK_ECDH1_DERIVE_PARAMS (raw uncompressed point or its DER OCTET STRING).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The mechanism table, C_GetMechanismList/C_GetMechanismInfo, and the PSS/OAEP parameters.
  *

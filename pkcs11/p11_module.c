@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * libkeygate-pkcs11.so: C_Initialize/C_Finalize, fork, locking, library/slot/token information.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Lazy attestation: a key's private part is released (evidence -> ITA -> KBS) at its first
  * private-key operation, or for all keys at C_Login with pkcs11_release = login. The released

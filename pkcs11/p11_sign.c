@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * C_SignInit/C_Sign/C_SignUpdate/C_SignFinal and the C_Verify* family.
  *

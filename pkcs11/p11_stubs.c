@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The complete PKCS#11 2.40 function list, and the functions a token of released keys does not
  * offer. Every slot is a valid function (wrappers call through the table without NULL checks).

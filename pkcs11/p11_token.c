@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The token's contents: keygate.conf -> one kg_p11_key per entry of pkcs11_keys
  * ("LABEL:REFERENCE_FILE[:CERTIFICATE_FILE]", comma-separated). Everything here is public

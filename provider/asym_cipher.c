@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * RSA asymmetric cipher for keygate keys: encryption (public, from the reference) and decryption
  * (the released private key). Both forward to an inner EVP_PKEY_CTX in kg_libctx(), so padding

@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Decoders for KEYGATE KEY REFERENCE files (openssl-provider-notes.md §2.4, §2.5):
+ * Decoders for KEYGATE KEY REFERENCE files (docs/protocols/openssl-provider.md §2.2, §2.3):
  *
  *   level 1  "DER"  provider=keygate,input=pem
  *            our PEM label -> DATA = the DER body, structure "keygate-reference";

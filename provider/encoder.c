@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Encoders for keygate keys (openssl-provider-notes.md §1.2 rule 4): SubjectPublicKeyInfo as DER
+ * Encoders for keygate keys (docs/protocols/openssl-provider.md §1 rule 4): SubjectPublicKeyInfo as DER
  * and PEM, and text. They let `openssl pkey -pubout`, `-text`, `req -new -x509` and certificate
  * matching work without exporting the key. The public key comes from the reference
  * (key->ref.pubkey), so none of them needs an attestation.
@@ -22,7 +23,7 @@
  *
  * No OSSL_FUNC_ENCODER_IMPORT_OBJECT on purpose: libcrypto only offers an encoder a key of
  * another provider's keymgmt when the encoder can import it, so without import_object these
- * encoders are never used for non-keygate keys (coexistence, notes §6).
+ * encoders are never used for non-keygate keys (coexistence, openssl-provider.md §5).
  */
 #include <openssl/bio.h>
 #include <openssl/core_dispatch.h>

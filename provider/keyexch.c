@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ECDH for keygate EC keys: derive between the released private key and the peer's public key,
  * forwarded to an inner EVP_PKEY_CTX in kg_libctx(). Cofactor mode and the X9.63 KDF parameters

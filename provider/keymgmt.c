@@ -1,7 +1,8 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keymgmt for RSA and EC keygate keys. The public half comes from the key reference (no
  * attestation needed); the private half stays inside (kg_key_private). Export of anything
- * private is refused for every selection (openssl-provider-notes.md §1.2 rule 1); public export,
+ * private is refused for every selection (docs/protocols/openssl-provider.md §1 rule 1); public export,
  * public import (certificate matching, ECDH peers) and match work.
  */
 #include <openssl/core_dispatch.h>

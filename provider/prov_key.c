@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * kg_key: the provider's key object, and the per-process cache of released keys.
  *

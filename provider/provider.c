@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate.so: provider entry point, algorithm tables, reason codes, configuration.
  * Nothing here touches the network: init reads keygate.conf (and inline overrides from the

@@ -1,7 +1,8 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate OpenSSL 3 provider: shared context, the key object, reason codes.
  *
- * Design A of openssl-provider-notes.md §1.2: the key stays in our keymgmt. A kg_key holds the
+ * The design of docs/protocols/openssl-provider.md §1: the key stays in our keymgmt. A kg_key holds the
  * reference (key id + public key, always present) and, once released, the private EVP_PKEY
  * that lives in kg_libctx() (default provider only, never the application's context). Our
  * signature/asym-cipher/keyexch forward to it; private export is refused.

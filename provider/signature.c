@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Signature for keygate keys (RSA: PKCS#1 v1.5 and PSS; ECDSA), forwarding to OpenSSL's own
  * implementation in kg_libctx() on the released key (sign) or the reference's public key

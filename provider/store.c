@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * STORE loader for "keygate:<key-id>" URIs (openssl-provider-notes.md §4): `openssl pkey -in
+ * STORE loader for "keygate:<key-id>" URIs (docs/protocols/openssl-provider.md §3): `openssl pkey -in
  * keygate:ID`, `openssl storeutl keygate:ID`, OSSL_STORE_open in applications.
  *
  * A bare key id carries no public key, so load releases the key (attestation + transfer) and
@@ -191,7 +192,7 @@ static int kg_store_close(void *vctx)
  * libcrypto calls this when the key type's keymgmt it fetched first belongs to another provider
  * (the default's "RSA", say), to move the object there; if nothing is exported it falls back to
  * our own keymgmt's load. A public-only copy of a private key in the default provider would be
- * a key that cannot sign (notes §1.2 rule 1), so export only when the application asked for a
+ * a key that cannot sign (openssl-provider.md §1 rule 1), so export only when the application asked for a
  * public key; for anything else refuse, and libcrypto loads the key into our keymgmt.
  */
 static int kg_store_export_object(void *vctx, const void *objref, size_t objref_sz, OSSL_CALLBACK *export_cb,

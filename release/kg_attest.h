@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Pipeline steps 2-4 (DESIGN.md §1): nonce → evidence → token.
+ * Pipeline steps 2-4 (docs/design.md §1): nonce → evidence → token.
  * Verification (step 5) is not part of this file.
  */
 #ifndef KG_ATTEST_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate.conf: "key = value" lines, '#' comments, blank lines. Unknown keys are an error.
  * The one table of keys lives in kg_config.c (kg_config_keys); README.md mirrors it and a unit

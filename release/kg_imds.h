@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Azure IMDS quote conversion for the azure-tdx adapter (the HTTP part lives here, in release/,
  * so that adapters/ stays free of HTTP). */
 #ifndef KG_IMDS_H

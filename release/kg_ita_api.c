@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate/ita.h: the public ITA client API, a thin layer over connector/ (ita_client,
  * ita_verify, ita_claims) and release/ (configuration, adapters, kg_attest).

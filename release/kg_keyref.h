@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Key references: the small file that stands where a private key file would (DESIGN.md §3).
+ * Key references: the small file that stands where a private key file would (docs/design.md §3).
  *
  *   -----BEGIN KEYGATE KEY REFERENCE-----
  *   base64 of DER:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * kg_keysource: cache, first-use release, lease install and teardown for the front ends.
  * See kg_keysource.h for the contract and the locking.

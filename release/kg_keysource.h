@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * kg_keysource: the one source of released keys for the front ends (the OpenSSL provider, the
  * PKCS#11 module): a per-process cache of keys, first-use release, lease install, and teardown.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * kg_lease: key leases, background refresh (stale-while-revalidate), revocation and wipe.
  * See kg_lease.h for the contract.

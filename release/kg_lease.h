@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * kg_lease: continuous attestation of one released key in this process (issue 12).
  *

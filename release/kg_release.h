@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The release pipeline (DESIGN.md §1): key reference -> wrapping key -> nonce -> evidence ->
+ * The release pipeline (docs/design.md §1): key reference -> wrapping key -> nonce -> evidence ->
  * token -> verify -> transfer -> unwrap -> match -> EVP_PKEY. Every front end uses this.
  *
  * A kg_release_ctx holds one attestation session at a time (wrapping key + verified token),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The release pipeline against a Confidential Containers Trustee KBS (kbs_type = trustee):
  *

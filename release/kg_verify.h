@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Pipeline step 5: verify an ITA token with the configuration's trust anchor, CRL policy and
- * local policy (DESIGN.md §1). Signature and chain: ita_verify.h; claims: ita_claims.h.
+ * local policy (docs/design.md §1). Signature and chain: ita_verify.h; claims: ita_claims.h.
  */
 #ifndef KG_VERIFY_H
 #define KG_VERIFY_H

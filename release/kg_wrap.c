@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "kg_wrap.h"
 
 #include <openssl/core_names.h>
@@ -79,7 +80,7 @@ int kg_wrap_user_data(const EVP_PKEY *wrapping_key, uint8_t **blob, size_t *len,
         kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
         goto err;
     }
-    (*blob)[0] = (uint8_t)ev; /* the exponent is little-endian, the modulus big-endian (§A.3.4) */
+    (*blob)[0] = (uint8_t)ev; /* the exponent is little-endian, the modulus big-endian (intel-kbs.md §4) */
     (*blob)[1] = (uint8_t)(ev >> 8);
     (*blob)[2] = (uint8_t)(ev >> 16);
     (*blob)[3] = (uint8_t)(ev >> 24);

@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The wrapping key of an attestation session and the Intel KBS unwrap (kbs-protocols.md §A.4):
+ * The wrapping key of an attestation session and the Intel KBS unwrap (docs/protocols/intel-kbs.md §5):
  *   user_data   = LE32(e) ‖ BE(n) of a fresh RSA-3072 key (private half in memory only)
  *   wrapped_swk = RSA-OAEP(SHA-256, MGF1-SHA-256, empty label) of a 32-byte AES key
  *   wrapped_key = LE32 iv_len(12) ‖ LE32 tag_len(16) ‖ LE32 ct_len ‖ IV ‖ AES-256-GCM(ct ‖ tag)
@@ -35,7 +36,7 @@ int kg_wrap_unwrap(const EVP_PKEY *wrapping_key, const uint8_t *wrapped_key, siz
  * half matches its public half (EVP_PKEY_pairwise_check), else 0 with err (step unwrap). */
 int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err);
 
-/* Trustee (kbs-protocols.md §B.2): a fresh TEE key pair in kg_libctx(), kind "ec" (P-256, the
+/* Trustee (docs/protocols/trustee-rcar.md §3): a fresh TEE key pair in kg_libctx(), kind "ec" (P-256, the
  * default; ECDH-ES+A256KW) or "rsa" (RSA-3072; RSA-OAEP-256). NULL with err (wrapping-key step). */
 EVP_PKEY *kg_wrap_tee_key_new(const char *kind, kg_err *err);
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Prints the keygate.conf key table of README.md from release/kg_config.c (kg_config_keys).
 Usage: /usr/bin/python3 scripts/config-table.py --update   (rewrites the table in README.md)"""
 import pathlib

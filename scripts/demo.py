@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Runs the keygate pipeline against the local stack and prints each step with its time.
 
 Started by scripts/demo.sh after the build. Starts the ITA-compatible service (HTTPS on

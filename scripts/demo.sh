@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The README's demo command: installs what is missing, builds, starts the local ITA stack and
 # the simulated TD, runs the pipeline as far as keygate goes today, and stops what it started.
 set -euo pipefail

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Starts or stops the local ITA + Intel-KBS stand-ins (tests/stack) for trying keygate on a
 machine without TDX, as the README's "Try it here" section does (and its test runs).
 

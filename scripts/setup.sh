@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian 12 packages keygate builds and tests with. Idempotent and quiet when
 # everything is already there; needs root (or sudo) only when something is missing.
 set -euo pipefail

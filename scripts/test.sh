@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The README's test command: installs what is missing, builds from scratch, runs every C unit
 # test (ctest) and every pytest test, then the C unit tests again under ASan+UBSan, and the
 # libFuzzer harnesses over their corpora (tests/fuzz/replay.sh).

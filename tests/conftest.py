@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared pytest fixtures: the local attestation stack (tests/stack).
 
 stack_dir      session: a state dir with the stack PKI and secrets (pki.init_state, once)

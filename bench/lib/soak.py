@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared parts of the soak scripts (bench/soak-tls, bench/soak-reload, bench/soak-release) and of
 their light CI variant (tests/integration/test_soak.py).
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate/error.h: the error every libkeygate call fills on failure.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate/ita.h: an Intel Trust Authority client and token verifier for relying parties and
  * attesters (part of libkeygate; pkg-config libkeygate).

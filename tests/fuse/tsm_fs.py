@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A configfs-tsm stand-in on FUSE: the kernel ABI of /sys/kernel/config/tsm (Linux 6.7+,
 Documentation/ABI/testing/configfs-tsm) with a simulated TD behind it.
 

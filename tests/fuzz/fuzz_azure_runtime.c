@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Azure TDX: the HCL report (hcl_report_parse: header, TD report, IGVM request data, runtime
  * JSON bounds), the runtime JSON's user-data (hcl_runtime_user_data) and the REPORTDATA binding

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * CCEL: the ACPI table (ccel_table_parse) and the TCG2 crypto-agile event log replay
  * (ccel_replay: Spec ID event, digest list, event sizes, RTMR extension), both on every input,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate.conf: the line parser (kg_config_load_stream: comments, "key = value", trimming, line
  * length) and every key's value parser (kg_config_set: URL, enum, int range, bool, UUID list,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ITA JSON replies: the nonce reply of GET /appraisal/v2/nonce and the token envelope of
  * POST /appraisal/v{1,2}/attest (ita_parse_nonce_reply, ita_parse_token_reply), both on every

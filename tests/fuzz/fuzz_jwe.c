@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Trustee JWE (kg_jwe_decrypt): flattened JSON, protected header checks, ECDH-ES+A256KW (Concat
  * KDF, AES key unwrap) or RSA-OAEP-256, AES-256-GCM. The TEE keys are fixed (data/jwe-tee-ec.pem,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * JWKS: ita_jwks_check (what is cached) and ita_jwks_select (entry choice by kid+alg, JWK n/e,
  * x5c base64 DER certificates) for the kid of every entry, with both allowed algs.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * JWS/JWT: compact split (kg_jws_split), the header checks and the whole signature path
  * (ita_verify_signature: alg allow-list, duplicate members, kid, JWKS selection, leaf key,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Intel KBS replies: the transfer reply {"wrapped_key", "wrapped_swk"} (kbs_intel_parse_wrapped),
  * the background nonce reply (kbs_intel_parse_nonce) and the {"error": ...} text of a non-200

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Key references: kg_keyref_from_der on the bytes and kg_keyref_from_pem on the same bytes as
  * text (other PEM blocks skipped, base64 body, DER inside). What parses must round-trip:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * TDX quote v4: tdx_quote_parse (header, TD report body, signature data, QE certification data,
  * PCK chain) and, for what parses, tdx_quote_verify (quote and QE report signatures, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Trustee KBS replies and binding, all on every input:
  *   - the auth reply (kbs_trustee_parse_challenge: nonce, extra-params, Set-Cookie), the attest

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The Intel KBS wrapped_key (kg_wrap_unwrap): LE32 iv_len, tag_len, ct_len header, IV,
  * AES-256-GCM ciphertext and tag, then the PKCS#8 parser of the plaintext.

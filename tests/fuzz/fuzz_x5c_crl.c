@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Certificates and CRLs from untrusted bytes, as the verifier takes them from x5c and from CRL
  * downloads: ita_x509_from_der, ita_crl_from_bytes (DER or PEM), ita_cdp_uris (the CDPs we

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Regenerates the seed corpora (tests/fuzz/corpus/<harness>/) and the fixed harness inputs
-(tests/fuzz/data/) from the real artefacts in ../shared/vectors and from the local stack.
+(tests/fuzz/data/) from the real artefacts in tests/vectors and from the local stack.
 
     /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR] [--only jwe,trustee]
 
@@ -328,7 +329,7 @@ def from_trustee(c, data, tmp):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vectors", default=str(REPO.parent / "shared" / "vectors"))
+    ap.add_argument("--vectors", default=str(REPO / "tests" / "vectors"))
     ap.add_argument("--only", help="comma-separated harnesses: regenerate only jwe,trustee (and their data/)")
     args = ap.parse_args()
     data = HERE / "data"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the libFuzzer harnesses (clang, ASan+UBSan) and replays every corpus under
 # tests/fuzz/corpus/<harness>/ (-runs=0: each seed and regression input once), then fuzzes each
 # harness briefly (FUZZ_SECONDS, default 10; 0 = replay only) from a scratch copy of its corpus.

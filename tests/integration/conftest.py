@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fixtures for tests of the built artefacts (CLI, provider, PKCS#11 module)."""
 import os
 import pathlib

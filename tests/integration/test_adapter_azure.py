@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The azure-tdx adapter against real processes: swtpm as the vTPM, tests/stack/paravisor.py
 playing the Azure paravisor (NV 0x01400002 -> HCL report in NV 0x01400001), tests/stack/imds.py
 as IMDS (/acc/tdquote) and the local ITA service's Azure routes.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The `tdx` adapter (configfs-tsm) against a FUSE stand-in of the kernel ABI
 (tests/fuse/tsm_fs.py) and the local ITA stack, plus the offline tools
 `keygate evidence --replay` and `--parse-quote` on the real vectors.
@@ -21,12 +22,12 @@ from conftest import REPO, run, write_keygate_conf
 
 PYTHON = "/usr/bin/python3"
 TSM_FS = REPO / "tests" / "fuse" / "tsm_fs.py"
-VECTORS = REPO.parent / "shared" / "vectors"
+VECTORS = pathlib.Path(os.environ.get("KEYGATE_VECTORS_DIR", REPO / "tests" / "vectors"))
 CCEL_TABLE = VECTORS / "tdx-ccel-table-gcp-cos113.bin"
 CCEL_DATA = VECTORS / "tdx-ccel-data-gcp-cos113.bin"
 GCP_QUOTE = VECTORS / "tdx-quote-gcp-cos113.bin"
 
-# vectors README §2: what each real quote carries
+# tests/vectors/README.md §2: what each real quote carries
 REAL_QUOTES = {
     "tdx-quote-gcp-cos113.bin": {
         "mrtd": "dae67181d3d65e073ad8f95b7907d5e927bfe9761c9ff3e9b89734a45d8954dba41394c7717cb2735396c1d04231f94a",
@@ -298,7 +299,7 @@ def test_missing_configfs(keygate_bin, ita_stack, tmp_path, where):
 
 def test_replay_equals_the_quote_rtmrs(keygate_bin):
     if not CCEL_DATA.exists():
-        pytest.skip(f"no vectors at {VECTORS}")
+        pytest.fail(f"missing test vectors in {VECTORS} (tests/vectors/README.md lists them)")
     r = run([keygate_bin, "--json", "evidence", "--replay", "--ccel-table", str(CCEL_TABLE),
              "--ccel-data", str(CCEL_DATA)])
     assert r.returncode == 0, r.stderr
@@ -355,7 +356,7 @@ def test_replay_errors(keygate_bin, tmp_path):
 def test_parse_quote_on_real_quotes(keygate_bin, name):
     path = VECTORS / name
     if not path.exists():
-        pytest.skip(f"no vectors at {VECTORS}")
+        pytest.fail(f"missing test vectors in {VECTORS} (tests/vectors/README.md lists them)")
     q = parse_quote(keygate_bin, path)
     assert (q["version"], q["att_key_type"], q["tee_type"]) == (4, 2, 0x81)
     for key, value in REAL_QUOTES[name].items():

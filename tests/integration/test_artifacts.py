@@ -1,5 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """The built artefacts are real: the provider loads and names itself, the PKCS#11 module answers
-C_GetInfo, the CLI prints version and help, and the install layout is DESIGN.md §3's."""
+C_GetInfo, the CLI prints version and help, and the install layout is docs/design.md §3's."""
 import pathlib
 import re
 import subprocess

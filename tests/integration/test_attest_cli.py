@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`keygate evidence` and `keygate token` against the local ITA service: the simulated TD's
 quote binds the nonce and our user data, the token carries what we sent, and every failure is
 one line naming the step."""

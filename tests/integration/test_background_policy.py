@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """kbs_mode = background (issue 17, finding 1): keygate never sees a token there, so it applies
 the local policy it can check to its own quote before the evidence leaves the machine (the TD's
 DEBUG attribute, require_mrtd, require_rtmr0..3), refuses at config load the one setting it cannot

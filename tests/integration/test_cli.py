@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The keygate command as a whole: every subcommand takes --config, --json and --api-key-file,
 documents the exit codes in --help, prints errors as one line naming the step (or 'usage'),
 gives valid JSON with --json (failures too), and never takes a secret on argv."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Debian packages: `dpkg-buildpackage -us -uc -b` on a copy of the source tree, their file
 lists, and an attested key used through the extracted (installed) files only: the packaged
 keygate CLI writes the reference, the packaged provider serves `openssl pkey -in ref -pubout`.
@@ -149,9 +150,8 @@ def test_cmake_install_puts_man_pages_in_place(build_dir, tmp_path):
     assert (tmp_path / "share" / "doc" / "keygate" / "examples" / "nginx-keygate.conf").is_file()
     # the shipped ITA root is the production token-signing root of the real JWKS (x5c[2])
     root = tmp_path / "share" / "keygate" / "ita-root-ca.pem"
-    vector = REPO.parent / "shared" / "vectors" / "ita-prod-root-ca.pem"
-    if vector.exists():
-        assert root.read_bytes() == vector.read_bytes()
+    vector = REPO / "tests" / "vectors" / "ita-prod-root-ca.pem"
+    assert root.read_bytes() == vector.read_bytes()
     fp = run(["openssl", "x509", "-in", str(root), "-noout", "-fingerprint", "-sha256", "-subject"]).stdout
     assert "DE:77:BA:BF:DD:CA:9F:26:88:1A:F2:8A:71:E3:7A:F8:36:A1:1A:12:5F:2A:C8:A8:89:40:EF:A2:32:C3:59:EA" in fp
     assert "Intel Trust Authority Root CA" in fp

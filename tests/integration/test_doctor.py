@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`keygate doctor` against the local stack: all ✓ on a healthy sim setup, and the right ✗ line
 with its fix for each broken thing (stack down, wrong root, bad API key, readable key file,
 openssl.cnf without keygate, no configfs-tsm). Doctor never makes a KBS transfer or an

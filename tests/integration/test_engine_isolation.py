@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """keygate's own crypto stays in its private library context when a process made an ENGINE the
 default for everything: nginx 1.22 with `ssl_engine pkcs11;` loads libkeygate-pkcs11.so directly
 through the libp11 engine (no p11-kit server in between), so nginx's ENGINE_set_default(ALL)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Environment variables and trust (issue 17, finding 4). p11-kit loads the PKCS#11 module into
 every GnuTLS program, setuid ones included, so the environment of a privileged host is the
 caller's: KEYGATE_CONF (trust anchor, ITA URL, API key file) and KEYGATE_DEBUG (a file the host

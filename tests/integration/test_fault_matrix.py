@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fault matrix: every fault mode of the local stack through every front end.
 
 One table of faults (FAULTS) times one table of front ends (FRONT_ENDS). For each pair the test

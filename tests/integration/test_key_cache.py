@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one key source (release/kg_keysource.h) under both front ends.
 
 The provider's cache of released keys is keyed by (key id, KBS URL, public key) (issue 17,

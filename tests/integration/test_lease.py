@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Key leases (issue 12): background re-attestation before a lease ends, revocation that wipes
 the key, on_revoke = keep, and the transient-failure retry path, with `openssl s_server` through
 the provider against the local stack. A memory scan of the server (/proc/PID/mem over its

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The PKCS#11 module (libkeygate-pkcs11.so) with real consumers against the local ITA/KBS stack:
 pkcs11-tool (objects, every mechanism, --test, --test-fork, --test-threads), p11-kit list-modules,
 p11tool and gnutls-serv through an installed p11-kit registration, nginx through the libp11 engine,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The OpenSSL provider with real programs: openssl pkey/pkeyutl/req/s_server/s_client, a C
 program on the strict PEM_read_bio_PrivateKey path, and Python's ssl module, against keys
 released from the local stack. Ordinary keys behave exactly as without keygate."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Runs README.md's fenced shell blocks tagged ```sh runnable, in order, in one bash with
 `set -euo pipefail`, from the top of the tree as a reader would: they start the local stack,
 create a key in the KBS, write a reference, and use it with openssl, nginx and haproxy."""

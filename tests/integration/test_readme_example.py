@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The C example in README.md compiles against the installed libkeygate (pkg-config) and runs
 against the local stack."""
 import pathlib

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`keygate release` and `keygate ref` against the local ITA + Intel-KBS stand-ins: passport and
 background-check mode, RSA and EC keys, one attestation for many keys, and every failure
 named by its step with no key returned."""

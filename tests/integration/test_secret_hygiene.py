@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Secret hygiene: every front end runs at the highest debug level (KEYGATE_DEBUG=<file>:4) and
 everything it leaves behind -- the debug log, stdout, stderr and the argv of every program
 spawned meanwhile (sampled from /proc/<pid>/cmdline of our descendants while they run, plus the

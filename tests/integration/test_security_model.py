@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """docs/security-model.md's threat table names the tests that prove each defence: every name it
 gives must exist (a pytest function in tests/, a cmocka case in tests/unit, a fault-matrix row or
 a file), so the table cannot point at a test that was renamed or removed."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """nginx 1.22 and haproxy 2.6 with keys released through the provider: real servers on
 127.0.0.1 (free ports, temp prefixes, stopped by PID), curl as the client, the local stack's ITA
 and KBS behind them. Attestation happens once, in the master, before the workers fork."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Light CI variants of the soaks in bench/ (bench/soak-release, soak-tls, soak-reload; the full
 runs and their figures are in bench/RESULTS.md "## Soak"): the same code with smaller counts."""
 import shutil

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Teardown while a key lease refresh runs (issue 17, finding 3).
 
 A host signs with a keygate key, waits into the lease's refresh window, signs again (which starts

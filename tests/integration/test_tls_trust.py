@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """TLS trust: a configured CA file is the only trust, per service.
 
 keygate runs in a private mount namespace (unshare --mount) whose /etc/ssl/certs, the system

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """keygate.conf and the files that decide what keygate trusts (ita_trust_anchor, tls_ca_file) are
 refused when group or others may write them (issue 17, 10c), with one line naming the file, its
 mode and the fix, before anything is sent; read-only for others (0644) is fine. The real CLI

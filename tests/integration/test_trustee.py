@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """kbs_type = trustee: `keygate release` and the OpenSSL provider against the local Trustee KBS
 stand-in (tests/stack/trustee.py, ITA as its verifier), with EC P-256 and RSA TEE keys, PKCS#8
 resources as PEM and DER, one handshake for several keys (counted in the stand-in's request

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """valgrind (memcheck) over `keygate release` (the whole pipeline: wrapping key, nonce, sim
 evidence, token, verification, passport transfer, unwrap; and a refused release) and over the
 provider's `openssl pkey` store path (keygate:<id>).

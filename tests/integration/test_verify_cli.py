@@ -1,5 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Token verification (`keygate token` verifies by default, `keygate verify --token`): every
-forged or invalid class fails with the check named; the real artefacts in ../shared/vectors
+forged or invalid class fails with the check named; the real artefacts in tests/vectors
 give the outcome their README states."""
 import base64
 import hashlib
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from conftest import REPO, run, write_keygate_conf
 from tests.stack import ita, pki
 
-VECTORS = pathlib.Path(os.environ.get("KEYGATE_VECTORS_DIR", REPO.parent / "shared" / "vectors"))
+VECTORS = pathlib.Path(os.environ.get("KEYGATE_VECTORS_DIR", REPO / "tests" / "vectors"))
 PROD_TIME = "2023-12-05T00:10:00Z"
 DEV_TIME = "2024-06-11T04:20:00Z"
 
@@ -212,7 +213,7 @@ def test_oversize_jwks_is_refused_without_reading_it(keygate_bin, ita_stack, tmp
 def vector(name):
     p = VECTORS / name
     if not p.exists():
-        pytest.fail(f"missing test vector {p} (shared/ must sit beside the repository)")
+        pytest.fail(f"missing test vector {p} (tests/vectors/README.md lists them)")
     return p
 
 

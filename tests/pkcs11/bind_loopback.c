@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * LD_PRELOAD shim for servers that cannot be told where to listen (gnutls-serv binds the
  * wildcard address): rewrites wildcard binds to the loopback address, so tests only ever

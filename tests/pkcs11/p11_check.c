@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * p11_check: drives libkeygate-pkcs11.so through the raw PKCS#11 API for what command-line
  * tools cannot show. Built and run by tests/integration/test_pkcs11.py.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Start, drive and stop local-stack services from tests.
 
     stack = LocalStack(state_dir).init()          # pki.init_state (idempotent)

@@ -1,10 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """Local stand-in for Azure IMDS's TD quote endpoint (plain HTTP on 127.0.0.1).
 
     /usr/bin/python3 -m tests.stack.imds --state DIR --http [--port N] [--fault JSON]...
 
     POST /acc/tdquote  {"report": base64 of a 1024-byte TD report}  ->  {"quote": base64url, unpadded}
 
-Per ita-api.md §10.4: the TD report (type 0x81) becomes a TDX v4 quote signed by the stack's
+Per docs/protocols/azure-tdx.md §3: the TD report (type 0x81) becomes a TDX v4 quote signed by the stack's
 simulated PCK (simquote.py) carrying the report's REPORTDATA, TEE_TCB_SVN, MRSEAM, TD attributes,
 XFAM, MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG and RTMRs.  The report is accepted in standard or
 URL-safe base64, padded or not (the clients differ).  A body that is not {"report": ...} with

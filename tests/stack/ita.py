@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Local Intel Trust Authority (ITA) compatible service.
 
     /usr/bin/python3 -m tests.stack.ita --state DIR [--trusted-root PEM]... [--policies JSON]
@@ -5,8 +6,8 @@
         [--port N] [--fault JSON]... [--http]
 
 One process plays both ITA hosts (API and portal).  Wire format per
-/work/shared/specs/ita-api.md (§2 endpoints, §4 nonce, §5 bodies, §6 responses, §9 REPORTDATA,
-§11 claims) and the real tokens in /work/shared/vectors.
+docs/protocols/ita-api.md (§2 endpoints, §3 nonce, §4 bodies, §5 responses, §6 REPORTDATA,
+§7 claims) and the real tokens in tests/vectors.
 
 Endpoints
     GET  /appraisal/v1/nonce, /appraisal/v2/nonce     x-api-key    -> {"val","iat","signature"}
@@ -38,12 +39,12 @@ Choices where the specs are silent (most plausible real behaviour):
   token lifetime) and can be used for ONE token: it is consumed only when a token is issued,
   so a request that fails for another reason (or an injected 503) can be retried with it.
 * REPORTDATA must equal SHA-512(val_bytes || iat_bytes || runtime_data), or
-  SHA-512(runtime_data) without a nonce (§9.1).  runtime_data ≤ 1 MiB.
+  SHA-512(runtime_data) without a nonce (§6.1).  runtime_data ≤ 1 MiB.
 * ``user_data`` and ``event_log`` are checked to be base64 and otherwise ignored (no RTMR
   replay).  The v2 route requires the composite body; a flat body there is 400 (the real
   service's behaviour for Go's legacy flat-on-v2 path is unconfirmed, so a client relying on
   it would not be proven by this stack).
-* Azure routes (§5.1, §5.2, §9.2, §10.4, §11.2): runtime_data is the Azure runtime JSON and
+* Azure routes (§4.3, §6.2, §7.2, and azure-tdx.md): runtime_data is the Azure runtime JSON and
   user_data the caller's data.  Checks: the quote verifies; REPORTDATA[0:32] ==
   SHA-256(runtime_data); the runtime JSON is an object whose "user-data" equals, compared
   case-insensitively, hex(SHA-512(val_bytes || iat_bytes || user_data)), or 128 zeros with
@@ -550,7 +551,7 @@ def held_data_claim(runtime):
 
 def azure_user_data_hash(val_iat, user_data):
     """What the Azure adapters write to NV 0x01400002: SHA-512(val || iat || user_data), or
-    64 zero bytes with neither nonce nor user data (ita-api.md §9.2)."""
+    64 zero bytes with neither nonce nor user data (docs/protocols/azure-tdx.md §1)."""
     if not val_iat and not user_data:
         return bytes(64)
     return hashlib.sha512((b"".join(val_iat) if val_iat else b"") + user_data).digest()

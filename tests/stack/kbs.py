@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Intel-KBS-compatible Key Broker Service of the local stack (intel/trustauthority-kbs v1.3.0).
 
 Run as::
@@ -5,7 +6,7 @@ Run as::
     /usr/bin/python3 -m tests.stack.kbs --state DIR --ita-url URL --ita-base-url URL \
         [--ita-root PEM] [--token-validity-minutes N] [--ita-retry-max N] [--ita-retry-wait S]
 
-Spec: /work/shared/specs/kbs-protocols.md part A; behaviour cross-checked against the Go source
+Spec: docs/protocols/intel-kbs.md; behaviour cross-checked against the Go source
 (transport/http/*.go, service/key_transfer.go, service/validation.go,
 keymanager/vault_key_manager.go).  This module holds the routes, handlers, admin bearer
 tokens and ``main``; kbs_model.py the schemas, Go-style errors, policies, keys and wrapping;
@@ -62,7 +63,7 @@ Exactness kept from the real service:
   ``enforce_tcb_upto_date: true`` requires ``attester_tcb_status == "OK"`` (the real constant
   ``TCBStatusUpToDate = "OK"``; current ITA tokens say ``"UpToDate"``, so the flag rejects them, as
   in the real KBS).
-* Wrapping is spec A.4 byte for byte: SWK = HKDF-SHA256(32 random bytes, random 32-byte salt,
+* Wrapping is intel-kbs.md §5 byte for byte: SWK = HKDF-SHA256(32 random bytes, random 32-byte salt,
   no info) -> 32 bytes; AES-256-GCM, 12-byte random IV, no AAD;
   wrapped_key = LE32 iv_len ‖ LE32 16 ‖ LE32 ct_len (incl. tag) ‖ IV ‖ ct ‖ tag;
   wrapped_swk = RSA-OAEP(SHA-256, MGF1-SHA-256, empty label).  The wrapping key is always taken

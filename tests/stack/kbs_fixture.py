@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Test helpers for the local KBS (tests/stack/kbs.py): start it, administer it, and a small
 reference client that other tests (and the C client tests) can use as an oracle.
 
@@ -16,7 +17,7 @@ TLS: every call trusts only the stack's TLS CA of the state dir.  Functions that
 ``state_dir`` look it up from the KBS URL, registered by ``start_kbs`` and ``kbs_admin_token``.
 
 Errors: a non-2xx KBS answer raises ``KbsHttpError`` (.status, .body, .headers); ``unwrap``
-raises ``UnwrapError`` for every malformed or undecryptable wrapped key (spec A.4 checks:
+raises ``UnwrapError`` for every malformed or undecryptable wrapped key (intel-kbs.md §5 checks:
 iv_len 12, tag_len 16, 12 + iv_len + ct_len == total, ct_len >= 16, 32-byte SWK).
 """
 
@@ -189,7 +190,7 @@ def new_wrapping_key(bits=3072):
 
 
 def user_data_blob(public_key):
-    """The KBS wrapping-key blob: LE32(e) ‖ n big-endian (spec A.3.4)."""
+    """The KBS wrapping-key blob: LE32(e) ‖ n big-endian (intel-kbs.md §4)."""
     numbers = public_key.public_numbers()
     return struct.pack("<I", numbers.e) + numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8,
                                                              "big")
@@ -273,7 +274,7 @@ def transfer_background(kbs_url, key_id, wrapping_private_key, make_quote, state
 
 
 def unwrap(wrapped_key_b64, wrapped_swk_b64, wrapping_private_key):
-    """Plaintext of a KBS transfer response (spec A.4 recipe); UnwrapError on any defect."""
+    """Plaintext of a KBS transfer response (intel-kbs.md §5 recipe); UnwrapError on any defect."""
     try:
         wrapped_key = base64.b64decode(wrapped_key_b64, validate=True)
         wrapped_swk = base64.b64decode(wrapped_swk_b64, validate=True)

@@ -1,8 +1,9 @@
+# SPDX-License-Identifier: Apache-2.0
 """The KBS's data model (part of tests/stack/kbs.py, whose docstring describes the behaviour).
 
 Go-style errors, request schemas and their strict ``encoding/json``-like decoding, key-transfer
 policy validation and evaluation (``service/validation.go``), key generation and import, the
-key response, and the spec A.4 wrapping of a released key.
+key response, and the intel-kbs.md §5 wrapping of a released key.
 """
 
 import base64
@@ -392,7 +393,7 @@ def public_key_from_held_data(held_data_b64, attestation_type):
 
 
 def wrap_secret(secret, e, n):
-    """(wrapped_key, wrapped_swk) per spec A.4; ValueError if the RSA key cannot encrypt."""
+    """(wrapped_key, wrapped_swk) per intel-kbs.md §5; ValueError if the RSA key cannot encrypt."""
     swk = HKDF(hashes.SHA256(), 32, salt=os.urandom(32), info=None).derive(os.urandom(32))
     iv = os.urandom(12)
     ct = AESGCM(swk).encrypt(iv, secret, None)

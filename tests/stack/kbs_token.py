@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The KBS's side of Intel Trust Authority (part of tests/stack/kbs.py, whose docstring describes
 the behaviour): JWT primitives, the ITA client of the Go connector v1.1.0 and the token verifier
 with the pinned root.

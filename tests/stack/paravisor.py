@@ -1,10 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """Test helper playing the Azure paravisor (HCL) against a TPM such as swtpm.
 
     /usr/bin/python3 -m tests.stack.paravisor --tcti swtpm:host=127.0.0.1,port=P --state DIR
         [--mode normal|never|malformed] [--poll-ms 20] [--mrtd HEX]
 
 On an Azure TDX CVM the paravisor answers a write of NV index 0x01400002 with a fresh HCL report
-in NV index 0x01400001 (ita-api.md §10.4).  This helper does the same from outside the TPM: it
+in NV index 0x01400001 (docs/protocols/azure-tdx.md §2).  This helper does the same from outside the TPM: it
 defines 0x01400001 (owner read/write) holding an initial report whose user-data is 64 zero bytes,
 polls 0x01400002 with tpm2-tools, and whenever its contents change writes a new report:
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Throwaway PKI and secrets of the local attestation stack.
 
 ``init_state(state_dir)`` creates, idempotently, every key, certificate and secret the stack
@@ -9,7 +10,7 @@ TLS (used by every stack service; RSA-2048 like an AWS ELB certificate)
                                        EKU serverAuth
 
 ITA token-signing PKI (RSA-3072, every certificate signed sha512WithRSAEncryption; modelled
-field by field on the production chain in /work/shared/vectors/ita-prod-jwks.json)
+field by field on the production chain in tests/vectors/ita-prod-jwks.json)
     ita-root-ca.pem / .key             "keygate local ITA Root CA" (self-signed; stable)
     ita-signing-ca.pem / .key          "keygate local ITA ATS Signing CA" (CA, pathlen 0)
     ita-leaf.pem / .key                "keygate local ITA Attestation Token Signing"

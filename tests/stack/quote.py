@@ -1,6 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """TDX v4 quote parser and offline verifier (python-cryptography only).
 
-Layout (ita-api.md §9.3, vectors README §2)::
+Layout (docs/protocols/tdx-quote.md §2, tests/vectors/README.md §2)::
 
     [0, 48)      header: version u16, att_key_type u16, tee_type u32, qe_svn u16, pce_svn u16,
                  qe_vendor_id 16, user_data 20

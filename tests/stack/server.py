@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared base of every local-stack service: HTTPS server, routing, request log, faults.
 
 A service is a ``StackService`` with routes::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Build TDX v4 quotes signed with the simulated PCK PKI of a stack state dir.
 
     quote = make_sim_quote(state_dir, report_data, mrtd=bytes(48), debug=False)

@@ -1,6 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """The local ITA stack keeps to the specs: tokens, JWKS, CRLs, quotes, nonces, errors, faults.
 
-Run: cd /work/main && /usr/bin/python3 -m pytest -p no:cacheprovider -q tests/stack
+Run from the repository root: /usr/bin/python3 -m pytest -p no:cacheprovider -q tests/stack
 """
 
 import base64
@@ -25,7 +26,7 @@ from tests.stack.fixtures import copy_state
 from tests.stack.quote import QuoteError, verify_quote
 from tests.stack.tokencheck import TokenError
 
-VECTORS = "/work/shared/vectors"
+VECTORS = os.environ.get("KEYGATE_VECTORS_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vectors"))
 INTEL_ROOT = os.path.join(VECTORS, "intel-sgx-root-ca.pem")
 ZERO48 = "00" * 48
 

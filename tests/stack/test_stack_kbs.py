@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tests of the local Intel-compatible KBS (tests/stack/kbs.py) and its reference client.
 
 One ITA + KBS pair serves the whole module (a copy of the session PKI); tokens from the local

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The stack's latency knob (server.py): per request one RTT, per new connection two more,
 control requests never delayed, bad values refused. Lower bounds only (sleeps guarantee them)."""
 import time

@@ -1,4 +1,5 @@
-"""The Trustee KBS stand-in (tests/stack/trustee.py) against its spec (kbs-protocols.md part B),
+# SPDX-License-Identifier: Apache-2.0
+"""The Trustee KBS stand-in (tests/stack/trustee.py) against its spec (docs/protocols/trustee-rcar.md),
 driven by the Python RCAR client of trustee_fixture.py. Its JWE is decrypted here with
 python-cryptography (trustee_fixture.decrypt_jwe) and with jwcrypto, a JOSE library nobody here
 wrote, independently of keygate's C code."""

@@ -1,4 +1,5 @@
-"""Reference ITA token verifier (ita-api.md §12.3), used to prove the stack's tokens.
+# SPDX-License-Identifier: Apache-2.0
+"""Reference ITA token verifier (docs/protocols/ita-api.md §8), used to prove the stack's tokens.
 
     header, claims = verify_token(token, jwks, pinned_roots, fetch_crl, now=None)
     check_binding(claims, nonce=..., runtime_data=...)

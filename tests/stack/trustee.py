@@ -1,10 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """Confidential Containers Trustee compatible KBS of the local stack, with ITA as its verifier.
 
     /usr/bin/python3 -m tests.stack.trustee --state DIR --ita-url URL [--ita-base-url URL]
         [--ita-root PEM] [--protocol-version 0.4.0] [--hash-algorithm sha512]
         [--session-timeout S] [--policy FILE] [--ita-policy-id UUID]... [--name trustee]
 
-Wire format per /work/shared/specs/kbs-protocols.md part B (KBS protocol 0.4.0, Trustee with
+Wire format per docs/protocols/trustee-rcar.md (KBS protocol 0.4.0, Trustee with
 ``attestation_service.type = "intel_ta"``):
 
     POST /kbs/v0/auth      {"version","tee","extra-params"} -> {"nonce","extra-params"} and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Test helpers for the local Trustee KBS (tests/stack/trustee.py): start it, administer it, and
 a reference RCAR client in Python whose JWE decryption (python-cryptography) is written apart
 from the stand-in's encryption, so either can be the other's oracle.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * teardown_check: a host that unloads keygate while a key's lease refresh runs (issue 17, #3).
  * Built and driven by tests/integration/test_teardown.py.

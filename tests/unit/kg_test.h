@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Common includes for cmocka unit tests (cmocka.h needs these first). */
 #ifndef KG_TEST_H
 #define KG_TEST_H
@@ -46,7 +47,7 @@ static inline char *kg_test_read_text(const char *path, size_t *len)
     return text;
 }
 
-/* KG_VECTORS_DIR/name (the shared vectors), in one of 8 static buffers used in turn. */
+/* KG_VECTORS_DIR/name (tests/vectors by default), in one of 8 static buffers used in turn. */
 static inline const char *kg_test_vector(const char *name)
 {
     static char paths[8][1024];

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* azure-tdx: the HCL report parser on the real Azure vector, malformed and truncated reports, and
  * the Azure binding of ITA tokens (runtime JSON user-data, attester_held_data/_user_data). */
 #include "kg_test.h"

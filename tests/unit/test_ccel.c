@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* CCEL table parser and TCG2 event log replay (adapters/ccel.h) on the real GCP vectors and on
  * malformed input. Every malformed buffer is an exact-size heap copy, so ASan sees any overread. */
 #include "kg_test.h"

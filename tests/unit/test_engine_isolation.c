@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * What a process-default ENGINE does to keygate's crypto in its private OSSL_LIB_CTX: the C
  * reproducer behind tests/integration/test_engine_isolation.py and the README (PKCS#11, nginx).

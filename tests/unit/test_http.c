@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kg_http: what counts as loopback for allow_http_loopback. */
 #include "kg_test.h"
 

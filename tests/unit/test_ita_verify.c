@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ita_verify: real ITA tokens and JWKS (tests/vectors README §1), forgeries built from them,
  * a PKI generated here (revocation, CRL download and caching against a loopback HTTP server)

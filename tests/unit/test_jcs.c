@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* RFC 8785 canonical JSON: the RFC's own examples (§3.2.2, §3.2.3, Appendix B) and the Trustee
  * runtime-data object with its '/' escaping trap. */
 #include "kg_test.h"

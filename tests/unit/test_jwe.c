@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* JWE decryption (kg_jwe): round trips against a test-side encryptor written straight from RFC
  * 7516/7518 (Concat KDF as a plain SHA-256 over counter ‖ Z ‖ OtherInfo, so that the library's
  * use of OpenSSL's SSKDF is checked against the JWA definition), the RFC 7638 thumbprint

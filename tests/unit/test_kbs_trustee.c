@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The Trustee binding (kbs_trustee.h): REPORTDATA = H(JCS(runtime)) zero-padded for each
  * negotiable hash, checked against hand-written canonical text; the error classes; and the
  * token binding check against altered claims. The wire exchanges are in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Local policy on our own quote (kbs_mode = background, issue 17 finding 1):
  * kg_verify_evidence_policy on real TDX quotes from the shared vectors (GCP: not debug, three

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sim_td: builds a throwaway simulated PCK PKI (root, platform CA, PCK leaf) in a temp dir,
  * produces quotes, and checks they parse back field by field and verify only against the
@@ -18,7 +19,7 @@
 #include "tdx_quote.h"
 
 #ifndef KG_VECTORS_DIR
-#error "KG_VECTORS_DIR must point to the shared vectors"
+#error "KG_VECTORS_DIR must point to tests/vectors"
 #endif
 
 typedef struct sim_pki {

@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tdx_quote parser and verifier against the three real TDX v4 quotes in the vectors
- * (../shared/vectors/README.md §2): exact fields, signatures, PCK chain to the pinned
+ * (tests/vectors/README.md §2): exact fields, signatures, PCK chain to the pinned
  * Intel SGX root, tampering, truncation at every length, header/size mutations, padding.
  */
 #include "kg_test.h"
@@ -14,7 +15,7 @@
 #include "tdx_quote.h"
 
 #ifndef KG_VECTORS_DIR
-#error "KG_VECTORS_DIR must point to the shared vectors"
+#error "KG_VECTORS_DIR must point to tests/vectors"
 #endif
 
 /* 2025-01-01T00:00:00Z: inside the validity of every PCK leaf and CA in the three quotes. */
