@@ -9,7 +9,7 @@ evidence carries Attestation-Type TDX and the digest of its user data (the wrapp
 import re
 
 from conftest import kbs_conf, run
-from test_release_cli import new_key, pub_pem, register
+from kglib import new_key, pub_pem, register
 
 DEBUG_ATTRIBUTES = "0100001000000000"  # little-endian TDATTRIBUTES: DEBUG | SEPT_VE_DISABLE
 MRTD = "5a" * 48

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from conftest import kbs_conf, run, write_keygate_conf
-from test_release_cli import new_key, pub_pem, register
+from kglib import new_key, pub_pem, register
 
 COMMANDS = [["evidence"], ["token"], ["verify"], ["release"], ["ref"], ["ref", "create"], ["ref", "show"],
             ["doctor"], ["version"]]

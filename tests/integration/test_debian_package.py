@@ -4,7 +4,6 @@ lists, and an attested key used through the extracted (installed) files only: th
 keygate CLI writes the reference, the packaged provider serves `openssl pkey -in ref -pubout`.
 Also: the man pages render without warnings and keygate.conf(5) lists every key."""
 import os
-import pathlib
 import re
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import REPO, kbs_conf, run
-from test_release_cli import new_key, pub_pem, register
+from kglib import new_key, pub_pem, register
 
 MULTIARCH = "x86_64-linux-gnu"
 PACKAGES = ("libkeygate0", "libkeygate-dev", "keygate", "keygate-provider", "keygate-pkcs11")

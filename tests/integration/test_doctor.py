@@ -11,8 +11,7 @@ import shutil
 import pytest
 
 from conftest import kbs_conf, run
-from test_provider import openssl_cnf
-from test_release_cli import new_key, pub_pem, register
+from kglib import new_key, openssl_cnf, pub_pem, register
 
 LINE = re.compile(r"^([✓✗-]) (\S+)\s+(.*)$")
 

@@ -15,9 +15,7 @@ import pytest
 from cryptography import x509
 
 from conftest import run
-from test_pkcs11 import kbs_stack, module_stack, module_token, token  # noqa: F401 (fixtures)
-from test_provider import attest_count, free_port
-from test_servers import PAGE, nginx_conf
+from kglib import PAGE, attest_count, free_port, kbs_stack, module_stack, module_token, nginx_conf, token  # noqa: F401 (fixtures)
 
 LIBP11 = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"
 

@@ -46,6 +46,7 @@ if __name__ == "__main__":  # run as a script to update the README table
     sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
 
 from conftest import kbs_conf, run  # noqa: E402
+from kglib import NGINX, new_key, nginx_conf, openssl_cnf, pub_pem, register
 
 # The keygate.conf timing of every row: small, so that the whole matrix stays fast, and the
 # source of every time bound below.
@@ -277,7 +278,6 @@ class NginxStartup:
     name, label, overhead_s = "nginx", "nginx start", 1.0
 
     def run(self, stack, ref):
-        from test_servers import NGINX, nginx_conf
         pfx = stack.tmp / "nginx"
         pfx.mkdir(exist_ok=True)
         errlog = pfx / "error.log"
@@ -401,8 +401,6 @@ class MatrixStack:
 
     def __init__(self, stack, build_dir, keygate_bin, tmp):
         from cryptography.hazmat.primitives import serialization
-        from test_provider import openssl_cnf
-        from test_release_cli import new_key, pub_pem, register
 
         self.stack, self.tmp, self.keygate_bin, self.build_dir = stack, tmp, keygate_bin, build_dir
         key = new_key("p256")

@@ -16,16 +16,12 @@ the first, and both share one attestation; in the provider (two threads loading 
 in the PKCS#11 module (two threads signing). Before, the provider held its provider-wide lock and
 the module its release_lock across the network: the second key waited the full 2 s."""
 import json
-import pathlib
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from conftest import REPO, run
-from test_pkcs11 import Token, self_signed
-from test_provider import Site, free_port
-from test_release_cli import new_key, pub_pem
+from kglib import Site, Token, free_port, new_key, pub_pem, self_signed
 
 HOST = r"""
 import json, ssl, sys

@@ -18,8 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import kbs_conf, run
-from test_provider import free_port, openssl_cnf
-from test_release_cli import new_key, pub_pem, register
+from kglib import HAPROXY, HAPROXY_CFG, Nginx, PAGE, free_port, new_key, openssl_cnf, pub_pem, read_log, register, self_signed
 from tests.stack.kbs_fixture import (create_policy, delete_key, kbs_admin_token, kbs_request,
                                      set_key_policy)
 
@@ -251,7 +250,6 @@ def test_pkcs11_lease_refresh_and_revocation(keygate_bin, build_dir, kbs_stack, 
     they fail with CKR_DEVICE_ERROR within one lease, the log names the revocation, and the EC
     scalar is gone from the process's memory (found there before)."""
     from cryptography.hazmat.primitives import serialization
-    from test_pkcs11 import self_signed
 
     key = new_key("p256")
     key_id = register(kbs_stack, key)
@@ -381,7 +379,6 @@ def refreshes_by_pid(site):
 
 @pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is needed (scripts/setup.sh installs it)")
 def test_nginx_two_workers_each_refresh_under_load(lease_site, kbs_stack):
-    from test_servers import Nginx, read_log
 
     site = lease_site
     ngx = Nginx(site, site.cert, site.ref, workers=2, env={k: site.env[k] for k in ("OPENSSL_CONF", "KEYGATE_DEBUG")})
@@ -424,7 +421,6 @@ def test_nginx_two_workers_each_refresh_under_load(lease_site, kbs_stack):
 
 @pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is needed (scripts/setup.sh installs it)")
 def test_haproxy_two_threads_refresh_once_at_a_time_under_load(lease_site, kbs_stack, build_dir):
-    from test_servers import HAPROXY, HAPROXY_CFG, PAGE
 
     site = lease_site
     d = site.tmp / "haproxy"

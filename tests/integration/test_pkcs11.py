@@ -16,118 +16,16 @@ import subprocess
 import time
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
 from conftest import REPO, run
-from test_provider import Site, attest_count, free_port
+from kglib import PAGE, asan_env, attest_count, free_port, kbs_stack, module_stack, module_token, nginx_conf, p11_check, self_signed, token  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not shutil.which("pkcs11-tool"), reason="opensc (pkcs11-tool) is needed")
 
 SYSTEM_MODULES = "/usr/share/p11-kit/modules"
 SYSTEM_MODULE_PATH = "/usr/lib/x86_64-linux-gnu/pkcs11"
-
-
-def asan_env():
-    """An ASan-built module inside uninstrumented hosts (scripts/test.sh sets this)."""
-    pre = os.environ.get("KEYGATE_ASAN_PRELOAD")
-    return {"LD_PRELOAD": pre} if pre else {}
-
-
-def self_signed(key):
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = __import__("datetime").datetime.utcnow()
-    delta = __import__("datetime").timedelta
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - delta(hours=1))
-            .not_valid_after(now + delta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
-                           False)
-            .sign(key, hashes.SHA256()))
-
-
-def cka_id(key):
-    """SHA-1 of the subjectPublicKey bits, as the module computes CKA_ID."""
-    pub = key.public_key()
-    if isinstance(pub, rsa.RSAPublicKey):
-        bits = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
-    else:
-        bits = pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    return hashlib.sha1(bits).hexdigest()
-
-
-class Token:
-    """Keys registered in the KBS, their references and certificates, and a keygate.conf whose
-    pkcs11_keys lists them."""
-
-    def __init__(self, keygate_bin, build_dir, stack, tmp, extra=""):
-        self.site = Site(keygate_bin, build_dir, stack, tmp)
-        self.stack, self.tmp, self.keys = stack, tmp, self.site.keys
-        self.module = str(build_dir / "pkcs11" / "libkeygate-pkcs11.so")
-        self.certs, items = {}, []
-        for kind, key in self.keys.items():
-            cert = tmp / f"{kind}.crt"
-            cert.write_bytes(self_signed(key).public_bytes(serialization.Encoding.PEM))
-            self.certs[kind] = cert
-            items.append(f"{kind}:{self.site.refs[kind]}:{cert}")
-        self.base_conf = self.site.conf.read_text()
-        self.conf = self.write_conf("keygate.conf", extra)
-        self.env = dict(asan_env(), KEYGATE_CONF=str(self.conf))
-        self.ids = {kind: cka_id(key) for kind, key in self.keys.items()}
-
-    def write_conf(self, name, extra=""):
-        items = [f"{k}:{self.site.refs[k]}:{self.certs[k]}" for k in self.keys]
-        path = self.tmp / name
-        path.write_text(self.base_conf + "pkcs11_keys = " + ", ".join(items) + "\n" + extra)
-        return path
-
-    def tool(self, *args, env=None, **kw):
-        return run(["pkcs11-tool", "--module", self.module, *map(str, args)], env=dict(self.env, **(env or {})),
-                   **kw)
-
-
-@pytest.fixture(scope="module")
-def module_stack(stack_dir, tmp_path_factory):
-    """One ITA + KBS stack for this file (key registration is the slow part); every test starts
-    with empty request logs and no faults (the kbs_stack fixture below)."""
-    from tests.stack.fixtures import copy_state
-    from tests.stack.kbs_fixture import start_kbs
-
-    stack = copy_state(stack_dir, tmp_path_factory.mktemp("p11-stack") / "state")
-    stack.start_ita()
-    start_kbs(stack)
-    yield stack
-    stack.stop_all()
-
-
-@pytest.fixture(scope="module")
-def module_token(keygate_bin, build_dir, module_stack, tmp_path_factory):
-    return Token(keygate_bin, build_dir, module_stack, tmp_path_factory.mktemp("p11-token"))
-
-
-@pytest.fixture
-def kbs_stack(module_stack):
-    for name in ("ita", "kbs"):
-        module_stack.clear_faults(name)
-        module_stack.clear_requests(name)
-    return module_stack
-
-
-@pytest.fixture
-def token(module_token, kbs_stack):
-    return module_token
-
-
-@pytest.fixture(scope="session")
-def p11_check(tmp_path_factory):
-    out = tmp_path_factory.mktemp("p11check") / "p11_check"
-    cc = subprocess.run(["gcc", "-Wall", "-Werror", "-O1", "-g", "-o", str(out), str(REPO / "tests/pkcs11/p11_check.c"),
-                         "-I/usr/include/p11-kit-1", "-ldl", "-lpthread"], capture_output=True, text=True)
-    assert cc.returncode == 0, cc.stderr
-    return str(out)
 
 
 def check(p11_check, token, *args, env=None):
@@ -446,7 +344,6 @@ def test_nginx_through_the_libp11_engine(token, kbs_stack):
     engine routes its in-process EC/RSA crypto through that engine (README, PKCS#11). p11-kit
     server only accepts clients of its own uid, so the workers run as root here (`user root`)."""
     import tempfile
-    from test_servers import PAGE, nginx_conf
 
     work = tempfile.mkdtemp(prefix="kg-p11-nginx-")
     procs = []

@@ -3,7 +3,6 @@
 program on the strict PEM_read_bio_PrivateKey path, and Python's ssl module, against keys
 released from the local stack. Ordinary keys behave exactly as without keygate."""
 import os
-import socket
 import subprocess
 import time
 
@@ -12,55 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from conftest import kbs_conf, run
-from test_release_cli import new_key, pub_pem, register
-
-
-def openssl_cnf(build_dir, path, keygate_conf, extra=""):
-    path.write_text(
-        "openssl_conf = openssl_init\nconfig_diagnostics = 1\n"
-        "[openssl_init]\nproviders = provider_sect\n"
-        "[provider_sect]\ndefault = default_sect\nkeygate = keygate_sect\n"
-        "[default_sect]\nactivate = 1\n"
-        f"[keygate_sect]\nmodule = {build_dir / 'provider' / 'keygate.so'}\nactivate = 1\n"
-        f"config = {keygate_conf}\n{extra}")
-    return path
-
-
-class Site:
-    """A released-key setup: keys registered in the KBS, their references, an openssl.cnf."""
-
-    def __init__(self, keygate_bin, build_dir, stack, tmp, kinds=("rsa2048", "p256")):
-        self.tmp = tmp
-        self.conf = kbs_conf(stack, tmp / "keygate.conf")
-        self.cnf = openssl_cnf(build_dir, tmp / "openssl.cnf", self.conf)
-        self.env = {"OPENSSL_CONF": str(self.cnf)}
-        # an ASan-built provider inside uninstrumented hosts (scripts/test.sh sets this)
-        if os.environ.get("KEYGATE_ASAN_PRELOAD"):
-            self.env["LD_PRELOAD"] = os.environ["KEYGATE_ASAN_PRELOAD"]
-        self.keys, self.refs, self.ids = {}, {}, {}
-        for kind in kinds:
-            key = new_key(kind)
-            key_id = register(stack, key)
-            pub = tmp / f"{kind}.pub.pem"
-            pub.write_text(pub_pem(key))
-            ref = tmp / f"{kind}.ref.pem"
-            r = run([keygate_bin, "-c", str(self.conf), "ref", "create", "--key-id", key_id, "--pubkey", str(pub),
-                     "-o", str(ref)])
-            assert r.returncode == 0, r.stderr
-            self.keys[kind], self.refs[kind], self.ids[kind] = key, ref, key_id
-
-    def openssl(self, *args, **kw):
-        return run(["openssl", *map(str, args)], env=self.env, **kw)
-
-
-@pytest.fixture
-def site(keygate_bin, build_dir, kbs_stack, tmp_path):
-    return Site(keygate_bin, build_dir, kbs_stack, tmp_path)
-
-
-def attest_count(stack):
-    return sum(1 for q in stack.requests("ita") if q["path"] == "/appraisal/v1/attest")
+from conftest import run
+from kglib import PEM_READER, attest_count, free_port, make_cert, openssl_cnf, pub_pem, site  # noqa: F401 (fixtures)
 
 
 def test_public_operations_need_no_attestation(keygate_bin, build_dir, kbs_stack, site):
@@ -160,20 +112,6 @@ def test_req_x509_and_store_uri(site):
     assert r.returncode == 0 and r.stdout == pub_pem(site.keys["rsa2048"]), r.stderr
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_cert(site, kind):
-    cert = site.tmp / f"{kind}.cert.pem"
-    r = site.openssl("req", "-new", "-x509", "-key", site.refs[kind], "-subj", "/CN=localhost", "-days", "1",
-                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-out", cert)
-    assert r.returncode == 0, r.stderr
-    return cert
-
-
 @pytest.mark.parametrize("kind", ["rsa2048", "p256"])
 @pytest.mark.parametrize("tls", ["-tls1_2", "-tls1_3"])
 def test_s_server_with_a_reference(site, kind, tls):
@@ -197,33 +135,6 @@ def test_s_server_with_a_reference(site, kind, tls):
     finally:
         srv.terminate()
         srv.wait(10)
-
-
-PEM_READER = r'''
-#include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/provider.h>
-#include <openssl/ssl.h>
-#include <stdio.h>
-int main(int argc, char **argv)
-{
-    FILE *fp = fopen(argv[1], "r");
-    EVP_PKEY *k = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (fp) fclose(fp);
-    if (k == NULL) { ERR_print_errors_fp(stderr); return 1; }
-    printf("type=%s bits=%d provider=%s\n", EVP_PKEY_get0_type_name(k), EVP_PKEY_get_bits(k),
-           OSSL_PROVIDER_get0_name(EVP_PKEY_get0_provider(k)));
-    if (SSL_CTX_use_certificate_file(ctx, argv[2], SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, argv[1], SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-        ERR_print_errors_fp(stderr); return 2;
-    }
-    printf("check_private_key=1\n");
-    EVP_PKEY_free(k);
-    SSL_CTX_free(ctx);
-    return 0;
-}
-'''
 
 
 def test_strict_pem_read_path_and_python_ssl(site):

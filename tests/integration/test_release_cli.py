@@ -2,38 +2,14 @@
 """`keygate release` and `keygate ref` against the local ITA + Intel-KBS stand-ins: passport and
 background-check mode, RSA and EC keys, one attestation for many keys, and every failure
 named by its step with no key returned."""
-import pathlib
 import re
-import subprocess
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import kbs_conf, run
-from tests.stack.kbs_fixture import create_policy, kbs_admin_token, register_key
+from kglib import new_key, pub_pem, register
 
 PEM_PUB = re.compile(r"-----BEGIN PUBLIC KEY-----\n.*?-----END PUBLIC KEY-----\n", re.S)
-
-
-def new_key(kind):
-    if kind.startswith("rsa"):
-        return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:]))
-    return ec.generate_private_key({"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}[kind])
-
-
-def pub_pem(key):
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
-def register(stack, key, attributes=None):
-    kbs = stack.services["kbs"].url
-    admin = kbs_admin_token(kbs, stack.state_dir)
-    policy = create_policy(kbs, admin, attributes if attributes is not None else {"enforce_tcb_upto_date": False})
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    return register_key(kbs, admin, pem, policy)
 
 
 def release(keygate_bin, conf, *args):

@@ -183,3 +183,14 @@ def test_the_license_is_the_apache_2_0_text():
     assert "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
     copyright_ = (REPO / "debian" / "copyright").read_text()
     assert re.search(r"^Files: \*\n(?:.+\n)*?License: Apache-2\.0$", copyright_, re.M), copyright_
+
+
+def test_test_modules_import_no_other_test_module():
+    """Shared test code lives in tests/integration/kglib.py (and conftest.py, tests/stack): a test
+    module never imports another test module (issue 18)."""
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.match(r"\s*(from\s+(tests\.\w+\.)?test_\w+\s+import|import\s+(tests\.\w+\.)?test_\w+)", line):
+                offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not offenders, offenders

@@ -35,8 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import REPO, kbs_conf, run, write_keygate_conf
-from test_provider import PEM_READER, Site, free_port, make_cert
-from test_release_cli import new_key, pub_pem, register
+from kglib import PEM_READER, Site, free_port, make_cert, new_key, pub_pem, register
 from tests.stack import pki
 
 sys.path.insert(0, str(REPO / "bench" / "lib"))

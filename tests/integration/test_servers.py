@@ -13,98 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import run
-from test_provider import attest_count, free_port, make_cert, site  # noqa: F401 (fixture)
+from kglib import HAPROXY, HAPROXY_CFG, Nginx, PAGE, attest_count, curl, free_port, make_cert, nginx_conf, read_log, site, wait_serving  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not (shutil.which("nginx") and shutil.which("haproxy") and shutil.which("curl")),
                                 reason="nginx, haproxy and curl are needed (scripts/setup.sh installs them)")
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
-PAGE = "served by keygate"
-
 
 def transfer_count(stack):
     return sum(1 for q in stack.requests("kbs") if re.search(r"/transfer$", q["path"]))
-
-
-def nginx_conf(pfx, port, cert, key, workers=1):
-    p = str(pfx)
-    return (f"daemon off;\nmaster_process on;\nworker_processes {workers};\n"
-            f"pid {p}/nginx.pid;\nerror_log {p}/error.log info;\n"
-            "events { worker_connections 64; }\n"
-            "http {\n"
-            f"  access_log {p}/access.log;\n"
-            f"  client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fastcgi;\n"
-            f"  uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n"
-            "  server {\n"
-            f"    listen 127.0.0.1:{port} ssl;\n"
-            f"    ssl_certificate     {cert};\n"
-            f"    ssl_certificate_key {key};\n"
-            "    ssl_protocols       TLSv1.2 TLSv1.3;\n"
-            f"    location / {{ default_type text/plain; return 200 \"{PAGE} $ssl_protocol\\n\"; }}\n"
-            "  }\n"
-            "}\n")
-
-
-def curl(port, cert, *opts, timeout=15):
-    return run(["curl", "-sS", "--max-time", "10", "--cacert", str(cert), *opts, f"https://127.0.0.1:{port}/"],
-               timeout=timeout)
-
-
-def read_log(path):
-    """The log as text: keygate messages may carry bytes that are not UTF-8."""
-    return path.read_bytes().decode("utf-8", "replace") if path.exists() else ""
-
-
-def wait_serving(proc, port, cert, errlog=None, deadline_s=20):
-    deadline = time.monotonic() + deadline_s
-    while True:
-        r = curl(port, cert)
-        if r.returncode == 0:
-            return r
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log = read_log(errlog) if errlog is not None else ""
-            pytest.fail(f"server not serving (exit {proc.poll()}): {r.stderr}\n{log}")
-        time.sleep(0.1)
-
-
-class Nginx:
-    """One nginx under a temp prefix, foreground (daemon off), stopped by the master's PID."""
-
-    def __init__(self, site, cert, key, workers=1, name="nginx", env=None):
-        self.pfx = site.tmp / name
-        self.pfx.mkdir()
-        self.port = free_port()
-        self.cert = cert
-        self.conf = self.pfx / "nginx.conf"
-        self.conf.write_text(nginx_conf(self.pfx, self.port, cert, key, workers))
-        self.errlog = self.pfx / "error.log"
-        self.env = site.env if env is None else env
-        self.proc = None
-
-    def cmd(self, *extra):
-        return [NGINX, "-p", str(self.pfx), "-c", str(self.conf), *extra]
-
-    def check(self):
-        return run(self.cmd("-t"), env=self.env)
-
-    def start(self):
-        self.proc = subprocess.Popen(self.cmd(), env=dict(os.environ, **self.env), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        return wait_serving(self.proc, self.port, self.cert, self.errlog)
-
-    def workers(self):
-        r = run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)])
-        return sorted(int(x) for x in r.stdout.split())
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful shutdown of the master we started
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
@@ -217,24 +133,6 @@ def test_nginx_with_a_plain_key_is_unaffected(site, kbs_stack, servers):
         r = curl(ngx.port, cert, *tls)
         assert r.returncode == 0 and r.stdout.startswith(PAGE), r.stderr
     assert attest_count(kbs_stack) == before
-
-
-HAPROXY_CFG = """global
-    ssl-provider-path {provdir}
-    ssl-provider keygate
-    ssl-provider default
-    nbthread 2
-    log stderr format raw local0
-defaults
-    mode http
-    log global
-    timeout connect 5s
-    timeout client 5s
-    timeout server 5s
-frontend fe
-    bind 127.0.0.1:{port} ssl crt {crt} ssl-min-ver TLSv1.2
-    http-request return status 200 content-type text/plain string "{page}"
-"""
 
 
 def haproxy_files(site, kind, layout):

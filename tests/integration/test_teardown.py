@@ -19,8 +19,7 @@ import subprocess
 import pytest
 
 from conftest import REPO
-from test_pkcs11 import Token, asan_env
-from test_provider import openssl_cnf
+from kglib import Token, asan_env, openssl_cnf
 
 ROUNDS = int(os.environ.get("KEYGATE_TEARDOWN_ROUNDS", "20"))
 LEASE = "key_lease_s = 2\nkey_lease_max_s = 2\nrefresh_before_s = 1\n"

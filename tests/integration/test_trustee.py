@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
 from conftest import run, write_keygate_conf
-from test_release_cli import new_key, pub_pem
+from kglib import new_key, pub_pem
 from tests.stack.fixtures import copy_state
 from tests.stack.trustee_fixture import put_resource, set_policy, start_trustee
 

@@ -19,8 +19,7 @@ import subprocess
 import pytest
 
 from conftest import kbs_conf
-from test_provider import Site
-from test_release_cli import new_key, pub_pem, register
+from kglib import Site, new_key, pub_pem, register
 
 SUPP = pathlib.Path(__file__).with_name("valgrind.supp")
 ERRORS = re.compile(r"ERROR SUMMARY: (\d+) errors")
