@@ -97,8 +97,10 @@ static int kg_pem_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CAL
     int ok = 1, read_ok;
 
     memset(&ref, 0, sizeof(ref));
-    if (bio == NULL)
+    if (bio == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_INTERNAL, "keygate decoder: cannot read the input");
         return 0;
+    }
     ERR_set_mark();
     read_ok = PEM_read_bio(bio, &name, &header, &data, &len);
     ERR_pop_to_mark();
@@ -157,6 +159,7 @@ static int kg_ref_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CAL
 
     memset(&ref, 0, sizeof(ref));
     if (bio == NULL || der == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_INTERNAL, "keygate decoder: out of memory");
         ok = 0;
         goto end;
     }
@@ -171,6 +174,7 @@ static int kg_ref_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CAL
     if (selection != 0 && (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) == 0)
         goto end;
     if ((reference.key = kg_key_new(ctx->provctx, ctx->type)) == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_INTERNAL, "keygate decoder: out of memory");
         ok = 0;
         goto end;
     }
@@ -185,7 +189,7 @@ static int kg_ref_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CAL
         EVP_PKEY *priv = kg_key_private_load(reference.key);
 
         if (priv == NULL) {
-            ok = 0;
+            ok = 0; /* kg_key_private_load raised the step's error */
             goto end;
         }
         EVP_PKEY_free(priv); /* the lease holds the key */

@@ -95,12 +95,14 @@ static int km_import(kg_key *key, const char *type, int selection, const OSSL_PA
         KG_PROV_ERROR(key->provctx, KG_R_NOT_AVAILABLE, "keygate: importing private keys is not supported");
         return 0;
     }
-    if ((ctx = kg_pkey_ctx_new_from_name(NULL, type)) == NULL)
-        return 0;
-    if (EVP_PKEY_fromdata_init(ctx) > 0 &&
+    kg_err_clear(&err);
+    if ((ctx = kg_pkey_ctx_new_from_name(NULL, type)) != NULL && EVP_PKEY_fromdata_init(ctx) > 0 &&
         EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, (OSSL_PARAM *)params) > 0 &&
         kg_keyref_set_pubkey(&key->ref, pk, &err))
         ok = 1;
+    else
+        KG_PROV_ERROR(key->provctx, KG_R_OPERATION, "keygate keymgmt: cannot import the %s public key%s%s",
+                      type, err.msg[0] ? ": " : "", err.msg);
     EVP_PKEY_free(pk);
     EVP_PKEY_CTX_free(ctx);
     return ok;
@@ -145,8 +147,10 @@ static int kg_km_export(void *keydata, int selection, OSSL_CALLBACK *cb, void *c
                       "keygate: private key export refused (keygate keys never leave the provider)");
         return 0;
     }
-    if (key->ref.pubkey == NULL)
+    if (key->ref.pubkey == NULL) {
+        KG_PROV_ERROR(key->provctx, KG_R_OPERATION, "keygate keymgmt: the key has no public key to export");
         return 0;
+    }
     return EVP_PKEY_export(key->ref.pubkey, selection, cb, cbarg);
 }
 

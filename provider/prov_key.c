@@ -123,6 +123,7 @@ static EVP_PKEY *key_private(kg_key *key, int op)
     kg_keyslot *slot = __atomic_load_n(&key->slot, __ATOMIC_ACQUIRE);
     kg_lease_state st;
     EVP_PKEY *priv = NULL;
+    char msg[1024];
     kg_err err;
 
     kg_err_clear(&err); /* the message below prints its request-id/trace-id fields */
@@ -149,12 +150,8 @@ static EVP_PKEY *key_private(kg_key *key, int op)
 err:
     if (err.msg[0] == '\0') /* no key source: provider init failed */
         kg_err_set(&err, KG_STEP_INTERNAL, "the provider has no key source");
-    {
-        char msg[1024];
-        int reason = kg_prov_step_message(key->ref.key_id, &err, msg, sizeof(msg));
-
-        release_failed(ctx, __FILE__, __LINE__, __func__, key->ref.key_id, reason, msg);
-    }
+    release_failed(ctx, __FILE__, __LINE__, __func__, key->ref.key_id,
+                   kg_prov_step_message(key->ref.key_id, &err, msg, sizeof(msg)), msg);
     return NULL;
 }
 

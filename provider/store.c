@@ -76,8 +76,10 @@ static void *kg_store_open(void *vprovctx, const char *uri)
         return NULL;
     }
     kg_keyref_clear(&probe);
-    if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+    if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
+        KG_PROV_ERROR(provctx, KG_R_INTERNAL, "keygate store: out of memory");
         return NULL;
+    }
     ctx->provctx = provctx;
     memcpy(ctx->key_id, id, strlen(id) + 1);
     KG_DEBUG("store: opened keygate:%s", ctx->key_id);

@@ -171,7 +171,7 @@ def test_openssl_pkey_prints_the_step_and_keygates_message(esite, fault, name):
     out = esite.tmp / f"pkey-{name}.pem"
     r = esite.openssl("pkey", "-in", esite.refs["p256"], "-pubout", "-out", out)
     assert r.returncode != 0 and not (out.exists() and out.stat().st_size), r.stderr
-    assert "Could not read key" in r.stderr, r.stderr
+    assert re.search(r"Could not (read|find private) key", r.stderr), r.stderr  # OpenSSL 3.0 | 3.5
     assert_step_error(r.stderr, step, key_id, cause.format(id=re.escape(key_id)))
     # the cause comes first: no generic "unsupported" hides it
     first = [l for l in r.stderr.splitlines() if ":error:" in l][0]
