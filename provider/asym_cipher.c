@@ -17,21 +17,12 @@
 #include "kg_libctx.h"
 #include "provider.h"
 
-typedef struct kg_asym_ctx {
-    kg_provctx *provctx;
-    kg_key *key;         /* borrowed: the EVP_PKEY_CTX that owns us holds the key */
-    EVP_PKEY_CTX *inner; /* kg_libctx(); NULL until an init */
-} kg_asym_ctx;
+typedef kg_inner_ctx kg_asym_ctx; /* provider.h; newctx/freectx/dupctx in prov_inner.c */
 
-static OSSL_FUNC_asym_cipher_newctx_fn kg_asym_newctx;
-static OSSL_FUNC_asym_cipher_freectx_fn kg_asym_freectx;
-static OSSL_FUNC_asym_cipher_dupctx_fn kg_asym_dupctx;
 static OSSL_FUNC_asym_cipher_encrypt_init_fn kg_asym_encrypt_init;
 static OSSL_FUNC_asym_cipher_encrypt_fn kg_asym_encrypt;
 static OSSL_FUNC_asym_cipher_decrypt_init_fn kg_asym_decrypt_init;
 static OSSL_FUNC_asym_cipher_decrypt_fn kg_asym_decrypt;
-static OSSL_FUNC_asym_cipher_set_ctx_params_fn kg_asym_set_ctx_params;
-static OSSL_FUNC_asym_cipher_get_ctx_params_fn kg_asym_get_ctx_params;
 static OSSL_FUNC_asym_cipher_settable_ctx_params_fn kg_asym_settable_ctx_params;
 static OSSL_FUNC_asym_cipher_gettable_ctx_params_fn kg_asym_gettable_ctx_params;
 
@@ -57,59 +48,24 @@ static const OSSL_PARAM kg_asym_gettable[] = {
     OSSL_PARAM_uint(OSSL_ASYM_CIPHER_PARAM_TLS_NEGOTIATED_VERSION, NULL),
     OSSL_PARAM_END};
 
-static void *kg_asym_newctx(void *provctx)
-{
-    kg_asym_ctx *ctx = calloc(1, sizeof(*ctx));
-
-    if (ctx != NULL)
-        ctx->provctx = provctx;
-    return ctx;
-}
-
-static void kg_asym_freectx(void *vctx)
-{
-    kg_asym_ctx *ctx = vctx;
-
-    if (ctx == NULL)
-        return;
-    EVP_PKEY_CTX_free(ctx->inner);
-    free(ctx);
-}
-
-/* Cheap: the inner context is duplicated by OpenSSL (it copies padding, digests and label). */
-static void *kg_asym_dupctx(void *vctx)
-{
-    kg_asym_ctx *src = vctx, *dst;
-
-    if ((dst = calloc(1, sizeof(*dst))) == NULL)
-        return NULL;
-    dst->provctx = src->provctx;
-    dst->key = src->key;
-    if (src->inner != NULL && (dst->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL) {
-        free(dst);
-        return NULL;
-    }
-    return dst;
-}
-
 /* (Re)initialises the inner context on pkey for encryption or decryption. */
 static int asym_init(kg_asym_ctx *ctx, void *vkey, const OSSL_PARAM params[], int decrypt)
 {
-    kg_key *key = vkey;
+    kg_key *key = kg_key_cast(vkey, KG_KEY_TYPE_RSA);
     EVP_PKEY *pkey;
 
     EVP_PKEY_CTX_free(ctx->inner);
     ctx->inner = NULL;
     ctx->key = NULL;
-    if (key == NULL || key->magic != KG_KEY_MAGIC || key->type != KG_KEY_TYPE_RSA) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: not a keygate RSA key");
+    if (key == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: not a keygate RSA key");
         return 0;
     }
     /* encryption needs only the reference's public key: no release for it */
     pkey = decrypt ? kg_key_private(key) : key->ref.pubkey;
     if (pkey == NULL) {
         if (!decrypt)
-            KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: the key has no public key");
+            KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: the key has no public key");
         return 0; /* kg_key_private raised the release error */
     }
     ctx->inner = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), pkey, NULL); /* holds its own reference */
@@ -125,7 +81,7 @@ static int asym_init(kg_asym_ctx *ctx, void *vkey, const OSSL_PARAM params[], in
 err:
     EVP_PKEY_CTX_free(ctx->inner);
     ctx->inner = NULL;
-    KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: %s init failed",
+    KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: %s init failed",
                   decrypt ? "decrypt" : "encrypt");
     return 0;
 }
@@ -149,7 +105,7 @@ static int asym_run(kg_asym_ctx *ctx, unsigned char *out, size_t *outlen, size_t
     int rc;
 
     if (ctx->inner == NULL) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: not initialised");
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: not initialised");
         return 0;
     }
     rc = decrypt ? EVP_PKEY_decrypt(ctx->inner, out, &len, in, inlen)
@@ -158,7 +114,7 @@ static int asym_run(kg_asym_ctx *ctx, unsigned char *out, size_t *outlen, size_t
         /* the default provider's error (e.g. "oaep decoding error") is already queued; no
          * extra text for decryption, so that padding failures do not become an oracle */
         if (!decrypt)
-            KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: encryption failed");
+            KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: encryption failed");
         return 0;
     }
     *outlen = len;
@@ -177,42 +133,26 @@ static int kg_asym_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_
     return asym_run(vctx, out, outlen, outsize, in, inlen, 1);
 }
 
-static int kg_asym_set_ctx_params(void *vctx, const OSSL_PARAM params[])
-{
-    return kg_inner_set_params(((kg_asym_ctx *)vctx)->inner, params);
-}
-
-static int kg_asym_get_ctx_params(void *vctx, OSSL_PARAM params[])
-{
-    return kg_inner_get_params(((kg_asym_ctx *)vctx)->inner, params);
-}
-
 static const OSSL_PARAM *kg_asym_settable_ctx_params(void *vctx, void *provctx)
 {
-    const kg_asym_ctx *ctx = vctx;
-
-    return kg_inner_param_list(ctx != NULL ? ctx->inner : NULL, OSSL_OP_ASYM_CIPHER, "RSA", 1,
-                               kg_asym_settable);
+    return kg_inner_param_list(vctx, OSSL_OP_ASYM_CIPHER, "RSA", 1, kg_asym_settable);
 }
 
 static const OSSL_PARAM *kg_asym_gettable_ctx_params(void *vctx, void *provctx)
 {
-    const kg_asym_ctx *ctx = vctx;
-
-    return kg_inner_param_list(ctx != NULL ? ctx->inner : NULL, OSSL_OP_ASYM_CIPHER, "RSA", 0,
-                               kg_asym_gettable);
+    return kg_inner_param_list(vctx, OSSL_OP_ASYM_CIPHER, "RSA", 0, kg_asym_gettable);
 }
 
 const OSSL_DISPATCH kg_rsa_asym_cipher_functions[] = {
-    {OSSL_FUNC_ASYM_CIPHER_NEWCTX, (void (*)(void))kg_asym_newctx},
-    {OSSL_FUNC_ASYM_CIPHER_FREECTX, (void (*)(void))kg_asym_freectx},
-    {OSSL_FUNC_ASYM_CIPHER_DUPCTX, (void (*)(void))kg_asym_dupctx},
+    {OSSL_FUNC_ASYM_CIPHER_NEWCTX, (void (*)(void))kg_inner_newctx},
+    {OSSL_FUNC_ASYM_CIPHER_FREECTX, (void (*)(void))kg_inner_freectx},
+    {OSSL_FUNC_ASYM_CIPHER_DUPCTX, (void (*)(void))kg_inner_dupctx},
     {OSSL_FUNC_ASYM_CIPHER_ENCRYPT_INIT, (void (*)(void))kg_asym_encrypt_init},
     {OSSL_FUNC_ASYM_CIPHER_ENCRYPT, (void (*)(void))kg_asym_encrypt},
     {OSSL_FUNC_ASYM_CIPHER_DECRYPT_INIT, (void (*)(void))kg_asym_decrypt_init},
     {OSSL_FUNC_ASYM_CIPHER_DECRYPT, (void (*)(void))kg_asym_decrypt},
-    {OSSL_FUNC_ASYM_CIPHER_SET_CTX_PARAMS, (void (*)(void))kg_asym_set_ctx_params},
+    {OSSL_FUNC_ASYM_CIPHER_SET_CTX_PARAMS, (void (*)(void))kg_inner_set_ctx_params},
     {OSSL_FUNC_ASYM_CIPHER_SETTABLE_CTX_PARAMS, (void (*)(void))kg_asym_settable_ctx_params},
-    {OSSL_FUNC_ASYM_CIPHER_GET_CTX_PARAMS, (void (*)(void))kg_asym_get_ctx_params},
+    {OSSL_FUNC_ASYM_CIPHER_GET_CTX_PARAMS, (void (*)(void))kg_inner_get_ctx_params},
     {OSSL_FUNC_ASYM_CIPHER_GETTABLE_CTX_PARAMS, (void (*)(void))kg_asym_gettable_ctx_params},
     {0, NULL}};

@@ -10,6 +10,20 @@
  *            asked for (release = eager), emit an object reference for our keymgmt's load.
  *
  * Neither ever calls the passphrase callback: daemons must not block at startup.
+ *
+ * Errors. A decoder's errors survive only if it returns 0 from a decoding level that no caller
+ * pops: libcrypto (OpenSSL 3.0 and 3.5 alike, crypto/encode_decode/decoder_lib.c) sets a mark
+ * around each decoder, pops it when the decoder returns 1 and keeps it when it returns 0. On the
+ * OSSL_STORE path (`openssl pkey -in REF`, apps' load_key) level 1 runs under the file: loader's
+ * OSSL_DECODER_from_bio, but level 2 (where the release runs) runs inside the loader's result
+ * handler, ossl_store_handle_load_result: try_key_value ignores OSSL_DECODER_from_data's failure
+ * and the handler pops its mark, leaving only "ossl_store_handle_load_result:unsupported".
+ * OpenSSL 3.5 keeps a keymgmt load's failure there (decoder_pkey.c marks it a hard error), but not
+ * a decoder's, and 3.0 keeps neither; raising from our keymgmt load would not help on 3.0. So the
+ * release error is kept per thread (prov_key.c) and level 1, which regains control outside those
+ * marks, replaces what is left above its own mark with it and returns 0. On the
+ * PEM_read_bio_PrivateKey path (nginx, haproxy) level 2's error would survive anyway; level 1's
+ * replacement leaves exactly one error there too.
  */
 #include <openssl/bio.h>
 #include <openssl/core_dispatch.h>
@@ -84,18 +98,22 @@ static int kg_pem_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CAL
     int ok = 1, read_ok;
 
     memset(&ref, 0, sizeof(ref));
-    if (bio == NULL)
+    if (bio == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_INTERNAL, "keygate decoder: cannot read the input");
         return 0;
+    }
     ERR_set_mark();
     read_ok = PEM_read_bio(bio, &name, &header, &data, &len);
     ERR_pop_to_mark();
     if (!read_ok || strcmp(name, KG_KEYREF_PEM_LABEL) != 0)
         goto end; /* not ours: empty-handed, not an error */
     if (!kg_keyref_from_der(data, (size_t)len, &ref, &err)) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_BAD_REFERENCE, "keygate: %s", err.msg);
+        KG_PROV_ERROR(ctx->provctx, KG_R_BAD_REFERENCE, "keygate: %s", err.msg);
         ok = 0;
         goto end;
     }
+    kg_key_failure_begin();
+    ERR_set_mark();
     {
         int object_type = OSSL_OBJECT_PKEY;
         /* the construct_ functions compute string lengths (the macros would send "") */
@@ -106,6 +124,13 @@ static int kg_pem_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CAL
             OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE, (char *)KG_REF_STRUCTURE, 0),
             OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, data, (size_t)len), OSSL_PARAM_END};
         ok = data_cb(params, data_cbarg);
+    }
+    if (!ok && kg_key_failure_pending(ref.key_id)) {
+        /* a release failed below (see the top): its error, in place of libcrypto's generic ones */
+        ERR_pop_to_mark();
+        kg_key_failure_reraise(ctx->provctx);
+    } else {
+        ERR_clear_last_mark();
     }
 end:
     kg_keyref_clear(&ref);
@@ -135,6 +160,7 @@ static int kg_ref_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CAL
 
     memset(&ref, 0, sizeof(ref));
     if (bio == NULL || der == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_INTERNAL, "keygate decoder: out of memory");
         ok = 0;
         goto end;
     }
@@ -149,6 +175,7 @@ static int kg_ref_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CAL
     if (selection != 0 && (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) == 0)
         goto end;
     if ((reference.key = kg_key_new(ctx->provctx, ctx->type)) == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_INTERNAL, "keygate decoder: out of memory");
         ok = 0;
         goto end;
     }
@@ -163,7 +190,7 @@ static int kg_ref_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CAL
         EVP_PKEY *priv = kg_key_private_load(reference.key);
 
         if (priv == NULL) {
-            ok = 0;
+            ok = 0; /* kg_key_private_load raised the step's error */
             goto end;
         }
         EVP_PKEY_free(priv); /* the lease holds the key */

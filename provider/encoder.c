@@ -77,11 +77,9 @@ static int kg_text_does_selection(void *provctx, int selection)
  * no import_object); the magic check guards against anything else. */
 static const kg_key *encoder_key(const void *obj_raw)
 {
-    const kg_key *key = obj_raw;
+    const kg_key *key = kg_key_cast((void *)obj_raw, 0);
 
-    if (key == NULL || key->magic != KG_KEY_MAGIC || key->ref.pubkey == NULL)
-        return NULL;
-    return key;
+    return key != NULL && key->ref.pubkey != NULL ? key : NULL;
 }
 
 /* Writes the text form: one line naming the keygate key, then what OpenSSL prints for the
@@ -122,17 +120,17 @@ static int encode(kg_encoder_ctx *ctx, OSSL_CORE_BIO *cout, const void *obj_raw,
     int ok = 0;
 
     if (key == NULL) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate encoder: not a keygate key object");
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate encoder: not a keygate key object");
         return 0;
     }
     /* SPKI cannot carry a private key; never fall back to writing anything else */
     if (output != KG_ENC_TEXT && (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_EXPORT_REFUSED,
+        KG_PROV_ERROR(ctx->provctx, KG_R_EXPORT_REFUSED,
                       "private key export refused: keygate keys never leave the provider");
         return 0;
     }
     if ((out = BIO_new_from_core_bio(ctx->provctx->corelibctx, cout)) == NULL) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate encoder: cannot open the output");
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate encoder: cannot open the output");
         return 0;
     }
     switch (output) {
@@ -141,7 +139,7 @@ static int encode(kg_encoder_ctx *ctx, OSSL_CORE_BIO *cout, const void *obj_raw,
     case KG_ENC_TEXT: ok = write_text(out, key); break;
     }
     if (!ok)
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate encoder: writing the public key failed");
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate encoder: writing the public key failed");
     BIO_free(out);
     return ok;
 }

@@ -19,21 +19,12 @@
 #include "kg_libctx.h"
 #include "provider.h"
 
-typedef struct kg_kex_ctx {
-    kg_provctx *provctx;
-    kg_key *key; /* borrowed, like the peer: the outer EVP_PKEY_CTX holds both */
-    kg_key *peer;
-    EVP_PKEY_CTX *inner; /* kg_libctx(), on the released private key */
-} kg_kex_ctx;
+/* provider.h; newctx/freectx/dupctx in prov_inner.c. inner is on the released private key. */
+typedef kg_inner_ctx kg_kex_ctx;
 
-static OSSL_FUNC_keyexch_newctx_fn kg_kex_newctx;
-static OSSL_FUNC_keyexch_freectx_fn kg_kex_freectx;
-static OSSL_FUNC_keyexch_dupctx_fn kg_kex_dupctx;
 static OSSL_FUNC_keyexch_init_fn kg_kex_init;
 static OSSL_FUNC_keyexch_set_peer_fn kg_kex_set_peer;
 static OSSL_FUNC_keyexch_derive_fn kg_kex_derive;
-static OSSL_FUNC_keyexch_set_ctx_params_fn kg_kex_set_ctx_params;
-static OSSL_FUNC_keyexch_get_ctx_params_fn kg_kex_get_ctx_params;
 static OSSL_FUNC_keyexch_settable_ctx_params_fn kg_kex_settable_ctx_params;
 static OSSL_FUNC_keyexch_gettable_ctx_params_fn kg_kex_gettable_ctx_params;
 
@@ -56,57 +47,17 @@ static const OSSL_PARAM kg_kex_gettable[] = {
     OSSL_PARAM_DEFN(OSSL_EXCHANGE_PARAM_KDF_UKM, OSSL_PARAM_OCTET_PTR, NULL, 0),
     OSSL_PARAM_END};
 
-static void *kg_kex_newctx(void *provctx)
-{
-    kg_kex_ctx *ctx = calloc(1, sizeof(*ctx));
-
-    if (ctx != NULL)
-        ctx->provctx = provctx;
-    return ctx;
-}
-
-static void kg_kex_freectx(void *vctx)
-{
-    kg_kex_ctx *ctx = vctx;
-
-    if (ctx == NULL)
-        return;
-    EVP_PKEY_CTX_free(ctx->inner);
-    free(ctx);
-}
-
-/* Cheap: OpenSSL duplicates the inner context, peer and KDF settings included. */
-static void *kg_kex_dupctx(void *vctx)
-{
-    kg_kex_ctx *src = vctx, *dst;
-
-    if ((dst = calloc(1, sizeof(*dst))) == NULL)
-        return NULL;
-    *dst = *src;
-    dst->inner = NULL;
-    if (src->inner != NULL && (dst->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL) {
-        free(dst);
-        return NULL;
-    }
-    return dst;
-}
-
-static int is_ec_key(const kg_key *key)
-{
-    return key != NULL && key->magic == KG_KEY_MAGIC && key->type == KG_KEY_TYPE_EC;
-}
-
 static int kg_kex_init(void *vctx, void *vkey, const OSSL_PARAM params[])
 {
     kg_kex_ctx *ctx = vctx;
-    kg_key *key = vkey;
+    kg_key *key = kg_key_cast(vkey, KG_KEY_TYPE_EC);
     EVP_PKEY *priv;
 
     EVP_PKEY_CTX_free(ctx->inner);
     ctx->inner = NULL;
     ctx->key = ctx->peer = NULL;
-    if (!is_ec_key(key)) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: not a keygate EC key");
+    if (key == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate ECDH: not a keygate EC key");
         return 0;
     }
     if ((priv = kg_key_private(key)) == NULL)
@@ -120,26 +71,26 @@ static int kg_kex_init(void *vctx, void *vkey, const OSSL_PARAM params[])
 err:
     EVP_PKEY_CTX_free(ctx->inner);
     ctx->inner = NULL;
-    KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: init failed");
+    KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate ECDH: init failed");
     return 0;
 }
 
 static int kg_kex_set_peer(void *vctx, void *vpeer)
 {
     kg_kex_ctx *ctx = vctx;
-    kg_key *peer = vpeer;
+    kg_key *peer = kg_key_cast(vpeer, KG_KEY_TYPE_EC);
 
     if (ctx->inner == NULL) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: not initialised");
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate ECDH: not initialised");
         return 0;
     }
-    if (!is_ec_key(peer) || peer->ref.pubkey == NULL) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: the peer is not an EC public key");
+    if (peer == NULL || peer->ref.pubkey == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate ECDH: the peer is not an EC public key");
         return 0;
     }
     /* validate: the default provider checks the point is on our curve (invalid-curve attacks) */
     if (EVP_PKEY_derive_set_peer_ex(ctx->inner, peer->ref.pubkey, 1) <= 0) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: the peer key was rejected");
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate ECDH: the peer key was rejected");
         return 0;
     }
     ctx->peer = peer;
@@ -153,50 +104,36 @@ static int kg_kex_derive(void *vctx, unsigned char *secret, size_t *secretlen, s
     size_t len = secret == NULL ? 0 : outlen;
 
     if (ctx->inner == NULL || ctx->peer == NULL) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: no key or no peer set");
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate ECDH: no key or no peer set");
         return 0;
     }
     if (EVP_PKEY_derive(ctx->inner, secret, &len) <= 0) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate ECDH: derive failed");
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate ECDH: derive failed");
         return 0;
     }
     *secretlen = len;
     return 1;
 }
 
-static int kg_kex_set_ctx_params(void *vctx, const OSSL_PARAM params[])
-{
-    return kg_inner_set_params(((kg_kex_ctx *)vctx)->inner, params);
-}
-
-static int kg_kex_get_ctx_params(void *vctx, OSSL_PARAM params[])
-{
-    return kg_inner_get_params(((kg_kex_ctx *)vctx)->inner, params);
-}
-
 static const OSSL_PARAM *kg_kex_settable_ctx_params(void *vctx, void *provctx)
 {
-    const kg_kex_ctx *ctx = vctx;
-
-    return kg_inner_param_list(ctx != NULL ? ctx->inner : NULL, OSSL_OP_KEYEXCH, "ECDH", 1, kg_kex_settable);
+    return kg_inner_param_list(vctx, OSSL_OP_KEYEXCH, "ECDH", 1, kg_kex_settable);
 }
 
 static const OSSL_PARAM *kg_kex_gettable_ctx_params(void *vctx, void *provctx)
 {
-    const kg_kex_ctx *ctx = vctx;
-
-    return kg_inner_param_list(ctx != NULL ? ctx->inner : NULL, OSSL_OP_KEYEXCH, "ECDH", 0, kg_kex_gettable);
+    return kg_inner_param_list(vctx, OSSL_OP_KEYEXCH, "ECDH", 0, kg_kex_gettable);
 }
 
 const OSSL_DISPATCH kg_ecdh_keyexch_functions[] = {
-    {OSSL_FUNC_KEYEXCH_NEWCTX, (void (*)(void))kg_kex_newctx},
-    {OSSL_FUNC_KEYEXCH_FREECTX, (void (*)(void))kg_kex_freectx},
-    {OSSL_FUNC_KEYEXCH_DUPCTX, (void (*)(void))kg_kex_dupctx},
+    {OSSL_FUNC_KEYEXCH_NEWCTX, (void (*)(void))kg_inner_newctx},
+    {OSSL_FUNC_KEYEXCH_FREECTX, (void (*)(void))kg_inner_freectx},
+    {OSSL_FUNC_KEYEXCH_DUPCTX, (void (*)(void))kg_inner_dupctx},
     {OSSL_FUNC_KEYEXCH_INIT, (void (*)(void))kg_kex_init},
     {OSSL_FUNC_KEYEXCH_SET_PEER, (void (*)(void))kg_kex_set_peer},
     {OSSL_FUNC_KEYEXCH_DERIVE, (void (*)(void))kg_kex_derive},
-    {OSSL_FUNC_KEYEXCH_SET_CTX_PARAMS, (void (*)(void))kg_kex_set_ctx_params},
+    {OSSL_FUNC_KEYEXCH_SET_CTX_PARAMS, (void (*)(void))kg_inner_set_ctx_params},
     {OSSL_FUNC_KEYEXCH_SETTABLE_CTX_PARAMS, (void (*)(void))kg_kex_settable_ctx_params},
-    {OSSL_FUNC_KEYEXCH_GET_CTX_PARAMS, (void (*)(void))kg_kex_get_ctx_params},
+    {OSSL_FUNC_KEYEXCH_GET_CTX_PARAMS, (void (*)(void))kg_inner_get_ctx_params},
     {OSSL_FUNC_KEYEXCH_GETTABLE_CTX_PARAMS, (void (*)(void))kg_kex_gettable_ctx_params},
     {0, NULL}};

@@ -45,15 +45,15 @@ static void kg_km_free(void *keydata)
 /* Takes the key object out of our decoder's (or store's) reference. */
 static void *kg_km_load(const void *reference, size_t reference_sz)
 {
-    kg_key_reference *ref = (kg_key_reference *)reference;
-    kg_key *key;
+    kg_key *key = kg_key_reference_get(reference, reference_sz);
 
     KG_DEBUG("keymgmt load: reference of %zu bytes", reference_sz);
-    if (reference == NULL || reference_sz != sizeof(*ref) || ref->magic != KG_KEY_MAGIC ||
-        ref->version != 1 || ref->key == NULL || ref->key->magic != KG_KEY_MAGIC)
+    if (key == NULL) {
+        /* a load has no provctx: raised through the first provider instance (provider.c) */
+        KG_PROV_ERROR(NULL, KG_R_BAD_REFERENCE, "keygate keymgmt: not a keygate object reference");
         return NULL;
-    key = ref->key;
-    ref->key = NULL; /* ours now: the decoder must not free it */
+    }
+    ((kg_key_reference *)reference)->key = NULL; /* ours now: the decoder must not free it */
     return key;
 }
 
@@ -93,15 +93,17 @@ static int km_import(kg_key *key, const char *type, int selection, const OSSL_PA
     /* libcrypto imports peers with every selection bit set: refuse only real private material */
     if (OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY) != NULL ||
         OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_RSA_D) != NULL) {
-        KG_PROV_RAISE(key->provctx, KG_R_NOT_AVAILABLE, "keygate: importing private keys is not supported");
+        KG_PROV_ERROR(key->provctx, KG_R_NOT_AVAILABLE, "keygate: importing private keys is not supported");
         return 0;
     }
-    if ((ctx = kg_pkey_ctx_new_from_name(NULL, type)) == NULL)
-        return 0;
-    if (EVP_PKEY_fromdata_init(ctx) > 0 &&
+    kg_err_clear(&err);
+    if ((ctx = kg_pkey_ctx_new_from_name(NULL, type)) != NULL && EVP_PKEY_fromdata_init(ctx) > 0 &&
         EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, (OSSL_PARAM *)params) > 0 &&
         kg_keyref_set_pubkey(&key->ref, pk, &err))
         ok = 1;
+    else
+        KG_PROV_ERROR(key->provctx, KG_R_OPERATION, "keygate keymgmt: cannot import the %s public key%s%s",
+                      type, err.msg[0] ? ": " : "", err.msg);
     EVP_PKEY_free(pk);
     EVP_PKEY_CTX_free(ctx);
     return ok;
@@ -142,12 +144,14 @@ static int kg_km_export(void *keydata, int selection, OSSL_CALLBACK *cb, void *c
     if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0) {
         /* never a public-only copy for a KEYPAIR request either: the caller would then sign
          * with a key that has no private half (tpm2-openssl #102) */
-        KG_PROV_RAISE(key->provctx, KG_R_EXPORT_REFUSED,
+        KG_PROV_ERROR(key->provctx, KG_R_EXPORT_REFUSED,
                       "keygate: private key export refused (keygate keys never leave the provider)");
         return 0;
     }
-    if (key->ref.pubkey == NULL)
+    if (key->ref.pubkey == NULL) {
+        KG_PROV_ERROR(key->provctx, KG_R_OPERATION, "keygate keymgmt: the key has no public key to export");
         return 0;
+    }
     return EVP_PKEY_export(key->ref.pubkey, selection, cb, cbarg);
 }
 

@@ -49,15 +49,73 @@ int kg_key_type_of(const EVP_PKEY *pkey)
     return 0;
 }
 
-static void raise_release_error(kg_provctx *ctx, const kg_key *key, const kg_err *err)
+kg_key *kg_key_cast(void *keydata, int type)
 {
-    KG_LOG(KG_LOG_ERROR, "key %s: %s", key->ref.key_id, err->msg);
-    if (err->request_id[0] != '\0' || err->trace_id[0] != '\0')
-        KG_PROV_RAISE(ctx, KG_R_RELEASE, "keygate: key %s: %s (request-id %s, trace-id %s)", key->ref.key_id,
-                      err->msg, err->request_id[0] ? err->request_id : "-",
-                      err->trace_id[0] ? err->trace_id : "-");
-    else
-        KG_PROV_RAISE(ctx, KG_R_RELEASE, "keygate: key %s: %s", key->ref.key_id, err->msg);
+    kg_key *key = keydata;
+
+    if (key == NULL || key->magic != KG_KEY_MAGIC || (type != 0 && key->type != type))
+        return NULL;
+    return key;
+}
+
+kg_key *kg_key_reference_get(const void *objref, size_t objref_sz)
+{
+    const kg_key_reference *ref = objref;
+
+    if (objref == NULL || objref_sz != sizeof(*ref) || ref->magic != KG_KEY_MAGIC || ref->version != 1)
+        return NULL;
+    return kg_key_cast(ref->key, 0);
+}
+
+/* This thread's last release failure, for kg_key_failure_reraise. Thread-local: decoders run in
+ * the loading thread, and two threads loading keys must not see each other's failures. */
+static __thread struct {
+    int set;
+    int reason;
+    const char *file, *func; /* where it was raised (string literals) */
+    int line;
+    char key_id[sizeof(((kg_keyref *)0)->key_id)];
+    char msg[1024];
+} last_failure;
+
+static void remember_failure(const char *file, int line, const char *func, const char *key_id, int reason,
+                             const char *msg)
+{
+    last_failure.set = 1;
+    last_failure.reason = reason;
+    last_failure.file = file;
+    last_failure.line = line;
+    last_failure.func = func;
+    snprintf(last_failure.key_id, sizeof(last_failure.key_id), "%s", key_id);
+    snprintf(last_failure.msg, sizeof(last_failure.msg), "%s", msg);
+}
+
+/* Raises and logs a release failure, and keeps it for kg_key_failure_reraise. */
+static void release_failed(const kg_provctx *ctx, const char *file, int line, const char *func,
+                           const char *key_id, int reason, const char *msg)
+{
+    kg_prov_error(ctx, file, line, func, reason, "%s", msg);
+    remember_failure(file, line, func, key_id, reason, msg);
+}
+
+void kg_key_failure_begin(void)
+{
+    last_failure.set = 0;
+}
+
+int kg_key_failure_pending(const char *key_id)
+{
+    return last_failure.set && strcmp(last_failure.key_id, key_id) == 0;
+}
+
+void kg_key_failure_reraise(const kg_provctx *ctx)
+{
+    if (!last_failure.set)
+        return;
+    last_failure.set = 0;
+    /* logged when it happened: raise only */
+    kg_prov_raise(ctx, last_failure.file, last_failure.line, last_failure.func, last_failure.reason, "%s",
+                  last_failure.msg);
 }
 
 static EVP_PKEY *key_private(kg_key *key, int op)
@@ -66,32 +124,36 @@ static EVP_PKEY *key_private(kg_key *key, int op)
     kg_keyslot *slot = __atomic_load_n(&key->slot, __ATOMIC_ACQUIRE);
     kg_lease_state st;
     EVP_PKEY *priv = NULL;
+    char msg[1024];
     kg_err err;
 
     kg_err_clear(&err); /* the message below prints its request-id/trace-id fields */
     if (slot == NULL) {
         if (!key->has_ref) {
-            KG_PROV_RAISE(ctx, KG_R_OPERATION, "keygate: this key object holds only a public key");
+            KG_PROV_ERROR(ctx, KG_R_OPERATION, "keygate: this key object holds only a public key");
             return NULL;
         }
         /* (key id, KBS, public key): a reference never gets a key released for another one */
-        if (ctx->keys_src == NULL || (slot = kg_keysource_slot(ctx->keys_src, &key->ref, &err)) == NULL) {
-            raise_release_error(ctx, key, &err);
-            return NULL;
-        }
+        if (ctx->keys_src == NULL || (slot = kg_keysource_slot(ctx->keys_src, &key->ref, &err)) == NULL)
+            goto err;
         __atomic_store_n(&key->slot, slot, __ATOMIC_RELEASE); /* racing threads find the same slot */
     }
     /* the hot path (every signature) takes the lease's shared lock, never the network; a first
      * use releases under this key's own lock only */
     st = kg_keysource_private(ctx->keys_src, slot, op, &priv, NULL, &err);
     if (st == KG_LEASE_REVOKED) {
-        KG_LOG(KG_LOG_ERROR, "%s", err.msg);
-        KG_PROV_RAISE(ctx, KG_R_RELEASE, "%s", err.msg);
+        /* kg_lease_revocation_message: names the key */
+        release_failed(ctx, __FILE__, __LINE__, __func__, key->ref.key_id, KG_R_REVOKED, err.msg);
         return NULL;
     }
-    if (priv == NULL)
-        raise_release_error(ctx, key, &err);
-    return priv;
+    if (priv != NULL)
+        return priv;
+err:
+    if (err.msg[0] == '\0') /* no key source: provider init failed */
+        kg_err_set(&err, KG_STEP_INTERNAL, "the provider has no key source");
+    release_failed(ctx, __FILE__, __LINE__, __func__, key->ref.key_id,
+                   kg_prov_step_message(key->ref.key_id, &err, msg, sizeof(msg)), msg);
+    return NULL;
 }
 
 EVP_PKEY *kg_key_private(kg_key *key)
@@ -102,40 +164,4 @@ EVP_PKEY *kg_key_private(kg_key *key)
 EVP_PKEY *kg_key_private_load(kg_key *key)
 {
     return key_private(key, 0);
-}
-
-int kg_inner_set_params(EVP_PKEY_CTX *inner, const OSSL_PARAM params[])
-{
-    if (params == NULL || params[0].key == NULL)
-        return 1;
-    return inner != NULL && EVP_PKEY_CTX_set_params(inner, params) > 0;
-}
-
-int kg_inner_get_params(EVP_PKEY_CTX *inner, OSSL_PARAM params[])
-{
-    if (params == NULL || params[0].key == NULL)
-        return 1;
-    return inner != NULL && EVP_PKEY_CTX_get_params(inner, params) > 0;
-}
-
-const OSSL_PARAM *kg_inner_param_list(const EVP_PKEY_CTX *inner, int operation, const char *alg, int settable,
-                                      const OSSL_PARAM *fallback)
-{
-    const OSSL_PARAM *list = NULL;
-    EVP_ASYM_CIPHER *cipher;
-    EVP_KEYEXCH *kex;
-
-    if (inner != NULL)
-        list = settable ? EVP_PKEY_CTX_settable_params(inner) : EVP_PKEY_CTX_gettable_params(inner);
-    if (list == NULL && operation == OSSL_OP_ASYM_CIPHER &&
-        (cipher = EVP_ASYM_CIPHER_fetch(kg_libctx(), alg, NULL)) != NULL) {
-        list = settable ? EVP_ASYM_CIPHER_settable_ctx_params(cipher)
-                        : EVP_ASYM_CIPHER_gettable_ctx_params(cipher);
-        EVP_ASYM_CIPHER_free(cipher);
-    } else if (list == NULL && operation == OSSL_OP_KEYEXCH &&
-               (kex = EVP_KEYEXCH_fetch(kg_libctx(), alg, NULL)) != NULL) {
-        list = settable ? EVP_KEYEXCH_settable_ctx_params(kex) : EVP_KEYEXCH_gettable_ctx_params(kex);
-        EVP_KEYEXCH_free(kex);
-    }
-    return list != NULL ? list : fallback;
 }

@@ -103,13 +103,26 @@ static const OSSL_PARAM kg_param_types[] = {
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0), OSSL_PARAM_END};
 
-static const OSSL_ITEM kg_reason_strings[] = {{KG_R_CONFIG, "keygate configuration error"},
-                                              {KG_R_NOT_AVAILABLE, "keygate: operation not available"},
-                                              {KG_R_RELEASE, "keygate: key release failed"},
-                                              {KG_R_EXPORT_REFUSED, "keygate: private key export refused"},
-                                              {KG_R_BAD_REFERENCE, "keygate: malformed key reference"},
-                                              {KG_R_OPERATION, "keygate: operation failed"},
-                                              {0, NULL}};
+/* No colon in a string: OpenSSL prints its error lines colon-separated. The list with what each
+ * means is in docs/man/keygate-provider.7.md (test_provider_errors.py compares the two). */
+static const OSSL_ITEM kg_reason_strings[] = {
+    {KG_R_NOT_AVAILABLE, "operation not available"},
+    {KG_R_EXPORT_REFUSED, "private key export refused"},
+    {KG_R_BAD_REFERENCE, "malformed key reference"},
+    {KG_R_OPERATION, "operation failed"},
+    {KG_R_REVOKED, "key revoked"},
+    {KG_R_CONFIG, "configuration error (step config)"},
+    {KG_R_WRAPKEY, "wrapping key failed (step wrapping-key)"},
+    {KG_R_NONCE, "attestation nonce failed (step nonce)"},
+    {KG_R_EVIDENCE, "TD evidence failed (step evidence)"},
+    {KG_R_TOKEN, "attestation token failed (step token)"},
+    {KG_R_VERIFY, "attestation token rejected (step verify)"},
+    {KG_R_TRANSFER, "key transfer failed (step transfer)"},
+    {KG_R_UNWRAP, "released key does not unwrap (step unwrap)"},
+    {KG_R_HANDOVER, "key hand-over failed (step handover)"},
+    {KG_R_INTERNAL, "internal error (step internal)"},
+    {KG_R_MATCH, "released key is not the reference's key (step match)"},
+    {0, NULL}};
 
 static const OSSL_PARAM *kg_prov_gettable_params(void *provctx)
 {
@@ -179,19 +192,83 @@ static void kg_prov_teardown(void *provctx)
     pthread_mutex_unlock(&kg_instances_lock);
 }
 
+static void raise_str(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
+                      const char *fmt, ...)
+{
+    const OSSL_CORE_HANDLE *handle = ctx != NULL ? ctx->handle : NULL;
+    va_list ap;
+
+    if (handle == NULL) { /* keymgmt load has no provctx: any instance's handle names keygate */
+        pthread_mutex_lock(&kg_instances_lock);
+        for (int i = 0; i < KG_MAX_INSTANCES && handle == NULL; i++)
+            if (kg_instance_list[i] != NULL)
+                handle = kg_instance_list[i]->handle;
+        pthread_mutex_unlock(&kg_instances_lock);
+    }
+    if (handle == NULL || core_new_error == NULL || core_vset_error == NULL)
+        return;
+    core_new_error(handle);
+    if (core_set_error_debug != NULL)
+        core_set_error_debug(handle, file, line, func);
+    va_start(ap, fmt);
+    core_vset_error(handle, (uint32_t)reason, fmt, ap);
+    va_end(ap);
+}
+
 void kg_prov_raise(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
                    const char *fmt, ...)
 {
+    char msg[1024];
     va_list ap;
 
-    if (ctx == NULL || core_new_error == NULL || core_vset_error == NULL)
-        return;
-    core_new_error(ctx->handle);
-    if (core_set_error_debug != NULL)
-        core_set_error_debug(ctx->handle, file, line, func);
     va_start(ap, fmt);
-    core_vset_error(ctx->handle, (uint32_t)reason, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    raise_str(ctx, file, line, func, reason, "%s", msg);
+}
+
+void kg_prov_error(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
+                   const char *fmt, ...)
+{
+    /* libcrypto asks for these and falls back (an export to the default provider, say): not
+     * worth an error line on a server's stderr */
+    int level = reason == KG_R_EXPORT_REFUSED || reason == KG_R_NOT_AVAILABLE ? KG_LOG_DEBUG : KG_LOG_ERROR;
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (kg_log_enabled(level))
+        kg_log_write(level, file, line, "%s", msg);
+    raise_str(ctx, file, line, func, reason, "%s", msg);
+}
+
+int kg_prov_step_message(const char *key_id, const kg_err *err, char *buf, size_t len)
+{
+    char extra[320] = "";
+    int n = 0;
+
+    /* kg_http_status_error puts them in the message; other failures of an exchange may not */
+    if (err->http_status != 0 && strstr(err->msg, "HTTP ") == NULL)
+        n += snprintf(extra + n, sizeof(extra) - (size_t)n, ", HTTP %ld", err->http_status);
+    if (err->request_id[0] != '\0' && strstr(err->msg, err->request_id) == NULL)
+        n += snprintf(extra + n, sizeof(extra) - (size_t)n, ", request-id %.128s", err->request_id);
+    if (err->trace_id[0] != '\0' && strstr(err->msg, err->trace_id) == NULL)
+        snprintf(extra + n, sizeof(extra) - (size_t)n, ", trace-id %.128s", err->trace_id);
+    snprintf(buf, len, "keygate: %s%s%s%s%s%s%s", key_id ? "key " : "", key_id ? key_id : "",
+             key_id ? ": " : "", err->msg[0] ? err->msg : kg_step_name((kg_step)err->step),
+             extra[0] ? " (" : "", extra[0] ? extra + 2 : "", extra[0] ? ")" : "");
+    return err->step >= KG_STEP_CONFIG && err->step <= KG_STEP_MATCH ? err->step : KG_R_INTERNAL;
+}
+
+void kg_prov_step_error(const kg_provctx *ctx, const char *file, int line, const char *func,
+                        const char *key_id, const kg_err *err)
+{
+    char msg[1024];
+    int reason = kg_prov_step_message(key_id, err, msg, sizeof(msg));
+
+    kg_prov_error(ctx, file, line, func, reason, "%s", msg);
 }
 
 static const OSSL_DISPATCH kg_prov_dispatch[] = {
@@ -216,22 +293,19 @@ static int kg_prov_load_config(kg_provctx *ctx)
     if (config != NULL && *config != '\0')
         snprintf(ctx->config_path, sizeof(ctx->config_path), "%s", config);
     if (ctx->config_path[0] != '\0' && !kg_config_load_file(&ctx->cfg, ctx->config_path, &err)) {
-        KG_LOG(KG_LOG_ERROR, "%s", err.msg);
-        KG_PROV_RAISE(ctx, KG_R_CONFIG, "%s", err.msg);
+        KG_PROV_STEP_ERROR(ctx, NULL, &err);
         return 0;
     }
     for (const kg_conf_key *k = kg_config_keys; k->name != NULL; k++) {
         char *val = NULL;
         OSSL_PARAM q[] = {OSSL_PARAM_utf8_ptr(k->name, &val, 0), OSSL_PARAM_END};
         if (core_get_params(ctx->handle, q) && val != NULL && !kg_config_set(&ctx->cfg, k->name, val, &err)) {
-            KG_LOG(KG_LOG_ERROR, "openssl.cnf: %s", err.msg);
-            KG_PROV_RAISE(ctx, KG_R_CONFIG, "%s", err.msg);
+            KG_PROV_ERROR(ctx, KG_R_CONFIG, "keygate: openssl.cnf: %s", err.msg);
             return 0;
         }
     }
     if (!kg_config_check(&ctx->cfg, &err)) {
-        KG_LOG(KG_LOG_ERROR, "%s", err.msg);
-        KG_PROV_RAISE(ctx, KG_R_CONFIG, "%s", err.msg);
+        KG_PROV_STEP_ERROR(ctx, NULL, &err);
         return 0;
     }
     ctx->release_lazy = strcmp(ctx->cfg.release_mode, "lazy") == 0;
@@ -239,7 +313,7 @@ static int kg_prov_load_config(kg_provctx *ctx)
     /* the key source's release context reads the API key now: in nginx this is the master, as
      * root, and the workers (nobody, cleared environment) must never need the file. No network. */
     if ((ctx->keys_src = kg_keysource_new(&ctx->cfg, &err)) == NULL) {
-        KG_PROV_RAISE(ctx, KG_R_CONFIG, "%s", err.msg);
+        KG_PROV_STEP_ERROR(ctx, NULL, &err);
         return 0;
     }
     if (kg_log_enabled(KG_LOG_DEBUG)) {

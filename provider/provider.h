@@ -16,17 +16,30 @@
 #include <stdint.h>
 
 #include "kg_config.h"
+#include "kg_err.h"
 #include "kg_keyref.h"
 #include "kg_keysource.h"
 
-/* Provider-specific reason codes, reported through get_reason_strings. */
+/* Provider reason codes, reported through get_reason_strings (strings in provider.c, the list in
+ * docs/man/keygate-provider.7.md). A pipeline step's code is its kg_step value, which is also the
+ * keygate command's exit code; 1 and 3 (keygate 0.1's "config" and "release") are not reused. */
 enum {
-    KG_R_CONFIG = 1,         /* keygate.conf or an inline key in the provider section is invalid */
     KG_R_NOT_AVAILABLE = 2,  /* operation not offered */
-    KG_R_RELEASE = 3,        /* the release pipeline failed (the message names the step) */
     KG_R_EXPORT_REFUSED = 4, /* private key export refused */
-    KG_R_BAD_REFERENCE = 5,  /* malformed KEYGATE KEY REFERENCE */
-    KG_R_OPERATION = 6       /* a forwarded operation failed */
+    KG_R_BAD_REFERENCE = 5,  /* malformed KEYGATE KEY REFERENCE or keygate: URI */
+    KG_R_OPERATION = 6,      /* a forwarded operation failed, or its key is not ours */
+    KG_R_REVOKED = 7,        /* the key's lease was revoked */
+    KG_R_CONFIG = KG_STEP_CONFIG,
+    KG_R_WRAPKEY = KG_STEP_WRAPKEY,
+    KG_R_NONCE = KG_STEP_NONCE,
+    KG_R_EVIDENCE = KG_STEP_EVIDENCE,
+    KG_R_TOKEN = KG_STEP_TOKEN,
+    KG_R_VERIFY = KG_STEP_VERIFY,
+    KG_R_TRANSFER = KG_STEP_TRANSFER,
+    KG_R_UNWRAP = KG_STEP_UNWRAP,
+    KG_R_HANDOVER = KG_STEP_HANDOVER,
+    KG_R_INTERNAL = KG_STEP_INTERNAL,
+    KG_R_MATCH = KG_STEP_MATCH
 };
 
 #define KG_KEY_TYPE_RSA 1
@@ -60,16 +73,41 @@ typedef struct kg_key_reference {
     kg_key *key;
 } kg_key_reference;
 
-/* Error to the core, with our reason code and file:line. */
+/* Raises an error to the core (our reason code, file:line, the formatted message as its data) and
+ * logs the message (KG_LOG at error level; debug level for KG_R_EXPORT_REFUSED and
+ * KG_R_NOT_AVAILABLE, which libcrypto meets while negotiating and falls back from). Formats once.
+ * ctx == NULL (keymgmt load has none): raised through the first live provider instance. */
+void kg_prov_error(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
+                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+#define KG_PROV_ERROR(ctx, reason, ...)                                                                      \
+    kg_prov_error((ctx), __FILE__, __LINE__, __func__, (reason), __VA_ARGS__)
+
+/* A failed step as the provider reports it: writes "keygate: key KEY_ID: <err->msg>" to buf, with
+ * the HTTP status, request-id and trace-id appended when the message does not carry them
+ * already, and returns the reason code of err->step (KG_R_INTERNAL for an unknown one). key_id
+ * may be NULL. */
+int kg_prov_step_message(const char *key_id, const kg_err *err, char *buf, size_t len);
+/* The same, raised and logged as KG_PROV_ERROR. */
+void kg_prov_step_error(const kg_provctx *ctx, const char *file, int line, const char *func,
+                        const char *key_id, const kg_err *err);
+#define KG_PROV_STEP_ERROR(ctx, key_id, err)                                                                 \
+    kg_prov_step_error((ctx), __FILE__, __LINE__, __func__, (key_id), (err))
+
+/* Raises to the core only, without logging: for an error already logged (decoder.c re-raises a
+ * release failure that libcrypto dropped). */
 void kg_prov_raise(const kg_provctx *ctx, const char *file, int line, const char *func, int reason,
                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-#define KG_PROV_RAISE(ctx, reason, ...)                                                                      \
-    kg_prov_raise((ctx), __FILE__, __LINE__, __func__, (reason), __VA_ARGS__)
 
 /* Key objects (prov_key.c). */
 kg_key *kg_key_new(kg_provctx *ctx, int type);
 void kg_key_free(kg_key *key);
 int kg_key_type_of(const EVP_PKEY *pkey); /* KG_KEY_TYPE_* or 0 */
+/* keydata as our key object when it is one (its magic) of type (KG_KEY_TYPE_*, 0 = either);
+ * NULL otherwise. Nothing raised: the caller says what it wanted. */
+kg_key *kg_key_cast(void *keydata, int type);
+/* The key object an object reference of ours (decoder, store) carries, or NULL when objref is
+ * not one (size, magic, version, the key's magic). Borrowed; the reference still owns it. */
+kg_key *kg_key_reference_get(const void *objref, size_t objref_sz);
 /* Releases (or finds in the per-process cache) the private key for a private operation, which
  * may start the lease's background refresh. Returns a NEW reference to the private EVP_PKEY
  * (the caller frees it: a revocation may wipe the key while an operation still runs) or NULL
@@ -79,15 +117,38 @@ EVP_PKEY *kg_key_private(kg_key *key);
  * nginx master loads keys before it forks). */
 EVP_PKEY *kg_key_private_load(kg_key *key);
 
-/* Operations that forward to an inner EVP_PKEY_CTX of kg_libctx() (asym_cipher.c, keyexch.c).
- * set/get: an empty list is always accepted; anything else needs the inner context (1/0).
- * list: the inner context's settable (settable != 0) or gettable list; with no context (libcrypto
- * may ask without one) that of the default provider's `alg` for `operation` (OSSL_OP_ASYM_CIPHER
- * or OSSL_OP_KEYEXCH: static data of a provider loaded for the life of the process); failing
- * both, fallback. */
-int kg_inner_set_params(EVP_PKEY_CTX *inner, const OSSL_PARAM params[]);
-int kg_inner_get_params(EVP_PKEY_CTX *inner, OSSL_PARAM params[]);
-const OSSL_PARAM *kg_inner_param_list(const EVP_PKEY_CTX *inner, int operation, const char *alg, int settable,
+/* This thread's last release failure (raised by kg_key_private*), kept for the level-1 decoder,
+ * which runs outside the error marks that drop it on the OSSL_STORE path (decoder.c). begin
+ * forgets it; pending says whether one for key_id happened since; reraise raises it again
+ * (without logging it twice) and forgets it. */
+void kg_key_failure_begin(void);
+int kg_key_failure_pending(const char *key_id);
+void kg_key_failure_reraise(const kg_provctx *ctx);
+
+/* The context of the operations that forward to an inner EVP_PKEY_CTX of kg_libctx()
+ * (asym_cipher.c, keyexch.c; prov_inner.c). key and peer are borrowed: the outer EVP_PKEY_CTX
+ * holds them. */
+typedef struct kg_inner_ctx {
+    kg_provctx *provctx;
+    kg_key *key;
+    kg_key *peer;        /* keyexch only */
+    EVP_PKEY_CTX *inner; /* kg_libctx(); NULL until an init */
+} kg_inner_ctx;
+
+/* newctx/freectx/dupctx of both: dupctx is cheap, OpenSSL duplicates the inner context (padding,
+ * digests, label, peer, KDF settings). */
+void *kg_inner_newctx(void *provctx);
+void kg_inner_freectx(void *vctx);
+void *kg_inner_dupctx(void *vctx);
+/* set/get_ctx_params of both: an empty list is always accepted; anything else needs the inner
+ * context (1/0). */
+int kg_inner_set_ctx_params(void *vctx, const OSSL_PARAM params[]);
+int kg_inner_get_ctx_params(void *vctx, OSSL_PARAM params[]);
+/* The inner context's settable (settable != 0) or gettable list; with no context (libcrypto may
+ * ask without one) that of the default provider's `alg` for `operation` (OSSL_OP_ASYM_CIPHER or
+ * OSSL_OP_KEYEXCH: static data of a provider loaded for the life of the process); failing both,
+ * fallback. */
+const OSSL_PARAM *kg_inner_param_list(const kg_inner_ctx *ctx, int operation, const char *alg, int settable,
                                       const OSSL_PARAM *fallback);
 
 /* Frees what signature.c fetched from kg_libctx() (before kg_libctx_cleanup). */

@@ -44,10 +44,13 @@ static OSSL_FUNC_signature_settable_ctx_params_fn kg_rsa_sig_settable, kg_ecdsa_
 static void *sig_newctx(void *provctx, const char *alg)
 {
     kg_sig_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (ctx != NULL) {
-        ctx->provctx = provctx;
-        ctx->alg = alg;
+
+    if (ctx == NULL) {
+        KG_PROV_ERROR(provctx, KG_R_INTERNAL, "keygate %s signature: out of memory", alg);
+        return NULL;
     }
+    ctx->provctx = provctx;
+    ctx->alg = alg;
     return ctx;
 }
 
@@ -84,8 +87,10 @@ static void *kg_sig_dupctx(void *vctx)
 {
     kg_sig_ctx *src = vctx, *dst = calloc(1, sizeof(*dst));
 
-    if (dst == NULL)
+    if (dst == NULL) {
+        KG_PROV_ERROR(src->provctx, KG_R_INTERNAL, "keygate %s signature: out of memory", src->alg);
         return NULL;
+    }
     *dst = *src;
     dst->pctx = NULL;
     dst->mdctx = NULL;
@@ -102,6 +107,8 @@ static void *kg_sig_dupctx(void *vctx)
     return dst;
 err:
     kg_sig_freectx(dst);
+    KG_PROV_ERROR(src->provctx, KG_R_OPERATION, "keygate %s signature: cannot duplicate the context",
+                  src->alg);
     return NULL;
 }
 
@@ -109,14 +116,22 @@ err:
  * reference either way (a lease may wipe the private key while we sign): free with EVP_PKEY_free. */
 static EVP_PKEY *sig_key(kg_sig_ctx *ctx, void *keydata, int sign)
 {
-    kg_key *key = keydata;
+    kg_key *key = kg_key_cast(keydata, 0);
+    EVP_PKEY *pub;
 
-    if (key == NULL || key->magic != KG_KEY_MAGIC)
+    if (key == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate %s signature: not a keygate key", ctx->alg);
         return NULL;
+    }
     ctx->key = key;
     if (sign)
-        return kg_key_private(key);
-    return key->ref.pubkey != NULL && EVP_PKEY_up_ref(key->ref.pubkey) ? key->ref.pubkey : NULL;
+        return kg_key_private(key); /* raises the release's error itself */
+    if ((pub = key->ref.pubkey) == NULL || !EVP_PKEY_up_ref(pub)) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate %s signature: the key has no public key",
+                      ctx->alg);
+        return NULL;
+    }
+    return pub;
 }
 
 static int raw_init(kg_sig_ctx *ctx, void *keydata, const OSSL_PARAM params[], int sign)
@@ -129,10 +144,15 @@ static int raw_init(kg_sig_ctx *ctx, void *keydata, const OSSL_PARAM params[], i
     ctx->pctx = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), pk, NULL); /* holds its own reference */
     EVP_PKEY_free(pk);
     if (ctx->pctx == NULL)
-        return 0;
+        goto err;
     ctx->pctx_owned = 1;
-    return sign ? EVP_PKEY_sign_init_ex(ctx->pctx, params) > 0
-                : EVP_PKEY_verify_init_ex(ctx->pctx, params) > 0;
+    if ((sign ? EVP_PKEY_sign_init_ex(ctx->pctx, params) : EVP_PKEY_verify_init_ex(ctx->pctx, params)) > 0)
+        return 1;
+err:
+    sig_reset(ctx);
+    KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate %s signature: %s init failed", ctx->alg,
+                  sign ? "sign" : "verify");
+    return 0;
 }
 
 static int kg_sig_sign_init(void *vctx, void *keydata, const OSSL_PARAM params[])
@@ -145,19 +165,35 @@ static int kg_sig_verify_init(void *vctx, void *keydata, const OSSL_PARAM params
     return raw_init(vctx, keydata, params, 0);
 }
 
+/* A signature that does not verify is an answer, not an error: only the rest raises. */
+static int not_ready(const kg_sig_ctx *ctx)
+{
+    KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate %s signature: not initialised", ctx->alg);
+    return 0;
+}
+
 static int kg_sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
                        const unsigned char *tbs, size_t tbslen)
 {
     kg_sig_ctx *ctx = vctx;
+
+    if (ctx->pctx == NULL)
+        return not_ready(ctx);
     *siglen = sigsize;
-    return ctx->pctx != NULL && EVP_PKEY_sign(ctx->pctx, sig, siglen, tbs, tbslen) > 0;
+    if (EVP_PKEY_sign(ctx->pctx, sig, siglen, tbs, tbslen) > 0)
+        return 1;
+    KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate %s signature: signing failed", ctx->alg);
+    return 0;
 }
 
 static int kg_sig_verify(void *vctx, const unsigned char *sig, size_t siglen, const unsigned char *tbs,
                          size_t tbslen)
 {
     kg_sig_ctx *ctx = vctx;
-    return ctx->pctx != NULL && EVP_PKEY_verify(ctx->pctx, sig, siglen, tbs, tbslen) > 0;
+
+    if (ctx->pctx == NULL)
+        return not_ready(ctx);
+    return EVP_PKEY_verify(ctx->pctx, sig, siglen, tbs, tbslen) > 0;
 }
 
 static int digest_init(kg_sig_ctx *ctx, const char *mdname, void *keydata, const OSSL_PARAM params[],
@@ -174,6 +210,8 @@ static int digest_init(kg_sig_ctx *ctx, const char *mdname, void *keydata, const
               : EVP_DigestVerifyInit_ex(ctx->mdctx, &inner, mdname, kg_libctx(), NULL, pk, params)) <= 0) {
         EVP_PKEY_free(pk);
         sig_reset(ctx);
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate %s signature: digest %s init failed (%s)",
+                      ctx->alg, sign ? "sign" : "verify", mdname != NULL ? mdname : "default digest");
         return 0;
     }
     EVP_PKEY_free(pk); /* the inner context holds its own reference */
@@ -194,21 +232,33 @@ static int kg_sig_digest_verify_init(void *vctx, const char *mdname, void *keyda
 static int kg_sig_digest_update(void *vctx, const unsigned char *data, size_t datalen)
 {
     kg_sig_ctx *ctx = vctx;
+
+    if (ctx->mdctx == NULL)
+        return not_ready(ctx);
     /* EVP_DigestSignUpdate and EVP_DigestVerifyUpdate are the same digest update */
-    return ctx->mdctx != NULL && EVP_DigestUpdate(ctx->mdctx, data, datalen) > 0;
+    return EVP_DigestUpdate(ctx->mdctx, data, datalen) > 0;
 }
 
 static int kg_sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize)
 {
     kg_sig_ctx *ctx = vctx;
+
+    if (ctx->mdctx == NULL)
+        return not_ready(ctx);
     *siglen = sigsize;
-    return ctx->mdctx != NULL && EVP_DigestSignFinal(ctx->mdctx, sig, siglen) > 0;
+    if (EVP_DigestSignFinal(ctx->mdctx, sig, siglen) > 0)
+        return 1;
+    KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate %s signature: signing failed", ctx->alg);
+    return 0;
 }
 
 static int kg_sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t siglen)
 {
     kg_sig_ctx *ctx = vctx;
-    return ctx->mdctx != NULL && EVP_DigestVerifyFinal(ctx->mdctx, sig, siglen) > 0;
+
+    if (ctx->mdctx == NULL)
+        return not_ready(ctx);
+    return EVP_DigestVerifyFinal(ctx->mdctx, sig, siglen) > 0;
 }
 
 static int kg_sig_get_ctx_params(void *vctx, OSSL_PARAM params[])

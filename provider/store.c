@@ -57,14 +57,14 @@ static void *kg_store_open(void *vprovctx, const char *uri)
     kg_err err;
 
     if (uri == NULL || OPENSSL_strncasecmp(uri, KG_STORE_SCHEME, strlen(KG_STORE_SCHEME)) != 0) {
-        KG_PROV_RAISE(provctx, KG_R_BAD_REFERENCE, "keygate store: '%.80s' is not a keygate:<key-id> URI",
+        KG_PROV_ERROR(provctx, KG_R_BAD_REFERENCE, "keygate store: '%.80s' is not a keygate:<key-id> URI",
                       uri ? uri : "(null)");
         return NULL;
     }
     id = uri + strlen(KG_STORE_SCHEME);
     if (*id == '\0' || strlen(id) >= sizeof(ctx->key_id) ||
         (!kg_keyref_key_id_ok(id, "intel") && !kg_keyref_key_id_ok(id, "trustee"))) {
-        KG_PROV_RAISE(provctx, KG_R_BAD_REFERENCE,
+        KG_PROV_ERROR(provctx, KG_R_BAD_REFERENCE,
                       "keygate store: '%.80s': expected keygate:<key-id> with a key UUID (Intel KBS) or "
                       "repo/type/tag (Trustee)",
                       uri);
@@ -72,13 +72,15 @@ static void *kg_store_open(void *vprovctx, const char *uri)
     }
     /* the same check the release applies, against this provider's kbs_type */
     if (!kg_keyref_for_id(&provctx->cfg, id, NULL, &probe, &err)) {
-        KG_PROV_RAISE(provctx, KG_R_BAD_REFERENCE, "keygate store: %s (kbs_type = %s)", err.msg,
+        KG_PROV_ERROR(provctx, KG_R_BAD_REFERENCE, "keygate store: %s (kbs_type = %s)", err.msg,
                       provctx->cfg.kbs_type);
         return NULL;
     }
     kg_keyref_clear(&probe);
-    if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+    if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
+        KG_PROV_ERROR(provctx, KG_R_INTERNAL, "keygate store: out of memory");
         return NULL;
+    }
     ctx->provctx = provctx;
     memcpy(ctx->key_id, id, strlen(id) + 1);
     KG_DEBUG("store: opened keygate:%s", ctx->key_id);
@@ -120,10 +122,12 @@ static kg_key *store_key(kg_store_ctx *ctx)
     EVP_PKEY *priv = NULL;
     kg_err err;
 
-    if ((key = kg_key_new(ctx->provctx, 0)) == NULL)
+    if ((key = kg_key_new(ctx->provctx, 0)) == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_INTERNAL, "keygate store: out of memory");
         return NULL;
+    }
     if (!kg_keyref_for_id(&ctx->provctx->cfg, ctx->key_id, NULL, &key->ref, &err)) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_BAD_REFERENCE, "keygate store: %s", err.msg);
+        KG_PROV_ERROR(ctx->provctx, KG_R_BAD_REFERENCE, "keygate store: %s", err.msg);
         goto err;
     }
     key->has_ref = 1;
@@ -131,11 +135,12 @@ static kg_key *store_key(kg_store_ctx *ctx)
     if ((priv = kg_key_private_load(key)) == NULL)
         goto err; /* kg_key_private_load raised the error, naming the failed step */
     if ((key->type = kg_key_type_of(priv)) == 0) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_RELEASE, "keygate store: key %s is neither RSA nor EC", ctx->key_id);
+        KG_PROV_ERROR(ctx->provctx, KG_R_HANDOVER, "keygate store: key %s is neither RSA nor EC",
+                      ctx->key_id);
         goto err;
     }
     if (!kg_keyref_set_pubkey(&key->ref, priv, &err)) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_OPERATION, "keygate store: key %s: %s", ctx->key_id, err.msg);
+        KG_PROV_STEP_ERROR(ctx->provctx, ctx->key_id, &err);
         goto err;
     }
     EVP_PKEY_free(priv);
@@ -199,17 +204,14 @@ static int kg_store_export_object(void *vctx, const void *objref, size_t objref_
                                   void *export_cbarg)
 {
     kg_store_ctx *ctx = vctx;
-    const kg_key_reference *reference = objref;
-    const kg_key *key;
+    const kg_key *key = kg_key_reference_get(objref, objref_sz);
 
-    if (objref == NULL || objref_sz != sizeof(*reference) || reference->magic != KG_KEY_MAGIC ||
-        reference->version != 1 || (key = reference->key) == NULL || key->magic != KG_KEY_MAGIC ||
-        key->ref.pubkey == NULL) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_BAD_REFERENCE, "keygate store: not a keygate object reference");
+    if (key == NULL || key->ref.pubkey == NULL) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_BAD_REFERENCE, "keygate store: not a keygate object reference");
         return 0;
     }
     if (ctx->expect != OSSL_STORE_INFO_PUBKEY) {
-        KG_PROV_RAISE(ctx->provctx, KG_R_EXPORT_REFUSED,
+        KG_PROV_ERROR(ctx->provctx, KG_R_EXPORT_REFUSED,
                       "private key export refused: keygate keys never leave the provider");
         return 0;
     }

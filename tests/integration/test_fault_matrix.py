@@ -263,10 +263,11 @@ class ProviderFrontEnd:
     def error_line(self, stack, result, step):
         assert result.rc != 0, result.stderr
         assert "Could not read key" in result.stderr, result.stderr
-        # openssl pkey loads through OSSL_STORE, which (OpenSSL 3.0) pops the provider's queued
-        # error and reports "unsupported": the step is named by keygate's own error log line
-        lines = [l for l in result.stderr.splitlines() if re.search(ERROR_LINE.format(step=r"\S+"), l)]
-        assert lines, f"openssl's stderr has no keygate error: {result.stderr}"
+        # the step is named in OpenSSL's own error output (ERR_print_errors), not only in keygate's
+        # log line: the provider's decoder keeps the cause through OSSL_STORE (provider/decoder.c)
+        lines = [l for l in result.stderr.splitlines()
+                 if ":error:" in l and ":keygate:" in l and re.search(ERROR_LINE.format(step=r"\S+"), l)]
+        assert lines, f"openssl's error output has no keygate error: {result.stderr}"
         return lines[0]
 
 
