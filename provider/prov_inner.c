@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * kg_inner_ctx: the context shared by the operations that forward to an inner EVP_PKEY_CTX of
  * kg_libctx() (RSA asym cipher, ECDH): newctx/freectx/dupctx, the ctx parameters and their lists.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The provider's errors in OpenSSL's own error output, not only in keygate's log.
 
 Each test sets a fault on the local stack, runs the real tool (`openssl pkey`, `openssl pkeyutl`,
@@ -25,8 +26,7 @@ import subprocess
 import pytest
 
 from conftest import kbs_conf, run
-from test_provider import openssl_cnf
-from test_release_cli import new_key, pub_pem, register
+from kglib import new_key, openssl_cnf, pub_pem, register
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
