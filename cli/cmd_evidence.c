@@ -388,7 +388,8 @@ int kg_cmd_evidence(int argc, char **argv, const kg_cli_common *common_in)
     }
     out = cJSON_CreateObject();
     if (out == NULL || !kg_json_add_b64(out, "quote", ev.quote, ev.quote_len) ||
-        (ev.runtime_data_len > 0 && !kg_json_add_b64(out, "runtime_data", ev.runtime_data, ev.runtime_data_len)) ||
+        (ev.runtime_data_len > 0 &&
+         !kg_json_add_b64(out, "runtime_data", ev.runtime_data, ev.runtime_data_len)) ||
         (ev.event_log_len > 0 && !kg_json_add_b64(out, "event_log", ev.event_log, ev.event_log_len)) ||
         !kg_json_add_b64(out, "report_data", ev.report_data, sizeof(ev.report_data))) {
         kg_err_set(&err, KG_STEP_INTERNAL, "out of memory");

@@ -15,10 +15,10 @@
 #include <unistd.h>
 
 static pthread_once_t log_once = PTHREAD_ONCE_INIT;
-static FILE *log_fp;       /* NULL: stderr */
-static int log_level = -1; /* -1: KEYGATE_DEBUG unset: log_default, to stderr */
+static FILE *log_fp;                  /* NULL: stderr */
+static int log_level = -1;            /* -1: KEYGATE_DEBUG unset: log_default, to stderr */
 static int log_default = KG_LOG_WARN; /* keygate.conf's log_level (atomic) */
-static int log_syslog;     /* KEYGATE_DEBUG=syslog:<level> */
+static int log_syslog;                /* KEYGATE_DEBUG=syslog:<level> */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* A thread (e.g. a key lease refresh) may hold the lock at fork: the child starts unlocked. */

@@ -208,7 +208,8 @@ int kbs_intel_transfer_background(kg_http *h, const char *kbs_url, const char *k
     snprintf(at_header, sizeof(at_header), "Attestation-Type: %s", attestation_type);
     if (req == NULL || !kg_json_add_b64(req, "quote", ev->quote, ev->quote_len) ||
         (n = cJSON_AddObjectToObject(req, "nonce")) == NULL ||
-        !kg_json_add_b64(n, "val", nonce->val, nonce->val_len) || !kg_json_add_b64(n, "iat", nonce->iat, nonce->iat_len) ||
+        !kg_json_add_b64(n, "val", nonce->val, nonce->val_len) ||
+        !kg_json_add_b64(n, "iat", nonce->iat, nonce->iat_len) ||
         !kg_json_add_b64(n, "signature", nonce->signature, nonce->signature_len) ||
         !kg_json_add_b64(req, "user_data", ev->runtime_data, ev->runtime_data_len) ||
         (ev->event_log_len > 0 && !kg_json_add_b64(req, "event_log", ev->event_log, ev->event_log_len))) {

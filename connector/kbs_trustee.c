@@ -316,7 +316,8 @@ int kbs_trustee_attest(kg_http *h, const char *kbs_url, const kbs_trustee_challe
         (pe = cJSON_AddObjectToObject(te, "primary_evidence")) == NULL ||
         (event_log_len > 0 ? !kg_json_add_b64(pe, "cc_eventlog", event_log, event_log_len)
                            : !cJSON_AddNullToObject(pe, "cc_eventlog")) ||
-        !kg_json_add_b64(pe, "quote", quote, quote_len) || !cJSON_AddStringToObject(te, "additional_evidence", "") ||
+        !kg_json_add_b64(pe, "quote", quote, quote_len) ||
+        !cJSON_AddStringToObject(te, "additional_evidence", "") ||
         (body = cJSON_PrintUnformatted(req)) == NULL) {
         kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
         goto err;

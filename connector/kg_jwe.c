@@ -252,8 +252,8 @@ static EVP_PKEY *peer_key(const cJSON *epk, const char *crv, size_t coord, kg_st
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)group, 0);
     params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * coord);
     params[2] = OSSL_PARAM_construct_end();
-    if ((ctx = kg_pkey_ctx_new_from_name(NULL, "EC")) == NULL ||
-        EVP_PKEY_fromdata_init(ctx) <= 0 || EVP_PKEY_fromdata(ctx, &peer, EVP_PKEY_PUBLIC_KEY, params) <= 0 ||
+    if ((ctx = kg_pkey_ctx_new_from_name(NULL, "EC")) == NULL || EVP_PKEY_fromdata_init(ctx) <= 0 ||
+        EVP_PKEY_fromdata(ctx, &peer, EVP_PKEY_PUBLIC_KEY, params) <= 0 ||
         (check = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), peer, NULL)) == NULL ||
         EVP_PKEY_public_check(check) <= 0) {
         ERR_clear_error();

@@ -93,8 +93,8 @@ static EVP_PKEY *peer_key(const kg_p11_key *k, const unsigned char *p, size_t le
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)k->group, 0);
     params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)p, len);
     params[2] = OSSL_PARAM_construct_end();
-    if ((ctx = kg_pkey_ctx_new_from_name(NULL, "EC")) == NULL ||
-        EVP_PKEY_fromdata_init(ctx) <= 0 || EVP_PKEY_fromdata(ctx, &peer, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+    if ((ctx = kg_pkey_ctx_new_from_name(NULL, "EC")) == NULL || EVP_PKEY_fromdata_init(ctx) <= 0 ||
+        EVP_PKEY_fromdata(ctx, &peer, EVP_PKEY_PUBLIC_KEY, params) <= 0)
         peer = NULL;
     EVP_PKEY_CTX_free(ctx);
     return peer;

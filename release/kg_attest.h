@@ -43,8 +43,8 @@ int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_l
 
 /* kg_attest with verification by a long-lived verifier (JWKS/CRL caches) and an API key read
  * earlier (api_key NULL: read ita_api_key_file now); verifier may be NULL. */
-int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, ita_verifier *verifier,
-                   const char *api_key, kg_attestation *out, kg_err *err);
+int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len,
+                   ita_verifier *verifier, const char *api_key, kg_attestation *out, kg_err *err);
 
 /* kg_attest with an API key read earlier (e.g. from stdin by the CLI); api_key NULL: read
  * ita_api_key_file. */

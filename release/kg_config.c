@@ -85,7 +85,8 @@ const kg_conf_key kg_config_keys[] = {
     {"timeout_ms", KG_CONF_T_INT, "10000", "100..600000", "connect and total timeout per HTTP request",
      F(timeout_ms)},
     {"retry_max", KG_CONF_T_INT, "2", "0..10",
-     "retries after the first attempt of an HTTP request (0 = none; 2 = 3 attempts, as RetryMax of Intel's Go "
+     "retries after the first attempt of an HTTP request (0 = none; 2 = 3 attempts, as RetryMax of Intel's "
+     "Go "
      "client)",
      F(retry_max)},
     {"retry_wait_min_ms", KG_CONF_T_INT, "200", "0..60000", "backoff lower bound", F(retry_wait_min_ms)},

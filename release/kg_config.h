@@ -27,15 +27,15 @@ typedef struct kg_config {
     char ita_api_version[4]; /* v1 | v2 */
     char ita_policy_ids[KG_CONF_MAX_POLICY_IDS][37];
     int ita_policy_id_count;
-    char ita_token_alg[8]; /* PS384 | RS256 */
-    char crl_policy[16];   /* require | if-available */
-    char release_mode[8];  /* eager | lazy (provider) */
-    char pkcs11_keys[4096]; /* PKCS#11 module: LABEL:REFERENCE[:CERTIFICATE], comma-separated */
+    char ita_token_alg[8];   /* PS384 | RS256 */
+    char crl_policy[16];     /* require | if-available */
+    char release_mode[8];    /* eager | lazy (provider) */
+    char pkcs11_keys[4096];  /* PKCS#11 module: LABEL:REFERENCE[:CERTIFICATE], comma-separated */
     char pkcs11_release[12]; /* first-use | login (PKCS#11 module) */
-    long key_lease_s;      /* lease of a released key (kg_lease) */
-    long key_lease_max_s;  /* upper bound for key_lease_s */
-    long refresh_before_s; /* background refresh this long before the lease ends */
-    char on_revoke[8];     /* wipe | keep */
+    long key_lease_s;        /* lease of a released key (kg_lease) */
+    long key_lease_max_s;    /* upper bound for key_lease_s */
+    long refresh_before_s;   /* background refresh this long before the lease ends */
+    char on_revoke[8];       /* wipe | keep */
     long token_leeway_s;
     char tls_ca_file[KG_CONF_STR];     /* both services, unless one has its own below */
     char ita_tls_ca_file[KG_CONF_STR]; /* ITA (API, portal, CRLs); "" = tls_ca_file */

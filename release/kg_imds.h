@@ -14,7 +14,7 @@
 /* POST {url} {"report": b64(td_report)} -> {"quote": b64url}. ctx is a const kg_config *.
  * Plain http is allowed only to 169.254.169.254 (Azure's design) and, with allow_http_loopback,
  * to loopback (tests). *quote is malloc'ed, caller frees. Returns 1, or 0 with err (evidence). */
-int kg_imds_tdquote(void *ctx, const char *url, const uint8_t *td_report, size_t td_report_len, uint8_t **quote,
-                    size_t *quote_len, kg_err *err);
+int kg_imds_tdquote(void *ctx, const char *url, const uint8_t *td_report, size_t td_report_len,
+                    uint8_t **quote, size_t *quote_len, kg_err *err);
 
 #endif

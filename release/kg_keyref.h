@@ -31,11 +31,11 @@
 
 typedef struct kg_keyref {
     char key_id[256];
-    char kbs_url[512];  /* "" = use kbs_url of keygate.conf */
-    char kbs_type[16];  /* "" = use kbs_type of keygate.conf */
+    char kbs_url[512]; /* "" = use kbs_url of keygate.conf */
+    char kbs_type[16]; /* "" = use kbs_type of keygate.conf */
     char description[256];
-    EVP_PKEY *pubkey;   /* the expected public key, in kg_libctx(); owned */
-    uint8_t *spki_der;  /* its SubjectPublicKeyInfo DER; owned */
+    EVP_PKEY *pubkey;  /* the expected public key, in kg_libctx(); owned */
+    uint8_t *spki_der; /* its SubjectPublicKeyInfo DER; owned */
     size_t spki_der_len;
 } kg_keyref;
 

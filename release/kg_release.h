@@ -6,8 +6,9 @@
  * A kg_release_ctx holds one attestation session at a time (wrapping key + verified token),
  * reused for further keys while the token has at least 30 s left (passport mode), and the
  * verifier's JWKS/CRL caches. In background mode every transfer is its own attestation, with a
- * fresh wrapping key and the local policy applied to our quote before it is sent. It is thread-safe; kg_release_keys transfers in parallel.
- * Released keys are EVP_PKEYs in kg_libctx(); their private parts sit in the secure heap.
+ * fresh wrapping key and the local policy applied to our quote before it is sent. It is thread-safe;
+ * kg_release_keys transfers in parallel. Released keys are EVP_PKEYs in kg_libctx(); their private parts sit
+ * in the secure heap.
  */
 #ifndef KG_RELEASE_H
 #define KG_RELEASE_H
@@ -61,10 +62,11 @@ int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg
 /* Releases n keys with one attestation (passport) and parallel transfers. keys[i]/errs[i] per
  * key (errs may be NULL). Returns the number released. times gets the shared steps and the
  * slowest transfer/unwrap/match. */
-size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t n, EVP_PKEY **keys, kg_err *errs,
-                       kg_release_times *times);
+size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t n, EVP_PKEY **keys,
+                       kg_err *errs, kg_release_times *times);
 
 /* A reference for key_id on the configured (or given) KBS, without a public key yet. */
-int kg_keyref_for_id(const kg_config *cfg, const char *key_id, const char *kbs_url, kg_keyref *ref, kg_err *err);
+int kg_keyref_for_id(const kg_config *cfg, const char *key_id, const char *kbs_url, kg_keyref *ref,
+                     kg_err *err);
 
 #endif

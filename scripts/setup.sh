@@ -10,7 +10,7 @@ PACKAGES=(
   libcmocka-dev
   python3 python3-pytest python3-pytest-xdist python3-cryptography python3-jwcrypto
   opensc
-  clang libclang-rt-14-dev valgrind gdb
+  clang clang-format libclang-rt-14-dev valgrind gdb
   swtpm swtpm-tools tpm2-tools libtss2-dev
   fuse3 python3-fusepy
   nginx haproxy

@@ -11,6 +11,10 @@ jobs=$(nproc)
 
 ./scripts/setup.sh
 
+echo "== style: clang-format (.clang-format) on every tracked C source and header"
+# shellcheck disable=SC2046
+git ls-files -z '*.c' '*.h' | xargs -0 clang-format --dry-run -Werror
+
 echo "== build (from scratch)"
 rm -rf build build-asan build-fuzz
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEYGATE_WERROR=ON >/dev/null

@@ -146,29 +146,31 @@ KEYGATE_API keygate_ita *keygate_ita_new_from_conf(const char *keygate_conf_path
 KEYGATE_API void keygate_ita_free(keygate_ita *ita);
 
 KEYGATE_API int keygate_ita_get_nonce(keygate_ita *ita, keygate_ita_nonce *nonce, keygate_ita_meta *meta,
-                          keygate_error *err);
+                                      keygate_error *err);
 KEYGATE_API void keygate_ita_nonce_clear(keygate_ita_nonce *nonce);
 
 /* *token: malloc'ed compact JWS, caller frees (free()). nonce and args may be NULL. */
 KEYGATE_API int keygate_ita_get_token(keygate_ita *ita, const keygate_ita_evidence *evidence,
-                          const keygate_ita_nonce *nonce, const keygate_ita_token_args *args, char **token,
-                          keygate_ita_meta *meta, keygate_error *err);
+                                      const keygate_ita_nonce *nonce, const keygate_ita_token_args *args,
+                                      char **token, keygate_ita_meta *meta, keygate_error *err);
 
 /* Nonce, evidence binding it and user_data from the configured adapter, token, verification
  * (nonce echo, binding of user_data, and the conf's local policy). *token: caller frees;
  * claims may be NULL, else filled (caller clears). Needs keygate_ita_new_from_conf. */
-KEYGATE_API int keygate_ita_attest(keygate_ita *ita, const uint8_t *user_data, size_t user_data_len, char **token,
-                       keygate_ita_claims *claims, keygate_ita_meta *meta, keygate_error *err);
+KEYGATE_API int keygate_ita_attest(keygate_ita *ita, const uint8_t *user_data, size_t user_data_len,
+                                   char **token, keygate_ita_claims *claims, keygate_ita_meta *meta,
+                                   keygate_error *err);
 
 /* *jwks_json: malloc'ed JSON text of {base}/certs, caller frees. */
-KEYGATE_API int keygate_ita_get_token_signing_certificates(keygate_ita *ita, char **jwks_json, keygate_ita_meta *meta,
-                                               keygate_error *err);
+KEYGATE_API int keygate_ita_get_token_signing_certificates(keygate_ita *ita, char **jwks_json,
+                                                           keygate_ita_meta *meta, keygate_error *err);
 
 /* Verifies token and fills *claims (caller clears). expect may be NULL (signature, chain,
  * CRLs, time, iss/ver, attester_type, internal REPORTDATA consistency and the debug bit only).
  * attester_type (top level in v1, in "tdx" in v2) must always be "TDX". */
-KEYGATE_API int keygate_ita_verify_token(keygate_ita *ita, const char *token, const keygate_ita_expect *expect,
-                             keygate_ita_claims *claims, keygate_error *err);
+KEYGATE_API int keygate_ita_verify_token(keygate_ita *ita, const char *token,
+                                         const keygate_ita_expect *expect, keygate_ita_claims *claims,
+                                         keygate_error *err);
 KEYGATE_API void keygate_ita_claims_clear(keygate_ita_claims *claims);
 
 #ifdef __cplusplus
