@@ -13,6 +13,7 @@
 #include <tss2/tss2_tctildr.h>
 
 #include "hcl_report.h"
+#include "kg_time.h"
 #include "tdx_quote.h"
 
 #define AZ "adapter azure-tdx: "
@@ -220,13 +221,6 @@ err:
     return ok;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(long long ms)
 {
     struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
@@ -260,7 +254,8 @@ static int report_ready(const uint8_t *buf, size_t len, const uint8_t h[64], hcl
 static int wait_for_report(const kg_adapter_config *cfg, const uint8_t h[64], uint8_t *buf, uint8_t *prev,
                            size_t *len, hcl_report *r, kg_err *err)
 {
-    long long start = now_ms(), deadline = start + cfg->azure_report_timeout_ms, wait = POLL_FIRST_MS, left;
+    long long start = kg_mono_ms_int(), deadline = start + cfg->azure_report_timeout_ms, wait = POLL_FIRST_MS,
+              left;
     size_t prev_len = 0;
     int stale = 0, have_prev = 0;
     kg_err perr;
@@ -275,14 +270,14 @@ static int wait_for_report(const kg_adapter_config *cfg, const uint8_t h[64], ui
             *err = perr;
             return 0;
         }
-        left = deadline - now_ms();
+        left = deadline - kg_mono_ms_int();
         if (left <= 0) {
             const char *p = strstr(perr.msg, AZ);
             return kg_err_set(err, KG_STEP_EVIDENCE,
                               AZ
                               "timed out after %lld ms waiting for the HCL report (vTPM NV index 0x%08x) to "
                               "carry our hash in its runtime JSON user-data%s%s",
-                              now_ms() - start, AZURE_NV_HCL_REPORT,
+                              kg_mono_ms_int() - start, AZURE_NV_HCL_REPORT,
                               stale ? "" : "; last read: ", stale ? "" : (p ? p + strlen(AZ) : perr.msg));
         }
         memcpy(prev, buf, *len);

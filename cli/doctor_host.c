@@ -19,22 +19,16 @@
 #include "doctor.h"
 #include "ita_client.h"
 #include "kg_release.h"
+#include "kg_time.h"
 
 #define RUN_OUTPUT_MAX (64 * 1024)
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int doctor_run(char *const argv[], const char *env_name, const char *env_value, char *out, size_t size,
                long timeout_ms)
 {
     int pipefd[2], status = 0;
     size_t len = 0, nenv = 0;
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = kg_mono_ms_int() + timeout_ms;
     char **envp, *entry = NULL;
     pid_t pid;
 
@@ -80,7 +74,7 @@ int doctor_run(char *const argv[], const char *env_name, const char *env_value, 
     close(pipefd[1]);
     for (;;) {
         struct pollfd p = {pipefd[0], POLLIN, 0};
-        long long left = deadline - now_ms();
+        long long left = deadline - kg_mono_ms_int();
         char buf[4096];
         ssize_t n;
 

@@ -6,17 +6,11 @@
 #include <time.h>
 
 #include "kg_imds.h"
+#include "kg_time.h"
 #include "kg_verify.h"
 
 static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
                   ita_verifier *verifier, const char *api_key, kg_attestation *out, kg_err *err);
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 void kg_attestation_clear(kg_attestation *a)
 {
@@ -105,15 +99,15 @@ static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_da
     if ((ita = ita_client_new(&copts, err)) == NULL)
         goto err;
 
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     if (!ita_get_nonce(ita, &out->nonce, err))
         goto err;
-    out->ms_nonce = now_ms() - t0;
+    out->ms_nonce = kg_mono_ms() - t0;
 
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     if (!kg_collect_evidence(cfg, &out->nonce, user_data, user_data_len, &out->evidence, err))
         goto err;
-    out->ms_evidence = now_ms() - t0;
+    out->ms_evidence = kg_mono_ms() - t0;
 
     memset(&iev, 0, sizeof(iev));
     iev.quote = out->evidence.quote;
@@ -130,13 +124,13 @@ static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_da
     aopts.policy_id_count = cfg->ita_policy_id_count;
     aopts.token_alg = cfg->ita_token_alg;
     aopts.azure = out->evidence.kind == KG_EVIDENCE_AZURE_TDX;
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     ok = ita_attest(ita, &iev, &out->nonce, &aopts, &out->token, err);
     memcpy(out->token_request_id, ita_client_last_meta(ita)->request_id, sizeof(out->token_request_id));
     memcpy(out->token_trace_id, ita_client_last_meta(ita)->trace_id, sizeof(out->token_trace_id));
     if (!ok)
         goto err;
-    out->ms_token = now_ms() - t0;
+    out->ms_token = kg_mono_ms() - t0;
     ok = 0;
 
     if (verify) {
@@ -147,10 +141,10 @@ static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_da
         vopts.user_data_len = user_data_len;
         vopts.payload = &out->payload;
         vopts.verifier = verifier;
-        t0 = now_ms();
+        t0 = kg_mono_ms();
         if (!kg_verify_token(cfg, out->token, &vopts, &out->claims, err))
             goto err;
-        out->ms_verify = now_ms() - t0;
+        out->ms_verify = kg_mono_ms() - t0;
         out->verified = 1;
     }
     ok = 1;

@@ -21,6 +21,7 @@
 
 #include "kg_log.h"
 #include "kg_release.h"
+#include "kg_time.h"
 
 struct kg_lease {
     int refs; /* atomic */
@@ -47,14 +48,6 @@ struct kg_lease {
     pthread_t thread;
     int thread_joinable; /* under lock: thread is ours to join */
 };
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void stop_sync_init(kg_lease *lease)
 {
@@ -183,7 +176,7 @@ static void start_lease(kg_lease *lease, EVP_PKEY *key)
     if (before > len * 4 / 5) /* the first fifth of a lease never refreshes (no refresh storm) */
         before = len * 4 / 5;
     lease->key = key;
-    lease->start_ms = now_ms();
+    lease->start_ms = kg_mono_ms_int();
     lease->end_ms = lease->start_ms + len * 1000;
     lease->refresh_ms = lease->end_ms - (before > 0 ? before : 1) * 1000;
     if (lease->refresh_ms < lease->start_ms)
@@ -319,7 +312,7 @@ static int wipe_if_ended(kg_lease *lease)
     EVP_PKEY *old = NULL;
 
     pthread_rwlock_wrlock(&lease->lock);
-    if (lease->key != NULL && now_ms() >= lease->end_ms) {
+    if (lease->key != NULL && kg_mono_ms_int() >= lease->end_ms) {
         old = lease->key;
         lease->key = NULL;
     }
@@ -341,7 +334,7 @@ static void *refresh_main(void *arg)
     for (;;) {
         EVP_PKEY *key = NULL, *old;
         kg_err err;
-        long long end, t0 = now_ms();
+        long long end, t0 = kg_mono_ms_int();
 
         kg_err_clear(&err);
         attempt++;
@@ -359,7 +352,7 @@ static void *refresh_main(void *arg)
             pthread_rwlock_unlock(&lease->lock);
             EVP_PKEY_free(old); /* freed when the last operation using it ends */
             KG_LOG(KG_LOG_INFO, "lease: key %s refreshed (%lu, in %lld ms), lease %ld s", lease->ref.key_id,
-                   kg_lease_refreshes(lease), now_ms() - t0, lease_s(&lease->cfg));
+                   kg_lease_refreshes(lease), kg_mono_ms_int() - t0, lease_s(&lease->cfg));
             break;
         }
         if (stopping(lease)) { /* torn down: a cancelled request says nothing about the key */
@@ -373,8 +366,8 @@ static void *refresh_main(void *arg)
         end = lease_end(lease);
         KG_LOG(KG_LOG_WARN, "lease: key %s refresh failed (transient, HTTP %ld, request-id %s): %s",
                lease->ref.key_id, err.http_status, err.request_id[0] ? err.request_id : "-", err.msg);
-        if (now_ms() + wait >= end) {
-            if (now_ms() < end && !lease_sleep(lease, end - now_ms()))
+        if (kg_mono_ms_int() + wait >= end) {
+            if (kg_mono_ms_int() < end && !lease_sleep(lease, end - kg_mono_ms_int()))
                 break;
             if (job_current(job) && wipe_if_ended(lease))
                 KG_LOG(KG_LOG_ERROR, "lease: key %s: the lease ended without a successful refresh",
@@ -405,7 +398,7 @@ static void start_refresh(kg_lease *lease)
     int rc, join_prev = 0;
 
     pthread_rwlock_wrlock(&lease->lock);
-    if (lease->refreshing || lease->revoked || lease->key == NULL || now_ms() < lease->refresh_ms ||
+    if (lease->refreshing || lease->revoked || lease->key == NULL || kg_mono_ms_int() < lease->refresh_ms ||
         stopping(lease)) {
         pthread_rwlock_unlock(&lease->lock);
         return;
@@ -453,7 +446,7 @@ static void revoked_err(const kg_lease *lease, kg_err *err)
 
 kg_lease_state kg_lease_acquire(kg_lease *lease, int start_refresh_ok, EVP_PKEY **key, kg_err *err)
 {
-    long long now = now_ms();
+    long long now = kg_mono_ms_int();
     int refresh = 0, ended = 0;
     EVP_PKEY *k = NULL;
 

@@ -11,6 +11,7 @@
 #include "kbs_intel.h"
 #include "kg_attest.h"
 #include "kg_log.h"
+#include "kg_time.h"
 #include "kg_trustee.h"
 #include "kg_verify.h"
 #include "kg_wrap.h"
@@ -38,13 +39,6 @@ struct kg_release_ctx {
     kg_trustee *trustee;    /* kbs_type = trustee: its session (kg_trustee.h) */
     int probe;              /* kg_release_ctx_set_probe: stop after the transfer */
 };
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static void session_clear(kg_session *s)
 {
@@ -171,11 +165,11 @@ static const char *kbs_url_of(const kg_release_ctx *ctx, const kg_keyref *ref)
 /* A fresh wrapping key for a session. */
 static int session_wrapping_key(kg_session *s, kg_release_times *t, kg_err *err)
 {
-    double t0 = now_ms();
+    double t0 = kg_mono_ms();
     if ((s->wrapping_key = kg_wrap_key_new(err)) == NULL ||
         !kg_wrap_user_data(s->wrapping_key, &s->user_data, &s->user_data_len, err))
         return 0;
-    t->wrapkey = now_ms() - t0;
+    t->wrapkey = kg_mono_ms() - t0;
     return 1;
 }
 
@@ -247,19 +241,19 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
     memset(&ev, 0, sizeof(ev));
     if (!session_wrapping_key(&s, t, err))
         goto err;
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     if (!kbs_intel_get_nonce(h, kbs_url_of(ctx, ref), ref->key_id, &nonce, attestation_type,
                              sizeof(attestation_type), err))
         goto err;
-    t->nonce = now_ms() - t0;
-    t0 = now_ms();
+    t->nonce = kg_mono_ms() - t0;
+    t0 = kg_mono_ms();
     if (!kg_collect_evidence(&ctx->cfg, &nonce, s.user_data, s.user_data_len, &ev, err))
         goto err;
-    t->evidence = now_ms() - t0;
-    t0 = now_ms();
+    t->evidence = kg_mono_ms() - t0;
+    t0 = kg_mono_ms();
     if (!kg_verify_evidence_policy(&ctx->cfg, &ev, err))
         goto err;
-    t->verify = now_ms() - t0;
+    t->verify = kg_mono_ms() - t0;
     t->attested = 1;
     memset(&iev, 0, sizeof(iev));
     iev.quote = ev.quote;
@@ -268,11 +262,11 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
     iev.runtime_data_len = ev.runtime_data_len;
     iev.event_log = ev.event_log;
     iev.event_log_len = ev.event_log_len;
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     if (!kbs_intel_transfer_background(h, kbs_url_of(ctx, ref), ref->key_id, attestation_type, &iev, &nonce,
                                        w, err))
         goto err;
-    t->transfer = now_ms() - t0;
+    t->transfer = kg_mono_ms() - t0;
     *wrapping_key = s.wrapping_key;
     s.wrapping_key = NULL;
     ok = 1;
@@ -323,28 +317,28 @@ static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *re
         if (!ok)
             goto err;
         ok = 0;
-        t0 = now_ms();
+        t0 = kg_mono_ms();
         if (!kbs_intel_transfer_passport(h, kbs_url_of(ctx, ref), ref->key_id, token, &w, err))
             goto err;
-        t->transfer = now_ms() - t0;
+        t->transfer = kg_mono_ms() - t0;
     }
     if (ctx->probe) { /* the KBS said yes; the wrapped reply is dropped, never unwrapped */
         ok = 1;
         goto err;
     }
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     if (!kg_wrap_unwrap(wrapping_key, w.wrapped_key, w.wrapped_key_len, w.wrapped_swk, w.wrapped_swk_len,
                         &released, err))
         goto err;
-    t->unwrap = now_ms() - t0;
+    t->unwrap = kg_mono_ms() - t0;
 match:
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     if (ref->pubkey != NULL && EVP_PKEY_eq(released, ref->pubkey) != 1) {
         kg_err_set(err, KG_STEP_MATCH,
                    "the KBS released a key for %s whose public key is not the reference's", ref->key_id);
         goto err;
     }
-    t->match = now_ms() - t0;
+    t->match = kg_mono_ms() - t0;
     if (ctx->probe) { /* Trustee: its reply is decrypted by the protocol; freed (zeroized) here */
         ok = 1;
         goto err;

@@ -13,6 +13,7 @@
 #include "kg_attest.h"
 #include "kg_jwe.h"
 #include "kg_log.h"
+#include "kg_time.h"
 #include "kg_verify.h"
 #include "kg_wrap.h"
 
@@ -42,13 +43,6 @@ typedef struct session_view {
     unsigned long generation;
     int fresh; /* made by this request */
 } session_view;
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static void session_clear(trustee_session *s)
 {
@@ -127,7 +121,7 @@ static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char
     ita_claims claims;
     cJSON *payload = NULL;
     uint8_t report_data[64];
-    double t0 = now_ms();
+    double t0 = kg_mono_ms();
     int ok = 0;
 
     memset(&s, 0, sizeof(s));
@@ -138,14 +132,14 @@ static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char
     if ((s.tee_key = kg_wrap_tee_key_new(cfg->trustee_tee_key, err)) == NULL ||
         (s.tee_jwk = kg_jwe_public_jwk(s.tee_key, KG_STEP_WRAPKEY, err)) == NULL)
         goto err;
-    tm->wrapkey = now_ms() - t0;
+    tm->wrapkey = kg_mono_ms() - t0;
 
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     if (!kbs_trustee_auth(h, kbs_url, "tdx", &s.ch, err))
         goto err;
-    tm->nonce = now_ms() - t0;
+    tm->nonce = kg_mono_ms() - t0;
 
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     if (!kbs_trustee_report_data(s.ch.nonce, s.tee_jwk, s.ch.hash_alg, "", KG_STEP_EVIDENCE, report_data,
                                  NULL, err))
         goto err;
@@ -153,15 +147,15 @@ static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char
     areq.report_data = report_data;
     if (!kg_adapter_collect(&cfg->ad, &areq, &ev, err))
         goto err;
-    tm->evidence = now_ms() - t0;
+    tm->evidence = kg_mono_ms() - t0;
 
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     if (!kbs_trustee_attest(h, kbs_url, &s.ch, s.tee_jwk, ev.quote, ev.quote_len, ev.event_log,
                             ev.event_log_len, &s.token, &reply, err))
         goto err;
-    tm->token = now_ms() - t0;
+    tm->token = kg_mono_ms() - t0;
 
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     memset(&vopts, 0, sizeof(vopts));
     vopts.verifier = t->verifier;
     vopts.payload = &payload;
@@ -174,7 +168,7 @@ static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char
     }
     if (!kbs_trustee_check_binding(payload, &s.ch, s.tee_jwk, report_data, err))
         goto err;
-    tm->verify = now_ms() - t0;
+    tm->verify = kg_mono_ms() - t0;
     tm->attested = 1;
 
     s.token_exp = claims.exp;
@@ -252,7 +246,7 @@ int kg_trustee_release(kg_trustee *t, const kg_config *cfg, const char *kbs_url,
         return 0;
     if (!take_session(t, cfg, h, kbs_url, 0, &v, tm, err))
         goto err;
-    t0 = now_ms();
+    t0 = kg_mono_ms();
     if (!kbs_trustee_get_resource(h, kbs_url, path, v.cookie, v.token, &jwe, &jwe_len, &reply, err)) {
         if (v.fresh || reply.cls != KBS_TRUSTEE_REATTEST)
             goto err;
@@ -264,19 +258,19 @@ int kg_trustee_release(kg_trustee *t, const kg_config *cfg, const char *kbs_url,
             if (!take_session(t, cfg, h, kbs_url, stale, &v, tm, err))
                 goto err;
         }
-        t0 = now_ms();
+        t0 = kg_mono_ms();
         if (!kbs_trustee_get_resource(h, kbs_url, path, v.cookie, v.token, &jwe, &jwe_len, &reply, err)) {
             size_t len = strlen(err->msg);
             snprintf(err->msg + len, sizeof(err->msg) - len, " (also after a new attestation)");
             goto err;
         }
     }
-    tm->transfer = now_ms() - t0;
-    t0 = now_ms();
+    tm->transfer = kg_mono_ms() - t0;
+    t0 = kg_mono_ms();
     if (!kg_jwe_decrypt(jwe, jwe_len, v.tee_key, KG_STEP_UNWRAP, &plain, &plain_len, err) ||
         !kg_wrap_parse_resource(plain, plain_len, key, err))
         goto err;
-    tm->unwrap = now_ms() - t0;
+    tm->unwrap = kg_mono_ms() - t0;
     ok = 1;
 err:
     if (plain != NULL)
