@@ -58,8 +58,8 @@ def main():
     ap.add_argument("--results", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--plots", default=str(HERE / "plots"))
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--readme", default=str(HERE.parent / "README.md"),
-                    help="file whose perf-readme markers get the headline table ('' = none)")
+    ap.add_argument("--headline", default=str(HERE.parent / "docs" / "performance.md"),
+                    help="file whose perf-headline markers get the goal table ('' = none)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--from-json", help="only rewrite RESULTS.md and the plots from a results.json")
     ap.add_argument("--set", action="append", default=[], metavar="PARAM=N",
@@ -119,8 +119,9 @@ def main():
 def finish(res, args):
     plots = report.plot_all(res, args.plots)
     report.write_results(args.results, markdown(res, plots, args.results))
-    if args.readme:
-        report.write_results(args.readme, readme_block(res), report.README_BEGIN, report.README_END, append=False)
+    if args.headline:
+        report.write_results(args.headline, headline_block(res, args.headline), report.HEADLINE_BEGIN,
+                             report.HEADLINE_END, append=False)
     for g in res["goals"]:
         print(f"  {g['name']:<28} {g['label']:<40} {'met' if g['met'] else 'NOT met'}")
     print(f"bench: wrote {args.results}, {args.json} and {len(plots)} plots in {res.get('elapsed_s')} s")
@@ -165,19 +166,23 @@ def goal_list(res):
 
 # ------------------------------------------------------------------ markdown
 
-def readme_block(res):
-    """The README's headline: the goal table of this run and the summary plot."""
+def headline_block(res, path):
+    """The headline of docs/performance.md (or the file at path): the goal table of this run and the
+    summary plot, linked relative to that file."""
     m = res["machine"]
+    base = pathlib.Path(path).resolve().parent
+    results = os.path.relpath(HERE / "RESULTS.md", base)
+    plot = os.path.relpath(HERE / "plots" / "goals.png", base)
     L = [f"Figures of `{res['command']}` ({m['date']}, nproc {m['nproc']}, {m['openssl'].split(' (')[0]}"
          + (", quick pass" if res.get("quick") else "") + "; details, raw samples and the reasons for every "
-         "shortfall in [bench/RESULTS.md](bench/RESULTS.md)):", "",
+         f"shortfall in [bench/RESULTS.md]({results})):", "",
          "| goal | measured | limit | verdict |", "| --- | --- | --- | --- |"]
     for g in res["goals"]:
         measured, limit = g["label"].split(" (", 1)
         L.append(f"| {g['name']} | {measured} | {limit.rstrip(')')} | {'met' if g['met'] else '**not met**'} |")
     if res.get("note"):
         L += ["", f"Note: {res['note']}"]
-    L += ["", "![performance goals](bench/plots/goals.png)"]
+    L += ["", f"![performance goals]({plot})"]
     return "\n".join(L)
 
 

@@ -16,7 +16,8 @@ def ok(flag):
     return "**met**" if flag else "**NOT met**"
 
 
-README_BEGIN, README_END = "<!-- perf-readme:begin -->", "<!-- perf-readme:end -->"
+# the goal table of docs/performance.md (bench.py --headline)
+HEADLINE_BEGIN, HEADLINE_END = "<!-- perf-headline:begin -->", "<!-- perf-headline:end -->"
 
 
 def write_results(path, text, begin=BEGIN, end=END, append=True):

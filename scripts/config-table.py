@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Prints the keygate.conf key table of README.md from release/kg_config.c (kg_config_keys).
-Usage: /usr/bin/python3 scripts/config-table.py --update   (rewrites the table in README.md)"""
+"""Prints the keygate.conf key table of docs/configuration.md from release/kg_config.c
+(kg_config_keys).
+Usage: /usr/bin/python3 scripts/config-table.py --update   (rewrites the table in docs/configuration.md)"""
 import pathlib
 import re
 import sys
@@ -23,11 +24,11 @@ def main():
     if "--update" not in sys.argv:
         sys.stdout.write(t)
         return
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+    doc = ROOT / "docs" / "configuration.md"
+    text = doc.read_text()
     begin, end = "<!-- config-keys:begin -->\n", "<!-- config-keys:end -->"
     a, b = text.index(begin) + len(begin), text.index(end)
-    readme.write_text(text[:a] + t + text[b:])
+    doc.write_text(text[:a] + t + text[b:])
 
 
 if __name__ == "__main__":

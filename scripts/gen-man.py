@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Writes keygate's man pages (roff) from docs/man/*.md, a small Markdown subset, so that the
 pages have one source in the repository. keygate.conf(5)'s list of keys comes from
-release/kg_config.c (kg_config_keys), the table scripts/config-table.py puts in the README, so
+release/kg_config.c (kg_config_keys), the table scripts/config-table.py puts in docs/configuration.md, so
 the three can never drift apart.
 
 Usage: /usr/bin/python3 scripts/gen-man.py OUTDIR [PAGE.md ...]   (default: every docs/man/*.md)

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Starts or stops the local ITA + Intel-KBS stand-ins (tests/stack) for trying keygate on a
-machine without TDX, as the README's "Try it here" section does (and its test runs).
+machine without TDX, as docs/try-it.md and the README's quickstart do (and their test runs).
 
     /usr/bin/python3 scripts/local-stack.py start DIR [--build BUILD_DIR]
     /usr/bin/python3 scripts/local-stack.py stop DIR

@@ -17,14 +17,15 @@ one key reference and asserts:
   signature (and a signature made is checked against the reference's public key);
 * that the fault really fired (the service's request log shows it), so no row passes by accident.
 
-A front end is one object with ``name`` (test id), ``label`` (README column), ``overhead_s``
+A front end is one object with ``name`` (test id), ``label`` (column of the docs table), ``overhead_s``
 (its own start-up cost, added to every bound), ``run(stack, ref) -> Result(rc, stderr, elapsed,
 key_present)`` and ``error_line(stack, result, step) -> str`` (asserts the front end's own
 failure signal and returns the line that must name the step); ``stack`` is the MatrixStack
 (.conf = keygate.conf for KEYGATE_CONF, .env = OPENSSL_CONF, .build_dir, .tmp, .cert, .key_id,
-.pub_pem). Add one to FRONT_ENDS and every fault runs through it. The README's "### Fault matrix" table is generated from these tables:
+.pub_pem). Add one to FRONT_ENDS and every fault runs through it. The "Fault matrix" table of
+docs/robustness.md is generated from these tables:
     /usr/bin/python3 tests/integration/test_fault_matrix.py --update
-and test_readme_table_matches_the_test_table keeps it from drifting.
+and test_docs_table_matches_the_test_table keeps it from drifting.
 """
 import hashlib
 import os
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-if __name__ == "__main__":  # run as a script to update the README table
+if __name__ == "__main__":  # run as a script to update the docs table
     sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
 
 from conftest import kbs_conf, run  # noqa: E402
@@ -514,12 +515,13 @@ def test_fault(clean, fault, front):
         assert fired == want, f"fault {injected['mode']} answered {fired} requests, expected {want}: {context}"
 
 
-# ------------------------------------------------------------------------------------ README table
+# ------------------------------------------------------------------------------- the docs table
 
-README_BEGIN, README_END = "<!-- fault-matrix:begin -->\n", "<!-- fault-matrix:end -->"
+DOC = REPO / "docs" / "robustness.md"  # its "Fault matrix" section holds the generated table
+TABLE_BEGIN, TABLE_END = "<!-- fault-matrix:begin -->\n", "<!-- fault-matrix:end -->"
 
 
-def readme_table():
+def docs_table():
     head = "| fault | what the stand-in does | " + " | ".join(f.label for f in FRONT_ENDS) + " |"
     rows = [head, "|" + " --- |" * (2 + len(FRONT_ENDS))]
     for f in FAULTS:
@@ -528,11 +530,11 @@ def readme_table():
     return "\n".join(rows) + "\n"
 
 
-def test_readme_table_matches_the_test_table():
-    text = (REPO / "README.md").read_text()
-    assert README_BEGIN in text and README_END in text, "README.md lacks the fault-matrix markers"
-    table = text[text.index(README_BEGIN) + len(README_BEGIN):text.index(README_END)]
-    assert table == readme_table(), "README fault matrix is stale: run " \
+def test_docs_table_matches_the_test_table():
+    text = DOC.read_text()
+    assert TABLE_BEGIN in text and TABLE_END in text, f"{DOC} lacks the fault-matrix markers"
+    table = text[text.index(TABLE_BEGIN) + len(TABLE_BEGIN):text.index(TABLE_END)]
+    assert table == docs_table(), f"the fault matrix in {DOC} is stale: run " \
         "/usr/bin/python3 tests/integration/test_fault_matrix.py --update"
 
 
@@ -549,9 +551,8 @@ def test_every_stand_in_fault_mode_is_in_the_matrix():
 
 if __name__ == "__main__":
     if "--update" in sys.argv:
-        readme = REPO / "README.md"
-        text = readme.read_text()
-        a, b = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
-        readme.write_text(text[:a] + readme_table() + text[b:])
+        text = DOC.read_text()
+        a, b = text.index(TABLE_BEGIN) + len(TABLE_BEGIN), text.index(TABLE_END)
+        DOC.write_text(text[:a] + docs_table() + text[b:])
     else:
-        sys.stdout.write(readme_table())
+        sys.stdout.write(docs_table())

@@ -190,10 +190,11 @@ static void trust_files_writable_by_others_are_refused(void **state)
     }
 }
 
-/* README.md keeps the one complete table of keys; it must match the parser's table exactly. */
-static void readme_table_matches_parser(void **state)
+/* docs/configuration.md keeps the one complete table of keys; it must match the parser's table
+ * exactly. */
+static void docs_table_matches_parser(void **state)
 {
-    FILE *fp = fopen(KG_SOURCE_DIR "/README.md", "r");
+    FILE *fp = fopen(KG_SOURCE_DIR "/docs/configuration.md", "r");
     char line[2048];
     int in_table = 0, rows = 0, table_keys = 0;
 
@@ -219,15 +220,16 @@ static void readme_table_matches_parser(void **state)
             if (strcmp(k->name, key) == 0)
                 break;
         if (k->name == NULL)
-            fail_msg("README documents unknown key '%s'", key);
+            fail_msg("docs/configuration.md documents unknown key '%s'", key);
         if (k->def[0] == '\0') {
             if (strcmp(def, "—") != 0)
-                fail_msg("README default of '%s' is '%s', parser has none (write —)", key, def);
+                fail_msg("docs/configuration.md default of '%s' is '%s', parser has none (write —)", key,
+                         def);
         } else {
             char want[300];
             snprintf(want, sizeof(want), "`%s`", k->def);
             if (strcmp(def, want) != 0)
-                fail_msg("README default of '%s' is '%s', parser has %s", key, def, want);
+                fail_msg("docs/configuration.md default of '%s' is '%s', parser has %s", key, def, want);
         }
         rows++;
     }
@@ -244,7 +246,7 @@ int main(void)
         cmocka_unit_test(missing_file_and_sim_check),
         cmocka_unit_test(conf_writable_by_others_is_refused),
         cmocka_unit_test(trust_files_writable_by_others_are_refused),
-        cmocka_unit_test(readme_table_matches_parser),
+        cmocka_unit_test(docs_table_matches_parser),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

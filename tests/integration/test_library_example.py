@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The C example in README.md compiles against the installed libkeygate (pkg-config) and runs
+"""The C example of docs/library.md compiles against the installed libkeygate (pkg-config) and runs
 against the local stack."""
 import pathlib
 import re
@@ -7,8 +7,8 @@ import re
 from conftest import REPO, run, write_keygate_conf
 
 
-def test_readme_example_compiles_and_runs(build_dir, ita_stack, tmp_path):
-    text = (REPO / "README.md").read_text()
+def test_library_example_compiles_and_runs(build_dir, ita_stack, tmp_path):
+    text = (REPO / "docs" / "library.md").read_text()
     code = re.search(r"<!-- example:begin -->\n```c\n(.*?)```\n<!-- example:end -->", text, re.S).group(1)
     src = tmp_path / "example.c"
     src.write_text(code)
