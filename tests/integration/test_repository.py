@@ -1,9 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """The repository stands on its own: no tracked file refers to a path outside the tree (except
 the optional third-party legs under ../shared/third_party, which skip when absent), every
-relative link in the Markdown files resolves, tests/vectors/README.md indexes exactly the
-vectors with their SHA-256, and every source file we own carries its SPDX license line."""
+relative link in the Markdown files resolves, the README is an index whose topic pages exist,
+every keygate.conf key is documented exactly once (docs/configuration.md's generated table),
+tests/vectors/README.md indexes exactly the vectors with their SHA-256, and every source file we
+own carries its SPDX license line."""
 import hashlib
+import importlib.util
 import pathlib
 import re
 import subprocess
@@ -127,6 +130,66 @@ def test_every_relative_link_in_the_markdown_resolves():
             if anchor and rel.endswith(".md") and anchor not in anchors(dest):
                 bad.append(f"{f}: {target}: no heading with anchor #{anchor} in {rel}")
     assert not bad, "\n".join(bad)
+
+
+def test_the_readme_links_every_topic_page_and_stays_an_index():
+    """README.md is the index: short, and every page of docs/ (and the man page sources) is one
+    link away from it, so that nothing documented can only be found by searching the tree."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250, "README.md is an index: move details into docs/"
+    # the exact section .ci/run and CONTRIBUTING.md rely on
+    assert "## The two commands" in readme
+    assert "./scripts/demo.sh" in readme and "./scripts/test.sh" in readme
+    linked = {m.group(1) or m.group(2) for m in LINK.finditer(readme)}
+    linked = {target.partition("#")[0] for target in linked}
+    pages = [f for f in tracked() if f.startswith("docs/") and f.endswith(".md") and f.count("/") == 1]
+    assert "docs/configuration.md" in pages and "docs/security-model.md" in pages
+    missing = [f for f in pages if f not in linked]
+    assert not missing, f"README.md does not link these docs pages: {missing}"
+    for folder in ("docs/protocols/", "docs/man/", "bench/RESULTS.md", "CONTRIBUTING.md"):
+        assert folder in linked, folder
+
+
+def config_keys():
+    """The keys of release/kg_config.c's kg_config_keys, in order, through scripts/config-table.py
+    (the generator of the table), cross-checked against the number of rows of the C table."""
+    spec = importlib.util.spec_from_file_location("config_table", REPO / "scripts" / "config-table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    src = (REPO / "release" / "kg_config.c").read_text()
+    keys = [row[0] for row in mod.ROW.findall(src)]
+    table = src[src.index("kg_config_keys[] = {"):]
+    table = table[:table.index("\n};")]
+    assert len(keys) == len(re.findall(r'^    \{"\w+", KG_CONF_T_', table, re.M)), \
+        "scripts/config-table.py misses rows of kg_config_keys"
+    return mod, keys
+
+
+def test_every_config_key_is_documented_exactly_once():
+    """Each key has one row in docs/configuration.md's generated table, the table is what the
+    generator writes, and no other Markdown file (or that file outside its table) has a table row
+    of its own for a key: a second description would drift from the first."""
+    mod, keys = config_keys()
+    assert len(keys) >= 40 and len(set(keys)) == len(keys)
+    begin, end = "<!-- config-keys:begin -->\n", "<!-- config-keys:end -->"
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    assert doc.count(begin) == 1 and doc.count(end) == 1, "docs/configuration.md needs one pair of markers"
+    generated = doc[doc.index(begin) + len(begin):doc.index(end)]
+    assert generated == mod.table(), \
+        "docs/configuration.md's key table is stale: run /usr/bin/python3 scripts/config-table.py --update"
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \|", generated, re.M)
+    assert rows == keys, "the table must have one row per key, in kg_config_keys order"
+    row_of_a_key = re.compile(r"^\s*\|\s*`(%s)`\s*\|" % "|".join(map(re.escape, keys)), re.M)
+    others = []
+    for f in tracked():
+        if not f.endswith(".md") or f.startswith(DATA_DIRS):
+            continue
+        text = (REPO / f).read_text()
+        if f == "docs/configuration.md":
+            text = text.replace(generated, "")
+        others += [f"{f}: {m.group(0).strip()}" for m in row_of_a_key.finditer(text)]
+    assert not others, "config keys described in a table outside docs/configuration.md's generated table:\n" \
+        + "\n".join(others)
 
 
 def test_the_vectors_readme_indexes_every_vector_with_its_sha256():
