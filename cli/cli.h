@@ -12,7 +12,7 @@
 #include "kg_err.h"
 #include "kg_release.h"
 
-/* Exit codes (README "The keygate command", every --help): 0 success, 1 usage error, otherwise
+/* Exit codes (docs/cli.md, keygate(1), every --help): 0 success, 1 usage error, otherwise
  * the failed step's kg_step value (10..20); keygate doctor exits 21 when a check failed. */
 #define KG_EXIT_OK 0
 #define KG_EXIT_USAGE 1

@@ -10,7 +10,7 @@
  * - Response bodies are capped (max_body); status, request-id and trace-id are returned.
  * - Proxy environment variables are honoured (libcurl default).
  * - TLS runs in libcurl's OpenSSL, which never loads our provider: curl's SSL_CTX is created
- *   from the default library context (see README "recursion").
+ *   from the default library context (the recursion common/kg_libctx.h explains).
  *
  * A kg_http is not thread-safe; use one per thread. It owns its CURL easy handle, reused
  * across requests for keep-alive.

@@ -13,7 +13,7 @@
 
 #define F(field) offsetof(kg_config, field), sizeof(((kg_config *)0)->field)
 
-/* The one table of keys. Order = order in README.md. */
+/* The one table of keys. Order = order in docs/configuration.md and keygate.conf(5). */
 const kg_conf_key kg_config_keys[] = {
     {"adapter", KG_CONF_T_ENUM, "tdx", "tdx|tdx-ioctl|azure-tdx|sim",
      "evidence adapter: configfs-tsm TDX, /dev/tdx_guest, Azure vTPM, or the simulated TD", F(ad.name)},

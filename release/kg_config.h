@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * keygate.conf: "key = value" lines, '#' comments, blank lines. Unknown keys are an error.
- * The one table of keys lives in kg_config.c (kg_config_keys); README.md mirrors it and a unit
- * test checks the two agree.
+ * The one table of keys lives in kg_config.c (kg_config_keys); docs/configuration.md mirrors it
+ * (scripts/config-table.py) and a unit test checks the two agree.
  *
  * kg_config is a plain value struct (fixed-size strings): copy it freely, nothing to free.
  * It never holds secrets: the API key stays in its file until the HTTP layer reads it.

@@ -341,7 +341,7 @@ def test_nginx_through_the_libp11_engine(token, kbs_stack):
     """nginx 1.22 with `ssl_certificate_key engine:pkcs11:<uri>` (libp11 engine); the module runs in
     a `p11-kit server` (the key-holding agent), reached through p11-kit-client. Attestation happens
     in the agent at the first signature, never inside nginx: a process that loaded the libp11
-    engine routes its in-process EC/RSA crypto through that engine (README, PKCS#11). p11-kit
+    engine routes its in-process EC/RSA crypto through that engine (docs/pkcs11.md). p11-kit
     server only accepts clients of its own uid, so the workers run as root here (`user root`)."""
     import tempfile
 

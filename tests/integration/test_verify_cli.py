@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Token verification (`keygate token` verifies by default, `keygate verify --token`): every
 forged or invalid class fails with the check named; the real artefacts in tests/vectors
-give the outcome their README states."""
+give the outcome tests/vectors/README.md states."""
 import base64
 import hashlib
 import http.server

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * What a process-default ENGINE does to keygate's crypto in its private OSSL_LIB_CTX: the C
- * reproducer behind tests/integration/test_engine_isolation.py and the README (PKCS#11, nginx).
+ * reproducer behind tests/integration/test_engine_isolation.py and docs/pkcs11.md (nginx).
  *
  * An in-process ENGINE registers counting copies of OpenSSL's built-in EC and RSA pkey methods
  * and is made the default for them (ENGINE_set_default, as nginx's `ssl_engine` and the openssl
@@ -144,7 +144,7 @@ static void test_keygate_key_generation_stays_on_the_provider(void **state)
  * takes the keymgmt's first name ("EC"), maps it to its NID and asks the ENGINE table again; no
  * public 3.0 API avoids that. Sign, verify, derive and decrypt under a default EC/RSA ENGINE
  * therefore run through that engine's legacy pkey method. If this test ever fails, OpenSSL
- * stopped doing that: update the README (PKCS#11, nginx through the libp11 engine). */
+ * stopped doing that: update docs/pkcs11.md (nginx through the libp11 engine). */
 static void test_operations_on_a_provider_key_still_reach_the_engine(void **state)
 {
     EVP_PKEY *ec = kg_pkey_ec_keygen(NULL, "P-256");
