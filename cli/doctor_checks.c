@@ -91,7 +91,7 @@ doctor_status doctor_check_config(doctor_ctx *d, doctor_result *r)
     d->cfg_ok = kg_cli_load_config(&d->common, &d->cfg, &err);
     if (!d->cfg_ok)
         return doctor_set(r, DOCTOR_FAIL,
-                          "fix the line named (keys: README 'keygate.conf keys', keygate.conf(5)); "
+                          "fix the line named (keys: docs/configuration.md, keygate.conf(5)); "
                           "point --config or KEYGATE_CONF at the file",
                           "%s", cause(&err));
     return doctor_set(r, DOCTOR_OK, NULL, "%s: adapter %s, ITA %s, KBS %s (%s, %s)", d->config_path,
