@@ -172,7 +172,9 @@ def test_refreshes_keep_serving_then_revocation_wipes(lease_site):
     r1, rel1 = site.events("refreshed"), site.events("released")
     attests = site.attests()
     r2, rel2 = site.events("refreshed"), site.events("released")
-    assert r1 + rel1 <= attests <= r2 + rel2 + 1, (r1, rel1, attests, r2, rel2)
+    # (such a re-release may reuse the front end's still-valid token: no attestation of its own,
+    # so the lower bound counts the first release and the refreshes, which always attest)
+    assert r1 + 1 <= attests <= r2 + rel2 + 1, (r1, rel1, attests, r2, rel2)
 
     needles = key_needles(site.key)
     assert scan_memory(site.srv.pid, needles), "positive control: the scan must find the live key"
