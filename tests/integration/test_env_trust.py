@@ -23,7 +23,7 @@ import pytest
 
 from conftest import REPO, run
 
-VECTORS = pathlib.Path(os.environ.get("KEYGATE_VECTORS_DIR", REPO.parent / "shared" / "vectors"))
+VECTORS = pathlib.Path(os.environ.get("KEYGATE_VECTORS_DIR", REPO / "tests" / "vectors"))
 PROD_TIME = "2023-12-05T00:10:00Z"
 NOGROUP = 65534
 PROXY = [None]  # the dead_proxy of this module

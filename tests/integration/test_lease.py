@@ -188,7 +188,9 @@ def test_refreshes_keep_serving_then_revocation_wipes(lease_site):
     log = site.log.read_text()
     assert re.search(rf"keygate: key {site.key_id} revoked by KBS at \S+Z \(step transfer, HTTP 401, "
                      r"request-id [^)]+\)", log), log[-2000:]
-    assert site.events("wiped") == 1
+    # a slow refresh on a loaded machine may end a lease first ("wiped (lease ended)", then a new
+    # release): what must happen exactly once is the revocation's wipe
+    assert site.events(r"wiped \(revoked\)") == 1
     # the failed operations (libssl's signing attempts) carry the revocation message
     assert re.search(rf"prov_key.c:\d+: keygate: key {site.key_id} revoked by KBS at", log), log[-2000:]
     assert "no suitable signature algorithm" in (site.tmp / "s_server.out").read_text()
@@ -302,7 +304,7 @@ def test_pkcs11_lease_refresh_and_revocation(keygate_bin, build_dir, kbs_stack, 
     text = log.read_text()
     assert re.search(rf"PKCS#11 C_SignInit: key 'web': keygate: key {key_id} revoked by KBS at \S+Z "
                      r"\(step transfer, HTTP 401", text), text[-2000:]
-    assert events("wiped") == 1
+    assert events(r"wiped \(revoked\)") == 1  # (a lease that ended under load may add a plain wipe)
 
 
 # ------------------------------------------------------------------------------- keygate status

@@ -5,12 +5,12 @@ A host signs with a keygate key, waits into the lease's refresh window, signs ag
 the background refresh), then unloads keygate: C_Finalize + dlclose for the PKCS#11 module (what
 p11-kit does), OSSL_PROVIDER_unload + OSSL_LIB_CTX_free for the provider. Twenty times in one
 process (tests/teardown/teardown_check.c). Every other round the KBS stand-in holds the refresh's
-transfer for 30 s, so teardown meets a refresh blocked on the network.
+transfer for 60 s, so teardown meets a refresh blocked on the network.
 
 Before the fix the refresh threads were detached and never stopped: the host died with SIGSEGV
 once the module was unmapped under a running refresh, and without dlclose the thread ran on freed
 state and wiped the key with a false "revoked by local policy". Now teardown aborts and joins
-every refresh: the host survives all rounds, each teardown is quick (not the KBS's 30 s), the
+every refresh: the host survives all rounds, each teardown is quick (not the KBS's 60 s), the
 module is really unmapped, no round logs a revocation, and under ASan (scripts/test.sh) nothing
 is used after free or leaked."""
 import os
@@ -24,7 +24,7 @@ from kglib import Token, asan_env, openssl_cnf
 ROUNDS = int(os.environ.get("KEYGATE_TEARDOWN_ROUNDS", "20"))
 LEASE = "key_lease_s = 2\nkey_lease_max_s = 2\nrefresh_before_s = 1\n"
 WAIT_MS = 1200  # past the start of the refresh window (lease 2 s, refresh 1 s before its end)
-SLOW_TRANSFER = [{"route": "/transfer", "mode": "delay", "seconds": 30}]
+SLOW_TRANSFER = [{"route": "/transfer", "mode": "delay", "seconds": 60}]
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,9 @@ def check_rounds(rounds, text):
     assert text.count("refresh (attempt") >= ROUNDS // 2, text[-3000:]
     for i, (ms, still_mapped) in enumerate(rounds):
         assert still_mapped == 0, f"round {i}: keygate was not unloaded (dlclose kept it mapped)"
-        # a refresh blocked on the 30 s transfer is aborted, not waited for
-        assert ms < 5000, f"round {i}: teardown took {ms} ms"
+        # a refresh blocked on the 60 s transfer is aborted, not waited for (the bound leaves room
+        # for a refresh caught in its wrapping-key generation on a loaded 2-core machine)
+        assert ms < 15000, f"round {i}: teardown took {ms} ms"
 
 
 @pytest.fixture
