@@ -445,15 +445,64 @@ err:
     return ok;
 }
 
+/* Whether the Intel KBS takes ITA v2 tokens in passport mode. v1.3.0 does not: it reads
+ * attester_type and attester_held_data at the top level of the token (docs/protocols/intel-kbs.md
+ * §3.2). The 2026 generation (§8) does; once keygate detects or is told the generation (issue 19,
+ * item 1), this answers from cfg and kg_config_check_passport follows it (a generation detected
+ * only at the first transfer moves the refusal to the release, which calls it too). */
+static int kbs_intel_accepts_v2(const kg_config *cfg)
+{
+    (void)cfg;
+    return 0;
+}
+
+int kg_config_check_passport(const kg_config *cfg, kg_err *err)
+{
+    if (strcmp(cfg->kbs_type, "intel") == 0 && strcmp(cfg->kbs_mode, "passport") == 0 &&
+        strcmp(cfg->ita_api_version, "v2") == 0 && !kbs_intel_accepts_v2(cfg))
+        return kg_err_set(
+            err, KG_STEP_CONFIG,
+            "ita_api_version = v2 cannot be used with kbs_type = intel and kbs_mode = passport (the "
+            "Intel KBS v1.3.0 reads attester_type and attester_held_data at the top level of a "
+            "v1 token and refuses a v2 token with 401); use ita_api_version = v1");
+    return 1;
+}
+
+/* The combinations that cannot work, one row each of docs/supported-combinations.md (whose test
+ * checks this function against that table). Keys a combination ignores (kbs_mode and
+ * ita_api_version with Trustee, ita_api_version in background mode) are no error. */
+static int check_combinations(const kg_config *cfg, kg_err *err)
+{
+    int azure = strcmp(cfg->ad.name, "azure-tdx") == 0;
+
+    if (strcmp(cfg->ad.name, "tdx-ioctl") == 0)
+        return kg_err_set(err, KG_STEP_CONFIG,
+                          "adapter = tdx-ioctl is not built yet (the name is reserved); use adapter = tdx "
+                          "(configfs-tsm, Linux 6.7+)");
+    if (azure && strcmp(cfg->kbs_type, "trustee") == 0)
+        return kg_err_set(err, KG_STEP_CONFIG,
+                          "adapter = azure-tdx cannot be used with kbs_type = trustee (Trustee wants Azure "
+                          "evidence as az-tdx-vtpm, which keygate does not send); use adapter tdx or sim");
+    /* the KBS forwards our quote to ITA itself, on the plain route: ITA would look for
+     * SHA-512(nonce || user data) in REPORTDATA, where an Azure quote binds the runtime JSON */
+    if (azure && strcmp(cfg->kbs_type, "intel") == 0 && strcmp(cfg->kbs_mode, "background") == 0)
+        return kg_err_set(
+            err, KG_STEP_CONFIG,
+            "adapter = azure-tdx cannot be used with kbs_type = intel and kbs_mode = background "
+            "(the Intel KBS sends the quote to ITA's plain /appraisal/v1/attest route, not the "
+            "Azure one, /appraisal/v1/attest/azure/tdxvm); use kbs_mode = passport");
+    if (cfg->kbs_url[0] != '\0' && !kg_config_check_passport(cfg, err))
+        return 0;
+    return 1;
+}
+
 int kg_config_check(const kg_config *cfg, kg_err *err)
 {
     if (strcmp(cfg->ad.name, "sim") == 0 &&
         (cfg->ad.sim.pck_key_file[0] == '\0' || cfg->ad.sim.pck_chain_file[0] == '\0'))
         return kg_err_set(err, KG_STEP_CONFIG, "adapter = sim needs sim_pck_key and sim_pck_chain");
-    if (strcmp(cfg->kbs_type, "trustee") == 0 && strcmp(cfg->ad.name, "azure-tdx") == 0)
-        return kg_err_set(err, KG_STEP_CONFIG,
-                          "kbs_type = trustee needs adapter tdx or sim (azure-tdx evidence "
-                          "is Trustee's az-tdx-vtpm, not supported)");
+    if (!check_combinations(cfg, err))
+        return 0;
     /* background: no token reaches keygate; the debug bit and the measurements are judged on our
      * own quote (kg_verify_evidence_policy), the TCB status only exists in ITA's appraisal */
     if (strcmp(cfg->kbs_type, "intel") == 0 && strcmp(cfg->kbs_mode, "background") == 0 &&

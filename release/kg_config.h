@@ -102,8 +102,16 @@ int kg_config_load_file(kg_config *cfg, const char *path, kg_err *err);
 int kg_config_load_stream(kg_config *cfg, FILE *fp, const char *path, kg_err *err);
 
 /* Cross-key checks after loading (e.g. sim adapter needs sim_pck_key; a require_tcb_status
- * given with kbs_mode = background, which cannot be enforced there). Returns 1 or 0. */
+ * given with kbs_mode = background, which cannot be enforced there), including the combinations
+ * of adapter, kbs_type, kbs_mode and ita_api_version that cannot work
+ * (docs/supported-combinations.md). Returns 1 or 0. */
 int kg_config_check(const kg_config *cfg, kg_err *err);
+
+/* 1 if the KBS of cfg can take the tokens keygate would send it in passport mode, else 0 with err
+ * naming the settings: ita_api_version = v2 against an Intel KBS that reads v1 tokens only.
+ * kg_config_check applies it when kbs_url is set (without one, v2 serves `keygate token` and
+ * `verify`); the release applies it before attesting, for a KBS named by a key reference. */
+int kg_config_check_passport(const kg_config *cfg, kg_err *err);
 
 /* Writes the effective configuration, one "key = value" per line, to buf (for debug logs and
  * `keygate config`). Returns 1, or 0 if buf is too small. */

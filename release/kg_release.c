@@ -298,6 +298,10 @@ static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *re
     if (ref->kbs_type[0] != '\0' && strcmp(ref->kbs_type, ctx->cfg.kbs_type) != 0)
         return kg_err_set(err, KG_STEP_CONFIG, "key %s is on a %s KBS, keygate.conf says kbs_type = %s",
                           ref->key_id, ref->kbs_type, ctx->cfg.kbs_type);
+    /* kg_config_check judged keygate.conf's kbs_url; a KBS named by the reference only is judged
+     * here, before anything is attested (docs/supported-combinations.md) */
+    if (!kg_config_check_passport(&ctx->cfg, err))
+        return 0;
     if (strcmp(ctx->cfg.kbs_type, "trustee") == 0) {
         if (!kg_trustee_release(ctx->trustee, &ctx->cfg, kbs_url_of(ctx, ref), ref->key_id, &released, t,
                                 err))

@@ -369,3 +369,36 @@ def test_no_leak_or_memory_error_under_valgrind(keygate_bin, ita_stack, tmp_path
              "--error-exitcode=99", keygate_bin, "-c", str(conf), "token"], timeout=300)
     assert r.returncode == (15 if fault else 0), r.stderr
     assert "Invalid read" not in r.stderr and "definitely lost" not in r.stderr, r.stderr
+
+
+NONCE_UNKNOWN = ("tdx_report_data is not SHA-512(attester_held_data) and the token echoes no verifier_nonce: "
+                 "the nonce it binds is unknown here")
+
+
+def test_v2_token_without_nonce_echo_is_accepted_only_where_the_binding_holds(keygate_bin, ita_stack, tmp_path):
+    """Issue 19, item 5: whether ITA's v2 tokens echo verifier_nonce is unconfirmed. `keygate
+    token` accepts one without the echo when REPORTDATA = SHA-512(our nonce || our user data);
+    where the binding cannot be checked (no user data; a stored token, whose nonce is unknown)
+    it is refused, as are a v1 token without the echo and a v2 token echoing another nonce."""
+    ud = tmp_path / "ud.bin"
+    ud.write_bytes(os.urandom(388))
+    ita_stack.set_faults("ita", [{"route": "/attest$", "mode": "no_nonce_echo"}])
+    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", ita_api_version="v2")
+    r = fetch_token(keygate_bin, conf, "--user-data-file", str(ud))
+    assert r.returncode == 0, r.stderr
+    claims = json.loads(b64url_dec(r.stdout.split(".")[1]))
+    assert claims["ver"] == "2.0.0" and "verifier_nonce" not in claims and "verifier_nonce" not in claims["tdx"]
+    assert base64.b64decode(claims["tdx"]["attester_held_data"]) == ud.read_bytes()
+    token = tmp_path / "token.jwt"
+    token.write_text(r.stdout)
+    assert_check(verify(keygate_bin, conf, token), NONCE_UNKNOWN)
+    assert_check(verify(keygate_bin, conf, token, "--user-data-file", str(ud)), NONCE_UNKNOWN)
+    assert_check(fetch_token(keygate_bin, conf),
+                 "v2 token has no verifier_nonce echo, and without our user data the REPORTDATA binding, "
+                 "which includes the nonce, cannot be checked")
+    conf_v1 = write_keygate_conf(ita_stack, tmp_path / "k1.conf")
+    assert_check(fetch_token(keygate_bin, conf_v1, "--user-data-file", str(ud)), "token has no verifier_nonce")
+    ita_stack.set_faults("ita", [{"route": "/attest$", "mode": "wrong_nonce"}])
+    assert_check(fetch_token(keygate_bin, conf, "--user-data-file", str(ud)),
+                 "verifier_nonce is not the nonce we fetched")
+    ita_stack.clear_faults("ita")

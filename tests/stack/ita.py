@@ -89,6 +89,10 @@ Each yields a token a correct verifier rejects and a naive one may accept:
     wrong_nonce     verifier_nonce is a different (validly signed) nonce
     wrong_held_data attester_held_data (or attester_runtime_data) differs from runtime_data
     debug_td        claims say the TD is debuggable (tdx_is_debuggable, attributes, dbgstat)
+A mode for a shape a real token may have (issue 19, item 5: whether ITA v2 tokens echo the nonce
+is unconfirmed), accepted by a correct verifier only where it can check the binding:
+    no_nonce_echo   no verifier_nonce anywhere in the token (v1 and v2); tdx_report_data still
+                    binds the nonce that was sent
 """
 
 import base64
@@ -469,6 +473,8 @@ class ItaService(StackService):
                 claims[k] += shift
         elif mode == "wrong_nonce":
             tee["verifier_nonce"] = self.new_nonce()
+        elif mode == "no_nonce_echo":
+            tee.pop("verifier_nonce", None)
         elif mode == "wrong_held_data":
             if "attester_runtime_data" in tee and "attester_held_data" not in tee:
                 tee["attester_runtime_data"] = {**tee["attester_runtime_data"], "x": "wrong"}

@@ -581,3 +581,23 @@ def assert_naive_verifier_accepts(stack, mode, token):
     elif mode != "tampered":            # a valid signature by the x5c leaf
         tokencheck.verify_jws_signature(x5c[0].public_key(), header["alg"],
                                      signing_input.encode(), tokencheck.b64url_decode(sig))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_no_nonce_echo_drops_the_echo_and_keeps_the_binding(session_stack, version):
+    """The no_nonce_echo mode (issue 19, item 5): a validly signed token without verifier_nonce,
+    whose tdx_report_data still binds the nonce that was sent."""
+    s = session_stack
+    s.set_faults("ita", [{"route": "/attest$", "mode": "no_nonce_echo", "count": 1}])
+    runtime = b"no echo data"
+    status, body, nonce, _ = attest(s, version, runtime=runtime)
+    _, claims = verify(s, token_of(status, body))
+    tee = claims["tdx"] if version == 2 else claims
+    assert "verifier_nonce" not in claims and "verifier_nonce" not in tee
+    prefix = base64.b64decode(nonce["val"]) + base64.b64decode(nonce["iat"])
+    assert tee["tdx_report_data"] == hashlib.sha512(prefix + runtime).hexdigest()
+    assert base64.b64decode(tee["attester_held_data"]) == runtime
+    # the next token echoes it again (count 1)
+    status, body, nonce, _ = attest(s, version, runtime=runtime)
+    _, claims = verify(s, token_of(status, body))
+    tokencheck.check_binding(claims, nonce, runtime)

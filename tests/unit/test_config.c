@@ -237,6 +237,236 @@ static void docs_table_matches_parser(void **state)
     assert_int_equal(rows, table_keys);
 }
 
+/* docs/supported-combinations.md: the table of adapter x kbs_type x kbs_mode x ita_api_version
+ * is the contract of kg_config_check (issue 19, item 4). Every combination of the parser's own
+ * choices (and both trustee_tee_key values), loaded from a file with kbs_url set, must match
+ * exactly one row and be accepted exactly when that row says yes; a refusal is one line naming
+ * the settings the row fixes. */
+#define COMBO_COLS 4
+#define COMBO_MAX_ROWS 32
+#define COMBO_MAX_VALS 8
+
+static const char *const combo_keys[COMBO_COLS] = {"adapter", "kbs_type", "kbs_mode", "ita_api_version"};
+
+typedef struct combo_row {
+    char vals[COMBO_COLS][COMBO_MAX_VALS][24];
+    int nvals[COMBO_COLS]; /* 0 = any */
+    int supported;
+    int line;
+} combo_row;
+
+static const kg_conf_key *conf_key(const char *name)
+{
+    for (const kg_conf_key *k = kg_config_keys; k->name != NULL; k++)
+        if (strcmp(k->name, name) == 0)
+            return k;
+    fail_msg("no config key '%s'", name);
+    return NULL;
+}
+
+/* The n-th value of an ENUM's "a|b|c" choices into out; 0 past the end. */
+static int choice(const char *choices, int n, char *out, size_t size)
+{
+    const char *p = choices;
+    for (int i = 0; i < n; i++) {
+        if ((p = strchr(p, '|')) == NULL)
+            return 0;
+        p++;
+    }
+    snprintf(out, size, "%.*s", (int)strcspn(p, "|"), p);
+    return 1;
+}
+
+static int is_choice(const char *choices, const char *v)
+{
+    char c[24];
+    for (int i = 0; choice(choices, i, c, sizeof(c)); i++)
+        if (strcmp(c, v) == 0)
+            return 1;
+    return 0;
+}
+
+/* One cell: "`any`" or "`a`, `b`". */
+static void parse_cell(const char *cell, size_t len, combo_row *r, int col)
+{
+    const char *p = cell, *end = cell + len;
+    r->nvals[col] = 0;
+    while ((p = memchr(p, '`', (size_t)(end - p))) != NULL) {
+        const char *q = memchr(p + 1, '`', (size_t)(end - p - 1));
+        if (q == NULL)
+            fail_msg("supported-combinations.md:%d: unbalanced ` in column %s", r->line, combo_keys[col]);
+        if ((size_t)(q - p - 1) == 3 && strncmp(p + 1, "any", 3) == 0) {
+            if (r->nvals[col] != 0)
+                fail_msg("supported-combinations.md:%d: `any` with other values", r->line);
+            return;
+        }
+        if (r->nvals[col] == COMBO_MAX_VALS || (size_t)(q - p - 1) >= sizeof(r->vals[0][0]))
+            fail_msg("supported-combinations.md:%d: too many or too long values", r->line);
+        snprintf(r->vals[col][r->nvals[col]], sizeof(r->vals[0][0]), "%.*s", (int)(q - p - 1), p + 1);
+        if (!is_choice(conf_key(combo_keys[col])->choices, r->vals[col][r->nvals[col]]))
+            fail_msg("supported-combinations.md:%d: '%s' is not a value of %s", r->line,
+                     r->vals[col][r->nvals[col]], combo_keys[col]);
+        r->nvals[col]++;
+        p = q + 1;
+    }
+    if (r->nvals[col] == 0)
+        fail_msg("supported-combinations.md:%d: column %s is empty", r->line, combo_keys[col]);
+}
+
+static int read_combo_table(combo_row *rows)
+{
+    FILE *fp = fopen(KG_SOURCE_DIR "/docs/supported-combinations.md", "r");
+    char line[4096];
+    int n = 0, lineno = 0, in_table = 0;
+
+    assert_non_null(fp);
+    while (fgets(line, sizeof(line), fp) != NULL) {
+        const char *cell;
+        lineno++;
+        if (strncmp(line, "| adapter | kbs_type | kbs_mode | ita_api_version | supported |", 62) == 0) {
+            in_table = 1;
+            continue;
+        }
+        if (!in_table || strncmp(line, "| ---", 5) == 0)
+            continue;
+        if (line[0] != '|')
+            break;
+        assert_true(n < COMBO_MAX_ROWS);
+        memset(&rows[n], 0, sizeof(rows[n]));
+        rows[n].line = lineno;
+        cell = line + 1;
+        for (int col = 0; col <= COMBO_COLS; col++) {
+            const char *bar = strchr(cell, '|');
+            if (bar == NULL)
+                fail_msg("supported-combinations.md:%d: too few columns", lineno);
+            if (col < COMBO_COLS) {
+                parse_cell(cell, (size_t)(bar - cell), &rows[n], col);
+            } else if (strncmp(cell, " yes ", 5) == 0 || strncmp(cell, " no ", 4) == 0) {
+                rows[n].supported = cell[1] == 'y';
+            } else {
+                fail_msg("supported-combinations.md:%d: 'supported' is neither yes nor no", lineno);
+            }
+            cell = bar + 1;
+        }
+        n++;
+    }
+    fclose(fp);
+    assert_true(n > 0);
+    return n;
+}
+
+static int row_matches(const combo_row *r, char v[COMBO_COLS][24])
+{
+    for (int col = 0; col < COMBO_COLS; col++) {
+        int hit = r->nvals[col] == 0;
+        for (int i = 0; i < r->nvals[col] && !hit; i++)
+            hit = strcmp(r->vals[col][i], v[col]) == 0;
+        if (!hit)
+            return 0;
+    }
+    return 1;
+}
+
+static void supported_combinations_table(void **state)
+{
+    combo_row rows[COMBO_MAX_ROWS];
+    int nrows = read_combo_table(rows), idx[COMBO_COLS + 1] = {0}, total = 0, used[COMBO_MAX_ROWS] = {0};
+    const char *tee_choices = conf_key("trustee_tee_key")->choices;
+
+    for (;;) {
+        char v[COMBO_COLS + 1][24], text[1024], want[160];
+        const combo_row *row = NULL;
+        int ok, col;
+        kg_config c;
+        kg_err e;
+        const char *p;
+
+        /* the next combination, the last column fastest; done when the first one runs out */
+        for (col = 0; col < COMBO_COLS; col++)
+            if (!choice(conf_key(combo_keys[col])->choices, idx[col], v[col], sizeof(v[0])))
+                break;
+        if (col < COMBO_COLS) {
+            if (col == 0)
+                break;
+            idx[col] = 0;
+            idx[col - 1]++;
+            continue;
+        }
+        if (!choice(tee_choices, idx[COMBO_COLS], v[COMBO_COLS], sizeof(v[0]))) {
+            idx[COMBO_COLS] = 0;
+            idx[COMBO_COLS - 1]++;
+            continue;
+        }
+        idx[COMBO_COLS]++;
+        total++;
+        for (int i = 0; i < nrows; i++) {
+            if (!row_matches(&rows[i], v))
+                continue;
+            if (row != NULL)
+                fail_msg("%s/%s/%s/%s matches the rows of lines %d and %d", v[0], v[1], v[2], v[3], row->line,
+                         rows[i].line);
+            row = &rows[i];
+            used[i] = 1;
+        }
+        if (row == NULL)
+            fail_msg("adapter = %s, kbs_type = %s, kbs_mode = %s, ita_api_version = %s is in no row", v[0],
+                     v[1], v[2], v[3]);
+        snprintf(text, sizeof(text),
+                 "adapter = %s\nkbs_type = %s\nkbs_mode = %s\nita_api_version = %s\ntrustee_tee_key = %s\n"
+                 "kbs_url = https://kbs.example:9443\nsim_pck_key = /k\nsim_pck_chain = /c\n",
+                 v[0], v[1], v[2], v[3], v[4]);
+        p = write_conf(text);
+        kg_config_defaults(&c);
+        kg_err_clear(&e);
+        assert_int_equal(kg_config_load_file(&c, p, &e), 1);
+        unlink(p);
+        ok = kg_config_check(&c, &e);
+        if (ok != row->supported)
+            fail_msg("%s/%s/%s/%s (trustee_tee_key %s): kg_config_check %s, the table (line %d) says %s: %s",
+                     v[0], v[1], v[2], v[3], v[4], ok ? "accepts" : "refuses", row->line,
+                     row->supported ? "yes" : "no", ok ? "" : e.msg);
+        if (ok)
+            continue;
+        assert_int_equal(e.step, KG_STEP_CONFIG);
+        assert_null(strchr(e.msg, '\n'));
+        for (col = 0; col < COMBO_COLS; col++) {
+            if (row->nvals[col] != 1)
+                continue;
+            snprintf(want, sizeof(want), "%s = %s", combo_keys[col], v[col]);
+            if (strstr(e.msg, want) == NULL)
+                fail_msg("the refusal of line %d does not name '%s': %s", row->line, want, e.msg);
+        }
+    }
+    assert_int_equal(total, 4 * 2 * 2 * 2 * 2); /* the parser's choices today: all of them were tried */
+    for (int i = 0; i < nrows; i++)
+        if (!used[i])
+            fail_msg("the row of line %d matches no combination", rows[i].line);
+}
+
+/* ita_api_version = v2 with the default intel/passport is what `keygate token` and `verify` use
+ * when keygate.conf names no KBS; with a kbs_url it is refused (the table's v2 row). */
+static void v2_is_refused_only_with_an_intel_kbs(void **state)
+{
+    kg_config c;
+    kg_err e;
+
+    kg_config_defaults(&c);
+    assert_int_equal(kg_config_set(&c, "ita_api_version", "v2", &e), 1);
+    assert_int_equal(kg_config_check(&c, &e), 1);
+    assert_int_equal(kg_config_set(&c, "kbs_url", "https://kbs.example:9443", &e), 1);
+    kg_err_clear(&e);
+    assert_int_equal(kg_config_check(&c, &e), 0);
+    assert_string_equal(e.msg,
+                        "config: ita_api_version = v2 cannot be used with kbs_type = intel and kbs_mode = "
+                        "passport (the Intel KBS v1.3.0 reads attester_type and attester_held_data at the "
+                        "top level of a v1 token and refuses a v2 token with 401); use ita_api_version = v1");
+    /* the same, asked directly, whatever kbs_url says (release: a KBS named by a key reference) */
+    assert_int_equal(kg_config_set(&c, "kbs_url", "", &e), 1);
+    assert_int_equal(kg_config_check_passport(&c, &e), 0);
+    assert_int_equal(kg_config_set(&c, "ita_api_version", "v1", &e), 1);
+    assert_int_equal(kg_config_check_passport(&c, &e), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,6 +477,8 @@ int main(void)
         cmocka_unit_test(conf_writable_by_others_is_refused),
         cmocka_unit_test(trust_files_writable_by_others_are_refused),
         cmocka_unit_test(docs_table_matches_parser),
+        cmocka_unit_test(supported_combinations_table),
+        cmocka_unit_test(v2_is_refused_only_with_an_intel_kbs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
