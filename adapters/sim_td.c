@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * sim: a software TD that emits DCAP v4 quotes (see sim_td.h and tdx_quote.c for the layout).
+ * sim: a software TD that emits DCAP v4 or v5 quotes (see sim_td.h and tdx_quote.c for the layout).
  *
  * The attestation key is generated once per process. Only its raw scalar and public point are
  * kept (under a lock), and an EVP_PKEY is rebuilt from them in the caller's library context on
@@ -57,8 +57,11 @@ void sim_td_config_defaults(sim_td_config *cfg)
         cfg->mrseam[i] = (uint8_t)(0xa5 ^ (i * 3));
     }
     memcpy(cfg->tee_tcb_svn, tee_tcb_svn, sizeof(tee_tcb_svn));
+    memcpy(cfg->tee_tcb_svn2, tee_tcb_svn, sizeof(tee_tcb_svn));
     memcpy(cfg->xfam, xfam, sizeof(xfam));
     cfg->td_attributes = TDX_TD_ATTR_SEPT_VE_DISABLE;
+    cfg->quote_version = TDX_QUOTE_VERSION_4;
+    cfg->body_type = TDX_BODY_TYPE_TD_REPORT15;
 }
 
 static void put_u16le(uint8_t *p, uint16_t v)
@@ -346,7 +349,7 @@ int sim_td_get_quote(const sim_td_config *cfg, const uint8_t report_data[64], OS
     EVP_PKEY *att_key = NULL;
     uint8_t *chain = NULL, *buf = NULL, *p, *body, *qe_report;
     uint8_t att_pub_xy[64], qe_auth[SIM_QE_AUTH_LEN];
-    size_t chain_len = 0, inner_len, cert_len, sig_data_len, total_len;
+    size_t chain_len = 0, inner_len, cert_len, sig_data_len, total_len, body_off, body_len, signed_len;
     int ret = 0;
 
     if (cfg == NULL || report_data == NULL || quote == NULL || quote_len == NULL)
@@ -355,6 +358,11 @@ int sim_td_get_quote(const sim_td_config *cfg, const uint8_t report_data[64], OS
         libctx = kg_libctx(); /* never the application's context, nor its ENGINEs */
     *quote = NULL;
     *quote_len = 0;
+    if (cfg->quote_version != TDX_QUOTE_VERSION_4 &&
+        !(cfg->quote_version == TDX_QUOTE_VERSION_5 &&
+          (cfg->body_type == TDX_BODY_TYPE_TD_REPORT10 || cfg->body_type == TDX_BODY_TYPE_TD_REPORT15)))
+        return kg_err_set(err, KG_STEP_EVIDENCE, "simulated TD: cannot make quote version %d body type %u",
+                          cfg->quote_version, (unsigned)cfg->body_type);
     KG_WARN("simulated TD: this quote comes from software, not TDX hardware; "
             "only a verifier that pins the simulated root accepts it");
 
@@ -373,7 +381,15 @@ int sim_td_get_quote(const sim_td_config *cfg, const uint8_t report_data[64], OS
     inner_len = chain_len + 1; /* PEM plus a trailing NUL, like real quotes */
     cert_len = SGX_REPORT_BODY_LEN + 64 + 2 + SIM_QE_AUTH_LEN + 2 + 4 + inner_len;
     sig_data_len = 64 + 64 + 2 + 4 + cert_len;
-    total_len = TDX_QUOTE_SIGNED_LEN + 4 + sig_data_len;
+    body_off = TDX_QUOTE_HEADER_LEN;
+    body_len = TDX_TD_REPORT_BODY_LEN;
+    if (cfg->quote_version == TDX_QUOTE_VERSION_5) {
+        body_off += TDX_QUOTE_BODY_DESC_LEN;
+        if (cfg->body_type == TDX_BODY_TYPE_TD_REPORT15)
+            body_len = TDX_TD_REPORT15_BODY_LEN;
+    }
+    signed_len = body_off + body_len;
+    total_len = signed_len + 4 + sig_data_len;
     buf = calloc(1, total_len);
     if (buf == NULL) {
         kg_err_set(err, KG_STEP_INTERNAL, "out of memory building a simulated quote");
@@ -381,14 +397,19 @@ int sim_td_get_quote(const sim_td_config *cfg, const uint8_t report_data[64], OS
     }
 
     /* header */
-    put_u16le(buf, TDX_QUOTE_VERSION_4);
+    put_u16le(buf, (uint16_t)cfg->quote_version);
     put_u16le(buf + 2, TDX_ATT_KEY_TYPE_ECDSA_P256);
     put_u32le(buf + 4, TDX_TEE_TYPE_TDX);
     /* qe_svn, pce_svn 0 as in the real quotes; header user data zero */
     memcpy(buf + 12, intel_qe_vendor_id, sizeof(intel_qe_vendor_id));
 
-    /* TD report body (docs/protocols/tdx-quote.md §2.2) */
-    body = buf + TDX_QUOTE_HEADER_LEN;
+    if (cfg->quote_version == TDX_QUOTE_VERSION_5) { /* body descriptor (§2.4) */
+        put_u16le(buf + TDX_QUOTE_HEADER_LEN, cfg->body_type);
+        put_u32le(buf + TDX_QUOTE_HEADER_LEN + 2, (uint32_t)body_len);
+    }
+
+    /* TD report body (docs/protocols/tdx-quote.md §2.2, §2.4) */
+    body = buf + body_off;
     memcpy(body + 0, cfg->tee_tcb_svn, 16);
     memcpy(body + 16, cfg->mrseam, 48);
     put_u64le(body + 120, cfg->td_attributes);
@@ -396,13 +417,17 @@ int sim_td_get_quote(const sim_td_config *cfg, const uint8_t report_data[64], OS
     memcpy(body + 136, cfg->mrtd, 48);
     for (int i = 0; i < 4; i++)
         memcpy(body + 328 + 48 * i, cfg->rtmr[i], 48);
-    memcpy(buf + TDX_QUOTE_REPORTDATA_OFFSET, report_data, 64);
+    memcpy(body + TDX_BODY_REPORTDATA_OFFSET, report_data, 64);
+    if (body_len == TDX_TD_REPORT15_BODY_LEN) {
+        memcpy(body + 584, cfg->tee_tcb_svn2, 16);
+        memcpy(body + 600, cfg->mrservicetd, 48);
+    }
 
-    /* signature data */
-    p = buf + TDX_QUOTE_SIGNED_LEN;
+    /* signature data; the signature covers header, v5 descriptor and body */
+    p = buf + signed_len;
     put_u32le(p, (uint32_t)sig_data_len);
     p += 4;
-    if (!ecdsa_sign_raw(att_key, buf, TDX_QUOTE_SIGNED_LEN, libctx, p)) {
+    if (!ecdsa_sign_raw(att_key, buf, signed_len, libctx, p)) {
         kg_err_set(err, KG_STEP_EVIDENCE, "simulated TD: cannot sign the quote");
         goto err;
     }

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * TDX DCAP quote v4: parser and offline signature checks (see tdx_quote.h).
+ * TDX DCAP quotes v4 and v5: parser and offline signature checks (see tdx_quote.h).
  *
- * Layout after the 632 signed bytes (header + TD report body):
+ * Layout: header (48) [v5: u16 body type, u32 body size] TD report body (584 or 648), then
  *   u32 signature data length, then signature data:
- *     64  ECDSA-P256 signature (r || s) over bytes [0, 632)
+ *     64  ECDSA-P256 signature (r || s) over header [+ descriptor] + body
  *     64  attestation public key (x || y)
  *     u16 certification data type (6) + u32 size, then inside type 6:
  *       384 QE report (SGX report body)
@@ -86,10 +86,8 @@ static int cursor_u32(quote_cursor *c, uint32_t *v)
     return 1;
 }
 
-static void parse_header_and_body(const uint8_t *buf, tdx_quote *q)
+static void parse_header(const uint8_t *buf, tdx_quote *q)
 {
-    const uint8_t *body = buf + TDX_QUOTE_HEADER_LEN;
-
     q->version = get_u16le(buf);
     q->att_key_type = get_u16le(buf + 2);
     q->tee_type = get_u32le(buf + 4);
@@ -97,6 +95,12 @@ static void parse_header_and_body(const uint8_t *buf, tdx_quote *q)
     q->pce_svn = get_u16le(buf + 10);
     memcpy(q->qe_vendor_id, buf + 12, sizeof(q->qe_vendor_id));
     memcpy(q->header_user_data, buf + 28, sizeof(q->header_user_data));
+}
+
+/* The TD report body at q->body_offset; the caller checked that body_size bytes are there. */
+static void parse_body(const uint8_t *buf, tdx_quote *q)
+{
+    const uint8_t *body = buf + q->body_offset;
 
     memcpy(q->tee_tcb_svn, body + 0, sizeof(q->tee_tcb_svn));
     memcpy(q->mrseam, body + 16, sizeof(q->mrseam));
@@ -110,7 +114,56 @@ static void parse_header_and_body(const uint8_t *buf, tdx_quote *q)
     memcpy(q->mrownerconfig, body + 280, sizeof(q->mrownerconfig));
     for (int i = 0; i < 4; i++)
         memcpy(q->rtmr[i], body + 328 + 48 * i, sizeof(q->rtmr[i]));
-    memcpy(q->report_data, body + 520, sizeof(q->report_data));
+    memcpy(q->report_data, body + TDX_BODY_REPORTDATA_OFFSET, sizeof(q->report_data));
+    if (q->body_type == TDX_BODY_TYPE_TD_REPORT15) {
+        memcpy(q->tee_tcb_svn2, body + 584, sizeof(q->tee_tcb_svn2));
+        memcpy(q->mrservicetd, body + 600, sizeof(q->mrservicetd));
+    }
+}
+
+/*
+ * Version, key and TEE type, then where the body is: v4 has none of v5's descriptor and always a
+ * TD report 1.0; v5 names the body's type and size, which must be one of the two TD reports with
+ * exactly its size (as Intel's QVL). Sets body_* and signed_len.
+ */
+static int parse_layout(const uint8_t *buf, size_t len, tdx_quote *q, kg_err *err)
+{
+    if (q->version != TDX_QUOTE_VERSION_4 && q->version != TDX_QUOTE_VERSION_5)
+        return kg_err_set(err, KG_STEP_EVIDENCE, "quote version %u is not supported (need 4 or 5)",
+                          (unsigned)q->version);
+    if (q->att_key_type != TDX_ATT_KEY_TYPE_ECDSA_P256)
+        return kg_err_set(err, KG_STEP_EVIDENCE, "quote attestation key type %u is not ECDSA-P256 (2)",
+                          (unsigned)q->att_key_type);
+    if (q->tee_type != TDX_TEE_TYPE_TDX)
+        return kg_err_set(err, KG_STEP_EVIDENCE, "quote TEE type 0x%x is not TDX (0x81)",
+                          (unsigned)q->tee_type);
+    if (q->version == TDX_QUOTE_VERSION_4) {
+        q->body_type = TDX_BODY_TYPE_TD_REPORT10;
+        q->body_size = TDX_TD_REPORT_BODY_LEN;
+        q->body_offset = TDX_QUOTE_HEADER_LEN;
+    } else {
+        if (len < TDX_QUOTE_HEADER_LEN + TDX_QUOTE_BODY_DESC_LEN)
+            return kg_err_set(err, KG_STEP_EVIDENCE, "quote v5 body descriptor is truncated");
+        q->body_type = get_u16le(buf + TDX_QUOTE_HEADER_LEN);
+        q->body_size = get_u32le(buf + TDX_QUOTE_HEADER_LEN + 2);
+        q->body_offset = TDX_QUOTE_HEADER_LEN + TDX_QUOTE_BODY_DESC_LEN;
+        if (q->body_type != TDX_BODY_TYPE_TD_REPORT10 && q->body_type != TDX_BODY_TYPE_TD_REPORT15)
+            return kg_err_set(err, KG_STEP_EVIDENCE,
+                              "quote v5 body type %u is not a TD report (2: TDX 1.0, 3: TDX 1.5)",
+                              (unsigned)q->body_type);
+        if (q->body_size !=
+            (q->body_type == TDX_BODY_TYPE_TD_REPORT10 ? TDX_TD_REPORT_BODY_LEN : TDX_TD_REPORT15_BODY_LEN))
+            return kg_err_set(err, KG_STEP_EVIDENCE, "quote v5 body size %u is not %d for body type %u",
+                              (unsigned)q->body_size,
+                              q->body_type == TDX_BODY_TYPE_TD_REPORT10 ? TDX_TD_REPORT_BODY_LEN
+                                                                        : TDX_TD_REPORT15_BODY_LEN,
+                              (unsigned)q->body_type);
+    }
+    q->signed_len = q->body_offset + q->body_size;
+    if (len < q->signed_len + 4)
+        return kg_err_set(err, KG_STEP_EVIDENCE, "quote too short (%zu bytes, need at least %zu)", len,
+                          q->signed_len + 4);
+    return 1;
 }
 
 int tdx_quote_parse(const uint8_t *buf, size_t len, tdx_quote *q, kg_err *err)
@@ -127,29 +180,23 @@ int tdx_quote_parse(const uint8_t *buf, size_t len, tdx_quote *q, kg_err *err)
         return kg_err_set(err, KG_STEP_EVIDENCE, "quote too short (%zu bytes, need at least %d)", len,
                           TDX_QUOTE_SIGNED_LEN + 4);
 
-    parse_header_and_body(buf, q);
-    if (q->version != TDX_QUOTE_VERSION_4)
-        return kg_err_set(err, KG_STEP_EVIDENCE, "quote version %u is not supported (need 4)",
-                          (unsigned)q->version);
-    if (q->att_key_type != TDX_ATT_KEY_TYPE_ECDSA_P256)
-        return kg_err_set(err, KG_STEP_EVIDENCE, "quote attestation key type %u is not ECDSA-P256 (2)",
-                          (unsigned)q->att_key_type);
-    if (q->tee_type != TDX_TEE_TYPE_TDX)
-        return kg_err_set(err, KG_STEP_EVIDENCE, "quote TEE type 0x%x is not TDX (0x81)",
-                          (unsigned)q->tee_type);
+    parse_header(buf, q);
+    if (!parse_layout(buf, len, q, err))
+        return 0;
+    parse_body(buf, q);
 
-    sig_data_len = get_u32le(buf + TDX_QUOTE_SIGNED_LEN);
-    if (sig_data_len > len - (TDX_QUOTE_SIGNED_LEN + 4))
+    sig_data_len = get_u32le(buf + q->signed_len);
+    if (sig_data_len > len - (q->signed_len + 4))
         return kg_err_set(err, KG_STEP_EVIDENCE,
                           "quote signature data length %u exceeds the %zu bytes left in the buffer",
-                          (unsigned)sig_data_len, len - (TDX_QUOTE_SIGNED_LEN + 4));
+                          (unsigned)sig_data_len, len - (q->signed_len + 4));
     if (sig_data_len < TDX_SIG_FIXED_LEN)
         return kg_err_set(err, KG_STEP_EVIDENCE, "quote signature data length %u is too short",
                           (unsigned)sig_data_len);
 
     /* The cursor never sees the trailing padding: it ends at the signature data's end. */
     sig_cur.buf = buf;
-    sig_cur.off = TDX_QUOTE_SIGNED_LEN + 4;
+    sig_cur.off = q->signed_len + 4;
     sig_cur.end = sig_cur.off + sig_data_len;
     if (!cursor_take(&sig_cur, TDX_SIG_LEN, &q->signature) ||
         !cursor_take(&sig_cur, TDX_PUBKEY_LEN, &q->att_pubkey) || !cursor_u16(&sig_cur, &q->cert_type) ||
@@ -394,18 +441,18 @@ int tdx_quote_verify(const tdx_quote *q, const uint8_t *buf, X509_STORE *roots, 
     if (q == NULL || buf == NULL || roots == NULL)
         return kg_err_set(err, KG_STEP_INTERNAL, "tdx_quote_verify: NULL argument");
     if (q->signature == NULL || q->att_pubkey == NULL || q->qe_report == NULL || q->qe_report_sig == NULL ||
-        q->pck_chain == NULL)
+        q->pck_chain == NULL || q->signed_len < TDX_QUOTE_SIGNED_LEN)
         return kg_err_set(err, KG_STEP_INTERNAL, "tdx_quote_verify: quote was not parsed");
     if (libctx == NULL)
         libctx = kg_libctx(); /* never the application's context */
 
-    /* 1. quote signature over header + TD report body, with the attestation key */
+    /* 1. quote signature over header (+ v5 body descriptor) + TD report body, with the attestation key */
     att_key = p256_pubkey_from_xy(q->att_pubkey, libctx);
     if (att_key == NULL) {
         kg_err_set(err, KG_STEP_EVIDENCE, "quote attestation key is not a valid P-256 point");
         goto err;
     }
-    rc = ecdsa_p256_verify_raw(att_key, q->signature, buf, TDX_QUOTE_SIGNED_LEN, libctx);
+    rc = ecdsa_p256_verify_raw(att_key, q->signature, buf, q->signed_len, libctx);
     if (rc != 1) {
         kg_err_set(err, rc < 0 ? KG_STEP_INTERNAL : KG_STEP_EVIDENCE, "%s",
                    rc < 0 ? "cannot check the quote signature" : "quote signature does not verify");

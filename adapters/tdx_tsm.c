@@ -198,7 +198,7 @@ static int check_outblob(const uint8_t *blob, size_t len, const uint8_t report_d
                           TDX_QUOTE_SIGNED_LEN);
     if (!tdx_quote_parse(blob, len, &q, err))
         return adapter_err(err, "outblob is not a complete TD quote: ");
-    if (CRYPTO_memcmp(blob + TDX_QUOTE_REPORTDATA_OFFSET, report_data, 64) != 0)
+    if (CRYPTO_memcmp(q.report_data, report_data, 64) != 0) /* from the parser: v5 moves it */
         return kg_err_set(err, KG_STEP_EVIDENCE,
                           "adapter tdx: quote REPORTDATA differs from the value written");
     return 1;

@@ -10,7 +10,7 @@
  * exactly g (before the write) or g+1 (after it), as google/go-configfs-tsm does. Any mismatch
  * means another writer touched the entry: the attempt is dropped (never mixed data) and retried
  * with a fresh entry, up to TDX_TSM_ATTEMPTS times. The entry is removed on every path.
- * The quote's REPORTDATA (offset 568) is checked against what was written.
+ * The quote's REPORTDATA (568 in v4, 574 in v5) is checked against what was written.
  *
  * With cfg->event_log, the CCEL table and event log (ccel.h) are read, checked, and the log is
  * returned trimmed to its events.

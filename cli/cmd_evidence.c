@@ -3,7 +3,7 @@
  * keygate evidence: pipeline step 3 (with the nonce of step 2) from the command line, and two
  * offline tools that need neither a configuration nor the network:
  *   --replay        replays the CCEL event log into RTMR0..3 (values for MRTD/RTMR policies)
- *   --parse-quote F prints the fields of a TDX v4 quote
+ *   --parse-quote F prints the fields of a TDX v4 or v5 quote
  */
 #define _GNU_SOURCE /* secure_getenv */
 #include <cjson/cJSON.h>
@@ -256,6 +256,16 @@ end:
     return rc;
 }
 
+/* TEE_TCB_SVN2 and MRSERVICETD: hex for a TD report 1.5 (v5 body type 3), else null. */
+static int add_tdx15_fields(cJSON *out, const tdx_quote *q)
+{
+    if (q->body_type == TDX_BODY_TYPE_TD_REPORT15)
+        return add_hex(out, "tee_tcb_svn2", q->tee_tcb_svn2, 16) &&
+               add_hex(out, "mrservicetd", q->mrservicetd, 48);
+    return cJSON_AddNullToObject(out, "tee_tcb_svn2") != NULL &&
+           cJSON_AddNullToObject(out, "mrservicetd") != NULL;
+}
+
 static int cmd_parse_quote(const kg_cli_common *common, const char *path)
 {
     static const char *rtmr_names[] = {"rtmr0", "rtmr1", "rtmr2", "rtmr3"};
@@ -265,18 +275,21 @@ static int cmd_parse_quote(const kg_cli_common *common, const char *path)
     cJSON *out = NULL;
     tdx_quote q;
     kg_err err;
-    int rc;
+    int rc, is_tdx15;
 
     kg_err_clear(&err);
     if (!kg_cli_read_file(path, QUOTE_FILE_MAX, &buf, &len, &err) || !tdx_quote_parse(buf, len, &q, &err))
         goto fail;
     for (int i = 0; i < 8; i++)
         attrs[i] = (uint8_t)(q.td_attributes >> (8 * i));
+    is_tdx15 = q.body_type == TDX_BODY_TYPE_TD_REPORT15;
     if (common->json) {
         out = cJSON_CreateObject();
         if (out == NULL || cJSON_AddNumberToObject(out, "version", q.version) == NULL ||
             cJSON_AddNumberToObject(out, "att_key_type", q.att_key_type) == NULL ||
             cJSON_AddNumberToObject(out, "tee_type", q.tee_type) == NULL ||
+            cJSON_AddNumberToObject(out, "body_type", q.body_type) == NULL ||
+            cJSON_AddNumberToObject(out, "body_size", q.body_size) == NULL ||
             cJSON_AddNumberToObject(out, "qe_svn", q.qe_svn) == NULL ||
             cJSON_AddNumberToObject(out, "pce_svn", q.pce_svn) == NULL ||
             !add_hex(out, "qe_vendor_id", q.qe_vendor_id, 16) ||
@@ -295,7 +308,7 @@ static int cmd_parse_quote(const kg_cli_common *common, const char *path)
         for (int i = 0; i < 4; i++)
             if (!add_hex(out, rtmr_names[i], q.rtmr[i], 48))
                 goto oom;
-        if (!add_hex(out, "report_data", q.report_data, 64) ||
+        if (!add_hex(out, "report_data", q.report_data, 64) || !add_tdx15_fields(out, &q) ||
             cJSON_AddNumberToObject(out, "quote_len", (double)q.quote_len) == NULL ||
             cJSON_AddNumberToObject(out, "file_len", (double)len) == NULL ||
             cJSON_AddNumberToObject(out, "pck_chain_len", q.pck_chain_len) == NULL ||
@@ -306,6 +319,8 @@ static int cmd_parse_quote(const kg_cli_common *common, const char *path)
         printf("%-17s %u\n%-17s %u (ECDSA-P256)\n%-17s 0x%x (TDX)\n%-17s %u\n%-17s %u\n", "version",
                q.version, "att_key_type", q.att_key_type, "tee_type", q.tee_type, "qe_svn", q.qe_svn,
                "pce_svn", q.pce_svn);
+        printf("%-17s %u (TD report %s), %u bytes%s\n", "body_type", q.body_type, is_tdx15 ? "1.5" : "1.0",
+               q.body_size, q.version == TDX_QUOTE_VERSION_4 ? " (v4: no body descriptor)" : "");
         print_hex_line("qe_vendor_id", q.qe_vendor_id, 16);
         print_hex_line("header_user_data", q.header_user_data, 20);
         print_hex_line("TEE_TCB_SVN", q.tee_tcb_svn, 16);
@@ -325,6 +340,10 @@ static int cmd_parse_quote(const kg_cli_common *common, const char *path)
             print_hex_line(label, q.rtmr[i], 48);
         }
         print_hex_line("REPORTDATA", q.report_data, 64);
+        if (is_tdx15) {
+            print_hex_line("TEE_TCB_SVN2", q.tee_tcb_svn2, 16);
+            print_hex_line("MRSERVICETD", q.mrservicetd, 48);
+        }
         printf("%-17s %zu bytes (file %zu), PCK chain %u bytes\n", "quote", q.quote_len, len,
                q.pck_chain_len);
     }

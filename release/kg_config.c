@@ -148,6 +148,10 @@ const kg_conf_key kg_config_keys[] = {
      "sim adapter: TDATTRIBUTES, 16 hex, little-endian bytes (0100000000000000 = DEBUG); "
      "unset = 0000001000000000 (SEPT_VE_DISABLE)",
      F(ad.sim.td_attributes)},
+    {"sim_quote_version", KG_CONF_T_INT, "4", "4..5",
+     "sim adapter: DCAP quote version to emit: 4, or 5 (TD report 1.5 body, with TEE_TCB_SVN2 and "
+     "MRSERVICETD)",
+     F(ad.sim.quote_version)},
     {NULL, 0, NULL, NULL, NULL, 0, 0}};
 
 static const kg_conf_key *find_key(const char *name)

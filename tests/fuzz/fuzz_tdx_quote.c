@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * TDX quote v4: tdx_quote_parse (header, TD report body, signature data, QE certification data,
- * PCK chain) and, for what parses, tdx_quote_verify (quote and QE report signatures, the
+ * TDX quote v4 and v5: tdx_quote_parse (header, v5 body descriptor, TD report body, signature data, QE
+ * certification data, PCK chain) and, for what parses, tdx_quote_verify (quote and QE report signatures, the
  * report-data binding, the PCK chain to the pinned Intel SGX root or the local sim root) and
  * tdx_quote_is_debug. Exact-size input: a read past the quote is an ASan report.
  */

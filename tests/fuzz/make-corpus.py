@@ -3,7 +3,7 @@
 """Regenerates the seed corpora (tests/fuzz/corpus/<harness>/) and the fixed harness inputs
 (tests/fuzz/data/) from the real artefacts in tests/vectors and from the local stack.
 
-    /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR] [--only jwe,trustee]
+    /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR] [--only jwe,trustee | --only tdx_quote]
 
 Run once and commit the result; the test run only replays what is committed. Seeds made here
 are named stack-*, seeds copied from the vectors vector-*; regression inputs (crashes found
@@ -12,9 +12,11 @@ and fixed) are named regress-* and are never touched by this script.
 The local stack runs from a temporary state dir (its own PKI) on 127.0.0.1 and is stopped by
 PID at the end. data/verify-at is a time at which the stack tokens, certificates and CRLs
 written here are all valid, so the jws harness can verify a seed token completely.
+--only tdx_quote keeps data/verify-at and issues a fresh simulated PCK PKI valid at that time.
 """
 import argparse
 import base64
+import datetime
 import json
 import os
 import pathlib
@@ -39,11 +41,13 @@ from tests.stack import trustee as trustee_kbs  # noqa: E402
 from tests.stack import trustee_fixture as tf  # noqa: E402
 from tests.stack import paravisor, pki  # noqa: E402
 from tests.stack.fixtures import LocalStack  # noqa: E402
-from tests.stack.simquote import DEFAULTS  # noqa: E402
+from tests.stack.simquote import DEFAULTS, make_sim_quote  # noqa: E402
 
 HARNESSES = ["jws", "jwks", "x5c_crl", "ita_reply", "tdx_quote", "keyref", "kbs_reply", "wrap",
              "config", "azure_runtime", "ccel", "jwe", "trustee"]
 TRUSTEE_HARNESSES = ["jwe", "trustee"]  # made by from_trustee, with their own data/ files
+QUOTE_VECTORS = ("tdx-quote-gcp-cos113.bin", "tdx-quote-trustee-v4-debug.bin", "tdx-quote-azure.bin",
+                 "tdx-quote-trustee-v5.bin")
 
 
 class Corpus:
@@ -113,7 +117,7 @@ def from_vectors(c, data, vec):
     root_der = pki.load_cert(str(vec / "intel-sgx-root-ca.pem")).public_bytes(serialization.Encoding.DER)
     c.add("x5c_crl", "vector-intel-sgx-root-ca-crl.der",
           struct.pack(">H", len(root_der)) + root_der + v("intel-sgx-root-ca-crl.der"))
-    for name in ("tdx-quote-gcp-cos113.bin", "tdx-quote-trustee-v4-debug.bin", "tdx-quote-azure.bin"):
+    for name in QUOTE_VECTORS:
         c.add("tdx_quote", "vector-" + name, v(name))
     c.add("azure_runtime", "vector-azure-tdx-hcl-report.bin", v("azure-tdx-hcl-report.bin"))
     c.add("azure_runtime", "vector-azure-tdx-runtime-data.json", v("azure-tdx-runtime-data.json"))
@@ -121,6 +125,31 @@ def from_vectors(c, data, vec):
     log = v("tdx-ccel-data-gcp-cos113.bin")
     c.add("ccel", "vector-tdx-ccel-data-gcp-cos113.bin", log[:18101 + 64])  # events + some 0xFF fill
     shutil.copyfile(vec / "intel-sgx-root-ca.pem", data / "intel-sgx-root-ca.pem")
+
+
+def sim_quote_seeds(c, state):
+    """tdx_quote seeds from the simulated TD of a stack state dir: v4 (normal, debug) and v5 with
+    body types 2 and 3 (distinct TEE_TCB_SVN2 and MRSERVICETD)."""
+    c.add("tdx_quote", "stack-sim-quote.bin", make_sim_quote(state, bytes(range(64))))
+    c.add("tdx_quote", "stack-sim-quote-debug.bin", make_sim_quote(state, bytes(64), debug=True))
+    c.add("tdx_quote", "stack-sim-quote-v5-type2.bin",
+          make_sim_quote(state, bytes(range(64, 128)), version=5, body_type=2))
+    c.add("tdx_quote", "stack-sim-quote-v5-type3.bin",
+          make_sim_quote(state, bytes(range(128, 192)), version=5, body_type=3,
+                         tee_tcb_svn2=bytes(range(16)), mrservicetd=b"\x5e" * 48))
+
+
+def from_sim_td(c, data, vec, tmp):
+    """--only tdx_quote: the vector quotes and fresh sim quotes, whose simulated PCK PKI is issued
+    (pki._now) just before data/verify-at so that the harness verifies them completely at that
+    time without touching the other harnesses' data."""
+    at = int((data / "verify-at").read_text())
+    for name in QUOTE_VECTORS:
+        c.add("tdx_quote", "vector-" + name, (vec / name).read_bytes())
+    pki._now = lambda: datetime.datetime.fromtimestamp(at - 60, datetime.timezone.utc)
+    stack = LocalStack(tmp / "quote-state").init()
+    shutil.copyfile(os.path.join(stack.state_dir, "sim-sgx-root-ca.pem"), data / "sim-sgx-root-ca.pem")
+    sim_quote_seeds(c, stack.state_dir)
 
 
 def from_stack(c, data, tmp):
@@ -168,10 +197,7 @@ def from_stack(c, data, tmp):
             tokens[version] = kf.ita_token(ita.url, state, blob, make_quote, version=version)
             c.add("jws", f"stack-token-v{version}.jwt", tokens[version])
             c.add("ita_reply", f"stack-token-v{version}.json", json.dumps({"token": tokens[version]}))
-        c.add("tdx_quote", "stack-sim-quote.bin", make_quote(bytes(range(64))))
-        c.add("tdx_quote", "stack-sim-quote-debug.bin",
-              kf.make_sim_quote(state, bytes(64), debug=True) if hasattr(kf, "make_sim_quote")
-              else make_quote(bytes(64)))
+        sim_quote_seeds(c, state)
 
         # KBS replies: transfer (passport), background nonce, an error
         admin = kf.kbs_admin_token(kbs.url, state)
@@ -330,14 +356,19 @@ def from_trustee(c, data, tmp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vectors", default=str(REPO / "tests" / "vectors"))
-    ap.add_argument("--only", help="comma-separated harnesses: regenerate only jwe,trustee (and their data/)")
+    ap.add_argument("--only", help="regenerate only jwe,trustee (and their data/), or only tdx_quote "
+                                   "(and data/sim-sgx-root-ca.pem)")
     args = ap.parse_args()
     data = HERE / "data"
     data.mkdir(exist_ok=True)
-    if args.only:
+    if args.only == "tdx_quote":
+        c = Corpus(HERE / "corpus", ["tdx_quote"])
+        with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
+            from_sim_td(c, data, pathlib.Path(args.vectors), pathlib.Path(tmp))
+    elif args.only:
         only = args.only.split(",")
         if not set(only) <= set(TRUSTEE_HARNESSES):
-            ap.error(f"--only takes {','.join(TRUSTEE_HARNESSES)}")
+            ap.error(f"--only takes {','.join(TRUSTEE_HARNESSES)} or tdx_quote")
         c = Corpus(HERE / "corpus", TRUSTEE_HARNESSES)
         with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
             from_trustee(c, data, pathlib.Path(tmp))

@@ -359,6 +359,8 @@ def test_parse_quote_on_real_quotes(keygate_bin, name):
         pytest.fail(f"missing test vectors in {VECTORS} (tests/vectors/README.md lists them)")
     q = parse_quote(keygate_bin, path)
     assert (q["version"], q["att_key_type"], q["tee_type"]) == (4, 2, 0x81)
+    # v4 carries a TD report 1.0 without descriptor: no TDX 1.5 fields
+    assert (q["body_type"], q["body_size"], q["tee_tcb_svn2"], q["mrservicetd"]) == (2, 584, None, None)
     for key, value in REAL_QUOTES[name].items():
         assert q[key] == value, key
     assert q["file_len"] == path.stat().st_size
@@ -367,6 +369,37 @@ def test_parse_quote_on_real_quotes(keygate_bin, name):
     assert f"MRTD              {q['mrtd']}" in r.stdout
     assert f"REPORTDATA        {q['report_data']}" in r.stdout
     assert f"DEBUG={int(q['debug'])}" in r.stdout
+
+
+V5_QUOTE = VECTORS / "tdx-quote-trustee-v5.bin"
+
+
+def test_parse_quote_v5(keygate_bin, tmp_path):
+    """The real v5 quote (tests/vectors/README.md §2.2): body type 3, the two TDX 1.5 fields, and
+    the body fields 6 bytes further on, in --json and in text."""
+    q = parse_quote(keygate_bin, V5_QUOTE)
+    assert (q["version"], q["att_key_type"], q["tee_type"]) == (5, 2, 0x81)
+    assert (q["body_type"], q["body_size"], q["quote_len"], q["file_len"]) == (3, 648, 5006, 5006)
+    assert q["tee_tcb_svn"] == q["tee_tcb_svn2"] == "05010200000000000000000000000000"
+    assert q["mrservicetd"] == ("383c87d3bbb047b2d171eaca95312ede99f258088dc788f6"
+                                "ae2ccf8b6dd848fe8d47629e08b3f6cbd4a00dd47a5a033d")
+    assert q["mrtd"] == ("dfba221b48a22af8511542ee796603f37382800840dcd978"
+                         "703909bf8e64d4c8a1e9de86e7c9638bfcba422f3886400a")
+    assert q["report_data"] == V5_QUOTE.read_bytes()[574:638].hex()
+    assert (q["td_attributes"], q["debug"]) == ("0000001000000000", False)
+    r = run([keygate_bin, "evidence", "--parse-quote", str(V5_QUOTE)])
+    assert r.returncode == 0, r.stderr
+    assert "version           5\n" in r.stdout
+    assert "body_type         3 (TD report 1.5), 648 bytes\n" in r.stdout
+    assert f"TEE_TCB_SVN2      {q['tee_tcb_svn2']}\n" in r.stdout
+    assert f"MRSERVICETD       {q['mrservicetd']}\n" in r.stdout
+    assert f"REPORTDATA        {q['report_data']}\n" in r.stdout
+    # an unknown body type is refused in one line
+    bad = tmp_path / "type4.bin"
+    bad.write_bytes(V5_QUOTE.read_bytes()[:48] + b"\x04\x00" + V5_QUOTE.read_bytes()[50:])
+    r = run([keygate_bin, "evidence", "--parse-quote", str(bad)])
+    assert r.returncode == 13 and r.stderr == \
+        "keygate: evidence: quote v5 body type 4 is not a TD report (2: TDX 1.0, 3: TDX 1.5)\n", r.stderr
 
 
 def test_parse_quote_rejects_garbage(keygate_bin, tmp_path):

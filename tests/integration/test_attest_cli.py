@@ -90,6 +90,44 @@ def test_evidence_quote_is_real_layout(keygate_bin, ita_stack, tmp_path):
     assert parsed.mrtd.hex() == MRTD
 
 
+def test_quote_v5_from_the_sim_td_end_to_end(keygate_bin, ita_stack, tmp_path):
+    """sim_quote_version = 5: the sim TD's v5 quote (body type 3) binds nonce and user data at
+    REPORTDATA's v5 offset, the Python verifier and --parse-quote read it, the local ITA verifies it
+    and issues a token whose claims carry what the quote says."""
+    ud = tmp_path / "ud.bin"
+    ud.write_bytes(os.urandom(64))
+    qfile = tmp_path / "quote.bin"
+    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", sim_mrtd=MRTD, sim_rtmr2=RTMR2,
+                              sim_quote_version=5)
+    r = run([keygate_bin, "-c", str(conf), "evidence", "--user-data-file", str(ud), "--out", str(qfile)])
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    q = qfile.read_bytes()
+    nonce = ev["verifier_nonce"]
+    report_data = hashlib.sha512(b64(nonce["val"]) + b64(nonce["iat"]) + ud.read_bytes()).digest()
+    assert q[:2] == b"\x05\x00" and q[48:54] == b"\x03\x00" + (648).to_bytes(4, "little")
+    assert q[574:638] == report_data and q[568:632] != report_data
+    sim_root = (pathlib.Path(ita_stack.state_dir) / "sim-sgx-root-ca.pem").read_bytes()
+    parsed = stack_quote.verify_quote(q, [sim_root])
+    assert (parsed.version, parsed.body_type, parsed.mrtd.hex()) == (5, 3, MRTD)
+    assert parsed.tee_tcb_svn2 == parsed.tee_tcb_svn and parsed.mrservicetd == bytes(48)
+    p = run([keygate_bin, "--json", "evidence", "--parse-quote", str(qfile)])
+    assert p.returncode == 0, p.stderr
+    shown = json.loads(p.stdout)
+    assert (shown["version"], shown["body_type"], shown["mrservicetd"]) == (5, 3, "00" * 48)
+    assert shown["report_data"] == report_data.hex()
+
+    for version in ("v1", "v2"):
+        conf = write_keygate_conf(ita_stack, tmp_path / f"{version}.conf", sim_mrtd=MRTD, sim_rtmr2=RTMR2,
+                                  sim_quote_version=5, ita_api_version=version)
+        out, _ = token_json(keygate_bin, conf, ud)
+        c = out["claims"] if version == "v1" else out["claims"]["tdx"]
+        assert out["verified"] is True
+        assert c["tdx_mrtd"] == MRTD and c["tdx_rtmr2"] == RTMR2
+        n = c["verifier_nonce"] if "verifier_nonce" in c else out["claims"]["verifier_nonce"]
+        assert c["tdx_report_data"] == hashlib.sha512(b64(n["val"]) + b64(n["iat"]) + ud.read_bytes()).hexdigest()
+
+
 def test_evidence_without_nonce_is_offline(keygate_bin, ita_stack, tmp_path):
     conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", ita_api_url="https://127.0.0.1:1")
     r = run([keygate_bin, "-c", str(conf), "evidence", "--no-nonce"])

@@ -130,6 +130,30 @@ def test_policy_denial_by_mrtd(keygate_bin, kbs_stack, tmp_path):
     assert "Token claims validation" in r.stderr or "401:" in r.stderr
 
 
+V5_MRTD = "7e" * 48
+
+
+@pytest.mark.parametrize("mode", ["passport", "background"])
+def test_release_with_a_v5_quote(keygate_bin, kbs_stack, tmp_path, mode):
+    """sim_quote_version = 5 (TD report 1.5 body): ITA verifies the v5 quote, the KBS's MRTD policy
+    sees the quote's MRTD, the key is released; in background mode the local policy reads MRTD from
+    the v5 quote too (a require_mrtd it does not match is refused before any evidence leaves)."""
+    key = new_key("p256")
+    key_id = register(kbs_stack, key, {"mrtd": [V5_MRTD]})
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_mode=mode, sim_quote_version=5, sim_mrtd=V5_MRTD,
+                    require_mrtd=V5_MRTD)
+    r = release(keygate_bin, conf, "--key-id", key_id)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == pub_pem(key)
+    # the KBS's policy reads the MRTD of the v5 quote: another MRTD is denied there
+    conf = kbs_conf(kbs_stack, tmp_path / "other.conf", kbs_mode=mode, sim_quote_version=5, sim_mrtd="ab" * 48)
+    assert_fails(release(keygate_bin, conf, "--key-id", key_id), 16, "HTTP 401")
+    if mode == "background":  # local policy on our own v5 quote
+        conf = kbs_conf(kbs_stack, tmp_path / "local.conf", kbs_mode=mode, sim_quote_version=5,
+                        sim_mrtd="ab" * 48, require_mrtd=V5_MRTD)
+        assert_fails(release(keygate_bin, conf, "--key-id", key_id), 15, "MRTD")
+
+
 def test_kbs_down_and_slow(keygate_bin, kbs_stack, tmp_path):
     key = new_key("p256")
     key_id = register(kbs_stack, key)

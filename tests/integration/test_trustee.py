@@ -85,6 +85,19 @@ def test_release_prints_the_public_key_of_the_resource(keygate_bin, trustee_stac
     assert not [p for m, p in ita if "nonce" in p or p == "/appraisal/v1/attest"]
 
 
+def test_release_with_a_v5_quote(keygate_bin, trustee_stack, tmp_path):
+    """sim_quote_version = 5: Trustee reads REPORTDATA (the runtime-data hash) from the v5 quote,
+    ITA verifies it, the resource is released."""
+    key = new_key("p256")
+    path = store(trustee_stack, "keygate/v5/pem", key)
+    trustee_stack.clear_requests("trustee")
+    conf = trustee_conf(trustee_stack, tmp_path / "k.conf", sim_quote_version=5)
+    r = release(keygate_bin, conf, "--key-id", path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == pub_pem(key)
+    assert rcar_counts(trustee_stack) == (1, 1, 1)
+
+
 @pytest.mark.parametrize("tee_key", ["ec", "rsa"])
 def test_several_keys_share_one_handshake(keygate_bin, trustee_stack, tmp_path, tee_key):
     keys = [new_key(k) for k in ("p256", "rsa2048", "p384", "rsa3072", "p256")]

@@ -1,12 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
-"""TDX v4 quote parser and offline verifier (python-cryptography only).
+"""TDX v4 and v5 quote parser and offline verifier (python-cryptography only).
 
-Layout (docs/protocols/tdx-quote.md §2, tests/vectors/README.md §2)::
+Layout (docs/protocols/tdx-quote.md §2, §2.4, tests/vectors/README.md §2)::
 
     [0, 48)      header: version u16, att_key_type u16, tee_type u32, qe_svn u16, pce_svn u16,
                  qe_vendor_id 16, user_data 20
-    [48, 632)    TD quote body (584 bytes: TEE_TCB_SVN ... REPORTDATA at 568..631)
-    [632, 636)   u32 signature data length L;  [636, 636+L) signature data:
+    v5 only:     [48, 54) body descriptor: u16 body type (2 TD report 1.0, 3 TD report 1.5),
+                 u32 body size (584 or 648, exactly); the body then starts at 54
+    [48, 632)    TD quote body (584 bytes: TEE_TCB_SVN ... REPORTDATA at 568..631); a TD report
+                 1.5 adds TEE_TCB_SVN2 (16) and MRSERVICETD (48) at body offsets 584 and 600
+    [632, 636)   u32 signature data length L;  [636, 636+L) signature data (v5: after the body):
                  quote signature r||s (64) | attestation public key x||y (64) |
                  u16 cert type 6 | u32 size | QE report (384) | QE report signature r||s (64) |
                  u16 auth data length | auth data | u16 cert type 5 | u32 size |
@@ -15,7 +18,7 @@ Layout (docs/protocols/tdx-quote.md §2, tests/vectors/README.md §2)::
 Anything after 636+L (zero padding in real files) is ignored.
 
 ``verify_quote(quote, trusted_roots, now=None)`` checks: the quote signature (ECDSA P-256 /
-SHA-256 over [0, 632)) by the attestation key; the QE report signature by the PCK leaf key;
+SHA-256 over [0, 632), in v5 over header + descriptor + body) by the attestation key; the QE report signature by the PCK leaf key;
 QE REPORTDATA[0:32] == SHA-256(attestation key || auth data) and [32:64] zero; the PCK chain
 leaf -> platform CA -> root, where the root must be one of the PINNED roots (DER equality; an
 embedded root is never trusted by itself), every signature and validity period at ``now``,
@@ -36,7 +39,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 HEADER_LEN = 48
 BODY_LEN = 584
-SIGNED_LEN = HEADER_LEN + BODY_LEN          # 632
+SIGNED_LEN = HEADER_LEN + BODY_LEN          # 632 (v4)
+BODY_DESC_LEN = 6                           # v5: u16 body type, u32 body size
+BODY_SIZES = {2: 584, 3: 648}               # v5 body types: TD report 1.0, TD report 1.5
 QE_REPORT_LEN = 384
 TEE_TDX = 0x81
 ATT_KEY_ECDSA_P256 = 2
@@ -52,6 +57,8 @@ BODY_FIELDS = (
     ("mrownerconfig", 280, 48), ("rtmr0", 328, 48), ("rtmr1", 376, 48),
     ("rtmr2", 424, 48), ("rtmr3", 472, 48), ("report_data", 520, 64),
 )
+# TD report 1.5 (v5 body type 3) only
+BODY15_FIELDS = (("tee_tcb_svn2", 584, 16), ("mrservicetd", 600, 48))
 
 # TDATTRIBUTES bits (u64 little-endian)
 TD_ATTR_DEBUG = 1 << 0
@@ -71,7 +78,7 @@ class QuoteError(Exception):
 
 @dataclass
 class TdxQuote:
-    """A parsed TDX v4 quote.  Byte fields are raw bytes; see BODY_FIELDS."""
+    """A parsed TDX v4 or v5 quote.  Byte fields are raw bytes; see BODY_FIELDS."""
     raw: bytes                      # the quote without trailing padding
     version: int
     att_key_type: int
@@ -102,6 +109,10 @@ class TdxQuote:
     qe_auth_data: bytes
     pck_chain_pem: bytes
     pck_chain: list = field(default_factory=list)
+    body_type: int = 2                  # v4: the TD report 1.0 it carries, without descriptor
+    signed_len: int = SIGNED_LEN        # what the quote signature covers
+    tee_tcb_svn2: bytes = bytes(16)     # TD report 1.5 only
+    mrservicetd: bytes = bytes(48)      # TD report 1.5 only
 
     @property
     def td_attributes_int(self):
@@ -142,7 +153,7 @@ class TdxQuote:
 
     @property
     def signed_bytes(self):
-        return self.raw[:SIGNED_LEN]
+        return self.raw[:self.signed_len]
 
 
 class _Reader:
@@ -164,23 +175,34 @@ class _Reader:
 
 
 def parse_quote(data):
-    """Parse a TDX v4 quote (no verification). Trailing bytes after the signature data are
-    ignored."""
+    """Parse a TDX v4 or v5 (body type 2 or 3) quote (no verification). Trailing bytes after the
+    signature data are ignored."""
     data = bytes(data)
     if len(data) < SIGNED_LEN + 4:
         raise QuoteError("parse", f"quote too short ({len(data)} bytes)")
     version, att_key_type, tee_type, qe_svn, pce_svn = struct.unpack_from("<HHIHH", data, 0)
-    if version != 4:
-        raise QuoteError("parse", f"unsupported quote version {version} (want 4)")
+    if version not in (4, 5):
+        raise QuoteError("parse", f"unsupported quote version {version} (want 4 or 5)")
     if tee_type != TEE_TDX:
         raise QuoteError("parse", f"tee type {tee_type:#x} is not TDX (0x81)")
     if att_key_type != ATT_KEY_ECDSA_P256:
         raise QuoteError("parse", f"attestation key type {att_key_type} is not ECDSA-P256 (2)")
-    sig_len = struct.unpack_from("<I", data, SIGNED_LEN)[0]
-    end = SIGNED_LEN + 4 + sig_len
+    body_off, body_type = HEADER_LEN, 2
+    if version == 5:
+        body_type, body_size = struct.unpack_from("<HI", data, HEADER_LEN)
+        if body_type not in BODY_SIZES:
+            raise QuoteError("parse", f"v5 body type {body_type} is not a TD report (2 or 3)")
+        if body_size != BODY_SIZES[body_type]:
+            raise QuoteError("parse", f"v5 body size {body_size} is not {BODY_SIZES[body_type]}")
+        body_off = HEADER_LEN + BODY_DESC_LEN
+    signed_len = body_off + BODY_SIZES[body_type]
+    if len(data) < signed_len + 4:
+        raise QuoteError("parse", f"quote too short ({len(data)} bytes)")
+    sig_len = struct.unpack_from("<I", data, signed_len)[0]
+    end = signed_len + 4 + sig_len
     if end > len(data):
         raise QuoteError("parse", f"signature data length {sig_len} exceeds the quote")
-    r = _Reader(data[SIGNED_LEN + 4:end], "signature data")
+    r = _Reader(data[signed_len + 4:end], "signature data")
     signature, att_key = r.take(64), r.take(64)
     if r.u16() != CERT_TYPE_QE_REPORT:
         raise QuoteError("parse", "outer certification data is not type 6 (QE report)")
@@ -190,9 +212,10 @@ def parse_quote(data):
     if outer.u16() != CERT_TYPE_PCK_CHAIN:
         raise QuoteError("parse", "inner certification data is not type 5 (PCK chain)")
     chain_pem = outer.take(outer.u32()).rstrip(b"\0")
-    body = {name: data[HEADER_LEN + off:HEADER_LEN + off + size]
-            for name, off, size in BODY_FIELDS}
+    body = {name: data[body_off + off:body_off + off + size]
+            for name, off, size in BODY_FIELDS + (BODY15_FIELDS if body_type == 3 else ())}
     return TdxQuote(raw=data[:end], version=version, att_key_type=att_key_type,
+                    body_type=body_type, signed_len=signed_len,
                     tee_type=tee_type, qe_svn=qe_svn, pce_svn=pce_svn,
                     qe_vendor_id=data[12:28], header_user_data=data[28:48], **body,
                     signature=signature, attestation_key=att_key, qe_report=qe_report,
@@ -287,7 +310,7 @@ def verify_pck_chain(chain, trusted_roots, now):
 
 
 def verify_quote(quote_bytes, trusted_roots, now=None):
-    """Parse and verify a TDX v4 quote against PINNED roots; returns the TdxQuote."""
+    """Parse and verify a TDX v4 or v5 quote against PINNED roots; returns the TdxQuote."""
     q = parse_quote(quote_bytes)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     if now.tzinfo is not None:          # cryptography 38 certificate dates are naive UTC

@@ -10,9 +10,11 @@ import hashlib
 import hmac
 import json
 import os
+import pathlib
 import re
 import socket
 import ssl
+import struct
 import time
 import urllib.request
 
@@ -154,6 +156,16 @@ REAL_QUOTES = {
         xfam="e718060000000000",
         mrseam="360304d34a16aace0a18e09ad2d07d2b9fd3c174378e5bf108388079827f89ff62acc5f8c473dd40"
                "706324834e202946"),
+    # v5, body type 3 (tests/vectors/README.md §2.2): the body 6 bytes later, signed with its descriptor
+    "tdx-quote-trustee-v5.bin": dict(
+        version=5, body_type=3, signed_len=702, debug=False, td_attributes="0000001000000000",
+        mrtd="dfba221b48a22af8511542ee796603f37382800840dcd978703909bf8e64d4c8a1e9de86e7c9638b"
+             "fcba422f3886400a",
+        report_data="6d6ab13b046cff606ac0074be13981b07b6325dba10b5facc96febf551c0c3be2b75f92fe1f88f4b"
+                    "b996969ad0174b4b7a70261b7b85c844f4b33a4674fd049f",
+        tee_tcb_svn="05010200000000000000000000000000", tee_tcb_svn2="05010200000000000000000000000000",
+        mrservicetd="383c87d3bbb047b2d171eaca95312ede99f258088dc788f6ae2ccf8b6dd848fe8d47629e08b3f6cb"
+                    "d4a00dd47a5a033d"),
 }
 
 
@@ -201,6 +213,35 @@ def test_sim_quote_verifies_and_tampering_is_named(stack_dir):
     with open(INTEL_ROOT, "rb") as f:
         with pytest.raises(QuoteError, match="pck_chain"):
             verify_quote(quote, [f.read()])
+
+
+@pytest.mark.parametrize("body_type", [2, 3])
+def test_sim_v5_quote_verifies_is_attested_and_mutations_are_named(session_stack, body_type):
+    """A v5 quote of either body type verifies (signature over header + descriptor + body), the
+    ITA stand-in attests it (REPORTDATA read at its v5 offset), and a wrong descriptor or a
+    changed byte at the end of the (signed) body is refused."""
+    rd = bytes(range(64))
+    svn2, servicetd = bytes(range(16, 32)), b"\x5e" * 48
+    fields = dict(tee_tcb_svn2=svn2, mrservicetd=servicetd) if body_type == 3 else {}
+    quote = simquote.make_sim_quote(state(session_stack), rd, version=5, body_type=body_type, **fields)
+    sim_root = (pathlib.Path(state(session_stack)) / "sim-sgx-root-ca.pem").read_bytes()
+    q = verify_quote(quote, [sim_root])
+    size = 648 if body_type == 3 else 584
+    assert (q.version, q.body_type, q.signed_len, q.report_data) == (5, body_type, 54 + size, rd)
+    assert quote[48:54] == struct.pack("<HI", body_type, size) and quote[574:638] == rd
+    assert (q.tee_tcb_svn2, q.mrservicetd) == ((svn2, servicetd) if body_type == 3 else (bytes(16), bytes(48)))
+    for desc, needle in ((struct.pack("<HI", body_type, 648 + 584 - size), "body size"),
+                         (struct.pack("<HI", 1, 384), "body type 1"), (struct.pack("<HI", 4, size), "body type 4")):
+        with pytest.raises(QuoteError, match=needle):
+            verify_quote(quote[:48] + desc + quote[54:], [sim_root])
+    flipped = bytearray(quote)
+    flipped[54 + size - 1] ^= 1                                # last body byte: signed in v5
+    with pytest.raises(QuoteError) as e:
+        verify_quote(bytes(flipped), [sim_root])
+    assert e.value.check == "quote_signature"
+    status, body, nonce, _ = attest(session_stack, quote_fields=dict(version=5, body_type=body_type))
+    claims = tokencheck.decode_unverified(token_of(status, body))[1]
+    assert claims["tdx_report_data"] == report_data(nonce, b"keygate test runtime data").hex()
 
 
 # --------------------------------------------------------------------------- nonce

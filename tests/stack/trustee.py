@@ -82,12 +82,12 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from . import pki
 from .kbs_token import TokenError, TokenVerifier, http_fetch
+from .quote import QuoteError, parse_quote
 from .server import Response, StackService, json_response, main
 
 PREFIX = "/kbs/v0"
 ERROR_PREFIX = "https://github.com/confidential-containers/kbs/errors/"
 COOKIE = "kbs-session-id"
-TDX_REPORTDATA = slice(568, 632)
 HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 CURVES = {"P-256": (ec.SECP256R1(), 32), "P-521": (ec.SECP521R1(), 66)}
 RESOURCE_RE = r"/kbs/v0/resource/(?P<path>[A-Za-z0-9._-]+/[A-Za-z0-9._-]+/[A-Za-z0-9._-]+)"
@@ -352,7 +352,11 @@ class TrusteeService(StackService):
             raise TrusteeError("AttestationError", "quote is not base64") from None
         text = jcs({"tee-pubkey": tee, "nonce": s["nonce"], "additional-evidence": additional}).encode()
         digest = HASHES[s["hash"]](text).digest()
-        if len(quote) < TDX_REPORTDATA.stop or quote[TDX_REPORTDATA] != digest.ljust(64, b"\0"):
+        try:
+            report_data = parse_quote(quote).report_data  # v4 or v5: REPORTDATA moves in v5
+        except QuoteError as e:
+            raise TrusteeError("AttestationError", f"quote does not parse: {e}") from None
+        if report_data != digest.ljust(64, b"\0"):
             raise TrusteeError("AttestationError", f"REPORTDATA is not {s['hash']} of the canonical "
                                                    f"runtime data")
         token = self._ita_attest(quote, text, primary.get("cc_eventlog"))

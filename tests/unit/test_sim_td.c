@@ -1,173 +1,24 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * sim_td: builds a throwaway simulated PCK PKI (root, platform CA, PCK leaf) in a temp dir,
- * produces quotes, and checks they parse back field by field and verify only against the
- * simulated root. Negative cases: missing/garbage/wrong-type files.
+ * sim_td: builds a throwaway simulated PCK PKI (sim_pki.h) in a temp dir, produces v4 and v5
+ * quotes, and checks they parse back field by field and verify only against the simulated root.
+ * Negative cases: missing/garbage/wrong-type files, an unknown quote version or body type.
  */
 #include "kg_test.h"
 
-#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "sim_pki.h"
 #include "sim_td.h"
 #include "tdx_quote.h"
 
 #ifndef KG_VECTORS_DIR
 #error "KG_VECTORS_DIR must point to tests/vectors"
 #endif
-
-typedef struct sim_pki {
-    char dir[64];
-    char key_file[128];     /* PCK leaf private key (P-256) */
-    char chain_file[128];   /* leaf, platform CA, root */
-    char garbage_file[128]; /* not PEM */
-    char p384_key_file[128];
-    char other_key_file[128]; /* P-256 key that is not the leaf's */
-    X509 *root;
-} sim_pki;
-
-static EVP_PKEY *gen_key(const char *curve)
-{
-    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve);
-
-    assert_non_null(key);
-    return key;
-}
-
-static void add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
-{
-    X509V3_CTX ctx;
-    X509_EXTENSION *ext;
-
-    X509V3_set_ctx_nodb(&ctx);
-    X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
-    ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
-    assert_non_null(ext);
-    assert_int_equal(X509_add_ext(cert, ext, -1), 1);
-    X509_EXTENSION_free(ext);
-}
-
-/* Issues a certificate for `key` named cn, signed by issuer_key (self-signed when issuer NULL). */
-static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, long serial,
-                       int is_ca)
-{
-    X509 *cert = X509_new();
-    X509_NAME *name;
-
-    assert_non_null(cert);
-    assert_int_equal(X509_set_version(cert, 2), 1);
-    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(cert), serial), 1);
-    name = X509_get_subject_name(cert);
-    assert_int_equal(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
-                                                (const unsigned char *)"keygate tests", -1, -1, 0),
-                     1);
-    assert_int_equal(
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0), 1);
-    assert_int_equal(X509_set_issuer_name(cert, issuer ? X509_get_subject_name(issuer) : name), 1);
-    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(cert), -3600));
-    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(cert), 7L * 24 * 3600));
-    assert_int_equal(X509_set_pubkey(cert, key), 1);
-    add_ext(cert, issuer ? issuer : cert, NID_subject_key_identifier, "hash");
-    add_ext(cert, issuer ? issuer : cert, NID_authority_key_identifier, "keyid:always");
-    if (is_ca) {
-        add_ext(cert, issuer ? issuer : cert, NID_basic_constraints, "critical,CA:TRUE");
-        add_ext(cert, issuer ? issuer : cert, NID_key_usage, "critical,keyCertSign,cRLSign");
-    } else {
-        add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
-        add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature,nonRepudiation");
-    }
-    assert_true(X509_sign(cert, issuer_key, EVP_sha256()) > 0);
-    return cert;
-}
-
-static void write_key(const char *path, EVP_PKEY *key)
-{
-    FILE *fp = fopen(path, "w");
-
-    assert_non_null(fp);
-    assert_int_equal(PEM_write_PrivateKey(fp, key, NULL, NULL, 0, NULL, NULL), 1);
-    fclose(fp);
-}
-
-static int setup_pki(void **state)
-{
-    sim_pki *pki = calloc(1, sizeof(*pki));
-    EVP_PKEY *root_key, *ca_key, *pck_key, *p384, *other;
-    X509 *ca, *leaf;
-    FILE *fp;
-
-    assert_non_null(pki);
-    strcpy(pki->dir, "/tmp/kg-test-sim-td-XXXXXX");
-    assert_non_null(mkdtemp(pki->dir));
-    snprintf(pki->key_file, sizeof(pki->key_file), "%s/pck-key.pem", pki->dir);
-    snprintf(pki->chain_file, sizeof(pki->chain_file), "%s/pck-chain.pem", pki->dir);
-    snprintf(pki->garbage_file, sizeof(pki->garbage_file), "%s/garbage.pem", pki->dir);
-    snprintf(pki->p384_key_file, sizeof(pki->p384_key_file), "%s/p384-key.pem", pki->dir);
-    snprintf(pki->other_key_file, sizeof(pki->other_key_file), "%s/other-key.pem", pki->dir);
-
-    root_key = gen_key("P-256");
-    ca_key = gen_key("P-256");
-    pck_key = gen_key("P-256");
-    p384 = gen_key("P-384");
-    other = gen_key("P-256");
-    pki->root = make_cert("keygate sim SGX Root CA", root_key, NULL, root_key, 1, 1);
-    ca = make_cert("keygate sim SGX PCK Platform CA", ca_key, pki->root, root_key, 2, 1);
-    leaf = make_cert("keygate sim SGX PCK Certificate", pck_key, ca, ca_key, 3, 0);
-
-    write_key(pki->key_file, pck_key);
-    write_key(pki->p384_key_file, p384);
-    write_key(pki->other_key_file, other);
-    fp = fopen(pki->chain_file, "w");
-    assert_non_null(fp);
-    assert_int_equal(PEM_write_X509(fp, leaf), 1);
-    assert_int_equal(PEM_write_X509(fp, ca), 1);
-    assert_int_equal(PEM_write_X509(fp, pki->root), 1);
-    fclose(fp);
-    fp = fopen(pki->garbage_file, "w");
-    assert_non_null(fp);
-    fputs("this is not a certificate\n-----BEGIN CERTIFICATE-----\nAAAA\n", fp);
-    fclose(fp);
-
-    X509_free(leaf);
-    X509_free(ca);
-    EVP_PKEY_free(other);
-    EVP_PKEY_free(p384);
-    EVP_PKEY_free(pck_key);
-    EVP_PKEY_free(ca_key);
-    EVP_PKEY_free(root_key);
-    *state = pki;
-    return 0;
-}
-
-static int teardown_pki(void **state)
-{
-    sim_pki *pki = *state;
-
-    unlink(pki->key_file);
-    unlink(pki->chain_file);
-    unlink(pki->garbage_file);
-    unlink(pki->p384_key_file);
-    unlink(pki->other_key_file);
-    assert_int_equal(rmdir(pki->dir), 0);
-    X509_free(pki->root);
-    free(pki);
-    return 0;
-}
-
-static X509_STORE *store_with(X509 *cert)
-{
-    X509_STORE *store = X509_STORE_new();
-
-    assert_non_null(store);
-    assert_int_equal(X509_STORE_add_cert(store, cert), 1);
-    return store;
-}
 
 static X509_STORE *intel_root_store(void)
 {
@@ -182,13 +33,6 @@ static X509_STORE *intel_root_store(void)
     store = store_with(cert);
     X509_free(cert);
     return store;
-}
-
-static void config_for(const sim_pki *pki, sim_td_config *cfg)
-{
-    sim_td_config_defaults(cfg);
-    snprintf(cfg->pck_key_file, sizeof(cfg->pck_key_file), "%s", pki->key_file);
-    snprintf(cfg->pck_chain_file, sizeof(cfg->pck_chain_file), "%s", pki->chain_file);
 }
 
 static void test_roundtrip_custom(void **state)
@@ -228,6 +72,8 @@ static void test_roundtrip_custom(void **state)
         fail_msg("%s", err.msg);
 
     assert_int_equal(q.version, 4);
+    assert_int_equal(q.body_type, TDX_BODY_TYPE_TD_REPORT10); /* implied in v4 */
+    assert_int_equal(q.signed_len, 632);
     assert_int_equal(q.att_key_type, 2);
     assert_int_equal(q.tee_type, 0x81);
     assert_memory_equal(q.qe_vendor_id, intel_vendor_id, 16);
@@ -317,6 +163,46 @@ static void test_defaults_and_same_att_key(void **state)
     X509_STORE_free(sim_root);
 }
 
+/* sim_quote_version = 5: a TD report 1.5 body (type 3) by default, whose TEE_TCB_SVN2 is the
+ * TEE_TCB_SVN and whose MRSERVICETD is zero (no service TD bound); REPORTDATA 6 bytes later. */
+static void test_v5_defaults(void **state)
+{
+    const sim_pki *pki = *state;
+    sim_td_config cfg;
+    uint8_t report_data[64], zero48[48] = {0};
+    uint8_t *quote = NULL;
+    size_t quote_len = 0;
+    tdx_quote q;
+    kg_err err;
+    X509_STORE *sim_root = store_with(pki->root);
+
+    config_for(pki, &cfg);
+    cfg.quote_version = 5;
+    for (int i = 0; i < 64; i++)
+        report_data[i] = (uint8_t)(i + 7);
+    kg_err_clear(&err);
+    if (!sim_td_get_quote(&cfg, report_data, NULL, &quote, &quote_len, &err) ||
+        !tdx_quote_parse(quote, quote_len, &q, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(quote[0] | (quote[1] << 8), 5);
+    assert_int_equal(quote[48] | (quote[49] << 8), 3);          /* body type */
+    assert_memory_equal(quote + 50, "\x88\x02\x00\x00", 4);     /* body size 648 */
+    assert_memory_equal(quote + 48 + 6 + 520, report_data, 64); /* REPORTDATA at 574 */
+    assert_int_equal(q.version, 5);
+    assert_int_equal(q.body_type, TDX_BODY_TYPE_TD_REPORT15);
+    assert_int_equal(q.body_size, 648);
+    assert_int_equal(q.signed_len, 48 + 6 + 648);
+    assert_memory_equal(q.report_data, report_data, 64);
+    assert_memory_equal(q.mrtd, cfg.mrtd, 48);
+    assert_memory_equal(q.tee_tcb_svn2, cfg.tee_tcb_svn, 16);
+    assert_memory_equal(q.mrservicetd, zero48, 48);
+    assert_int_equal(q.td_attributes, TDX_TD_ATTR_SEPT_VE_DISABLE);
+    if (!tdx_quote_verify(&q, quote, sim_root, 0, NULL, &err))
+        fail_msg("%s", err.msg);
+    free(quote);
+    X509_STORE_free(sim_root);
+}
+
 /* Expects sim_td_get_quote to fail with a message containing `want`; no output on failure. */
 static void expect_quote_fails(const sim_td_config *cfg, const char *want)
 {
@@ -379,6 +265,13 @@ static void test_negative(void **state)
     snprintf(cfg.pck_chain_file, sizeof(cfg.pck_chain_file), "%s", pki->key_file);
     expect_quote_fails(&cfg, "holds no PEM certificate");
 
+    config_for(pki, &cfg);
+    cfg.quote_version = 3;
+    expect_quote_fails(&cfg, "cannot make quote version 3");
+    cfg.quote_version = 5;
+    cfg.body_type = 1; /* SGX enclave report: not a TD */
+    expect_quote_fails(&cfg, "cannot make quote version 5 body type 1");
+
     {
         uint8_t report_data[64] = {0};
         uint8_t *quote = NULL;
@@ -397,6 +290,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_custom),
         cmocka_unit_test(test_defaults_and_same_att_key),
+        cmocka_unit_test(test_v5_defaults),
         cmocka_unit_test(test_negative),
     };
     return cmocka_run_group_tests(tests, setup_pki, teardown_pki);

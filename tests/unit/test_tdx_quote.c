@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * tdx_quote parser and verifier against the three real TDX v4 quotes in the vectors
- * (tests/vectors/README.md §2): exact fields, signatures, PCK chain to the pinned
+ * tdx_quote parser and verifier against the three real TDX v4 quotes and the real v5 quote in the
+ * vectors (tests/vectors/README.md §2): exact fields, signatures, PCK chain to the pinned
  * Intel SGX root, tampering, truncation at every length, header/size mutations, padding.
+ * v5 body types 2 and 3 from the sim TD (sim_pki.h): fields, mutated body descriptors, truncation,
+ * and signatures over the wrong bytes (re-signed here with a fresh attestation key).
  */
 #include "kg_test.h"
 
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sim_pki.h"
 #include "tdx_quote.h"
 
 #ifndef KG_VECTORS_DIR
@@ -25,6 +28,8 @@
 
 typedef struct quote_vector {
     const char *file;
+    uint16_t version;
+    uint16_t body_type;
     size_t file_len;
     size_t quote_len;
     uint32_t sig_data_len;
@@ -41,11 +46,15 @@ typedef struct quote_vector {
     const char *xfam;
     const char *rtmr[4]; /* NULL: 48 zero bytes */
     const char *report_data;
+    const char *tee_tcb_svn2; /* body type 3 only; NULL: zero */
+    const char *mrservicetd;  /* body type 3 only; NULL: zero */
 } quote_vector;
 
 static const quote_vector vectors[] = {
     {
         .file = "tdx-quote-gcp-cos113.bin",
+        .version = 4,
+        .body_type = 2,
         .file_len = 8000,
         .quote_len = 4935,
         .sig_data_len = 4299,
@@ -74,6 +83,8 @@ static const quote_vector vectors[] = {
     },
     {
         .file = "tdx-quote-trustee-v4-debug.bin",
+        .version = 4,
+        .body_type = 2,
         .file_len = 4936,
         .quote_len = 4936,
         .sig_data_len = 4300,
@@ -100,6 +111,8 @@ static const quote_vector vectors[] = {
     },
     {
         .file = "tdx-quote-azure.bin",
+        .version = 4,
+        .body_type = 2,
         .file_len = 5006,
         .quote_len = 4936,
         .sig_data_len = 4300,
@@ -119,6 +132,39 @@ static const quote_vector vectors[] = {
         .rtmr = {NULL, NULL, NULL, NULL},
         .report_data = "9734504f161d104c74e3165c15f779b06a9bb40dfa71937817d7eee68e593839000000000000000000000"
                        "0000000000000000000000000000000000000000000",
+    },
+    {
+        .file = "tdx-quote-trustee-v5.bin",
+        .version = 5,
+        .body_type = 3,
+        .file_len = 5006,
+        .quote_len = 5006,
+        .sig_data_len = 4300,
+        .pck_chain_len = 3678,
+        .pem_has_nul = 1,
+        .qe_auth_is_sequence = 1,
+        .debug = 0,
+        .td_attributes = 0x10000000ULL,
+        .qe_isvsvn = 6,
+        .header_user_data = "da2c7e326c5696889a6a6ab4f8a64b1700000000",
+        .tee_tcb_svn = "05010200000000000000000000000000",
+        .mrseam = "1cc6a17ab799e9a693fac7536be61c12ee1e0fabada82d0c999e08ccee2aa86de77b0870f558c570e7ffe55d6d"
+                  "47fa04",
+        .mrtd = "dfba221b48a22af8511542ee796603f37382800840dcd978703909bf8e64d4c8a1e9de86e7c9638bfcba422f3886"
+                "400a",
+        .xfam = "e742060000000000",
+        .rtmr = {"9b529f3689e2e8ebb899e9abbbc3dab394d6545e8cdb28a2abb9cc2f377b83a65c01ba56b824cd3ee885df20051"
+                 "f5128",
+                 "ca5a979317ffe8a527a3b7aadab03976d7cb6eef1041fb9bd9d69e6fafa7252cdc10e4c2a55e7ecbd2ddb5cacc8"
+                 "67430",
+                 NULL, NULL},
+        .report_data =
+            "6d6ab13b046cff606ac0074be13981b07b6325dba10b5facc96febf551c0c3be2b75f92fe1f88f4bb99696"
+            "9ad0174b4b7a70261b7b85c844f4b33a4674fd049f",
+        .tee_tcb_svn2 = "05010200000000000000000000000000",
+        .mrservicetd =
+            "383c87d3bbb047b2d171eaca95312ede99f258088dc788f6ae2ccf8b6dd848fe8d47629e08b3f6cbd4a00dd4"
+            "7a5a033d",
     },
 };
 #define N_VECTORS (sizeof(vectors) / sizeof(vectors[0]))
@@ -184,7 +230,11 @@ static void test_parse_real_quotes(void **state)
         assert_int_equal(len, exp->file_len);
         if (!tdx_quote_parse(buf, len, &q, &err))
             fail_msg("%s: %s", exp->file, err.msg);
-        assert_int_equal(q.version, 4);
+        assert_int_equal(q.version, exp->version);
+        assert_int_equal(q.body_type, exp->body_type);
+        assert_int_equal(q.body_size, exp->body_type == 3 ? 648 : 584);
+        assert_int_equal(q.body_offset, exp->version == 5 ? 54 : 48);
+        assert_int_equal(q.signed_len, q.body_offset + q.body_size);
         assert_int_equal(q.att_key_type, 2);
         assert_int_equal(q.tee_type, 0x81);
         assert_int_equal(q.qe_svn, 0);
@@ -198,7 +248,9 @@ static void test_parse_real_quotes(void **state)
         for (int i = 0; i < 4; i++)
             assert_hex(q.rtmr[i], 48, exp->rtmr[i]);
         assert_hex(q.report_data, 64, exp->report_data);
-        assert_memory_equal(q.report_data, buf + TDX_QUOTE_REPORTDATA_OFFSET, 64);
+        assert_memory_equal(q.report_data, buf + q.body_offset + TDX_BODY_REPORTDATA_OFFSET, 64);
+        assert_hex(q.tee_tcb_svn2, 16, exp->tee_tcb_svn2);
+        assert_hex(q.mrservicetd, 48, exp->mrservicetd);
         assert_memory_equal(q.mrsignerseam, zero48, 48);
         assert_memory_equal(q.mrconfigid, zero48, 48);
         assert_memory_equal(q.mrowner, zero48, 48);
@@ -211,8 +263,8 @@ static void test_parse_real_quotes(void **state)
 
         /* signature section */
         assert_int_equal(q.quote_len, exp->quote_len);
-        assert_int_equal(q.quote_len, TDX_QUOTE_SIGNED_LEN + 4 + exp->sig_data_len);
-        assert_ptr_equal(q.signature, buf + TDX_QUOTE_SIGNED_LEN + 4);
+        assert_int_equal(q.quote_len, q.signed_len + 4 + exp->sig_data_len);
+        assert_ptr_equal(q.signature, buf + q.signed_len + 4);
         assert_ptr_equal(q.att_pubkey, q.signature + 64);
         assert_int_equal(q.cert_type, 6);
         assert_ptr_equal(q.qe_report, q.att_pubkey + 64 + 6);
@@ -353,13 +405,18 @@ static void test_tamper(void **state)
 {
     (void)state;
     for (size_t v = 0; v < N_VECTORS; v++) {
-        const size_t sig_data = TDX_QUOTE_SIGNED_LEN + 4;
+        const size_t body = vectors[v].version == 5 ? 54 : 48;
+        const size_t sig_data = body + (vectors[v].body_type == 3 ? 648 : 584) + 4;
         const size_t qe_report = sig_data + 64 + 64 + 6;
         const size_t qe_auth = qe_report + SGX_REPORT_BODY_LEN + 64 + 2;
 
-        expect_tamper_fails(&vectors[v], 0 + 30, "quote signature does not verify");  /* header */
-        expect_tamper_fails(&vectors[v], 184 + 5, "quote signature does not verify"); /* MRTD */
-        expect_tamper_fails(&vectors[v], TDX_QUOTE_REPORTDATA_OFFSET + 63, "quote signature does not verify");
+        expect_tamper_fails(&vectors[v], 0 + 30, "quote signature does not verify");          /* header */
+        expect_tamper_fails(&vectors[v], body + 136 + 5, "quote signature does not verify");  /* MRTD */
+        expect_tamper_fails(&vectors[v], body + 520 + 63, "quote signature does not verify"); /* REPORTDATA */
+        if (vectors[v].body_type == 3) { /* TEE_TCB_SVN2, MRSERVICETD: signed too */
+            expect_tamper_fails(&vectors[v], body + 584 + 1, "quote signature does not verify");
+            expect_tamper_fails(&vectors[v], body + 600 + 47, "quote signature does not verify");
+        }
         expect_tamper_fails(&vectors[v], sig_data + 10, "quote signature does not verify");      /* r */
         expect_tamper_fails(&vectors[v], qe_report + 10, "QE report signature does not verify"); /* CPUSVN */
         expect_tamper_fails(&vectors[v], qe_report + 256,
@@ -423,7 +480,9 @@ static void test_header_and_size_mutations(void **state)
     /* trustee quote: sig data 4300, cert size 4166, auth 32, inner size 3678 */
     static const mutation mutations[] = {
         {0, 0, 2, 3, "version 3 is not supported"},
-        {0, 0, 2, 5, "version 5 is not supported"},
+        {0, 0, 2, 6, "version 6 is not supported (need 4 or 5)"},
+        /* as v5, its TEE_TCB_SVN 03 00 05 00 00 00 reads as body type 3 of size 5 */
+        {0, 0, 2, 5, "v5 body size 5 is not 648 for body type 3"},
         {2, 0, 2, 3, "attestation key type 3"},
         {4, 0, 4, 0, "TEE type 0x0 is not TDX"},
         {4, 0, 4, 0x81 | 0x100, "TEE type 0x181"},
@@ -493,6 +552,198 @@ static void test_byte_mutations_no_crash(void **state)
     free(orig);
 }
 
+/* ---- v5 from the sim TD: body types 2 and 3 ---- */
+
+/* A sim TD v5 quote of body_type with distinct TEE_TCB_SVN2 / MRSERVICETD; *len its length. */
+static uint8_t *sim_v5_quote(const sim_pki *pki, uint16_t body_type, size_t *len)
+{
+    sim_td_config cfg;
+    uint8_t report_data[64], *quote = NULL;
+    kg_err err;
+
+    config_for(pki, &cfg);
+    cfg.quote_version = 5;
+    cfg.body_type = body_type;
+    for (int i = 0; i < 16; i++)
+        cfg.tee_tcb_svn2[i] = (uint8_t)(0xc0 + i);
+    for (int i = 0; i < 48; i++)
+        cfg.mrservicetd[i] = (uint8_t)(0x30 + i);
+    for (int i = 0; i < 64; i++)
+        report_data[i] = (uint8_t)(0x80 ^ i);
+    kg_err_clear(&err);
+    if (!sim_td_get_quote(&cfg, report_data, NULL, &quote, len, &err))
+        fail_msg("%s", err.msg);
+    return quote;
+}
+
+static void test_sim_v5_body_types(void **state)
+{
+    const sim_pki *pki = *state;
+    X509_STORE *sim_root = store_with(pki->root);
+    X509_STORE *intel = store_from_pem("intel-sgx-root-ca.pem");
+    uint8_t zero[48] = {0};
+
+    for (uint16_t type = 2; type <= 3; type++) {
+        size_t len, body_size = type == 3 ? 648 : 584;
+        uint8_t *quote = sim_v5_quote(pki, type, &len);
+        tdx_quote q;
+        kg_err err;
+
+        kg_err_clear(&err);
+        if (!tdx_quote_parse(quote, len, &q, &err))
+            fail_msg("type %u: %s", type, err.msg);
+        assert_int_equal(q.version, 5);
+        assert_int_equal(q.body_type, type);
+        assert_int_equal(q.body_size, body_size);
+        assert_int_equal(q.body_offset, 54);
+        assert_int_equal(q.signed_len, 54 + body_size);
+        assert_int_equal(q.quote_len, len);
+        assert_ptr_equal(q.signature, quote + 54 + body_size + 4);
+        for (int i = 0; i < 64; i++)
+            assert_int_equal(q.report_data[i], 0x80 ^ i);
+        assert_memory_equal(quote + 54 + 520, q.report_data, 64);
+        assert_memory_equal(quote + 54 + 136, q.mrtd, 48);
+        assert_int_equal(q.td_attributes, TDX_TD_ATTR_SEPT_VE_DISABLE);
+        if (type == 3) {
+            for (int i = 0; i < 16; i++)
+                assert_int_equal(q.tee_tcb_svn2[i], 0xc0 + i);
+            for (int i = 0; i < 48; i++)
+                assert_int_equal(q.mrservicetd[i], 0x30 + i);
+        } else { /* TD report 1.0 has neither */
+            assert_memory_equal(q.tee_tcb_svn2, zero, 16);
+            assert_memory_equal(q.mrservicetd, zero, 48);
+        }
+        if (!tdx_quote_verify(&q, quote, sim_root, 0, NULL, &err))
+            fail_msg("type %u: %s", type, err.msg);
+        assert_false(tdx_quote_verify(&q, quote, intel, 0, NULL, &err));
+        assert_non_null(strstr(err.msg, "PCK chain does not verify"));
+        free(quote);
+    }
+    X509_STORE_free(intel);
+    X509_STORE_free(sim_root);
+}
+
+/* Sets the v5 body descriptor of a copy; parse must fail naming want. */
+static void expect_descriptor_fails(const uint8_t *quote, size_t len, uint16_t type, uint32_t size,
+                                    const char *want)
+{
+    uint8_t *buf = malloc(len);
+    tdx_quote q;
+    kg_err err;
+
+    assert_non_null(buf);
+    memcpy(buf, quote, len);
+    put_u16(buf + 48, type);
+    put_u32(buf + 50, size);
+    kg_err_clear(&err);
+    assert_false(tdx_quote_parse(buf, len, &q, &err));
+    assert_int_equal(err.step, KG_STEP_EVIDENCE);
+    if (strstr(err.msg, want) == NULL)
+        fail_msg("type %u size %u: want '%s', got '%s'", type, size, want, err.msg);
+    free(buf);
+}
+
+static void test_sim_v5_mutations(void **state)
+{
+    const sim_pki *pki = *state;
+    X509_STORE *sim_root = store_with(pki->root);
+    size_t len2, len3;
+    uint8_t *q2 = sim_v5_quote(pki, 2, &len2), *q3 = sim_v5_quote(pki, 3, &len3);
+
+    /* wrong body size for the type, and unknown body types */
+    expect_descriptor_fails(q3, len3, 3, 584, "v5 body size 584 is not 648 for body type 3");
+    expect_descriptor_fails(q2, len2, 2, 648, "v5 body size 648 is not 584 for body type 2");
+    expect_descriptor_fails(q3, len3, 3, 0xffffffffu, "v5 body size 4294967295 is not 648");
+    expect_descriptor_fails(q3, len3, 3, 0, "v5 body size 0 is not 648");
+    expect_descriptor_fails(q2, len2, 1, 384, "v5 body type 1 is not a TD report"); /* SGX enclave */
+    expect_descriptor_fails(q3, len3, 4, 648, "v5 body type 4 is not a TD report");
+    expect_descriptor_fails(q3, len3, 0, 648, "v5 body type 0 is not a TD report");
+    expect_descriptor_fails(q3, len3, 0xffff, 648, "v5 body type 65535 is not a TD report");
+    /* a TD report 1.5 relabelled 1.0 (or back): never parses and verifies */
+    for (int which = 0; which < 2; which++) {
+        uint8_t *buf = malloc(which ? len2 : len3);
+        size_t len = which ? len2 : len3;
+        tdx_quote q;
+        kg_err err;
+
+        assert_non_null(buf);
+        memcpy(buf, which ? q2 : q3, len);
+        put_u16(buf + 48, which ? 3 : 2);
+        put_u32(buf + 50, which ? 648 : 584);
+        assert_false(tdx_quote_parse(buf, len, &q, &err) &&
+                     tdx_quote_verify(&q, buf, sim_root, 0, NULL, &err));
+        /* the version alone changed to 4: the same bytes read as a v4 quote do not verify either */
+        memcpy(buf, which ? q2 : q3, len);
+        put_u16(buf, 4);
+        assert_false(tdx_quote_parse(buf, len, &q, &err) &&
+                     tdx_quote_verify(&q, buf, sim_root, 0, NULL, &err));
+        free(buf);
+    }
+    /* truncated at every length: exact-size copies, never parses, never reads past the end */
+    for (size_t cut = 0; cut < len2; cut++) {
+        uint8_t *copy = malloc(cut == 0 ? 1 : cut);
+        tdx_quote q;
+        kg_err err;
+
+        assert_non_null(copy);
+        memcpy(copy, q2, cut);
+        kg_err_clear(&err);
+        if (tdx_quote_parse(copy, cut, &q, &err))
+            fail_msg("type 2 truncated at %zu parsed", cut);
+        assert_non_null(strstr(err.msg, "evidence: quote"));
+        free(copy);
+    }
+    free(q2);
+    free(q3);
+    X509_STORE_free(sim_root);
+}
+
+/* v5's signature covers header + body descriptor + body; every other choice of bytes must fail. */
+static void test_sim_v5_signature_over_wrong_bytes(void **state)
+{
+    const sim_pki *pki = *state;
+    X509_STORE *sim_root = store_with(pki->root);
+
+    for (uint16_t type = 2; type <= 3; type++) {
+        size_t len, body = type == 3 ? 648 : 584;
+        uint8_t *buf = sim_v5_quote(pki, type, &len), *msg = malloc(48 + body);
+        struct {
+            size_t from, n; /* a span of the quote; from == SIZE_MAX: header ‖ body without descriptor */
+            int ok;
+        } cases[] = {
+            {0, 54 + body, 1},        /* right: header + descriptor + body (control) */
+            {SIZE_MAX, 0, 0},         /* the v4 rule applied to v5: descriptor left out */
+            {0, 632, 0},              /* the v4 length */
+            {54, body, 0},            /* body only */
+            {0, 54 + 584, type == 2}, /* type 3: the TD report 1.0 part only, not SVN2/MRSERVICETD */
+        };
+        tdx_quote q;
+        kg_err err;
+
+        assert_non_null(msg);
+        assert_true(tdx_quote_parse(buf, len, &q, &err));
+        for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+            if (cases[c].from == SIZE_MAX) {
+                memcpy(msg, buf, 48);
+                memcpy(msg + 48, buf + 54, body);
+                resign(pki, buf, &q, msg, 48 + body);
+            } else {
+                resign(pki, buf, &q, buf + cases[c].from, cases[c].n);
+            }
+            kg_err_clear(&err);
+            assert_true(tdx_quote_parse(buf, len, &q, &err));
+            if (tdx_quote_verify(&q, buf, sim_root, 0, NULL, &err) != cases[c].ok)
+                fail_msg("type %u case %zu: want %s, got '%s'", type, c, cases[c].ok ? "ok" : "failure",
+                         err.msg);
+            if (!cases[c].ok)
+                assert_non_null(strstr(err.msg, "quote signature does not verify"));
+        }
+        free(msg);
+        free(buf);
+    }
+    X509_STORE_free(sim_root);
+}
+
 static void test_null_and_unparsed(void **state)
 {
     tdx_quote q;
@@ -523,7 +774,10 @@ int main(void)
         cmocka_unit_test(test_truncated_every_length),
         cmocka_unit_test(test_header_and_size_mutations),
         cmocka_unit_test(test_byte_mutations_no_crash),
+        cmocka_unit_test(test_sim_v5_body_types),
+        cmocka_unit_test(test_sim_v5_mutations),
+        cmocka_unit_test(test_sim_v5_signature_over_wrong_bytes),
         cmocka_unit_test(test_null_and_unparsed),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, setup_pki, teardown_pki);
 }
