@@ -90,7 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if ((wrapped = seal(data + 1, size - 1, &wrapped_len)) == NULL) {
         return 0;
     }
-    if (kg_wrap_unwrap(wrapping, wrapped, wrapped_len, wrapped_swk, wrapped_swk_len, &key, &err)) {
+    if (kg_wrap_unwrap(wrapping, wrapped, wrapped_len, wrapped_swk, wrapped_swk_len, NULL, &key, &err)) {
         fuzz_note("kg_wrap_unwrap", 1, NULL);
         EVP_PKEY_free(key);
     } else {
