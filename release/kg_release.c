@@ -332,7 +332,7 @@ static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *re
     }
     t0 = kg_mono_ms();
     if (!kg_wrap_unwrap(wrapping_key, w.wrapped_key, w.wrapped_key_len, w.wrapped_swk, w.wrapped_swk_len,
-                        &released, err))
+                        ref->pubkey, &released, err))
         goto err;
     t->unwrap = kg_mono_ms() - t0;
 match:

@@ -4,6 +4,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/decoder.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/asn1.h>
@@ -103,6 +104,8 @@ static uint32_t le32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+#define KEY_TYPE_MSG "released key type is not RSA 2048..4096 or EC P-256/P-384"
+
 static int key_supported(const EVP_PKEY *pk)
 {
     char group[32] = "";
@@ -113,179 +116,360 @@ static int key_supported(const EVP_PKEY *pk)
            (strcmp(group, "prime256v1") == 0 || strcmp(group, "secp384r1") == 0);
 }
 
-/* The key type PrivateKeyInfo's AlgorithmIdentifier names: "RSA", "EC", "" for any other
- * algorithm, NULL when the headers or the AlgorithmIdentifier do not parse. Given the type,
- * OSSL_DECODER_CTX_new_for_pkey sets up only that type's decoders: 1.45 M instead of 4.7 M
- * instructions per released P-256 key (bench/RESULTS.md, P4); anything else is refused before a
- * decoder is set up at all. Reads the headers and the AlgorithmIdentifier only, never the private
- * key octets. */
-static const char *pkcs8_key_type(const uint8_t *der, size_t len)
+/*
+ * One DER TLV at *p, before e: a one-byte tag, a definite length in its shortest form (BER's
+ * longer forms are refused) and the content inside the input. Returns the tag byte (0x30
+ * SEQUENCE, 0x02 INTEGER, 0x04 OCTET STRING, 0xa0 [0] ...) with the content, and moves *p past
+ * it; -1 when the bytes are no such TLV. Reads headers only, never the content.
+ */
+static int der_tlv(const unsigned char **p, const unsigned char *e, const unsigned char **c, size_t *clen)
 {
-    const unsigned char *p = der;
-    long plen;
-    int tag, cls, nid;
-    X509_ALGOR *alg;
+    const unsigned char *q = *p;
+    long len;
+    int tag, cls, ret;
+    size_t hdr;
 
-    if (len > LONG_MAX || (ASN1_get_object(&p, &plen, &tag, &cls, (long)len) & 0x80) != 0 ||
-        tag != V_ASN1_SEQUENCE)
-        return NULL;
-    if ((ASN1_get_object(&p, &plen, &tag, &cls, (long)(len - (size_t)(p - der))) & 0x80) != 0 ||
-        tag != V_ASN1_INTEGER || plen > (long)(len - (size_t)(p - der)))
-        return NULL;
-    p += plen; /* the version */
-    if ((alg = d2i_X509_ALGOR(NULL, &p, (long)(len - (size_t)(p - der)))) == NULL) {
-        ERR_clear_error();
-        return NULL;
-    }
-    nid = OBJ_obj2nid(alg->algorithm);
-    X509_ALGOR_free(alg);
-    return nid == NID_rsaEncryption ? "RSA" : nid == NID_X9_62_id_ecPublicKey ? "EC" : "";
+    if (q >= e || e - q > LONG_MAX)
+        return -1;
+    ret = ASN1_get_object(&q, &len, &tag, &cls, (long)(e - q));
+    if ((ret & 0x80) != 0 || (ret & 0x01) != 0 || tag >= 0x1f || len < 0 || len > e - q)
+        return -1;
+    hdr = 2 + (len < 0x80 ? 0 : len < 0x100 ? 1 : len < 0x10000 ? 2 : len < 0x1000000 ? 3 : 4);
+    if ((size_t)(q - *p) != hdr)
+        return -1;
+    ret = **p;
+    *c = q;
+    *clen = (size_t)len;
+    *p = q + len;
+    return ret;
 }
 
-/* The next TLV of ECPrivateKey at *p (end e): 1 with its content, tag and class. */
-static int next_tlv(const unsigned char **p, const unsigned char *e, int *tag, int *cls,
-                    const unsigned char **c, long *clen)
+/* A one-byte DER INTEGER (a version): its value, else -1. */
+static int der_version(const unsigned char **p, const unsigned char *e)
 {
-    if (*p >= e || (ASN1_get_object(p, clen, tag, cls, e - *p) & 0x80) != 0 || *clen > e - *p)
-        return 0;
-    *c = *p;
-    *p += *clen;
-    return 1;
+    const unsigned char *c;
+    size_t n;
+    return der_tlv(p, e, &c, &n) == 0x02 && n == 1 && c[0] < 0x80 ? c[0] : -1;
+}
+
+/* A DER INTEGER that is positive (or zero) and minimally encoded. */
+static int der_positive_int(const unsigned char **p, const unsigned char *e)
+{
+    const unsigned char *c;
+    size_t n;
+    return der_tlv(p, e, &c, &n) == 0x02 && n > 0 && (c[0] & 0x80) == 0 &&
+           !(n > 1 && c[0] == 0 && (c[1] & 0x80) == 0);
+}
+
+enum key_form { FORM_NONE, FORM_TRAILING, FORM_PKCS8, FORM_PKCS1, FORM_SEC1 };
+
+/*
+ * The three private-key DER forms a KBS can hand over (intel-kbs.md §5) all start
+ * SEQUENCE { INTEGER version, ... }; the element after the version tells them apart without
+ * ambiguity: a SEQUENCE (PKCS#8's AlgorithmIdentifier), an INTEGER (PKCS#1's modulus) or an
+ * OCTET STRING (SEC1's scalar). Headers only: no decoder is set up to find out (a decoder per
+ * guess cost 4.7 M instructions per input, see parse_pkcs8). *trailing: bytes after the DER.
+ */
+static enum key_form key_form(const uint8_t *der, size_t len, size_t *trailing)
+{
+    const unsigned char *p = der, *c, *e, *x;
+    size_t n;
+
+    if (der_tlv(&p, der + len, &c, &n) != 0x30)
+        return FORM_NONE;
+    if (p != der + len) {
+        *trailing = (size_t)(der + len - p);
+        return FORM_TRAILING;
+    }
+    e = c + n;
+    if (der_tlv(&c, e, &x, &n) != 0x02)
+        return FORM_NONE;
+    switch (der_tlv(&c, e, &x, &n)) {
+    case 0x30: return FORM_PKCS8;
+    case 0x02: return FORM_PKCS1;
+    case 0x04: return FORM_SEC1;
+    default: return FORM_NONE;
+    }
+}
+
+/* The EC public point d·G of a SEC1 key without its [1] (uncompressed, into out); the scalar's
+ * temporaries stay in the secure heap (BN_CTX_secure_new_ex). Returns its length, 0 on failure. */
+static size_t ec_public_point(int nid, const BIGNUM *d, uint8_t *out, size_t out_len)
+{
+    EC_GROUP *g = EC_GROUP_new_by_curve_name_ex(kg_libctx(), NULL, nid);
+    EC_POINT *pt = g != NULL ? EC_POINT_new(g) : NULL;
+    BN_CTX *bctx = BN_CTX_secure_new_ex(kg_libctx());
+    size_t n = 0;
+
+    if (pt != NULL && bctx != NULL && EC_POINT_mul(g, pt, d, NULL, NULL, bctx))
+        n = EC_POINT_point2oct(g, pt, POINT_CONVERSION_UNCOMPRESSED, out, out_len, bctx);
+    BN_CTX_free(bctx); /* clears its BIGNUMs */
+    EC_POINT_free(pt);
+    EC_GROUP_free(g);
+    return n;
+}
+
+/* The curve of an EC reference public key, NID_undef when there is none. */
+static int reference_curve(const EVP_PKEY *reference)
+{
+    char group[32];
+    if (reference == NULL || !EVP_PKEY_is_a(reference, "EC") ||
+        !EVP_PKEY_get_utf8_string_param(reference, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL))
+        return NID_undef;
+    return OBJ_txt2nid(group);
 }
 
 /*
- * EC keys without OpenSSL's ECPrivateKey decoder: it copies the big-endian scalar into ordinary
- * heap memory and frees it without zeroizing, which leaves the key in the process after a lease
- * wipe (issue 12's memory scan found it). Here the scalar is read in place from the PKCS#8
- * structure (freed with ASN1_STRING_clear_free) into a secure-heap BIGNUM. Returns 1 with *key,
- * 0 with *key NULL when this is no EC key with an embedded public key (the caller decodes).
+ * SEC1 ECPrivateKey (RFC 5915), read in place and never through OpenSSL's decoder: that copies
+ * the big-endian scalar into ordinary heap memory and frees it without zeroizing, which left the
+ * key in the process after a lease wipe (issue 12's memory scan found it). Here the scalar goes
+ * from the input (the secure-heap plaintext) into a secure-heap BIGNUM.
+ *   ECPrivateKey ::= SEQUENCE { version 1, privateKey OCTET STRING (the order's size),
+ *                               [0] namedCurve OPTIONAL, [1] publicKey BIT STRING OPTIONAL }
+ * The curve: outer_nid (PKCS#8's AlgorithmIdentifier; [0] must then agree), else [0], else the
+ * reference's (a KMIP server keeps the curve as an attribute, beside the key material). Without
+ * [1] the public point is computed. Returns 1 with *key, 0 with err.
  */
-static int parse_ec_in_place(const uint8_t *der, size_t len, EVP_PKEY **key)
+static int ec_from_sec1(const uint8_t *der, size_t len, int outer_nid, const EVP_PKEY *reference,
+                        EVP_PKEY **key, kg_err *err)
 {
-    const unsigned char *in = der, *pk, *p, *e, *c, *scalar = NULL, *pub = NULL;
-    PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &in, (long)len);
-    const ASN1_OBJECT *alg;
-    const X509_ALGOR *algor;
-    const void *pval;
-    int pklen, ptype, tag, cls, nid;
-    long clen, scalar_len = 0, pub_len = 0;
+    const unsigned char *p = der, *e, *c, *x, *scalar, *pub = NULL;
+    size_t n, m, scalar_len, pub_len = 0, order_len;
+    int inner_nid = NID_undef, nid;
+    uint8_t point[1 + 2 * 48];
     OSSL_PARAM_BLD *bld = NULL;
     OSSL_PARAM *params = NULL;
     EVP_PKEY_CTX *pctx = NULL;
     BIGNUM *d = NULL;
-    const char *group;
 
     *key = NULL;
-    if (p8 == NULL || in != der + len || !PKCS8_pkey_get0(&alg, &pk, &pklen, &algor, p8) ||
-        OBJ_obj2nid(alg) != NID_X9_62_id_ecPublicKey)
-        goto done;
-    X509_ALGOR_get0(NULL, &ptype, &pval, algor);
-    if (ptype != V_ASN1_OBJECT || (nid = OBJ_obj2nid(pval)) == NID_undef || (group = OBJ_nid2sn(nid)) == NULL)
-        goto done;
-    p = pk;
-    e = pk + pklen;
-    /* ECPrivateKey ::= SEQUENCE { version 1, privateKey OCTET STRING, [0] params OPTIONAL,
-     *                             [1] publicKey BIT STRING OPTIONAL } */
-    if (!next_tlv(&p, e, &tag, &cls, &c, &clen) || tag != V_ASN1_SEQUENCE || p != e)
-        goto done;
+    if (der_tlv(&p, der + len, &c, &n) != 0x30 || p != der + len)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released EC key is not a DER SEC1 ECPrivateKey");
     p = c;
-    e = c + clen;
-    if (!next_tlv(&p, e, &tag, &cls, &c, &clen) || tag != V_ASN1_INTEGER || clen != 1 || c[0] != 1)
-        goto done;
-    if (!next_tlv(&p, e, &tag, &cls, &scalar, &scalar_len) || tag != V_ASN1_OCTET_STRING)
-        goto done;
-    while (p < e && next_tlv(&p, e, &tag, &cls, &c, &clen))
-        if (cls == V_ASN1_CONTEXT_SPECIFIC && tag == 1) {
-            const unsigned char *q = c;
-            if (next_tlv(&q, c + clen, &tag, &cls, &pub, &pub_len) && tag == V_ASN1_BIT_STRING &&
-                pub_len > 1 && pub[0] == 0) {
-                pub++; /* no unused bits */
-                pub_len--;
-            } else
-                pub = NULL;
+    e = c + n;
+    if (der_version(&p, e) != 1)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released SEC1 ECPrivateKey's version is not 1");
+    if (der_tlv(&p, e, &scalar, &scalar_len) != 0x04)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released SEC1 ECPrivateKey has no privateKey OCTET STRING");
+    if (p < e && *p == 0xa0) { /* [0] ECParameters: namedCurve only */
+        const unsigned char *q;
+        ASN1_OBJECT *o = NULL;
+        if (der_tlv(&p, e, &c, &n) == 0xa0 && (q = c, der_tlv(&q, c + n, &x, &m) == 0x06) && q == c + n) {
+            x = c;
+            o = d2i_ASN1_OBJECT(NULL, &x, (long)n);
+            inner_nid = o != NULL && x == c + n ? OBJ_obj2nid(o) : NID_undef;
+            ASN1_OBJECT_free(o);
         }
-    if (pub == NULL || scalar_len == 0 || (d = BN_secure_new()) == NULL ||
-        BN_bin2bn(scalar, (int)scalar_len, d) == NULL || (bld = OSSL_PARAM_BLD_new()) == NULL ||
-        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) ||
-        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, (size_t)pub_len) ||
+        if (inner_nid == NID_undef)
+            return kg_err_set(err, KG_STEP_UNWRAP,
+                              "released EC key does not name a known curve (explicit curve parameters are "
+                              "not accepted)");
+    }
+    if (p < e && *p == 0xa1) { /* [1] publicKey BIT STRING, no unused bits */
+        const unsigned char *q;
+        if (der_tlv(&p, e, &c, &n) != 0xa1 || (q = c, der_tlv(&q, c + n, &pub, &pub_len) != 0x03) ||
+            q != c + n || pub_len < 2 || pub[0] != 0)
+            return kg_err_set(err, KG_STEP_UNWRAP, "released SEC1 ECPrivateKey's publicKey is not DER");
+        pub++;
+        pub_len--;
+    }
+    if (p != e)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released SEC1 ECPrivateKey has elements after its publicKey");
+    if (outer_nid != NID_undef && inner_nid != NID_undef && inner_nid != outer_nid)
+        return kg_err_set(err, KG_STEP_UNWRAP,
+                          "released EC key names two curves (AlgorithmIdentifier and [0])");
+    nid = outer_nid != NID_undef   ? outer_nid
+          : inner_nid != NID_undef ? inner_nid
+                                   : reference_curve(reference);
+    if (nid == NID_undef)
+        return kg_err_set(err, KG_STEP_UNWRAP,
+                          "released key is a SEC1 ECPrivateKey without curve parameters, and the key "
+                          "reference names no curve (no EC public key): create the reference with --pubkey");
+    if (nid != NID_X9_62_prime256v1 && nid != NID_secp384r1)
+        return kg_err_set(err, KG_STEP_UNWRAP, KEY_TYPE_MSG);
+    order_len = nid == NID_secp384r1 ? 48 : 32;
+    if (scalar_len != order_len)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released EC private key is %zu bytes, %s takes %zu",
+                          scalar_len, OBJ_nid2sn(nid), order_len);
+    if ((d = BN_secure_new()) == NULL || BN_bin2bn(scalar, (int)scalar_len, d) == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of secure memory");
+        goto done;
+    }
+    if (pub == NULL) {
+        if ((pub_len = ec_public_point(nid, d, point, sizeof(point))) == 0) {
+            kg_err_set(err, KG_STEP_UNWRAP, "released EC private key gives no public point on %s",
+                       OBJ_nid2sn(nid));
+            goto done;
+        }
+        pub = point;
+    }
+    if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
+        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid), 0) ||
+        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, pub_len) ||
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d) || /* secure BN: secure param block */
         (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
         (pctx = kg_pkey_ctx_new_from_name(kg_libctx(), "EC")) == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
-        EVP_PKEY_fromdata(pctx, key, EVP_PKEY_KEYPAIR, params) <= 0)
+        EVP_PKEY_fromdata(pctx, key, EVP_PKEY_KEYPAIR, params) <= 0) {
         *key = NULL;
+        kg_err_set(err, KG_STEP_UNWRAP, "released EC key does not load (public point not on %s?)",
+                   OBJ_nid2sn(nid));
+    }
 done:
     EVP_PKEY_CTX_free(pctx);
     OSSL_PARAM_free(params); /* clears the secure block holding the scalar */
     OSSL_PARAM_BLD_free(bld);
     BN_clear_free(d);
-    PKCS8_PRIV_KEY_INFO_free(p8); /* clears the private key octets */
-    ERR_clear_error();
     return *key != NULL;
 }
 
+/*
+ * PrivateKeyInfo / OneAsymmetricKey (RFC 5958): SEQUENCE { version (0; 1 when it carries the
+ * publicKey), AlgorithmIdentifier, privateKey OCTET STRING, [0] attributes OPTIONAL,
+ * [1] publicKey OPTIONAL }. EC keys are read in place (ec_from_sec1). RSA keys go to
+ * OSSL_DECODER_CTX_new_for_pkey told the type, which sets up RSA's decoders only: 1.45 M instead
+ * of 4.7 M instructions per released key (bench/RESULTS.md, P4); any other algorithm is refused
+ * before a decoder is set up at all.
+ */
 static int parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err)
 {
-    if (parse_ec_in_place(der, len, key)) {
-        if (!key_supported(*key)) {
-            EVP_PKEY_free(*key);
-            *key = NULL;
-            return kg_err_set(err, KG_STEP_UNWRAP,
-                              "released key type is not RSA 2048..4096 or EC P-256/P-384");
-        }
-        return 1;
-    }
+    const unsigned char *p = der, *e, *c, *alg, *priv, *x;
+    size_t n, priv_len, left = len;
+    int version, has_pub = 0, alg_nid, ptype;
+    X509_ALGOR *a = NULL;
+    const ASN1_OBJECT *obj;
+    const void *pval;
     OSSL_DECODER_CTX *dctx;
-    const unsigned char *p = der;
-    size_t left = len;
     EVP_PKEY *pk = NULL;
-    const char *type = pkcs8_key_type(der, len);
 
     *key = NULL;
-    if (type == NULL) {
-        ERR_clear_error(); /* ASN1_get_object's */
+    if (der_tlv(&p, der + len, &c, &n) != 0x30 || p != der + len)
         return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
+    p = c;
+    e = c + n;
+    version = der_version(&p, e);
+    alg = p;
+    if (der_tlv(&p, e, &c, &n) != 0x30 || der_tlv(&p, e, &priv, &priv_len) != 0x04)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
+    x = alg;
+    if (p < e && *p == 0xa0 && der_tlv(&p, e, &c, &n) != 0xa0)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
+    if (p < e && *p == 0xa1) {
+        if (der_tlv(&p, e, &c, &n) != 0xa1)
+            return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
+        has_pub = 1;
     }
-    if (type[0] == '\0')
-        return kg_err_set(err, KG_STEP_UNWRAP, "released key type is not RSA 2048..4096 or EC P-256/P-384");
-    dctx = OSSL_DECODER_CTX_new_for_pkey(&pk, "DER", "PrivateKeyInfo", type, OSSL_KEYMGMT_SELECT_KEYPAIR,
+    if (p != e)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
+    if (version != has_pub) /* RFC 5958: v1 (0) without publicKey, v2 (1) with it */
+        return kg_err_set(err, KG_STEP_UNWRAP, "released PKCS#8 key's version is not %d", has_pub);
+    if ((a = d2i_X509_ALGOR(NULL, &x, (long)(priv - x))) == NULL)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
+    X509_ALGOR_get0(&obj, &ptype, &pval, a);
+    alg_nid = OBJ_obj2nid(obj);
+    if (alg_nid == NID_X9_62_id_ecPublicKey) {
+        int curve = ptype == V_ASN1_OBJECT ? OBJ_obj2nid(pval) : NID_undef;
+        X509_ALGOR_free(a);
+        if (curve == NID_undef)
+            return kg_err_set(err, KG_STEP_UNWRAP,
+                              "released EC key does not name a known curve (explicit curve parameters are "
+                              "not accepted)");
+        return ec_from_sec1(priv, priv_len, curve, NULL, key, err);
+    }
+    X509_ALGOR_free(a);
+    if (alg_nid != NID_rsaEncryption)
+        return kg_err_set(err, KG_STEP_UNWRAP, KEY_TYPE_MSG);
+    dctx = OSSL_DECODER_CTX_new_for_pkey(&pk, "DER", "PrivateKeyInfo", "RSA", OSSL_KEYMGMT_SELECT_KEYPAIR,
                                          kg_libctx(), NULL);
     if (dctx == NULL)
         return kg_err_set(err, KG_STEP_INTERNAL, "no PKCS#8 decoder");
+    p = der;
     if (!OSSL_DECODER_from_data(dctx, &p, &left) || pk == NULL || left != 0) {
         OSSL_DECODER_CTX_free(dctx);
         EVP_PKEY_free(pk);
-        ERR_clear_error();
         return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
     }
     OSSL_DECODER_CTX_free(dctx);
     if (!key_supported(pk)) {
         EVP_PKEY_free(pk);
-        return kg_err_set(err, KG_STEP_UNWRAP, "released key type is not RSA 2048..4096 or EC P-256/P-384");
+        return kg_err_set(err, KG_STEP_UNWRAP, KEY_TYPE_MSG);
     }
     *key = pk;
     return 1;
 }
 
 /*
- * PKCS#8 carries both halves and nothing ties them: an EC key's embedded publicKey is taken as
- * given, an RSA key's d, p, q need not make its n. The public half is what the reference and
- * the certificate are matched against, so a key whose private half differs would pass that
+ * PKCS#1 RSAPrivateKey (RFC 8017 A.1.2): SEQUENCE { version, n, e, d, p, q, dP, dQ, qInv,
+ * otherPrimeInfos OPTIONAL }, version 0 without otherPrimeInfos, 1 with them (multi-prime: taken,
+ * as a multi-prime PKCS#8 key is). The structure is checked here (DER, every INTEGER minimal and
+ * non-negative), then RSA's "type-specific" decoder alone reads it.
+ */
+static int parse_pkcs1(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err)
+{
+    const unsigned char *p = der, *e, *c, *q, *x;
+    size_t n, m, left = len;
+    int version, i;
+    OSSL_DECODER_CTX *dctx;
+    EVP_PKEY *pk = NULL;
+
+    *key = NULL;
+    if (der_tlv(&p, der + len, &c, &n) != 0x30 || p != der + len)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#1 RSAPrivateKey DER");
+    p = c;
+    e = c + n;
+    if ((version = der_version(&p, e)) != 0 && version != 1)
+        return kg_err_set(err, KG_STEP_UNWRAP,
+                          "released PKCS#1 RSAPrivateKey's version is not 0 (two primes) or 1 (multi-prime)");
+    for (i = 0; i < 8; i++)
+        if (!der_positive_int(&p, e))
+            return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#1 RSAPrivateKey DER");
+    if (version == 1) { /* otherPrimeInfos: SEQUENCE SIZE(1..MAX) OF SEQUENCE { r, d, t } */
+        if (der_tlv(&p, e, &c, &n) != 0x30 || n == 0)
+            return kg_err_set(
+                err, KG_STEP_UNWRAP,
+                "released PKCS#1 RSAPrivateKey's version is 1 (multi-prime) without otherPrimeInfos");
+        for (q = c; q < c + n;)
+            if (der_tlv(&q, c + n, &x, &m) != 0x30 || !der_positive_int(&x, x + m) ||
+                !der_positive_int(&x, q) || !der_positive_int(&x, q) || x != q)
+                return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#1 RSAPrivateKey DER");
+    }
+    if (p != e)
+        return kg_err_set(err, KG_STEP_UNWRAP,
+                          "released PKCS#1 RSAPrivateKey has elements after its %s (version %d)",
+                          version == 0 ? "coefficient" : "otherPrimeInfos", version);
+    dctx = OSSL_DECODER_CTX_new_for_pkey(&pk, "DER", "type-specific", "RSA", OSSL_KEYMGMT_SELECT_KEYPAIR,
+                                         kg_libctx(), NULL);
+    if (dctx == NULL)
+        return kg_err_set(err, KG_STEP_INTERNAL, "no PKCS#1 decoder");
+    p = der;
+    if (!OSSL_DECODER_from_data(dctx, &p, &left) || pk == NULL || left != 0) {
+        OSSL_DECODER_CTX_free(dctx);
+        EVP_PKEY_free(pk);
+        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#1 RSAPrivateKey DER");
+    }
+    OSSL_DECODER_CTX_free(dctx);
+    if (!key_supported(pk)) {
+        EVP_PKEY_free(pk);
+        return kg_err_set(err, KG_STEP_UNWRAP, KEY_TYPE_MSG);
+    }
+    *key = pk;
+    return 1;
+}
+
+/*
+ * PKCS#8 and PKCS#1 carry both halves and nothing ties them: an EC key's embedded publicKey is
+ * taken as given, an RSA key's d, p, q need not make its n. The public half is what the reference
+ * and the certificate are matched against, so a key whose private half differs would pass that
  * match and then sign with another key. OpenSSL's pairwise check: EC scalar * G == public
  * point; RSA n == p * q, p and q prime, d * e == 1 mod lcm(p-1, q-1), CRT values. Cost, once per
  * release (2-core test VM under load): EC < 2 ms; RSA-2048 60 ms, -3072 180 ms, -4096 340 ms
- * (mostly the primality tests).
+ * (mostly the primality tests). Frees *key when it fails.
  */
-int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err)
+static int pairwise_ok(EVP_PKEY **key, kg_err *err)
 {
-    EVP_PKEY_CTX *ctx;
-    int ok;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), *key, NULL);
+    int ok = ctx != NULL && EVP_PKEY_pairwise_check(ctx) == 1;
 
-    if (!parse_pkcs8(der, len, key, err))
-        return 0;
-    ctx = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), *key, NULL);
-    ok = ctx != NULL && EVP_PKEY_pairwise_check(ctx) == 1;
     EVP_PKEY_CTX_free(ctx);
-    ERR_clear_error();
     if (ok)
         return 1;
     EVP_PKEY_free(*key);
@@ -293,6 +477,43 @@ int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *
     return kg_err_set(err, KG_STEP_UNWRAP,
                       "the released private key does not match its own public key (pairwise consistency "
                       "check failed)");
+}
+
+int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err)
+{
+    size_t trailing;
+    int ok;
+
+    *key = NULL;
+    ok = key_form(der, len, &trailing) == FORM_PKCS8
+             ? parse_pkcs8(der, len, key, err) && pairwise_ok(key, err)
+             : kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
+    ERR_clear_error(); /* ASN1_get_object's, the decoders' */
+    return ok;
+}
+
+int kg_wrap_parse_private_key(const uint8_t *der, size_t len, const EVP_PKEY *reference, EVP_PKEY **key,
+                              kg_err *err)
+{
+    size_t trailing = 0;
+    int ok;
+
+    *key = NULL;
+    switch (key_form(der, len, &trailing)) {
+    case FORM_PKCS8: ok = parse_pkcs8(der, len, key, err); break;
+    case FORM_PKCS1: ok = parse_pkcs1(der, len, key, err); break;
+    case FORM_SEC1: ok = ec_from_sec1(der, len, NID_undef, reference, key, err); break;
+    case FORM_TRAILING:
+        ok = kg_err_set(err, KG_STEP_UNWRAP, "released key has %zu bytes after its DER structure", trailing);
+        break;
+    default:
+        ok = kg_err_set(
+            err, KG_STEP_UNWRAP,
+            "released key is not PKCS#8 PrivateKeyInfo, PKCS#1 RSAPrivateKey or SEC1 ECPrivateKey DER");
+    }
+    ok = ok && pairwise_ok(key, err);
+    ERR_clear_error(); /* ASN1_get_object's, the decoders' */
+    return ok;
 }
 
 static int unwrap_swk(const EVP_PKEY *wrapping_key, const uint8_t *wrapped_swk, size_t len, uint8_t *swk,
@@ -325,7 +546,8 @@ err:
 }
 
 int kg_wrap_unwrap(const EVP_PKEY *wrapping_key, const uint8_t *wrapped_key, size_t wrapped_key_len,
-                   const uint8_t *wrapped_swk, size_t wrapped_swk_len, EVP_PKEY **key, kg_err *err)
+                   const uint8_t *wrapped_swk, size_t wrapped_swk_len, const EVP_PKEY *reference,
+                   EVP_PKEY **key, kg_err *err)
 {
     uint8_t *swk = OPENSSL_secure_malloc(SWK_LEN), *plain = NULL;
     uint32_t iv_len, tag_len, ct_len;
@@ -374,7 +596,7 @@ int kg_wrap_unwrap(const EVP_PKEY *wrapping_key, const uint8_t *wrapped_key, siz
             goto err;
         }
     }
-    if (!kg_wrap_parse_pkcs8(plain, plain_len, key, err))
+    if (!kg_wrap_parse_private_key(plain, plain_len, reference, key, err))
         goto err;
     ok = 1;
 err:

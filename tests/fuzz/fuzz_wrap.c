@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The Intel KBS wrapped_key (kg_wrap_unwrap): LE32 iv_len, tag_len, ct_len header, IV,
- * AES-256-GCM ciphertext and tag, then the PKCS#8 parser of the plaintext.
+ * AES-256-GCM ciphertext and tag, then the private-key parser of the plaintext (PKCS#8, PKCS#1,
+ * SEC1: kg_wrap_parse_private_key).
  *
  * The first input byte picks the mode (the rest is the payload):
- *   even: the payload is wrapped_key as received (header checks, GCM authentication);
- *   odd:  the payload is the plaintext; the harness seals it correctly (header + GCM under the
- *         SWK) so that mutations reach kg_wrap_parse_pkcs8 through the real unwrap path.
+ *   bit 0 clear: the payload is wrapped_key as received (header checks, GCM authentication);
+ *   bit 0 set:   the payload is the plaintext; the harness seals it correctly (header + GCM under
+ *                the SWK) so that mutations reach the key parsers through the real unwrap path;
+ *   bits 1-2:    the reference public key passed along (only its EC curve is used, by a SEC1 key
+ *                without parameters): none, P-256, P-384, or an RSA key.
  * wrapped_swk is always a valid RSA-OAEP encryption of the fixed SWK. The wrapping key is
  * RSA-1024 here only for speed (the code takes any RSA key; production uses RSA-3072).
  */
@@ -17,7 +20,7 @@
 #include "kg_libctx.h"
 #include "kg_wrap.h"
 
-static EVP_PKEY *wrapping;
+static EVP_PKEY *wrapping, *references[4]; /* none, P-256, P-384, RSA */
 static uint8_t swk[32], wrapped_swk[512];
 static size_t wrapped_swk_len;
 
@@ -29,7 +32,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     memset(swk, 0x5a, sizeof(swk));
     wrapping = EVP_PKEY_Q_keygen(kg_libctx(), NULL, "RSA", (size_t)1024);
-    FUZZ_REQUIRE(wrapping != NULL);
+    references[1] = EVP_PKEY_Q_keygen(kg_libctx(), NULL, "EC", "P-256");
+    references[2] = EVP_PKEY_Q_keygen(kg_libctx(), NULL, "EC", "P-384");
+    references[3] = wrapping;
+    FUZZ_REQUIRE(wrapping != NULL && references[1] != NULL && references[2] != NULL);
     ctx = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), wrapping, NULL);
     wrapped_swk_len = sizeof(wrapped_swk);
     FUZZ_REQUIRE(ctx != NULL && EVP_PKEY_encrypt_init(ctx) > 0 &&
@@ -90,7 +96,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if ((wrapped = seal(data + 1, size - 1, &wrapped_len)) == NULL) {
         return 0;
     }
-    if (kg_wrap_unwrap(wrapping, wrapped, wrapped_len, wrapped_swk, wrapped_swk_len, &key, &err)) {
+    if (kg_wrap_unwrap(wrapping, wrapped, wrapped_len, wrapped_swk, wrapped_swk_len,
+                       references[(data[0] >> 1) & 3], &key, &err)) {
         fuzz_note("kg_wrap_unwrap", 1, NULL);
         EVP_PKEY_free(key);
     } else {

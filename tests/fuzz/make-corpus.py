@@ -3,11 +3,12 @@
 """Regenerates the seed corpora (tests/fuzz/corpus/<harness>/) and the fixed harness inputs
 (tests/fuzz/data/) from the real artefacts in tests/vectors and from the local stack.
 
-    /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR] [--only jwe,trustee | --only tdx_quote]
+    /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR] [--only jwe,trustee | tdx_quote | keyforms]
 
 Run once and commit the result; the test run only replays what is committed. Seeds made here
-are named stack-*, seeds copied from the vectors vector-*; regression inputs (crashes found
-and fixed) are named regress-* and are never touched by this script.
+are named stack-* (keyform-* for the private-key forms of the wrap harness, made without the
+stack), seeds copied from the vectors vector-*; regression inputs (crashes found and fixed) are
+named regress-* and are never touched by this script.
 
 The local stack runs from a temporary state dir (its own PKI) on 127.0.0.1 and is stopped by
 PID at the end. data/verify-at is a time at which the stack tokens, certificates and CRLs
@@ -22,6 +23,7 @@ import os
 import pathlib
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,13 +53,13 @@ QUOTE_VECTORS = ("tdx-quote-gcp-cos113.bin", "tdx-quote-trustee-v4-debug.bin", "
 
 
 class Corpus:
-    def __init__(self, root, harnesses=HARNESSES):
+    def __init__(self, root, harnesses=HARNESSES, prefixes=("stack-", "vector-", "keyform-")):
         self.root = root
         for h in harnesses:
             d = root / h
             d.mkdir(parents=True, exist_ok=True)
             for f in d.iterdir():            # keep regression inputs, replace the seeds
-                if f.name.startswith(("stack-", "vector-")):
+                if f.name.startswith(prefixes):
                     f.unlink()
 
     def add(self, harness, name, data):
@@ -100,6 +102,31 @@ def spki(key):
 def pkcs8(key):
     return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
+
+
+def from_key_forms(c):
+    """wrap seeds of every private-key form an Intel KBS key manager hands over (intel-kbs.md §5),
+    sealed by the harness (mode bit 0), with the reference it passes in bits 1-2 (none, P-256,
+    P-384, RSA): PKCS#1 (two and three primes), SEC1 with and without [0] and [1] (as the stand-in's
+    kmip key manager makes them), and PKCS#8 with a trailing byte. No stack needed."""
+    from tests.stack.kbs_model import SEC1_FORMS, key_material
+    reference = {"rsa2048": 3, "rsa3072": 3, "p256": 1, "p384": 2}
+    keys = {"rsa2048": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            "rsa3072": rsa.generate_private_key(public_exponent=65537, key_size=3072),
+            "p256": ec.generate_private_key(ec.SECP256R1()), "p384": ec.generate_private_key(ec.SECP384R1())}
+    for name, key in keys.items():
+        mode = bytes([1 | reference[name] << 1])
+        der = pkcs8(key)
+        if name.startswith("rsa"):
+            c.add("wrap", f"keyform-pkcs1-{name}", mode + key_material(der, "RSA", "kmip"))
+        else:
+            for form in SEC1_FORMS:
+                c.add("wrap", f"keyform-sec1-{form}-{name}", mode + key_material(der, "EC", "kmip", form))
+        c.add("wrap", f"keyform-pkcs8-{name}-trailing-byte", mode + der + b"\x00")
+    three_primes = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                                   "-pkeyopt", "rsa_keygen_primes:3", "-outform", "DER"],
+                                  capture_output=True, check=True).stdout  # PKCS#1, version 1
+    c.add("wrap", "keyform-pkcs1-rsa2048-3prime", b"\x01" + three_primes)
 
 
 def from_vectors(c, data, vec):
@@ -356,8 +383,9 @@ def from_trustee(c, data, tmp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vectors", default=str(REPO / "tests" / "vectors"))
-    ap.add_argument("--only", help="regenerate only jwe,trustee (and their data/), or only tdx_quote "
-                                   "(and data/sim-sgx-root-ca.pem)")
+    ap.add_argument("--only", help="comma-separated harnesses: regenerate only jwe,trustee (and their data/); "
+                                   "or tdx_quote (and data/sim-sgx-root-ca.pem); or keyforms: only the wrap "
+                                   "harness's keyform-* seeds")
     args = ap.parse_args()
     data = HERE / "data"
     data.mkdir(exist_ok=True)
@@ -365,6 +393,8 @@ def main():
         c = Corpus(HERE / "corpus", ["tdx_quote"])
         with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
             from_sim_td(c, data, pathlib.Path(args.vectors), pathlib.Path(tmp))
+    elif args.only == "keyforms":
+        from_key_forms(Corpus(HERE / "corpus", ["wrap"], prefixes=("keyform-",)))
     elif args.only:
         only = args.only.split(",")
         if not set(only) <= set(TRUSTEE_HARNESSES):
@@ -375,6 +405,7 @@ def main():
     else:
         c = Corpus(HERE / "corpus")
         from_vectors(c, data, pathlib.Path(args.vectors))
+        from_key_forms(c)
         c.add("config", "stack-keygate.conf.example", (REPO / "conf" / "keygate.conf.example").read_bytes())
         with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
             from_stack(c, data, pathlib.Path(tmp))

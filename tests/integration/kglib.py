@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from conftest import REPO, kbs_conf, run
-from tests.stack.kbs_fixture import create_policy, kbs_admin_token, register_key
+from tests.stack.kbs_fixture import create_policy, kbs_admin_token, register_key, start_kbs
 
 
 def new_key(kind):
@@ -38,13 +38,23 @@ def pub_pem(key):
                                          serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
-def register(stack, key, attributes=None):
-    kbs = stack.services["kbs"].url
+def register(stack, key, attributes=None, kbs="kbs"):
+    """Registers key (as PKCS#8) in the KBS stand-in of that service name; returns its id."""
+    kbs = stack.services[kbs].url
     admin = kbs_admin_token(kbs, stack.state_dir)
     policy = create_policy(kbs, admin, attributes if attributes is not None else {"enforce_tcb_upto_date": False})
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     return register_key(kbs, admin, pem, policy)
+
+
+def kmip_kbs(stack, sec1_form="full"):
+    """A second KBS stand-in beside the stack's "kbs", with the KMIP key manager (it releases
+    PKCS#1 RSAPrivateKey / SEC1 ECPrivateKey DER; tests/stack/kbs.py): its service name."""
+    name = f"kbs-kmip-{sec1_form}"
+    if name not in stack.services:
+        start_kbs(stack, name=name, key_manager="kmip", sec1_form=sec1_form)
+    return name
 
 
 def openssl_cnf(build_dir, path, keygate_conf, extra=""):
@@ -59,11 +69,12 @@ def openssl_cnf(build_dir, path, keygate_conf, extra=""):
 
 
 class Site:
-    """A released-key setup: keys registered in the KBS, their references, an openssl.cnf."""
+    """A released-key setup: keys registered in the KBS (the stack's service named kbs), their
+    references, an openssl.cnf."""
 
-    def __init__(self, keygate_bin, build_dir, stack, tmp, kinds=("rsa2048", "p256")):
+    def __init__(self, keygate_bin, build_dir, stack, tmp, kinds=("rsa2048", "p256"), kbs="kbs"):
         self.tmp = tmp
-        self.conf = kbs_conf(stack, tmp / "keygate.conf")
+        self.conf = kbs_conf(stack, tmp / "keygate.conf", kbs_url=stack.services[kbs].url)
         self.cnf = openssl_cnf(build_dir, tmp / "openssl.cnf", self.conf)
         self.env = {"OPENSSL_CONF": str(self.cnf)}
         # an ASan-built provider inside uninstrumented hosts (scripts/test.sh sets this)
@@ -72,7 +83,7 @@ class Site:
         self.keys, self.refs, self.ids = {}, {}, {}
         for kind in kinds:
             key = new_key(kind)
-            key_id = register(stack, key)
+            key_id = register(stack, key, kbs=kbs)
             pub = tmp / f"{kind}.pub.pem"
             pub.write_text(pub_pem(key))
             ref = tmp / f"{kind}.ref.pem"

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from conftest import run
 from kglib import PEM_READER, attest_count, free_port, make_cert, openssl_cnf, pub_pem, site  # noqa: F401 (fixtures)
+from kglib import Site, kmip_kbs
 
 
 def test_public_operations_need_no_attestation(keygate_bin, build_dir, kbs_stack, site):
@@ -69,6 +70,24 @@ def test_pkeyutl_sign_verifies_with_the_public_key(site, kind, opts):
     r = site.openssl("pkeyutl", "-verify", "-inkey", site.refs[kind], "-in", data, "-sigfile", sig,
                      "-pkeyopt", "digest:sha256", *opts)
     assert r.returncode == 0 and "Signature Verified Successfully" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("kind,form", [("rsa3072", "full"), ("p384", "bare")])
+def test_pkeyutl_sign_with_a_key_from_a_kmip_key_store(keygate_bin, build_dir, kbs_stack, tmp_path, kind, form):
+    """A KBS on a KMIP key store releases PKCS#1 RSAPrivateKey / SEC1 ECPrivateKey (here SEC1 with
+    neither curve nor public key, which the reference supplies): openssl signs through the
+    reference and the signature verifies with the key's public half."""
+    site = Site(keygate_bin, build_dir, kbs_stack, tmp_path, kinds=(kind,), kbs=kmip_kbs(kbs_stack, form))
+    data, sig = site.tmp / "data.bin", site.tmp / "sig.bin"
+    data.write_bytes(os.urandom(32))
+    r = site.openssl("pkeyutl", "-sign", "-inkey", site.refs[kind], "-in", data, "-out", sig,
+                     "-pkeyopt", "digest:sha256")
+    assert r.returncode == 0, r.stderr
+    pub = site.keys[kind].public_key()
+    if kind.startswith("rsa"):
+        pub.verify(sig.read_bytes(), data.read_bytes(), padding.PKCS1v15(), _prehashed())
+    else:
+        pub.verify(sig.read_bytes(), data.read_bytes(), ec.ECDSA(_prehashed()))
 
 
 def _prehashed():

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from conftest import kbs_conf, run
-from kglib import new_key, pub_pem, register
+from kglib import kmip_kbs, new_key, pub_pem, register
 
 PEM_PUB = re.compile(r"-----BEGIN PUBLIC KEY-----\n.*?-----END PUBLIC KEY-----\n", re.S)
 
@@ -34,6 +34,41 @@ def test_release_prints_the_public_key_the_kbs_holds(keygate_bin, kbs_stack, tmp
         assert transfers[0]["attestation_type"] in (None, "", "-")
     else:
         assert [q["status"] for q in transfers] == [200, 200]  # nonce step, then the release
+
+
+@pytest.mark.parametrize("mode", ["passport", "background"])
+@pytest.mark.parametrize("kind", ["rsa2048", "rsa3072", "p256", "p384"])
+def test_release_from_a_kmip_key_manager(keygate_bin, kbs_stack, tmp_path, mode, kind):
+    """A KBS on a KMIP key store wraps the KMIP server's key material (docs/protocols/intel-kbs.md
+    §5): PKCS#1 RSAPrivateKey for RSA, SEC1 ECPrivateKey (with its curve and public key) for EC.
+    The PKCS#8 form (Vault) is test_release_prints_the_public_key_the_kbs_holds."""
+    kbs = kmip_kbs(kbs_stack)
+    key = new_key(kind)
+    key_id = register(kbs_stack, key, kbs=kbs)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_url=kbs_stack.services[kbs].url, kbs_mode=mode)
+    r = release(keygate_bin, conf, "--key-id", key_id)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == pub_pem(key)
+    assert [q["status"] for q in kbs_stack.requests(kbs) if q["path"].endswith("/transfer")][-1] == 200
+
+
+@pytest.mark.parametrize("form", ["no-params", "bare"])
+@pytest.mark.parametrize("kind", ["p256", "p384"])
+def test_sec1_without_curve_takes_it_from_the_reference(keygate_bin, kbs_stack, tmp_path, form, kind):
+    """A SEC1 key without [0] names no curve: the reference's public key does; a release by key
+    id alone (no reference key) fails at unwrap and says so."""
+    kbs = kmip_kbs(kbs_stack, form)
+    key = new_key(kind)
+    key_id = register(kbs_stack, key, kbs=kbs)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_url=kbs_stack.services[kbs].url)
+    assert_fails(release(keygate_bin, conf, "--key-id", key_id), 17, "names no curve")
+    pub, ref = tmp_path / "pub.pem", tmp_path / "k.ref.pem"
+    pub.write_text(pub_pem(key))
+    r = run([keygate_bin, "-c", str(conf), "ref", "create", "--key-id", key_id, "--pubkey", str(pub), "-o", str(ref)])
+    assert r.returncode == 0, r.stderr
+    r = release(keygate_bin, conf, "--ref", str(ref))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == pub_pem(key)
 
 
 def test_five_keys_cost_one_attestation(keygate_bin, kbs_stack, tmp_path):

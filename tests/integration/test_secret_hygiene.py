@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import REPO, kbs_conf, run, write_keygate_conf
-from kglib import PEM_READER, Site, free_port, make_cert, new_key, pub_pem, register
+from kglib import PEM_READER, Site, free_port, kmip_kbs, make_cert, new_key, pub_pem, register
 from tests.stack import pki
 
 sys.path.insert(0, str(REPO / "bench" / "lib"))
@@ -315,20 +315,24 @@ def in_core(core, value):
 @pytest.mark.skipif(not os.path.exists("/proc/sys/kernel/core_pattern") or
                     open("/proc/sys/kernel/core_pattern").read().strip() not in ("core", "core.%p"),
                     reason="core_pattern does not write a plain core file here")
-@pytest.mark.parametrize("kind", [
-    "p256",  # EC keys are parsed in place into a secure-heap scalar (kg_wrap.c): nothing in the core
-    pytest.param("rsa2048", marks=pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.parametrize("kind,form", [
+    # EC keys are parsed in place into a secure-heap scalar (kg_wrap.c): nothing in the core, from
+    ("p256", None),  # PKCS#8 (the Vault key manager),
+    ("p256", "full"),  # SEC1 with its curve and public key (KMIP),
+    ("p256", "bare"),  # SEC1 scalar alone: curve from the reference, public point computed (KMIP)
+    pytest.param("rsa2048", None, marks=pytest.mark.xfail(strict=True, reason=(
         "KNOWN LEAK (issue 9): OpenSSL 3.0's RSA keeps Montgomery contexts of p and q (and the "
         "PKCS#8 decoder's uncleared DER copy) in ordinary heap while the key lives, so RSA private "
         "components are in a core dump. Disable core dumps for servers holding keygate RSA keys "
         "(LimitCORE=0); remove this marker when the RSA key path is fixed."))),
 ])
-def test_core_dump_holds_no_private_key(keygate_bin, build_dir, kbs_stack, tmp_path, kind):
+def test_core_dump_holds_no_private_key(keygate_bin, build_dir, kbs_stack, tmp_path, kind, form):
     """The issue's promise: keys live in OpenSSL's secure heap (MADV_DONTDUMP) and every plaintext
     copy is zeroized, so a forced core of a process using a released key holds none of its
     private components, while its public point/modulus (ordinary heap) is there -- which shows
     the search works. RSA still fails (see its xfail reason); the test stays to prove the fix."""
-    site = Site(keygate_bin, build_dir, kbs_stack, tmp_path, kinds=(kind,))
+    site = Site(keygate_bin, build_dir, kbs_stack, tmp_path, kinds=(kind,),
+                kbs=kmip_kbs(kbs_stack, form) if form else "kbs")
     src, exe = tmp_path / "dumper.c", tmp_path / "dumper"
     src.write_text(CORE_DUMPER)
     assert run(["cc", "-o", str(exe), str(src), "-lssl", "-lcrypto"]).returncode == 0

@@ -5,6 +5,7 @@ Run as::
 
     /usr/bin/python3 -m tests.stack.kbs --state DIR --ita-url URL --ita-base-url URL \
         [--ita-root PEM] [--token-validity-minutes N] [--ita-retry-max N] [--ita-retry-wait S]
+        [--key-manager vault|kmip] [--sec1-form full|no-params|no-public|bare] [--name kbs]
 
 Spec: docs/protocols/intel-kbs.md; behaviour cross-checked against the Go source
 (transport/http/*.go, service/key_transfer.go, service/validation.go,
@@ -82,9 +83,17 @@ Deliberate differences (this is a test oracle, not a copy of the real service's 
   them).  v1 flat claims are required: a v2 token has no top-level ``attester_type`` and fails
   that check with 401, as in the real KBS.  Like the real KBS, nothing else is checked: no
   nonce, iss, aud, debug attributes or TCB status (unless the policy enforces it).
-* EC keys are released as PKCS#8 DER like RSA keys (the real Vault manager reads the blanked
-  on-disk copy and wraps an empty plaintext); all keys are re-encoded as PKCS#8 DER on import, as
-  Go's ``x509.MarshalPKCS8PrivateKey`` does.
+* The key manager (``--key-manager``, intel-kbs.md §5) decides the bytes that are wrapped:
+  ``vault`` (the default) releases PKCS#8 DER, as Go's ``x509.MarshalPKCS8PrivateKey`` stored it;
+  ``kmip`` releases what a KMIP server's Get returns as KeyMaterial: RSA as PKCS#1
+  RSAPrivateKey DER, EC as SEC1 ECPrivateKey DER, with the named curve ``[0]`` and the
+  ``publicKey [1]`` as ``--sec1-form`` says (``full`` = both, as RFC 5915 wants; ``no-params``,
+  ``no-public``, ``bare``).  Keys are kept as PKCS#8 DER (re-encoded on import) and converted
+  when released.  Deliberate differences: EC keys are released by both managers (the real Vault
+  manager reads the blanked on-disk copy and wraps an empty plaintext; the real KMIP manager
+  supports AES and RSA only and answers 500 for EC), and in ``kmip`` mode a key is registered
+  with ``key_data`` as in ``vault`` mode (the stand-in is its own KMIP server; the real KMIP
+  manager registers by ``kmip_key_id`` only).
 * Algorithm names are validated case-insensitively but the key manager compares them
   case-sensitively, as in the real service; a lower-case algorithm makes create/register fail with
   500 here instead of producing the real service's odd keys.
@@ -102,7 +111,8 @@ the request that releases a key (a nonce request consumes a fault without effect
     deny          401 policy denial
     wrong_key     wrap a freshly generated key of the same type instead of the requested one
     wrong_scalar  wrap the requested key's public half with another private half (EC: the
-                  publicKey field of another key's PKCS#8; RSA: another key with this n)
+                  publicKey field of another key's PKCS#8 or SEC1, dropped with the SEC1 forms
+                  without [1]; RSA: another key with this n)
     corrupt_wrap  flip a byte of the wrapped_key ciphertext
     corrupt_swk   flip a byte of wrapped_swk
     bad_header    wrapped_key header lies: iv_len 13 (param "variant": "iv_len", default) or
@@ -126,13 +136,13 @@ import uuid
 from cryptography.exceptions import InvalidSignature
 
 from . import pki
-from .kbs_model import (AES_LENGTHS, CURVES, ERR_ACCEPT, ERR_ATTESTATION_TYPE, ERR_CONTENT_TYPE,
+from .kbs_model import (AES_LENGTHS, CURVES, KEY_MANAGERS, SEC1_FORMS, ERR_ACCEPT, ERR_ATTESTATION_TYPE, ERR_CONTENT_TYPE,
                         ERR_EMPTY_BODY, ERR_FILTER, ERR_INVALID_REQUEST, ERR_JSON_DECODE,
                         ERR_QUERY, JSON, KEY_SCHEMA, KEY_UPDATE_SCHEMA, POLICY_SCHEMA, PREFIX,
                         RSA_LENGTHS, TOKEN_REQUEST_SCHEMA, TRANSFER_SCHEMA, DecodeError, KbsError,
                         Panic, apply_wrap_fault, b64, decode_body, evaluate_policy,
-                        fresh_secret_like, generate_secret, handled, import_secret, key_response,
-                        other_private_half,
+                        fresh_secret_like, generate_secret, handled, import_secret, key_material,
+                        key_response, other_private_half,
                         now_rfc3339, parse_claims, public_key_from_held_data, store_policy,
                         validate_key_request, validate_policy, wrap_secret)
 from .kbs_token import (ItaClient, ItaError, TokenError, TokenVerifier, check_time_claims,
@@ -223,8 +233,10 @@ class KbsService(StackService):
     """Routes and state of the KBS; see the module docstring."""
 
     def __init__(self, state_dir, ita_url, ita_base_url, ita_root=None, token_validity=5,
-                 ita_retry_max=2, ita_retry_wait=2.0):
-        super().__init__("kbs", state_dir)
+                 ita_retry_max=2, ita_retry_wait=2.0, key_manager="vault", sec1_form="full",
+                 name="kbs"):
+        super().__init__(name, state_dir)
+        self.key_manager, self.sec1_form = key_manager, sec1_form
         ssl_ctx = pki.tls_client_context(self.state_dir)
         root_path = ita_root or os.path.join(self.state_dir, "ita-root-ca.pem")
         self.auth = AdminAuth(self.state_dir, token_validity)
@@ -532,6 +544,7 @@ class KbsService(StackService):
         mode = fault["mode"] if fault else None
         secret = (fresh_secret_like(record) if mode == "wrong_key"
                   else other_private_half(record) if mode == "wrong_scalar" else record["secret"])
+        secret = key_material(secret, record["algorithm"], self.key_manager, self.sec1_form)
         try:
             wrapped_key, wrapped_swk = wrap_secret(secret, e, n)
         except ValueError:
@@ -552,11 +565,17 @@ def _add_arguments(parser):
                         help="admin bearer token lifetime (1..30)")
     parser.add_argument("--ita-retry-max", type=int, default=2)
     parser.add_argument("--ita-retry-wait", type=float, default=2.0)
+    parser.add_argument("--key-manager", choices=KEY_MANAGERS, default="vault",
+                        help="the form of released keys: vault = PKCS#8, kmip = PKCS#1 / SEC1")
+    parser.add_argument("--sec1-form", choices=sorted(SEC1_FORMS), default="full",
+                        help="kmip EC keys: SEC1 with [0] and [1] (full) or without either")
+    parser.add_argument("--name", default="kbs", help="service name (announce file, request log)")
 
 
 def _factory(args):
     return KbsService(args.state, args.ita_url, args.ita_base_url, args.ita_root,
-                      args.token_validity_minutes, args.ita_retry_max, args.ita_retry_wait)
+                      args.token_validity_minutes, args.ita_retry_max, args.ita_retry_wait,
+                      args.key_manager, args.sec1_form, args.name)
 
 
 if __name__ == "__main__":

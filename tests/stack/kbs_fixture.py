@@ -65,13 +65,16 @@ def start_kbs(local_stack, ita=None, name="kbs", **opts):
 
     ita: a service handle or URL used for both --ita-url and --ita-base-url (default: the
     stack's running "ita" service).  opts become flags: ita_root="x.pem" -> --ita-root x.pem,
-    ita_retry_wait=0.1, token_validity_minutes=1, faults=[{...}] -> --fault JSON each.
+    ita_retry_wait=0.1, token_validity_minutes=1, key_manager="kmip", faults=[{...}] -> --fault
+    JSON each.  A name other than "kbs" runs a second KBS beside it (its own request log).
     """
     if ita is None:
         ita = local_stack.services["ita"]
     ita_url = getattr(ita, "url", ita)
     opts.setdefault("ita_url", ita_url)
     opts.setdefault("ita_base_url", ita_url)
+    if name != "kbs":
+        opts.setdefault("name", name)
     args = []
     for key, value in opts.items():
         flag = "--" + ("fault" if key == "faults" else key.replace("_", "-"))

@@ -309,6 +309,65 @@ def pkcs8_der(key):
                              serialization.NoEncryption())
 
 
+# =========================================================================== key managers
+
+KEY_MANAGERS = ("vault", "kmip")
+# SEC1 ECPrivateKey forms of the kmip key manager: (named curve [0], publicKey [1]) present
+SEC1_FORMS = {"full": (True, True), "no-params": (False, True), "no-public": (True, False),
+              "bare": (False, False)}
+RSA_ENCRYPTION_OID = bytes.fromhex("06092a864886f70d010101")
+
+
+def _der_tlv(data, i):
+    """(tag byte, content start, end) of the DER TLV at data[i]."""
+    tag, n, i = data[i], data[i + 1], i + 2
+    if n & 0x80:
+        k = n & 0x7F
+        n, i = int.from_bytes(data[i:i + k], "big"), i + k
+    return tag, i, i + n
+
+
+def _der_children(data):
+    """[(tag, whole TLV, content)] of the elements inside the SEQUENCE that data is."""
+    _, i, end = _der_tlv(data, 0)
+    out = []
+    while i < end:
+        tag, start, stop = _der_tlv(data, i)
+        out.append((tag, data[i:stop], data[start:stop]))
+        i = stop
+    return out
+
+
+def _der(tag, content):
+    n = len(content)
+    length = bytes([n]) if n < 0x80 else (
+        bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big"))
+    return bytes([tag]) + length + content
+
+
+def key_material(secret, algorithm, key_manager, sec1_form="full"):
+    """The bytes the KBS wraps for a stored key (intel-kbs.md §5): the key manager's own form.
+
+    vault: what Go's x509.MarshalPKCS8PrivateKey made (the stored PKCS#8 DER, AES raw);
+    kmip: the KMIP server's KeyMaterial: RSA as PKCS#1 RSAPrivateKey DER, EC as SEC1
+    ECPrivateKey DER with the named curve [0] and publicKey [1] as sec1_form says (SEC1_FORMS).
+    Converted at the DER level (PKCS#8's privateKey is the PKCS#1 / SEC1 structure), so a
+    deliberately inconsistent key (the wrong_scalar fault) stays as it is.
+    """
+    if key_manager == "vault" or algorithm not in ("RSA", "EC"):
+        return secret
+    _, alg, private = _der_children(secret)[:3]
+    alg_oid, alg_params = (child[1] for child in _der_children(alg[1])[:2])
+    inner = private[2]
+    if alg_oid == RSA_ENCRYPTION_OID:
+        return inner
+    version, scalar, *rest = _der_children(inner)
+    public = [child[1] for child in rest if child[0] == 0xA1]
+    with_params, with_public = SEC1_FORMS[sec1_form]
+    body = version[1] + scalar[1] + (_der(0xA0, alg_params) if with_params else b"")
+    return _der(0x30, body + (public[0] if with_public and public else b""))
+
+
 def fresh_secret_like(record):
     """A new secret of the same type as record's (the wrong_key fault)."""
     if record["algorithm"] == "AES":

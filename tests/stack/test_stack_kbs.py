@@ -8,7 +8,9 @@ ITA are reused where the KBS allows it (it checks no nonce in passport mode).
 import base64
 import json
 import os
+import re
 import shutil
+import subprocess
 import uuid
 
 import pytest
@@ -424,3 +426,88 @@ def test_faults_deny_and_not_found(url, rsa_key_id, token, kbs_faults):
                 {"route": "/transfer", "mode": "not_found", "count": 1}])
     assert passport_status(url, rsa_key_id, token)[0] == 401
     assert passport_status(url, rsa_key_id, token)[0] == 404
+
+
+# =========================================================================== key managers
+
+def traditional(key):
+    """PKCS#1 RSAPrivateKey or SEC1 ECPrivateKey (with [0] and [1]) DER, as OpenSSL writes it."""
+    return key.private_bytes(serialization.Encoding.DER,
+                             serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+
+
+def kmip_kbs(stack, sec1_form):
+    """A KBS with the kmip key manager and this SEC1 form, started once per module; (url, admin,
+    policy)."""
+    name = f"kbs-kmip-{sec1_form}"
+    if name not in stack.services:
+        kf.start_kbs(stack, name=name, ita_retry_wait=0.1, key_manager="kmip", sec1_form=sec1_form)
+    url = stack.services[name].url
+    admin = kf.kbs_admin_token(url, stack.state_dir)
+    return url, admin, kf.create_policy(url, admin, {"mrtd": [MRTD]})
+
+
+def asn1(der_bytes):
+    """openssl asn1parse's lines for DER (an independent parser of what the stand-in sent)."""
+    r = subprocess.run(["openssl", "asn1parse", "-inform", "DER"], input=der_bytes,
+                       capture_output=True, check=True)
+    return [re.search(r"(?:prim|cons): (.*)$", line).group(1).strip()
+            for line in r.stdout.decode().splitlines()]
+
+
+@pytest.mark.parametrize("kind", ["rsa2048", "rsa3072", "p256", "p384"])
+def test_kmip_key_manager_releases_pkcs1_and_sec1(stack, token, wrapping, kind):
+    """--key-manager kmip: the KMIP server's KeyMaterial form, PKCS#1 for RSA and SEC1 for EC
+    (the default SEC1 form is RFC 5915's: named curve and publicKey); the vault manager of the
+    module's KBS releases the same key as PKCS#8."""
+    key = (rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:]))
+           if kind.startswith("rsa")
+           else ec.generate_private_key({"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}[kind]))
+    url, admin, policy = kmip_kbs(stack, "full")
+    released = kf.transfer_passport(url, kf.register_key(url, admin, pem(key), policy), token,
+                                    wrapping)
+    assert released == traditional(key) and released != der(key)
+    vault = stack.kbs.url
+    vault_admin = kf.kbs_admin_token(vault, stack.state_dir)
+    key_id = kf.register_key(vault, vault_admin, pem(key),
+                             kf.create_policy(vault, vault_admin, {"mrtd": [MRTD]}))
+    assert kf.transfer_passport(vault, key_id, token, wrapping) == der(key)
+
+
+@pytest.mark.parametrize("form,params,public", [("full", True, True), ("no-params", False, True),
+                                                ("no-public", True, False),
+                                                ("bare", False, False)])
+def test_kmip_sec1_forms(stack, token, wrapping, form, params, public):
+    """--sec1-form: SEC1 ECPrivateKey with or without the named curve [0] and the publicKey [1];
+    version 1 and the scalar padded to the curve's size in every form."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    url, admin, policy = kmip_kbs(stack, form)
+    released = kf.transfer_passport(url, kf.register_key(url, admin, pem(key), policy), token,
+                                    wrapping)
+    lines = asn1(released)
+    scalar = key.private_numbers().private_value.to_bytes(48, "big").hex().upper()
+    assert lines[:3] == ["SEQUENCE", "INTEGER           :01", f"OCTET STRING      [HEX DUMP]:{scalar}"]
+    assert ("OBJECT            :secp384r1" in lines) == params
+    assert ("cont [ 0 ]" in lines) == params and ("cont [ 1 ]" in lines) == public
+    if params:
+        loaded = serialization.load_der_private_key(released, None)
+        assert loaded.private_numbers() == key.private_numbers()
+
+
+def test_kmip_wrong_scalar_fault_keeps_its_inconsistency(stack, token, wrapping):
+    """The wrong_scalar fault's PKCS#1 has the requested key's n with another key's private half
+    (what unwrap's pairwise check refuses)."""
+    url, admin, policy = kmip_kbs(stack, "full")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_id = kf.register_key(url, admin, pem(key), policy)
+    name = next(n for n, s in stack.services.items() if s.url == url)
+    stack.set_faults(name, [{"mode": "wrong_scalar"}])
+    try:
+        released = kf.transfer_passport(url, key_id, token, wrapping)
+    finally:
+        stack.clear_faults(name)
+    lines = asn1(released)
+    assert lines[1] == "INTEGER           :00"
+    assert lines[2] == "INTEGER           :" + format(key.private_numbers().public_numbers.n, "X")
+    assert lines[4] != "INTEGER           :" + format(key.private_numbers().d, "X")

@@ -3,6 +3,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -72,6 +73,24 @@ static uint8_t *pkcs8(EVP_PKEY *k, size_t *len)
     return der;
 }
 
+/* kg_wrap_unwrap with a reference public key (only its EC curve is used by the unwrap). */
+static int unwrap_ref(const uint8_t *wk, size_t wk_len, const uint8_t *ws, size_t ws_len, const EVP_PKEY *ref,
+                      EVP_PKEY **out, kg_err *e)
+{
+    kg_err_clear(e);
+    return kg_wrap_unwrap(wrapping, wk, wk_len, ws, ws_len, ref, out, e);
+}
+
+/* The key in its type's own DER: PKCS#1 RSAPrivateKey or SEC1 ECPrivateKey with [0] and [1]. */
+static uint8_t *traditional(EVP_PKEY *k, size_t *len)
+{
+    uint8_t *der = NULL;
+    int n = i2d_PrivateKey(k, &der);
+    assert_true(n > 0);
+    *len = (size_t)n;
+    return der;
+}
+
 static void user_data_layout(void **state)
 {
     uint8_t *blob;
@@ -93,8 +112,8 @@ static void user_data_layout(void **state)
 static void unwraps_each_key_type(void **state)
 {
     static const char *const types[][2] = {
-        {"RSA", "2048"}, {"RSA", "4096"}, {"EC", "P-256"}, {"EC", "P-384"}};
-    for (size_t i = 0; i < 4; i++) {
+        {"RSA", "2048"}, {"RSA", "3072"}, {"RSA", "4096"}, {"EC", "P-256"}, {"EC", "P-384"}};
+    for (size_t i = 0; i < 5; i++) {
         EVP_PKEY *k = strcmp(types[i][0], "RSA") == 0
                           ? EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)atoi(types[i][1]))
                           : EVP_PKEY_Q_keygen(NULL, NULL, "EC", types[i][1]);
@@ -103,7 +122,7 @@ static void unwraps_each_key_type(void **state)
         uint8_t *pt = pkcs8(k, &pt_len), *wk, *ws;
         kg_err e;
         kbs_wrap(pt, pt_len, 32, &wk, &wk_len, &ws, &ws_len);
-        assert_int_equal(kg_wrap_unwrap(wrapping, wk, wk_len, ws, ws_len, &out, &e), 1);
+        assert_int_equal(kg_wrap_unwrap(wrapping, wk, wk_len, ws, ws_len, NULL, &out, &e), 1);
         assert_int_equal(EVP_PKEY_eq(out, k), 1);
         EVP_PKEY_free(out);
         OPENSSL_free(pt);
@@ -119,7 +138,7 @@ static void expect_fail(const uint8_t *wk, size_t wk_len, const uint8_t *ws, siz
     EVP_PKEY *out = (EVP_PKEY *)1;
     kg_err e;
     kg_err_clear(&e);
-    assert_int_equal(kg_wrap_unwrap(wrapping, wk, wk_len, ws, ws_len, &out, &e), 0);
+    assert_int_equal(kg_wrap_unwrap(wrapping, wk, wk_len, ws, ws_len, NULL, &out, &e), 0);
     assert_null(out);
     assert_int_equal(e.step, KG_STEP_UNWRAP);
     if (strstr(e.msg, needle) == NULL)
@@ -257,7 +276,7 @@ static void expect_mismatch_refused(EVP_PKEY *bad, const char *what)
 
     kbs_wrap(pt, pt_len, 32, &wk, &wk_len, &ws, &ws_len);
     kg_err_clear(&e);
-    if (kg_wrap_unwrap(wrapping, wk, wk_len, ws, ws_len, &out, &e) != 0)
+    if (kg_wrap_unwrap(wrapping, wk, wk_len, ws, ws_len, NULL, &out, &e) != 0)
         fail_msg("%s: KBS unwrap accepted the key", what);
     expect_fail(wk, wk_len, ws, ws_len, needle);
     if (kg_wrap_parse_resource(pt, pt_len, &out, &e) != 0)
@@ -270,6 +289,17 @@ static void expect_mismatch_refused(EVP_PKEY *bad, const char *what)
     assert_int_equal(kg_wrap_parse_resource((const uint8_t *)pem, (size_t)pem_len, &out, &e), 0);
     assert_non_null(strstr(e.msg, needle));
     BIO_free(b);
+    free(wk);
+    free(ws);
+    OPENSSL_free(pt);
+    /* the same key as a KMIP key manager returns it: PKCS#1 RSAPrivateKey or SEC1 ECPrivateKey */
+    pt = traditional(bad, &pt_len);
+    kbs_wrap(pt, pt_len, 32, &wk, &wk_len, &ws, &ws_len);
+    if (unwrap_ref(wk, wk_len, ws, ws_len, NULL, &out, &e) != 0)
+        fail_msg("%s: KBS unwrap accepted the key as PKCS#1/SEC1", what);
+    assert_null(out);
+    if (strstr(e.msg, needle) == NULL)
+        fail_msg("%s as PKCS#1/SEC1: '%s' not in '%s'", what, needle, e.msg);
     free(wk);
     free(ws);
     OPENSSL_free(pt);
@@ -312,6 +342,258 @@ static void refuses_key_not_matching_its_public_half(void **state)
     EVP_PKEY_free(b);
 }
 
+/* Appends the DER TLV tag ‖ length ‖ content (content below 64 KiB) at buf + *n. */
+static void der_put(uint8_t *buf, size_t *n, uint8_t tag, const uint8_t *content, size_t len)
+{
+    buf[(*n)++] = tag;
+    if (len >= 0x100) {
+        buf[(*n)++] = 0x82;
+        buf[(*n)++] = (uint8_t)(len >> 8);
+    } else if (len >= 0x80) {
+        buf[(*n)++] = 0x81;
+    }
+    buf[(*n)++] = (uint8_t)len;
+    memmove(buf + *n, content, len);
+    *n += len;
+}
+
+/* SEC1 ECPrivateKey of k (RFC 5915): version, the scalar padded to the order's size, then the
+ * named curve [0] and the public point [1] only when asked. malloc'ed. */
+static uint8_t *sec1(EVP_PKEY *k, int version, int with_params, int with_pub, size_t *len)
+{
+    uint8_t d[66], pub[134], bits[140], oid[16], body[320], *o = oid, v = (uint8_t)version;
+    uint8_t *out = malloc(330);
+    size_t dlen = (size_t)(EVP_PKEY_get_bits(k) + 7) / 8, pub_len, n = 0, bits_len = 0;
+    BIGNUM *bn = NULL;
+    char group[32];
+    int oid_len;
+
+    assert_non_null(out);
+    assert_true(EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_PRIV_KEY, &bn));
+    assert_int_equal(BN_bn2binpad(bn, d, (int)dlen), (int)dlen);
+    BN_clear_free(bn);
+    pub[0] = 0; /* the BIT STRING's unused-bits byte */
+    assert_true(
+        EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, pub + 1, sizeof(pub) - 1, &pub_len));
+    assert_true(EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL));
+    oid_len = i2d_ASN1_OBJECT(OBJ_nid2obj(OBJ_sn2nid(group)), &o);
+    assert_true(oid_len > 0);
+    der_put(body, &n, 0x02, &v, 1);
+    der_put(body, &n, 0x04, d, dlen);
+    if (with_params)
+        der_put(body, &n, 0xa0, oid, (size_t)oid_len);
+    if (with_pub) {
+        der_put(bits, &bits_len, 0x03, pub, pub_len + 1);
+        der_put(body, &n, 0xa1, bits, bits_len);
+    }
+    *len = 0;
+    der_put(out, len, 0x30, body, n);
+    OPENSSL_cleanse(d, sizeof(d));
+    OPENSSL_cleanse(body, sizeof(body));
+    return out;
+}
+
+/* Wraps pt as the KBS does and unwraps it with reference ref: 1 if k came back. */
+static int unwraps_to(const uint8_t *pt, size_t pt_len, const EVP_PKEY *ref, EVP_PKEY *k, kg_err *e)
+{
+    size_t wk_len, ws_len;
+    uint8_t *wk, *ws;
+    EVP_PKEY *out = NULL;
+    int ok;
+
+    kbs_wrap(pt, pt_len, 32, &wk, &wk_len, &ws, &ws_len);
+    ok = unwrap_ref(wk, wk_len, ws, ws_len, ref, &out, e) == 1 && EVP_PKEY_eq(out, k) == 1;
+    EVP_PKEY_free(out);
+    free(wk);
+    free(ws);
+    return ok;
+}
+
+/* Wraps pt and expects the unwrap to fail at step unwrap with needle in the message. */
+static void refused(const uint8_t *pt, size_t pt_len, const EVP_PKEY *ref, const char *what,
+                    const char *needle)
+{
+    size_t wk_len, ws_len;
+    uint8_t *wk, *ws;
+    EVP_PKEY *out = (EVP_PKEY *)1;
+    kg_err e;
+
+    kbs_wrap(pt, pt_len, 32, &wk, &wk_len, &ws, &ws_len);
+    if (unwrap_ref(wk, wk_len, ws, ws_len, ref, &out, &e) != 0)
+        fail_msg("%s: accepted", what);
+    assert_null(out);
+    assert_int_equal(e.step, KG_STEP_UNWRAP);
+    if (strstr(e.msg, needle) == NULL)
+        fail_msg("%s: '%s' not in '%s'", what, needle, e.msg);
+    free(wk);
+    free(ws);
+}
+
+/* A KMIP key manager hands the KBS the key material as its server stores it (intel-kbs.md §5):
+ * PKCS#1 RSAPrivateKey for RSA, SEC1 ECPrivateKey for EC, with or without the optional named
+ * curve [0] and public key [1]. Without [0] the curve is the reference's. */
+static void unwraps_kmip_key_formats(void **state)
+{
+    static const char *const rsa_bits[] = {"2048", "3072"}, *const curves[] = {"P-256", "P-384"};
+    kg_err e;
+
+    for (size_t i = 0; i < 2; i++) {
+        EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)atoi(rsa_bits[i]));
+        size_t len;
+        uint8_t *der = traditional(k, &len);
+        if (!unwraps_to(der, len, NULL, k, &e))
+            fail_msg("PKCS#1 RSA-%s: %s", rsa_bits[i], e.msg);
+        if (!unwraps_to(der, len, k, k, &e))
+            fail_msg("PKCS#1 RSA-%s with a reference: %s", rsa_bits[i], e.msg);
+        OPENSSL_free(der);
+        EVP_PKEY_free(k);
+    }
+    for (size_t i = 0; i < 2; i++) {
+        EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curves[i]);
+        size_t len;
+        uint8_t *der = traditional(k, &len);
+        if (!unwraps_to(der, len, NULL, k, &e)) /* OpenSSL's own SEC1: [0] and [1] */
+            fail_msg("SEC1 %s as i2d_PrivateKey writes it: %s", curves[i], e.msg);
+        OPENSSL_free(der);
+        for (int params = 0; params < 2; params++)
+            for (int pub = 0; pub < 2; pub++) {
+                der = sec1(k, 1, params, pub, &len);
+                if (!unwraps_to(der, len, k, k, &e))
+                    fail_msg("SEC1 %s params %d publicKey %d, reference given: %s", curves[i], params, pub,
+                             e.msg);
+                if (params && !unwraps_to(der, len, NULL, k, &e))
+                    fail_msg("SEC1 %s params 1 publicKey %d, no reference: %s", curves[i], pub, e.msg);
+                free(der);
+            }
+        EVP_PKEY_free(k);
+    }
+}
+
+/* Without [0] only the reference names the curve: no reference, or one that is not EC, is a
+ * clear unwrap error; a reference on another curve does not fit the scalar. */
+static void sec1_without_curve_needs_the_reference(void **state)
+{
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    EVP_PKEY *p384 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    size_t len;
+    uint8_t *der;
+
+    for (int pub = 0; pub < 2; pub++) {
+        der = sec1(k, 1, 0, pub, &len);
+        refused(der, len, NULL, "SEC1 without [0], no reference", "names no curve");
+        refused(der, len, rsa, "SEC1 without [0], RSA reference", "names no curve");
+        refused(der, len, p384, "SEC1 P-256 without [0], P-384 reference", "secp384r1");
+        free(der);
+    }
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(rsa);
+    EVP_PKEY_free(p384);
+}
+
+/* One byte after the DER structure is refused in every format. */
+static void refuses_trailing_bytes(void **state)
+{
+    EVP_PKEY *keys[2] = {EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048),
+                         EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")};
+    for (size_t i = 0; i < 2; i++) {
+        size_t len;
+        uint8_t *forms[3], *buf;
+        size_t lens[3];
+        forms[0] = pkcs8(keys[i], &lens[0]);
+        forms[1] = traditional(keys[i], &lens[1]);
+        forms[2] = i == 1 ? sec1(keys[i], 1, 0, 1, &lens[2]) : NULL;
+        for (size_t f = 0; f < 3 && forms[f] != NULL; f++) {
+            len = lens[f] + 1;
+            buf = malloc(len);
+            memcpy(buf, forms[f], lens[f]);
+            buf[len - 1] = 0;
+            refused(buf, len, keys[i], "trailing byte", "after its DER");
+            free(buf);
+        }
+        OPENSSL_free(forms[0]);
+        OPENSSL_free(forms[1]);
+        free(forms[2]);
+        EVP_PKEY_free(keys[i]);
+    }
+}
+
+/* The version INTEGER is the first element of all three; der[off] is its one content byte. */
+static void with_version(const uint8_t *der, size_t len, uint8_t version, const EVP_PKEY *ref,
+                         const char *what)
+{
+    uint8_t *copy = malloc(len);
+    size_t off = der[1] < 0x80 ? 4 : 4 + (der[1] & 0x7f);
+
+    memcpy(copy, der, len);
+    assert_int_equal(copy[off - 2], 0x02);
+    assert_int_equal(copy[off - 1], 0x01);
+    copy[off] = version;
+    refused(copy, len, ref, what, "version");
+    free(copy);
+}
+
+static void refuses_wrong_versions(void **state)
+{
+    EVP_PKEY *r = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    size_t len;
+    uint8_t *der;
+
+    der = pkcs8(r, &len);
+    with_version(der, len, 2, r, "PKCS#8 RSA version 2");
+    with_version(der, len, 1, r, "PKCS#8 RSA v2 without its publicKey");
+    OPENSSL_free(der);
+    der = pkcs8(k, &len);
+    with_version(der, len, 2, k, "PKCS#8 EC version 2");
+    OPENSSL_free(der);
+    der = traditional(r, &len);
+    with_version(der, len, 1, r, "PKCS#1 multi-prime version without otherPrimeInfos");
+    with_version(der, len, 2, r, "PKCS#1 version 2");
+    OPENSSL_free(der);
+    der = sec1(k, 0, 1, 1, &len);
+    refused(der, len, k, "SEC1 version 0", "version");
+    free(der);
+    der = sec1(k, 2, 1, 1, &len);
+    refused(der, len, k, "SEC1 version 2", "version");
+    free(der);
+    /* an RSAPublicKey { n, e } is no PKCS#1 private key: n is no version */
+    der = NULL;
+    len = (size_t)i2d_PublicKey(r, &der);
+    refused(der, len, r, "RSAPublicKey", "version");
+    OPENSSL_free(der);
+    EVP_PKEY_free(r);
+    EVP_PKEY_free(k);
+}
+
+/* keygate takes a multi-prime RSA key as PKCS#8 (the OpenSSL decoder does), so it takes one as
+ * PKCS#1 too (version 1 with otherPrimeInfos); curves other than P-256/P-384 are refused. */
+static void multi_prime_and_other_curves(void **state)
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    EVP_PKEY *k = NULL, *p521 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-521");
+    size_t len;
+    uint8_t *der;
+    kg_err e;
+
+    assert_true(EVP_PKEY_keygen_init(ctx) > 0 && EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 2048) > 0 &&
+                EVP_PKEY_CTX_set_rsa_keygen_primes(ctx, 3) > 0 && EVP_PKEY_keygen(ctx, &k) > 0);
+    der = pkcs8(k, &len);
+    if (!unwraps_to(der, len, k, k, &e))
+        fail_msg("3-prime RSA as PKCS#8: %s", e.msg);
+    OPENSSL_free(der);
+    der = traditional(k, &len);
+    if (!unwraps_to(der, len, k, k, &e))
+        fail_msg("3-prime RSA as PKCS#1: %s", e.msg);
+    OPENSSL_free(der);
+    der = traditional(p521, &len);
+    refused(der, len, p521, "SEC1 P-521", "key type");
+    OPENSSL_free(der);
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(p521);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,6 +601,11 @@ int main(void)
         cmocka_unit_test(unwraps_each_key_type),
         cmocka_unit_test(refuses_corrupt_wraps),
         cmocka_unit_test(refuses_key_not_matching_its_public_half),
+        cmocka_unit_test(unwraps_kmip_key_formats),
+        cmocka_unit_test(sec1_without_curve_needs_the_reference),
+        cmocka_unit_test(refuses_trailing_bytes),
+        cmocka_unit_test(refuses_wrong_versions),
+        cmocka_unit_test(multi_prime_and_other_curves),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
