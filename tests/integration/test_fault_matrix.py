@@ -168,6 +168,8 @@ TOKEN_FAULTS = [
     ("revoked_leaf", "signed by a leaf the CRL lists", r"certificate revoked"),
     ("tampered", "payload changed after signing", r"token signature does not verify"),
     ("wrong_nonce", "verifier_nonce is another nonce", r"verifier_nonce is not the nonce we fetched"),
+    ("no_nonce_echo", "no verifier_nonce echo (a v1 token must echo it; v2: docs/protocols/ita-api.md §8)",
+     r"token has no verifier_nonce"),
     ("wrong_held_data", "attester_held_data is not our wrapping key", r"attester_held_data is not our user data"),
     ("debug_td", "claims say the TD is debuggable", r"allow_debug_td = no"),
 ]
