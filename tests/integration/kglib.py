@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -237,13 +238,22 @@ def token(module_token, kbs_stack):
     return module_token
 
 
-@pytest.fixture(scope="session")
-def p11_check(tmp_path_factory):
-    out = tmp_path_factory.mktemp("p11check") / "p11_check"
-    cc = subprocess.run(["gcc", "-Wall", "-Werror", "-O1", "-g", "-o", str(out), str(REPO / "tests/pkcs11/p11_check.c"),
-                         "-I/usr/include/p11-kit-1", "-ldl", "-lpthread"], capture_output=True, text=True)
+def build_host(out, source, *libs):
+    """Compiles a one-file C test host with warnings as errors and the p11-kit headers. source: a
+    pathlib.Path of a file, or the C text itself (written next to out). Returns out as a string."""
+    if not isinstance(source, pathlib.Path):
+        out.with_suffix(".c").write_text(source)
+        source = out.with_suffix(".c")
+    cc = subprocess.run(["gcc", "-Wall", "-Werror", "-O1", "-g", "-o", str(out), str(source), "-I/usr/include/p11-kit-1",
+                         *libs], capture_output=True, text=True)
     assert cc.returncode == 0, cc.stderr
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def p11_check(tmp_path_factory):
+    return build_host(tmp_path_factory.mktemp("p11check") / "p11_check", REPO / "tests/pkcs11/p11_check.c", "-ldl",
+                      "-lpthread")
 
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

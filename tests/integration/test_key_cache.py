@@ -20,8 +20,8 @@ import json
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from conftest import REPO, run
-from kglib import Site, Token, free_port, new_key, pub_pem, self_signed
+from conftest import run
+from kglib import Site, Token, build_host, free_port, new_key, p11_check, pub_pem, self_signed  # noqa: F401 (fixture)
 
 HOST = r"""
 import json, ssl, sys
@@ -169,10 +169,7 @@ def two_keys(keygate_bin, build_dir, kbs_stack, tmp_path):
 
 
 def test_provider_first_uses_of_two_keys_overlap(two_keys, kbs_stack):
-    src, exe = two_keys.tmp / "overlap.c", two_keys.tmp / "overlap"
-    src.write_text(OVERLAP_HOST)
-    r = run(["cc", "-Wall", "-Werror", "-o", str(exe), str(src), "-lcrypto", "-lpthread"])
-    assert r.returncode == 0, r.stderr
+    exe = build_host(two_keys.tmp / "overlap", OVERLAP_HOST, "-lcrypto", "-lpthread")
     kbs_stack.clear_requests("ita")
     slow_first_transfer(kbs_stack, two_keys.ids["p256"])
     try:
@@ -184,16 +181,12 @@ def test_provider_first_uses_of_two_keys_overlap(two_keys, kbs_stack):
     check_overlap(r.stdout, kbs_stack)
 
 
-def test_pkcs11_first_uses_of_two_keys_overlap(keygate_bin, build_dir, kbs_stack, tmp_path):
+def test_pkcs11_first_uses_of_two_keys_overlap(keygate_bin, build_dir, kbs_stack, tmp_path, p11_check):
     token = Token(keygate_bin, build_dir, kbs_stack, tmp_path)
-    exe = tmp_path / "p11_check"
-    cc = run(["gcc", "-Wall", "-Werror", "-O1", "-g", "-o", str(exe), str(REPO / "tests/pkcs11/p11_check.c"),
-              "-I/usr/include/p11-kit-1", "-ldl", "-lpthread"])
-    assert cc.returncode == 0, cc.stderr
     kbs_stack.clear_requests("ita")
     slow_first_transfer(kbs_stack, token.site.ids["p256"])
     try:
-        r = run([str(exe), token.module, "overlap", "p256", "rsa2048", str(SECOND_AFTER_MS)], env=token.env,
+        r = run([p11_check, token.module, "overlap", "p256", "rsa2048", str(SECOND_AFTER_MS)], env=token.env,
                 timeout=60)
     finally:
         kbs_stack.clear_faults("kbs")

@@ -18,7 +18,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import kbs_conf, run
-from kglib import HAPROXY, HAPROXY_CFG, Nginx, PAGE, free_port, new_key, openssl_cnf, pub_pem, read_log, register, self_signed
+from kglib import (HAPROXY, HAPROXY_CFG, PAGE, Nginx, free_port, new_key, openssl_cnf,  # noqa: F401 (fixture)
+                   p11_check, pub_pem, read_log, register, self_signed)
 from tests.stack.kbs_fixture import (create_policy, delete_key, kbs_admin_token, kbs_request,
                                      set_key_policy)
 
@@ -256,17 +257,7 @@ def test_transient_failures_are_retried(lease_site):
 
 # ------------------------------------------------------------------------------- PKCS#11
 
-@pytest.fixture(scope="module")
-def p11_check_bin(tmp_path_factory):
-    from conftest import REPO
-    out = tmp_path_factory.mktemp("p11check") / "p11_check"
-    cc = subprocess.run(["gcc", "-Wall", "-Werror", "-O1", "-g", "-o", str(out), str(REPO / "tests/pkcs11/p11_check.c"),
-                         "-I/usr/include/p11-kit-1", "-ldl", "-lpthread"], capture_output=True, text=True)
-    assert cc.returncode == 0, cc.stderr
-    return str(out)
-
-
-def test_pkcs11_lease_refresh_and_revocation(keygate_bin, build_dir, kbs_stack, tmp_path, p11_check_bin):
+def test_pkcs11_lease_refresh_and_revocation(keygate_bin, build_dir, kbs_stack, tmp_path, p11_check):
     """The PKCS#11 module: signatures keep working across refreshes; after the policy change
     they fail with CKR_DEVICE_ERROR within one lease, the log names the revocation, and the EC
     scalar is gone from the process's memory (found there before)."""
@@ -286,7 +277,7 @@ def test_pkcs11_lease_refresh_and_revocation(keygate_bin, build_dir, kbs_stack, 
     conf.write_text(base.read_text() + f"pkcs11_keys = web:{ref}:{cert}\n")
     log = tmp_path / "keygate.log"
     out = open(tmp_path / "loop.out", "w")
-    proc = subprocess.Popen([p11_check_bin, str(build_dir / "pkcs11" / "libkeygate-pkcs11.so"), "loop", "web", "16"],
+    proc = subprocess.Popen([p11_check, str(build_dir / "pkcs11" / "libkeygate-pkcs11.so"), "loop", "web", "16"],
                             env=dict(os.environ, KEYGATE_CONF=str(conf), KEYGATE_DEBUG=f"{log}:2"), stdout=out,
                             stderr=subprocess.STDOUT)
     try:

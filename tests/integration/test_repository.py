@@ -21,7 +21,7 @@ OUTSIDE = [
     (re.compile(r"\.\./shared(?!/third_party\b)"), "../shared (only ../shared/third_party is allowed)"),
     (re.compile(r"/work/"), "/work/"),
     (re.compile(r"shared/(vectors|specs)\b"), "shared/vectors or shared/specs"),
-    (re.compile(r"""["']shared["']\s*/\s*["'](vectors|specs)["']"""), "a path joined to ../shared/vectors or specs"),
+    (re.compile(r"""["']shared["']\s*/\s*["'](vectors|specs)["']"""), "a path joined to the vectors or specs outside the tree"),
     (re.compile(r"/home/[A-Za-z0-9_.-]+"), "a home directory"),
     (re.compile(r"(?<![\w.])/root/"), "root's home directory"),
     (re.compile(r"\b(kbs-protocols|openssl-provider-notes|pkcs11-notes|environment)\.md\b"),

@@ -19,7 +19,7 @@ import subprocess
 import pytest
 
 from conftest import REPO
-from kglib import Token, asan_env, openssl_cnf
+from kglib import Token, asan_env, build_host, openssl_cnf
 
 ROUNDS = int(os.environ.get("KEYGATE_TEARDOWN_ROUNDS", "20"))
 LEASE = "key_lease_s = 2\nkey_lease_max_s = 2\nrefresh_before_s = 1\n"
@@ -29,13 +29,8 @@ SLOW_TRANSFER = [{"route": "/transfer", "mode": "delay", "seconds": 60}]
 
 @pytest.fixture(scope="module")
 def teardown_check(tmp_path_factory):
-    out = tmp_path_factory.mktemp("teardown") / "teardown_check"
-    cc = subprocess.run(["gcc", "-Wall", "-Werror", "-O1", "-g", "-o", str(out),
-                         str(REPO / "tests/teardown/teardown_check.c"), "-I/usr/include/p11-kit-1", "-ldl",
-                         "-lcrypto"],
-                        capture_output=True, text=True)
-    assert cc.returncode == 0, cc.stderr
-    return str(out)
+    return build_host(tmp_path_factory.mktemp("teardown") / "teardown_check", REPO / "tests/teardown/teardown_check.c",
+                      "-ldl", "-lcrypto")
 
 
 def drive(cmd, env, stack, log):

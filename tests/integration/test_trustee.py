@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
 from conftest import run, write_keygate_conf
-from kglib import new_key, pub_pem
+from kglib import new_key, openssl_cnf, pub_pem
 from tests.stack.fixtures import copy_state
 from tests.stack.trustee_fixture import put_resource, set_policy, start_trustee
 
@@ -230,17 +230,6 @@ def test_config_refusals(keygate_bin, trustee_stack, tmp_path):
 
 
 # --------------------------------------------------------------------------- the provider
-
-def openssl_cnf(build_dir, path, keygate_conf):
-    path.write_text(
-        "openssl_conf = openssl_init\nconfig_diagnostics = 1\n"
-        "[openssl_init]\nproviders = provider_sect\n"
-        "[provider_sect]\ndefault = default_sect\nkeygate = keygate_sect\n"
-        "[default_sect]\nactivate = 1\n"
-        f"[keygate_sect]\nmodule = {build_dir / 'provider' / 'keygate.so'}\nactivate = 1\n"
-        f"config = {keygate_conf}\n")
-    return path
-
 
 @pytest.mark.parametrize("tee_key", ["ec", "rsa"])
 def test_provider_signs_with_keys_from_trustee(keygate_bin, build_dir, trustee_stack, tmp_path, tee_key):
