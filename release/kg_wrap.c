@@ -3,7 +3,6 @@
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/decoder.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -322,24 +321,129 @@ done:
     return *key != NULL;
 }
 
+/* The parameter names of PKCS#1's INTEGERs after the version, in their order, and those of
+ * otherPrimeInfos' { r, d, t } for the third to fifth prime (RSA_MAX_PRIME_NUM is 5). */
+static const char *const rsa_names[8] = {OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
+                                         OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
+                                         OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+                                         OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+static const char *const rsa_other_prime_names[3][3] = {
+    {OSSL_PKEY_PARAM_RSA_FACTOR3, OSSL_PKEY_PARAM_RSA_EXPONENT3, OSSL_PKEY_PARAM_RSA_COEFFICIENT2},
+    {OSSL_PKEY_PARAM_RSA_FACTOR4, OSSL_PKEY_PARAM_RSA_EXPONENT4, OSSL_PKEY_PARAM_RSA_COEFFICIENT3},
+    {OSSL_PKEY_PARAM_RSA_FACTOR5, OSSL_PKEY_PARAM_RSA_EXPONENT5, OSSL_PKEY_PARAM_RSA_COEFFICIENT4}};
+
+/* The (already checked) INTEGER at *p into a fresh secure-heap BIGNUM kept in bns[*nb], pushed to
+ * bld under name. Returns 1, 0 when out of (secure) memory. */
+static int push_secure_int(const unsigned char **p, const unsigned char *e, OSSL_PARAM_BLD *bld,
+                           const char *name, BIGNUM **bns, int *nb)
+{
+    const unsigned char *c;
+    size_t n;
+
+    der_tlv(p, e, &c, &n);
+    if ((bns[*nb] = BN_secure_new()) == NULL)
+        return 0;
+    return BN_bin2bn(c, (int)n, bns[(*nb)++]) != NULL && OSSL_PARAM_BLD_push_BN(bld, name, bns[*nb - 1]);
+}
+
+/*
+ * PKCS#1 RSAPrivateKey (RFC 8017 A.1.2): SEQUENCE { version, n, e, d, p, q, dP, dQ, qInv,
+ * otherPrimeInfos OPTIONAL }, version 0 without otherPrimeInfos, 1 with them (multi-prime, up to
+ * five primes). The structure is checked (DER, every INTEGER minimal and non-negative), then read
+ * in place, as SEC1 keys are (ec_from_sec1): each INTEGER goes from the input (the secure-heap
+ * plaintext) into a secure-heap BIGNUM, and from there into a secure parameter block for
+ * EVP_PKEY_fromdata. OpenSSL's decoders (PrivateKeyInfo and type-specific, 3.0 and 3.5,
+ * decode_der2key.c) copy the DER into ordinary heap and free it without clearing, which left p
+ * and q in the process after a lease wipe (tests/unit/test_wrap_hygiene.c). what names the
+ * structure in errors.
+ */
+static int parse_pkcs1(const uint8_t *der, size_t len, const char *what, EVP_PKEY **key, kg_err *err)
+{
+    const unsigned char *p = der, *e, *c, *q, *x, *others = NULL;
+    size_t n, m, others_len = 0;
+    int version, i, nb = 0;
+    BIGNUM *bns[8 + 3 * 3] = {NULL};
+    OSSL_PARAM_BLD *bld = NULL;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+
+    *key = NULL;
+    if (der_tlv(&p, der + len, &c, &n) != 0x30 || p != der + len)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not %s DER", what);
+    p = c;
+    e = c + n;
+    if ((version = der_version(&p, e)) != 0 && version != 1)
+        return kg_err_set(err, KG_STEP_UNWRAP,
+                          "released %s's version is not 0 (two primes) or 1 (multi-prime)", what);
+    for (i = 0, q = p; i < 8; i++)
+        if (!der_positive_int(&q, e))
+            return kg_err_set(err, KG_STEP_UNWRAP, "released key is not %s DER", what);
+    if (version == 1) { /* otherPrimeInfos: SEQUENCE SIZE(1..MAX) OF SEQUENCE { r, d, t } */
+        if (der_tlv(&q, e, &others, &others_len) != 0x30 || others_len == 0)
+            return kg_err_set(err, KG_STEP_UNWRAP,
+                              "released %s's version is 1 (multi-prime) without otherPrimeInfos", what);
+        for (i = 0, c = others; c < others + others_len; i++)
+            if (der_tlv(&c, others + others_len, &x, &m) != 0x30 || !der_positive_int(&x, x + m) ||
+                !der_positive_int(&x, c) || !der_positive_int(&x, c) || x != c)
+                return kg_err_set(err, KG_STEP_UNWRAP, "released key is not %s DER", what);
+        if (i > 3)
+            return kg_err_set(err, KG_STEP_UNWRAP, "released RSA key has %d primes, at most 5 are supported",
+                              i + 2);
+    }
+    if (q != e)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released %s has elements after its %s (version %d)", what,
+                          version == 0 ? "coefficient" : "otherPrimeInfos", version);
+    if ((bld = OSSL_PARAM_BLD_new()) == NULL)
+        goto oom;
+    for (i = 0; i < 8; i++)
+        if (!push_secure_int(&p, e, bld, rsa_names[i], bns, &nb))
+            goto oom;
+    for (i = 0, c = others; c < others + others_len; i++) {
+        der_tlv(&c, others + others_len, &x, &m);
+        for (int j = 0; j < 3; j++)
+            if (!push_secure_int(&x, c, bld, rsa_other_prime_names[i][j], bns, &nb))
+                goto oom;
+    }
+    /* secure BIGNUMs: a secure parameter block, read back into secure BIGNUMs by the import */
+    if ((params = OSSL_PARAM_BLD_to_param(bld)) == NULL)
+        goto oom;
+    if ((pctx = kg_pkey_ctx_new_from_name(kg_libctx(), "RSA")) == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+        EVP_PKEY_fromdata(pctx, key, EVP_PKEY_KEYPAIR, params) <= 0) {
+        *key = NULL;
+        kg_err_set(err, KG_STEP_UNWRAP, "released %s does not load as an RSA key", what);
+    } else if (!key_supported(*key)) {
+        EVP_PKEY_free(*key);
+        *key = NULL;
+        kg_err_set(err, KG_STEP_UNWRAP, KEY_TYPE_MSG);
+    }
+    goto done;
+oom:
+    kg_err_set(err, KG_STEP_INTERNAL, "out of secure memory");
+done:
+    EVP_PKEY_CTX_free(pctx);
+    OSSL_PARAM_free(params); /* clears the secure block */
+    OSSL_PARAM_BLD_free(bld);
+    while (nb > 0)
+        BN_clear_free(bns[--nb]);
+    return *key != NULL;
+}
+
 /*
  * PrivateKeyInfo / OneAsymmetricKey (RFC 5958): SEQUENCE { version (0; 1 when it carries the
  * publicKey), AlgorithmIdentifier, privateKey OCTET STRING, [0] attributes OPTIONAL,
- * [1] publicKey OPTIONAL }. EC keys are read in place (ec_from_sec1). RSA keys go to
- * OSSL_DECODER_CTX_new_for_pkey told the type, which sets up RSA's decoders only: 1.45 M instead
- * of 4.7 M instructions per released key (bench/RESULTS.md, P4); any other algorithm is refused
- * before a decoder is set up at all.
+ * [1] publicKey OPTIONAL }. Both key types are read in place, never through OpenSSL's decoders
+ * (ec_from_sec1, parse_pkcs1): no uncleared copy, and none of the decoder set-up that cost 1.45 M
+ * (RSA's decoders alone) to 4.7 M instructions per released key (bench/RESULTS.md, P4). Any
+ * other algorithm is refused.
  */
 static int parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err)
 {
     const unsigned char *p = der, *e, *c, *alg, *priv, *x;
-    size_t n, priv_len, left = len;
+    size_t n, priv_len;
     int version, has_pub = 0, alg_nid, ptype;
     X509_ALGOR *a = NULL;
     const ASN1_OBJECT *obj;
     const void *pval;
-    OSSL_DECODER_CTX *dctx;
-    EVP_PKEY *pk = NULL;
 
     *key = NULL;
     if (der_tlv(&p, der + len, &c, &n) != 0x30 || p != der + len)
@@ -378,81 +482,10 @@ static int parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *e
     X509_ALGOR_free(a);
     if (alg_nid != NID_rsaEncryption)
         return kg_err_set(err, KG_STEP_UNWRAP, KEY_TYPE_MSG);
-    dctx = OSSL_DECODER_CTX_new_for_pkey(&pk, "DER", "PrivateKeyInfo", "RSA", OSSL_KEYMGMT_SELECT_KEYPAIR,
-                                         kg_libctx(), NULL);
-    if (dctx == NULL)
-        return kg_err_set(err, KG_STEP_INTERNAL, "no PKCS#8 decoder");
-    p = der;
-    if (!OSSL_DECODER_from_data(dctx, &p, &left) || pk == NULL || left != 0) {
-        OSSL_DECODER_CTX_free(dctx);
-        EVP_PKEY_free(pk);
-        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
-    }
-    OSSL_DECODER_CTX_free(dctx);
-    if (!key_supported(pk)) {
-        EVP_PKEY_free(pk);
-        return kg_err_set(err, KG_STEP_UNWRAP, KEY_TYPE_MSG);
-    }
-    *key = pk;
-    return 1;
-}
-
-/*
- * PKCS#1 RSAPrivateKey (RFC 8017 A.1.2): SEQUENCE { version, n, e, d, p, q, dP, dQ, qInv,
- * otherPrimeInfos OPTIONAL }, version 0 without otherPrimeInfos, 1 with them (multi-prime: taken,
- * as a multi-prime PKCS#8 key is). The structure is checked here (DER, every INTEGER minimal and
- * non-negative), then RSA's "type-specific" decoder alone reads it.
- */
-static int parse_pkcs1(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err)
-{
-    const unsigned char *p = der, *e, *c, *q, *x;
-    size_t n, m, left = len;
-    int version, i;
-    OSSL_DECODER_CTX *dctx;
-    EVP_PKEY *pk = NULL;
-
-    *key = NULL;
-    if (der_tlv(&p, der + len, &c, &n) != 0x30 || p != der + len)
-        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#1 RSAPrivateKey DER");
-    p = c;
-    e = c + n;
-    if ((version = der_version(&p, e)) != 0 && version != 1)
-        return kg_err_set(err, KG_STEP_UNWRAP,
-                          "released PKCS#1 RSAPrivateKey's version is not 0 (two primes) or 1 (multi-prime)");
-    for (i = 0; i < 8; i++)
-        if (!der_positive_int(&p, e))
-            return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#1 RSAPrivateKey DER");
-    if (version == 1) { /* otherPrimeInfos: SEQUENCE SIZE(1..MAX) OF SEQUENCE { r, d, t } */
-        if (der_tlv(&p, e, &c, &n) != 0x30 || n == 0)
-            return kg_err_set(
-                err, KG_STEP_UNWRAP,
-                "released PKCS#1 RSAPrivateKey's version is 1 (multi-prime) without otherPrimeInfos");
-        for (q = c; q < c + n;)
-            if (der_tlv(&q, c + n, &x, &m) != 0x30 || !der_positive_int(&x, x + m) ||
-                !der_positive_int(&x, q) || !der_positive_int(&x, q) || x != q)
-                return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#1 RSAPrivateKey DER");
-    }
-    if (p != e)
-        return kg_err_set(err, KG_STEP_UNWRAP,
-                          "released PKCS#1 RSAPrivateKey has elements after its %s (version %d)",
-                          version == 0 ? "coefficient" : "otherPrimeInfos", version);
-    dctx = OSSL_DECODER_CTX_new_for_pkey(&pk, "DER", "type-specific", "RSA", OSSL_KEYMGMT_SELECT_KEYPAIR,
-                                         kg_libctx(), NULL);
-    if (dctx == NULL)
-        return kg_err_set(err, KG_STEP_INTERNAL, "no PKCS#1 decoder");
-    p = der;
-    if (!OSSL_DECODER_from_data(dctx, &p, &left) || pk == NULL || left != 0) {
-        OSSL_DECODER_CTX_free(dctx);
-        EVP_PKEY_free(pk);
-        return kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#1 RSAPrivateKey DER");
-    }
-    OSSL_DECODER_CTX_free(dctx);
-    if (!key_supported(pk)) {
-        EVP_PKEY_free(pk);
-        return kg_err_set(err, KG_STEP_UNWRAP, KEY_TYPE_MSG);
-    }
-    *key = pk;
-    return 1;
+    /* RFC 8017 A.1: rsaEncryption's parameters are NULL (absent is taken, as OpenSSL does) */
+    if (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF)
+        return kg_err_set(err, KG_STEP_UNWRAP, "released PKCS#8 RSA key has AlgorithmIdentifier parameters");
+    return parse_pkcs1(priv, priv_len, "PKCS#8 key's RSAPrivateKey", key, err);
 }
 
 /*
@@ -488,7 +521,7 @@ int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *
     ok = key_form(der, len, &trailing) == FORM_PKCS8
              ? parse_pkcs8(der, len, key, err) && pairwise_ok(key, err)
              : kg_err_set(err, KG_STEP_UNWRAP, "released key is not PKCS#8 PrivateKeyInfo DER");
-    ERR_clear_error(); /* ASN1_get_object's, the decoders' */
+    ERR_clear_error(); /* ASN1_get_object's, d2i's, the import's */
     return ok;
 }
 
@@ -501,7 +534,7 @@ int kg_wrap_parse_private_key(const uint8_t *der, size_t len, const EVP_PKEY *re
     *key = NULL;
     switch (key_form(der, len, &trailing)) {
     case FORM_PKCS8: ok = parse_pkcs8(der, len, key, err); break;
-    case FORM_PKCS1: ok = parse_pkcs1(der, len, key, err); break;
+    case FORM_PKCS1: ok = parse_pkcs1(der, len, "PKCS#1 RSAPrivateKey", key, err); break;
     case FORM_SEC1: ok = ec_from_sec1(der, len, NID_undef, reference, key, err); break;
     case FORM_TRAILING:
         ok = kg_err_set(err, KG_STEP_UNWRAP, "released key has %zu bytes after its DER structure", trailing);
@@ -512,7 +545,7 @@ int kg_wrap_parse_private_key(const uint8_t *der, size_t len, const EVP_PKEY *re
             "released key is not PKCS#8 PrivateKeyInfo, PKCS#1 RSAPrivateKey or SEC1 ECPrivateKey DER");
     }
     ok = ok && pairwise_ok(key, err);
-    ERR_clear_error(); /* ASN1_get_object's, the decoders' */
+    ERR_clear_error(); /* ASN1_get_object's, d2i's, the import's */
     return ok;
 }
 

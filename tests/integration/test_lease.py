@@ -207,13 +207,10 @@ def test_refreshes_keep_serving_then_revocation_wipes(lease_site):
     # the failed operations (libssl's signing attempts) carry the revocation message
     assert re.search(rf"prov_key.c:\d+: keygate: key {site.key_id} revoked by KBS at", log), log[-2000:]
     assert "no suitable signature algorithm" in (site.tmp / "s_server.out").read_text()
-    # the key's own BIGNUMs (p as little-endian limbs) must be gone. A big-endian (DER) copy of p
-    # may outlive them in freed ordinary heap: OpenSSL's PrivateKeyInfo decoder reads the released
-    # DER into a buffer it frees without clearing (decode_der2key.c, 3.0 and 3.5;
-    # docs/security-model.md). EC keys are parsed in place: the PKCS#11 test below requires every
-    # form of the scalar gone.
-    left = scan_until_clean(site.srv.pid, needles)
-    assert not left & {2, 3}, "the wiped key's BIGNUM is still in memory"
+    # every form of p, big-endian (DER) and as BIGNUM limbs: released keys are parsed in place
+    # into the secure heap, never through OpenSSL's decoder, whose DER copy was freed uncleared
+    # (tests/unit/test_wrap_hygiene.c)
+    assert scan_until_clean(site.srv.pid, needles) == set(), "a copy of the private key is still in memory"
     assert site.srv.poll() is None  # failing handshakes, no crash
 
 

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#define _GNU_SOURCE /* memmem */
 #include "kg_test.h"
 
 #include <openssl/core_names.h>
@@ -543,6 +544,15 @@ static void refuses_wrong_versions(void **state)
     der = pkcs8(r, &len);
     with_version(der, len, 2, r, "PKCS#8 RSA version 2");
     with_version(der, len, 1, r, "PKCS#8 RSA v2 without its publicKey");
+    {
+        /* rsaEncryption's parameters must be NULL: an (equally long) empty OCTET STRING is not */
+        static const uint8_t rsa_oid_null[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7,
+                                               0x0d, 0x01, 0x01, 0x01, 0x05, 0x00};
+        uint8_t *at = memmem(der, len, rsa_oid_null, sizeof(rsa_oid_null));
+        assert_non_null(at);
+        at[11] = 0x04;
+        refused(der, len, r, "PKCS#8 RSA with an OCTET STRING as parameters", "parameters");
+    }
     OPENSSL_free(der);
     der = pkcs8(k, &len);
     with_version(der, len, 2, k, "PKCS#8 EC version 2");
