@@ -17,6 +17,7 @@ PACKAGES=(
   gnutls-bin libengine-pkcs11-openssl nghttp2-client
   debhelper dpkg-dev fakeroot man-db groff-base faketime
   python3-matplotlib hyperfine linux-perf
+  python3-ecdsa
 )
 
 missing=()
