@@ -82,6 +82,17 @@ const kg_conf_key kg_config_keys[] = {
     {"trustee_tee_key", KG_CONF_T_ENUM, "ec", "ec|rsa",
      "Trustee: TEE key the resources are wrapped to: EC P-256 (ECDH-ES+A256KW) or RSA-3072 (RSA-OAEP-256)",
      F(trustee_tee_key)},
+    {"trustee_token", KG_CONF_T_ENUM, "ita", "ita|ear",
+     "Trustee: the attestation token its KBS returns: ita (an ITA-backed Trustee; keygate verifies ITA's "
+     "token) or ear (Trustee's built-in attestation service; an EAR signed by the key in trustee_as_cert)",
+     F(trustee_token)},
+    {"trustee_as_cert", KG_CONF_T_PATH, "", "",
+     "trustee_token = ear: PEM certificate or public key (EC P-256 or P-384) of the attestation service's "
+     "token signing key, pinned: the only trust of an EAR",
+     F(trustee_as_cert)},
+    {"trustee_ear_status", KG_CONF_T_ENUM, "affirming", "affirming|warning",
+     "trustee_token = ear: the worst ear.status accepted in every appraisal (submod) of the token",
+     F(trustee_ear_status)},
     {"timeout_ms", KG_CONF_T_INT, "10000", "100..600000", "connect and total timeout per HTTP request",
      F(timeout_ms)},
     {"retry_max", KG_CONF_T_INT, "2", "0..10",
@@ -165,8 +176,8 @@ static const kg_conf_key *find_key(const char *name)
 /* Path keys naming a file that decides what keygate trusts (a pinned root, a CA bundle): whoever
  * can write one chooses whom keygate trusts, so kg_config_check refuses it when group or others
  * may write it. A new CA or anchor key is one more name here. */
-static const char *const trust_file_keys[] = {"ita_trust_anchor", "tls_ca_file", "ita_tls_ca_file",
-                                              "kbs_tls_ca_file", NULL};
+static const char *const trust_file_keys[] = {"ita_trust_anchor", "tls_ca_file",     "ita_tls_ca_file",
+                                              "kbs_tls_ca_file",  "trustee_as_cert", NULL};
 
 /* Refuses a file group or others may write (mode & 022), in the words of ita_read_api_key's check
  * (which, for a secret, refuses reading too). what: the key naming the file, or "" for keygate.conf. */
@@ -472,6 +483,36 @@ int kg_config_check_passport(const kg_config *cfg, kg_err *err)
     return 1;
 }
 
+/* trustee_token and the keys that go with it (docs/supported-combinations.md, "Trustee tokens"). */
+static int check_trustee_token(const kg_config *cfg, kg_err *err)
+{
+    int ear = strcmp(cfg->trustee_token, "ear") == 0;
+
+    if (ear && strcmp(cfg->kbs_type, "trustee") != 0)
+        return kg_err_set(err, KG_STEP_CONFIG,
+                          "trustee_token = ear cannot be used with kbs_type = %s (only Trustee's KBS returns "
+                          "EAR tokens); use kbs_type = trustee",
+                          cfg->kbs_type);
+    if (ear && cfg->trustee_as_cert[0] == '\0')
+        return kg_err_set(
+            err, KG_STEP_CONFIG,
+            "trustee_token = ear needs trustee_as_cert (the attestation service's token signing "
+            "certificate or public key, the only trust of an EAR)");
+    if (!ear && cfg->trustee_as_cert[0] != '\0')
+        return kg_err_set(
+            err, KG_STEP_CONFIG,
+            "trustee_as_cert is set but trustee_token = ita (an ITA token is verified against "
+            "ita_trust_anchor, not an AS key); set trustee_token = ear or remove trustee_as_cert");
+    /* an EAR carries Trustee's appraisal (ear.status), not ITA's attester_tcb_status */
+    if (ear && cfg->require_tcb_status_given)
+        return kg_err_set(
+            err, KG_STEP_CONFIG,
+            "require_tcb_status cannot be enforced with trustee_token = ear (an EAR has no "
+            "attester_tcb_status; the appraisal's ear.status, see trustee_ear_status, covers the "
+            "TCB)");
+    return 1;
+}
+
 /* The combinations that cannot work, one row each of docs/supported-combinations.md (whose test
  * checks this function against that table). Keys a combination ignores (kbs_mode and
  * ita_api_version with Trustee, ita_api_version in background mode) are no error. */
@@ -497,7 +538,7 @@ static int check_combinations(const kg_config *cfg, kg_err *err)
             "Azure one, /appraisal/v1/attest/azure/tdxvm); use kbs_mode = passport");
     if (cfg->kbs_url[0] != '\0' && !kg_config_check_passport(cfg, err))
         return 0;
-    return 1;
+    return check_trustee_token(cfg, err);
 }
 
 int kg_config_check(const kg_config *cfg, kg_err *err)

@@ -45,6 +45,9 @@ typedef struct kg_config {
     char kbs_type[8];        /* intel | trustee */
     char kbs_mode[12];       /* passport | background */
     char trustee_tee_key[4]; /* ec | rsa */
+    char trustee_token[4];   /* ita | ear */
+    char trustee_as_cert[KG_CONF_STR];
+    char trustee_ear_status[12]; /* affirming | warning */
     long timeout_ms;
     long retry_max;
     long retry_wait_min_ms;

@@ -11,7 +11,9 @@
 #include "kbs_trustee.h"
 #include "kg_adapter.h"
 #include "kg_attest.h"
+#include "kg_ear.h"
 #include "kg_jwe.h"
+#include "kg_jws.h"
 #include "kg_log.h"
 #include "kg_time.h"
 #include "kg_verify.h"
@@ -31,7 +33,8 @@ typedef struct trustee_session {
 struct kg_trustee {
     pthread_mutex_t lock;
     trustee_session s;
-    ita_verifier *verifier; /* JWKS and CRL caches across handshakes */
+    ita_verifier *verifier; /* trustee_token = ita: JWKS and CRL caches across handshakes */
+    EVP_PKEY *as_key;       /* trustee_token = ear: the pinned AS key, read at the first handshake */
     unsigned long generations;
 };
 
@@ -80,6 +83,7 @@ void kg_trustee_free(kg_trustee *t)
         return;
     session_clear(&t->s);
     ita_verifier_free(t->verifier);
+    EVP_PKEY_free(t->as_key);
     pthread_mutex_destroy(&t->lock);
     free(t);
 }
@@ -109,6 +113,79 @@ static int token_usable(const trustee_session *s, long long now)
     return s->token != NULL && s->token_exp >= now + KG_SESSION_MIN_VALIDITY_S;
 }
 
+/* Whether a token's header looks like an EAR's (a jwk, no kid): to name the remedy when
+ * trustee_token = ita meets Trustee's built-in attestation service. Nothing is trusted here. */
+static int looks_like_ear(const char *token)
+{
+    kg_jws jws;
+    cJSON *h;
+    int ear = 0;
+
+    if (!kg_jws_split(token, &jws, NULL))
+        return 0;
+    h = cJSON_Parse(jws.header_json);
+    ear = cJSON_GetObjectItemCaseSensitive(h, "jwk") != NULL &&
+          cJSON_GetObjectItemCaseSensitive(h, "kid") == NULL;
+    cJSON_Delete(h);
+    kg_jws_clear(&jws);
+    return ear;
+}
+
+/* Step 5, trustee_token = ita: our ITA verifier, then the v2 runtime-data binding. */
+static int verify_ita(kg_trustee *t, const kg_config *cfg, const trustee_session *s,
+                      const uint8_t report_data[64], long long *exp, kg_err *err)
+{
+    kg_verify_opts vopts;
+    ita_claims claims;
+    cJSON *payload = NULL;
+    int ok = 0;
+
+    memset(&claims, 0, sizeof(claims));
+    memset(&vopts, 0, sizeof(vopts));
+    vopts.verifier = t->verifier;
+    vopts.payload = &payload;
+    if (looks_like_ear(s->token)) {
+        kg_err_set(
+            err, KG_STEP_VERIFY,
+            "the KBS returned an EAR token (Trustee's built-in attestation service), not an ITA token; "
+            "set trustee_token = ear and trustee_as_cert");
+        goto err;
+    }
+    if (!kg_verify_token(cfg, s->token, &vopts, &claims, err))
+        goto err;
+    if (claims.layout != 2) {
+        kg_err_set(err, KG_STEP_VERIFY, "the KBS returned a v%d ITA token; Trustee's ITA backend gives v2",
+                   claims.layout);
+        goto err;
+    }
+    if (!kbs_trustee_check_binding(payload, &s->ch, s->tee_jwk, report_data, err))
+        goto err;
+    *exp = claims.exp;
+    ok = 1;
+err:
+    cJSON_Delete(payload);
+    ita_claims_clear(&claims);
+    return ok;
+}
+
+/* Step 5, trustee_token = ear: the pinned AS key, the appraisal status, expiry, the binding. */
+static int verify_ear(kg_trustee *t, const kg_config *cfg, const trustee_session *s,
+                      const uint8_t report_data[64], long long *exp, kg_err *err)
+{
+    kg_ear_expect x;
+    cJSON *payload = NULL;
+    int ok;
+
+    memset(&x, 0, sizeof(x));
+    x.leeway_s = cfg->token_leeway_s;
+    x.max_status = kg_ear_status_of(cfg->trustee_ear_status);
+    ok = kg_ear_verify_signature(t->as_key, s->token, &payload, err) &&
+         kg_ear_check_claims(payload, &x, exp, err) &&
+         kg_ear_check_binding(payload, s->ch.nonce, s->tee_jwk, report_data, err);
+    cJSON_Delete(payload);
+    return ok;
+}
+
 /* Steps 1-5 into a new session. Called with t->lock held. */
 static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char *kbs_url,
                      kg_release_times *tm, kg_err *err)
@@ -117,17 +194,16 @@ static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char
     kg_adapter_request areq;
     kg_evidence ev;
     kbs_trustee_reply reply;
-    kg_verify_opts vopts;
-    ita_claims claims;
-    cJSON *payload = NULL;
     uint8_t report_data[64];
+    int ear = strcmp(cfg->trustee_token, "ear") == 0;
     double t0 = kg_mono_ms();
     int ok = 0;
 
     memset(&s, 0, sizeof(s));
     memset(&ev, 0, sizeof(ev));
-    memset(&claims, 0, sizeof(claims));
-    if (t->verifier == NULL && (t->verifier = kg_verifier_new(cfg, NULL, NULL, err)) == NULL)
+    if (ear ? t->as_key == NULL &&
+                  (t->as_key = kg_ear_key_read(cfg->trustee_as_cert, "trustee_as_cert", err)) == NULL
+            : t->verifier == NULL && (t->verifier = kg_verifier_new(cfg, NULL, NULL, err)) == NULL)
         goto err;
     if ((s.tee_key = kg_wrap_tee_key_new(cfg->trustee_tee_key, err)) == NULL ||
         (s.tee_jwk = kg_jwe_public_jwk(s.tee_key, KG_STEP_WRAPKEY, err)) == NULL)
@@ -147,6 +223,10 @@ static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char
     areq.report_data = report_data;
     if (!kg_adapter_collect(&cfg->ad, &areq, &ev, err))
         goto err;
+    /* an EAR carries Trustee's verdict, not the TD's values for our local policy: judge our own
+     * quote (debug bit, MRTD, RTMRs) before it leaves, as kbs_mode = background does */
+    if (ear && !kg_verify_evidence_policy(cfg, &ev, err))
+        goto err;
     tm->evidence = kg_mono_ms() - t0;
 
     t0 = kg_mono_ms();
@@ -156,34 +236,22 @@ static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char
     tm->token = kg_mono_ms() - t0;
 
     t0 = kg_mono_ms();
-    memset(&vopts, 0, sizeof(vopts));
-    vopts.verifier = t->verifier;
-    vopts.payload = &payload;
-    if (!kg_verify_token(cfg, s.token, &vopts, &claims, err))
-        goto err;
-    if (claims.layout != 2) {
-        kg_err_set(err, KG_STEP_VERIFY, "the KBS returned a v%d ITA token; Trustee's ITA backend gives v2",
-                   claims.layout);
-        goto err;
-    }
-    if (!kbs_trustee_check_binding(payload, &s.ch, s.tee_jwk, report_data, err))
+    if (!(ear ? verify_ear(t, cfg, &s, report_data, &s.token_exp, err)
+              : verify_ita(t, cfg, &s, report_data, &s.token_exp, err)))
         goto err;
     tm->verify = kg_mono_ms() - t0;
     tm->attested = 1;
 
-    s.token_exp = claims.exp;
     snprintf(s.kbs_url, sizeof(s.kbs_url), "%s", kbs_url);
     s.generation = ++t->generations;
     session_clear(&t->s);
     t->s = s;
     memset(&s, 0, sizeof(s));
-    KG_INFO("trustee: new session %lu with %s (%s, %s TEE key)", t->s.generation, kbs_url, t->s.ch.hash_alg,
-            cfg->trustee_tee_key);
+    KG_INFO("trustee: new session %lu with %s (%s, %s TEE key, %s token)", t->s.generation, kbs_url,
+            t->s.ch.hash_alg, cfg->trustee_tee_key, cfg->trustee_token);
     ok = 1;
 err:
     OPENSSL_cleanse(report_data, sizeof(report_data));
-    cJSON_Delete(payload);
-    ita_claims_clear(&claims);
     kg_evidence_clear(&ev);
     session_clear(&s);
     return ok;

@@ -361,3 +361,42 @@ frontend fe
     bind 127.0.0.1:{port} ssl crt {crt} ssl-min-ver TLSv1.2
     http-request return status 200 content-type text/plain string "{page}"
 """
+
+
+# --------------------------------------------------------------------------- Trustee (ITA or EAR)
+
+# The sim TD of an EAR-backed Trustee: its reference values (tests/stack/ear.py) affirm these
+EAR_MRTD = hashlib.sha384(b"keygate EAR reference TD").hexdigest()
+EAR_XFAM = "e700060000000000"
+
+
+def start_trustee_stack(stack_dir, tmp, token="ita"):
+    """A copy of the session's state with ITA and a Trustee stand-in started: ITA-backed
+    (token "ita") or with its own attestation service (token "ear", reference values affirming a
+    sim TD with EAR_MRTD, EAR_XFAM and zero RTMRs). ITA runs in both: keygate.conf names it, and
+    an EAR test can show that nobody asked it. stack.trustee_token records the kind."""
+    from tests.stack.fixtures import copy_state
+    from tests.stack.trustee_fixture import start_trustee, write_reference_values
+
+    stack = copy_state(stack_dir, pathlib.Path(tmp) / "state")
+    stack.start_ita()
+    if token == "ear":
+        rv = write_reference_values(stack, mr_td=EAR_MRTD, xfam=EAR_XFAM, rtmr_1="00" * 48, rtmr_2="00" * 48)
+        start_trustee(stack, token="ear", reference_values=rv)
+    else:
+        start_trustee(stack)
+    stack.trustee_token = token
+    return stack
+
+
+def trustee_conf(stack, path, **overrides):
+    """keygate.conf for kbs_type = trustee against the stack of start_trustee_stack: with
+    trustee_token = ear, the AS certificate pinned and the sim TD its reference values affirm."""
+    from conftest import write_keygate_conf
+    from tests.stack.trustee_fixture import as_cert
+
+    keys = {"kbs_url": stack.services["trustee"].url, "kbs_type": "trustee"}
+    if getattr(stack, "trustee_token", "ita") == "ear":
+        keys.update(trustee_token="ear", trustee_as_cert=as_cert(stack), sim_mrtd=EAR_MRTD, sim_xfam=EAR_XFAM)
+    keys.update(overrides)
+    return write_keygate_conf(stack, path, **keys)

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """kbs_type = trustee: `keygate release` and the OpenSSL provider against the local Trustee KBS
-stand-in (tests/stack/trustee.py, ITA as its verifier), with EC P-256 and RSA TEE keys, PKCS#8
-resources as PEM and DER, one handshake for several keys (counted in the stand-in's request
-log), and every fault failing with its step named and no key printed."""
+stand-in (tests/stack/trustee.py), with ITA as its verifier (trustee_token = ita) or its own
+attestation service issuing EAR tokens (trustee_token = ear), with EC P-256 and RSA TEE keys,
+PKCS#8 resources as PEM and DER, one handshake for several keys (counted in the stand-in's request
+log), and every fault failing with its step named and no key printed. The tests marked BOTH run
+against each kind of Trustee; EAR-only checks are in test_trustee_ear.py."""
 import os
 import re
 
@@ -11,20 +13,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
-from conftest import run, write_keygate_conf
-from kglib import new_key, openssl_cnf, pub_pem
-from tests.stack.fixtures import copy_state
-from tests.stack.trustee_fixture import put_resource, set_policy, start_trustee
+from conftest import run
+from kglib import new_key, openssl_cnf, pub_pem, start_trustee_stack, trustee_conf
+from tests.stack.trustee_fixture import put_resource, set_policy
 
 PEM_PUB = re.compile(r"-----BEGIN PUBLIC KEY-----\n.*?-----END PUBLIC KEY-----\n", re.S)
+# the module's Trustee: ITA-backed or with its own AS (EAR); one instance of each for the module
+BOTH = pytest.mark.parametrize("module_stack", ["ita", "ear"], indirect=True)
+ITA = pytest.mark.parametrize("module_stack", ["ita"], indirect=True)
 
 
 @pytest.fixture(scope="module")
-def module_stack(stack_dir, tmp_path_factory):
-    """ITA and Trustee once for the module (each test resets faults and the policy)."""
-    stack = copy_state(stack_dir, tmp_path_factory.mktemp("trustee-int") / "state")
-    stack.start_ita()
-    start_trustee(stack)
+def module_stack(request, stack_dir, tmp_path_factory):
+    """ITA and Trustee once for the module per token kind (each test resets faults and the policy)."""
+    stack = start_trustee_stack(stack_dir, tmp_path_factory.mktemp(f"trustee-{request.param}"), request.param)
     yield stack
     stack.stop_all()
 
@@ -48,12 +50,6 @@ def store(stack, path, key, fmt="pem"):
     return path
 
 
-def trustee_conf(stack, path, **overrides):
-    keys = {"kbs_url": stack.services["trustee"].url, "kbs_type": "trustee"}
-    keys.update(overrides)
-    return write_keygate_conf(stack, path, **keys)
-
-
 def release(keygate_bin, conf, *args):
     return run([keygate_bin, "-c", str(conf), "release", *args], timeout=120)
 
@@ -64,6 +60,7 @@ def rcar_counts(stack):
             len([p for m, p in reqs if m == "GET" and p.startswith("/kbs/v0/resource/")]))
 
 
+@BOTH
 @pytest.mark.parametrize("tee_key", ["ec", "rsa"])
 @pytest.mark.parametrize("kind,fmt", [("p256", "pem"), ("rsa3072", "der")])
 def test_release_prints_the_public_key_of_the_resource(keygate_bin, trustee_stack, tmp_path, tee_key, kind, fmt):
@@ -79,12 +76,13 @@ def test_release_prints_the_public_key_of_the_resource(keygate_bin, trustee_stac
     for step in ("wrapping-key", "nonce", "evidence", "token", "verify", "transfer", "unwrap", "match"):
         assert re.search(rf"^  {step}\s+[0-9.]+ ms", r.stderr, re.M), r.stderr
     assert rcar_counts(trustee_stack) == (1, 1, 1)
-    # Trustee asked ITA (v2, composite body); keygate itself never did
+    # ita: Trustee asked ITA (v2, composite body); keygate itself never did. ear: nobody did
     ita = [(q["method"], q["path"]) for q in trustee_stack.requests("ita")]
-    assert ita.count(("POST", "/appraisal/v2/attest")) == 1
+    assert ita.count(("POST", "/appraisal/v2/attest")) == (trustee_stack.trustee_token == "ita")
     assert not [p for m, p in ita if "nonce" in p or p == "/appraisal/v1/attest"]
 
 
+@BOTH
 def test_release_with_a_v5_quote(keygate_bin, trustee_stack, tmp_path):
     """sim_quote_version = 5: Trustee reads REPORTDATA (the runtime-data hash) from the v5 quote,
     ITA verifies it, the resource is released."""
@@ -98,6 +96,7 @@ def test_release_with_a_v5_quote(keygate_bin, trustee_stack, tmp_path):
     assert rcar_counts(trustee_stack) == (1, 1, 1)
 
 
+@BOTH
 @pytest.mark.parametrize("tee_key", ["ec", "rsa"])
 def test_several_keys_share_one_handshake(keygate_bin, trustee_stack, tmp_path, tee_key):
     keys = [new_key(k) for k in ("p256", "rsa2048", "p384", "rsa3072", "p256")]
@@ -110,6 +109,7 @@ def test_several_keys_share_one_handshake(keygate_bin, trustee_stack, tmp_path, 
     assert rcar_counts(trustee_stack) == (1, 1, 5)
 
 
+@BOTH
 def test_reference_files_and_match(keygate_bin, trustee_stack, tmp_path):
     key, other = new_key("p256"), new_key("p256")
     path = store(trustee_stack, "repo/tls/web", key)
@@ -137,6 +137,7 @@ def assert_fails(r, code, *needles):
         assert needle in errors[0], r.stderr
 
 
+@BOTH
 @pytest.mark.parametrize("tee_key,fault,code,needles", [
     ("ec", {"route": "/auth$", "mode": "bad_cookie"}, 14,
      ["token: POST", "/kbs/v0/attest: HTTP 401", "AttestationError: no session"]),
@@ -162,6 +163,7 @@ def test_faults_fail_with_the_step_named(keygate_bin, trustee_stack, tmp_path, t
     assert_fails(release(keygate_bin, conf, "--key-id", path), code, *needles)
 
 
+@BOTH
 def test_reattests_once_when_the_session_is_refused(keygate_bin, trustee_stack, tmp_path):
     """A reused session refused with TokenNotFound costs one new handshake, then succeeds."""
     keys = [new_key("p256") for _ in range(3)]
@@ -178,6 +180,7 @@ def test_reattests_once_when_the_session_is_refused(keygate_bin, trustee_stack, 
     assert (auths, attests) == (2, 2) and gets in (4, 5)
 
 
+@ITA
 def test_reused_session_refused_twice_names_both(keygate_bin, trustee_stack, tmp_path):
     keys = [new_key("p256") for _ in range(2)]
     paths = [store(trustee_stack, f"repo/k{i}/t", k) for i, k in enumerate(keys)]
@@ -188,6 +191,7 @@ def test_reused_session_refused_twice_names_both(keygate_bin, trustee_stack, tmp
     assert "TokenNotFound: no attested session and no bearer token (also after a new attestation)" in r.stderr
 
 
+@ITA
 def test_policy_missing_resource_and_bad_resources(keygate_bin, trustee_stack, tmp_path):
     conf = trustee_conf(trustee_stack, tmp_path / "k.conf", retry_max=0)
     path = store(trustee_stack, "repo/tls/web", new_key("p256"))
@@ -207,6 +211,7 @@ def test_policy_missing_resource_and_bad_resources(keygate_bin, trustee_stack, t
     assert_fails(release(keygate_bin, conf, "--key-id", "repo/bad/p521"), 17, "not RSA 2048..4096 or EC")
 
 
+@ITA
 def test_token_that_does_not_bind_the_runtime_data_is_refused(keygate_bin, trustee_stack, tmp_path):
     """ITA's token carries an altered attester_runtime_data (validly signed): keygate's own
     binding check (H(JCS(runtime data)) = tdx_report_data) catches it; Trustee does not."""
@@ -219,6 +224,7 @@ def test_token_that_does_not_bind_the_runtime_data_is_refused(keygate_bin, trust
     assert_fails(release(keygate_bin, conf, "--key-id", path), 15, "verify:", "debuggable")
 
 
+@ITA
 def test_config_refusals(keygate_bin, trustee_stack, tmp_path):
     conf = trustee_conf(trustee_stack, tmp_path / "k.conf", trustee_tee_key="p384")
     r = release(keygate_bin, conf, "--key-id", "repo/tls/web")
@@ -231,6 +237,7 @@ def test_config_refusals(keygate_bin, trustee_stack, tmp_path):
 
 # --------------------------------------------------------------------------- the provider
 
+@BOTH
 @pytest.mark.parametrize("tee_key", ["ec", "rsa"])
 def test_provider_signs_with_keys_from_trustee(keygate_bin, build_dir, trustee_stack, tmp_path, tee_key):
     keys = {"p256": new_key("p256"), "rsa2048": new_key("rsa2048")}

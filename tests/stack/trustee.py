@@ -1,9 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Confidential Containers Trustee compatible KBS of the local stack, with ITA as its verifier.
+"""Confidential Containers Trustee compatible KBS of the local stack, with ITA as its verifier
+or (``--token ear``) its own built-in attestation service issuing EAR tokens (tests/stack/ear.py).
 
     /usr/bin/python3 -m tests.stack.trustee --state DIR --ita-url URL [--ita-base-url URL]
         [--ita-root PEM] [--protocol-version 0.4.0] [--hash-algorithm sha512]
         [--session-timeout S] [--policy FILE] [--ita-policy-id UUID]... [--name trustee]
+    /usr/bin/python3 -m tests.stack.trustee --state DIR --token ear [--reference-values FILE]
+        [--token-duration-min M] [...]
+
+With ``--token ear`` (Trustee's default deployment, ``attestation_service.type =
+"coco_as_builtin"``) no ITA is involved: the AS verifies the quote against the pinned sim root,
+appraises it with the reference values and returns an EAR signed by the state directory's AS key
+(trustee-as-key.pem; trustee-as-cert.pem is what keygate pins). The challenge's extra-params is
+"" (the built-in AS hashes the runtime data with SHA-384 whatever the client offers), the TEE key
+of a resource request is read at
+/submods/cpu0/ear.veraison.annotated-evidence/runtime_data_claims/tee-pubkey, and the EAR faults
+of ear.py apply to /kbs/v0/attest.
 
 Wire format per docs/protocols/trustee-rcar.md (KBS protocol 0.4.0, Trustee with
 ``attestation_service.type = "intel_ta"``):
@@ -81,6 +93,7 @@ from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from . import pki
+from .ear import EarBroker, EarError, tee_pubkey_of, unb64url
 from .kbs_token import TokenError, TokenVerifier, http_fetch
 from .quote import QuoteError, parse_quote
 from .server import Response, StackService, json_response, main
@@ -249,12 +262,19 @@ class TrusteeService(StackService):
     max_body = 2 * 1024 * 1024  # payload_request_size
 
     def __init__(self, state_dir, ita_url, ita_base_url=None, ita_root=None, protocol_version="0.4.0",
-                 hash_algorithm="sha512", session_timeout=300, policy=None, ita_policy_ids=(), name="trustee"):
+                 hash_algorithm="sha512", session_timeout=300, policy=None, ita_policy_ids=(), name="trustee",
+                 token="ita", reference_values=None, token_duration_min=5):
         super().__init__(name, state_dir)
         self.ssl_ctx = pki.tls_client_context(self.state_dir)
-        self.ita_url = ita_url.rstrip("/")
-        root = pki.load_cert(ita_root or os.path.join(self.state_dir, "ita-root-ca.pem"))
-        self.verifier = TokenVerifier(ita_base_url or ita_url, root, self.ssl_ctx)
+        self.token_kind = token
+        self.ear = self.verifier = None
+        if token == "ear":
+            roots = pki.load_certs(os.path.join(self.state_dir, pki.SIM_ROOT + ".pem"))
+            self.ear = EarBroker(self.state_dir, roots, reference_values, token_duration_min)
+        else:
+            self.ita_url = ita_url.rstrip("/")
+            root = pki.load_cert(ita_root or os.path.join(self.state_dir, "ita-root-ca.pem"))
+            self.verifier = TokenVerifier(ita_base_url or ita_url, root, self.ssl_ctx)
         self.protocol_version = protocol_version
         self.hash_algorithm = hash_algorithm
         self.session_timeout = session_timeout
@@ -317,7 +337,7 @@ class TrusteeService(StackService):
         req.attestation_type = "tdx"
         extra = body.get("extra-params")
         offered = extra.get("supported-hash-algorithms", []) if isinstance(extra, dict) else []
-        selected = self.hash_algorithm if self.hash_algorithm in offered else None
+        selected = self.hash_algorithm if self.hash_algorithm in offered and not self.ear else None
         nonce = base64.b64encode(os.urandom(32)).decode()
         sid = uuid.uuid4().hex
         expires = time.time() + self.session_timeout
@@ -359,11 +379,20 @@ class TrusteeService(StackService):
         if report_data != digest.ljust(64, b"\0"):
             raise TrusteeError("AttestationError", f"REPORTDATA is not {s['hash']} of the canonical "
                                                    f"runtime data")
-        token = self._ita_attest(quote, text, primary.get("cc_eventlog"))
-        try:
-            claims = self.verifier.verify(token)
-        except TokenError as e:
-            raise TrusteeError("AttestationError", f"ITA token does not verify: {e}") from None
+        if self.ear:
+            try:
+                token = self.ear.issue(quote, {"additional-evidence": additional, "nonce": s["nonce"],
+                                               "tee-pubkey": tee}, req.fault)
+            except EarError as e:
+                raise TrusteeError("AttestationError", str(e)) from None
+            # the session keeps what the AS said; a faulted token never reaches a resource
+            claims = json.loads(unb64url(token.split(".")[1]))
+        else:
+            token = self._ita_attest(quote, text, primary.get("cc_eventlog"))
+            try:
+                claims = self.verifier.verify(token)
+            except TokenError as e:
+                raise TrusteeError("AttestationError", f"ITA token does not verify: {e}") from None
         with self.lock:
             s.update(token=token, claims=claims, expires=time.time() + self.session_timeout)
         sid = re.search(rf"{COOKIE}=([0-9a-f]+)", req.headers.get("Cookie")).group(1)
@@ -398,8 +427,8 @@ class TrusteeService(StackService):
         auth = req.headers.get("Authorization") or ""
         if auth.startswith("Bearer "):
             try:
-                return self.verifier.verify(auth[len("Bearer "):])
-            except TokenError as e:
+                return (self.ear or self.verifier).verify(auth[len("Bearer "):])
+            except (TokenError, EarError) as e:
                 raise TrusteeError("TokenVerifierError", f"bearer token: {e}") from None
         raise TrusteeError("TokenNotFound", "no attested session and no bearer token")
 
@@ -413,7 +442,7 @@ class TrusteeService(StackService):
             data = self.resources.get(path)
         if data is None:
             raise TrusteeError("PluginInternalError", f"resource {path} not found in storage")
-        jwk = claim(claims, "tdx.attester_runtime_data.tee-pubkey")
+        jwk = tee_pubkey_of(claims) if self.ear else claim(claims, "tdx.attester_runtime_data.tee-pubkey")
         if jwk is None:
             raise TrusteeError("PluginInternalError", "failed to find tee-pubkey in the attestation claims")
         return json_response(200, make_jwe(jwk, data, mode))
@@ -452,7 +481,11 @@ class TrusteeService(StackService):
 # --------------------------------------------------------------------------- entry point
 
 def add_arguments(parser):
-    parser.add_argument("--ita-url", required=True, help="ITA API URL (/appraisal/v2/attest)")
+    parser.add_argument("--ita-url", help="ITA API URL (/appraisal/v2/attest); required with --token ita")
+    parser.add_argument("--token", default="ita", choices=("ita", "ear"),
+                        help="attestation backend: ITA (its token as is) or the built-in AS (EAR)")
+    parser.add_argument("--reference-values", help="--token ear: JSON reference values (tests/stack/ear.py)")
+    parser.add_argument("--token-duration-min", type=float, default=5, help="--token ear: EAR lifetime")
     parser.add_argument("--ita-base-url", help="ITA portal URL ({base}/certs); default --ita-url")
     parser.add_argument("--ita-root", help="pinned ITA root CA PEM (default state/ita-root-ca.pem)")
     parser.add_argument("--protocol-version", default="0.4.0")
@@ -464,12 +497,18 @@ def add_arguments(parser):
 
 
 def factory(args):
-    policy = None
+    policy = reference_values = None
     if args.policy:
         with open(args.policy) as f:
             policy = json.load(f)
+    if args.reference_values:
+        with open(args.reference_values) as f:
+            reference_values = json.load(f)
+    if args.token == "ita" and not args.ita_url:
+        raise SystemExit("--ita-url is required with --token ita")
     return TrusteeService(args.state, args.ita_url, args.ita_base_url, args.ita_root, args.protocol_version,
-                          args.hash_algorithm, args.session_timeout, policy, args.ita_policy_id, args.name)
+                          args.hash_algorithm, args.session_timeout, policy, args.ita_policy_id, args.name,
+                          args.token, reference_values, args.token_duration_min)
 
 
 if __name__ == "__main__":

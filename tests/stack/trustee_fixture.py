@@ -4,6 +4,9 @@ a reference RCAR client in Python whose JWE decryption (python-cryptography) is 
 from the stand-in's encryption, so either can be the other's oracle.
 
     trustee = start_trustee(stack)                    # after stack.start_ita()
+    trustee = start_trustee(stack, token="ear",       # Trustee's own AS: EAR tokens, no ITA
+                            reference_values=write_reference_values(stack, mr_td=...))
+    as_cert(stack)                                    # the AS certificate keygate pins
     put_resource(stack, "repo/tls/web", pem_bytes)
     client = RcarClient(stack, key_kind="ec")         # or "rsa"
     client.handshake(sim_quote_maker(stack.state_dir))
@@ -22,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from . import pki
+from .ear import ensure_as_key
 from .kbs_fixture import https_request
 
 
@@ -40,10 +44,14 @@ class TrusteeHttpError(Exception):
 
 
 def start_trustee(local_stack, ita=None, name="trustee", **opts):
-    """Start tests.stack.trustee against the stack's ITA; opts become flags (policy="f.json",
-    session_timeout=2, hash_algorithm="sha384", faults=[{...}])."""
-    ita = ita or local_stack.services["ita"]
-    opts.setdefault("ita_url", getattr(ita, "url", ita))
+    """Start tests.stack.trustee against the stack's ITA, or with token="ear" its own AS (no ITA);
+    opts become flags (policy="f.json", session_timeout=2, hash_algorithm="sha384",
+    reference_values="rv.json", faults=[{...}])."""
+    if opts.get("token") == "ear":
+        ensure_as_key(local_stack.state_dir)  # before the process: tests read the certificate
+    else:
+        ita = ita or local_stack.services["ita"]
+        opts.setdefault("ita_url", getattr(ita, "url", ita))
     opts.setdefault("name", name)
     args = []
     for key, value in opts.items():
@@ -51,6 +59,20 @@ def start_trustee(local_stack, ita=None, name="trustee", **opts):
         for v in value if isinstance(value, (list, tuple)) else [value]:
             args += [flag, json.dumps(v) if isinstance(v, dict) else str(v)]
     return local_stack.start(name, "tests.stack.trustee", *args)
+
+
+def as_cert(stack):
+    """Path of the EAR signing certificate of the stand-in's AS (what trustee_as_cert pins)."""
+    return ensure_as_key(stack.state_dir)[1]
+
+
+def write_reference_values(stack, path=None, **values):
+    """A reference-values file for --token ear: mr_td, rtmr_1, rtmr_2, xfam, each a hex string or
+    a list of them."""
+    path = path or f"{stack.state_dir}/trustee-reference-values.json"
+    rv = {k: v if isinstance(v, list) else [v] for k, v in values.items()}
+    pki.write_file(path, json.dumps(rv))
+    return path
 
 
 def _b64url(data):
