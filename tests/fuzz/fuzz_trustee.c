@@ -6,6 +6,10 @@
  *   - kbs_trustee_check_binding with the body as a token payload, against the fixed handshake of
  *     data/trustee-binding.json (the nonce, hash algorithm and TEE JWK of a stack handshake;
  *     REPORTDATA computed here with kbs_trustee_report_data);
+ *   - trustee_token = ear (kg_ear.h): the body as a compact EAR verified with the pinned AS key of
+ *     data/trustee-as-cert.pem (header rules, ES256 signature), then, for a verified token and
+ *     for the body as claims, kg_ear_check_claims (leeway wide enough that a seed's age never
+ *     stops it) and kg_ear_check_binding against the same fixed handshake;
  *   - kg_jcs_serialize of whatever the body parses to, with an idempotence oracle: when JCS
  *     accepts a value, its output must parse and serialise again to the very same bytes.
  * Input: the Set-Cookie header value, a '\n', then the body (no '\n': no cookie, all body). The
@@ -15,11 +19,13 @@
 
 #include "fuzz_common.h"
 #include "kbs_trustee.h"
+#include "kg_ear.h"
 #include "kg_jcs.h"
 
 static kbs_trustee_challenge fixed_ch;
 static cJSON *fixed_jwk;
 static uint8_t fixed_rd[64];
+static EVP_PKEY *as_key;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -48,7 +54,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     FUZZ_REQUIRE(kbs_trustee_report_data(fixed_ch.nonce, fixed_jwk, fixed_ch.hash_alg, "", KG_STEP_EVIDENCE,
                                          fixed_rd, NULL, &err));
     cJSON_Delete(j);
+    as_key = kg_ear_key_read(fuzz_data_path("trustee-as-cert.pem"), "trustee_as_cert", &err);
+    if (as_key == NULL)
+        fprintf(stderr, "%s\n", err.msg);
+    FUZZ_REQUIRE(as_key != NULL);
     return 0;
+}
+
+/* The EAR checks of kg_trustee.c's verify_ear on a claims object. */
+static void ear_claims(const cJSON *payload, const char *what)
+{
+    kg_ear_expect x = {0, 1L << 40, KG_EAR_WARNING};
+    long long exp = 0;
+    kg_err err;
+
+    fuzz_note(what, kg_ear_check_claims(payload, &x, &exp, &err), err.msg);
+    fuzz_note("kg_ear_check_binding",
+              kg_ear_check_binding(payload, fixed_ch.nonce, fixed_jwk, fixed_rd, &err), err.msg);
 }
 
 /* JCS never crashes; what it accepts is a fixed point of parse + serialise. */
@@ -116,9 +138,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                  memchr(reply.error_kind, '\0', sizeof(reply.error_kind)) != NULL);
     fuzz_note("kbs_trustee_status_error", 0, err.msg);
 
+    if (kg_ear_verify_signature(as_key, (const char *)resp.body, &payload, &err)) {
+        fuzz_note("kg_ear_verify_signature", 1, NULL);
+        ear_claims(payload, "kg_ear_check_claims (verified)");
+        cJSON_Delete(payload);
+    } else {
+        FUZZ_REQUIRE(payload == NULL);
+        fuzz_note("kg_ear_verify_signature", 0, err.msg);
+    }
     payload = cJSON_ParseWithLength((const char *)resp.body, resp.body_len);
     fuzz_note("kbs_trustee_check_binding",
               kbs_trustee_check_binding(payload, &fixed_ch, fixed_jwk, fixed_rd, &err), err.msg);
+    ear_claims(payload, "kg_ear_check_claims");
     if (payload != NULL)
         jcs_oracle(payload);
     cJSON_Delete(payload);

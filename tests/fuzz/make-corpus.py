@@ -3,7 +3,7 @@
 """Regenerates the seed corpora (tests/fuzz/corpus/<harness>/) and the fixed harness inputs
 (tests/fuzz/data/) from the real artefacts in tests/vectors and from the local stack.
 
-    /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR] [--only jwe,trustee | tdx_quote | keyforms]
+    /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR] [--only jwe,trustee | tdx_quote | keyforms | ear]
 
 Run once and commit the result; the test run only replays what is committed. Seeds made here
 are named stack-* (keyform-* for the private-key forms of the wrap harness, made without the
@@ -14,6 +14,8 @@ The local stack runs from a temporary state dir (its own PKI) on 127.0.0.1 and i
 PID at the end. data/verify-at is a time at which the stack tokens, certificates and CRLs
 written here are all valid, so the jws harness can verify a seed token completely.
 --only tdx_quote keeps data/verify-at and issues a fresh simulated PCK PKI valid at that time.
+--only ear makes only the trustee harness's stack-ear-* seeds (an EAR of the Trustee stand-in's
+attestation service for the handshake of data/trustee-binding.json) and data/trustee-as-cert.pem.
 """
 import argparse
 import base64
@@ -380,6 +382,30 @@ def from_trustee(c, data, tmp):
         stack.stop_all()
 
 
+def from_trustee_ear(c, data, tmp):
+    """trustee/stack-ear-*: an EAR (tests/stack/ear.py, no service needed) that binds the fixed
+    handshake of data/trustee-binding.json, as a token and as claims; its AS certificate is
+    data/trustee-as-cert.pem, the key the harness pins."""
+    from tests.stack.ear import EarBroker, ensure_as_key
+    from tests.stack.quote import parse_quote
+
+    binding = json.loads((data / "trustee-binding.json").read_text())
+    stack = LocalStack(tmp / "ear-state").init()
+    runtime = {"additional-evidence": "", "nonce": binding["nonce"], "tee-pubkey": binding["tee_pubkey"]}
+    digest = trustee_kbs.HASHES[binding["hash_alg"]](trustee_kbs.jcs(runtime).encode()).digest()
+    quote = make_sim_quote(stack.state_dir, digest.ljust(64, b"\0"))
+    q = parse_quote(quote)
+    rv = {"mr_td": [q.mrtd.hex()], "xfam": [q.xfam.hex()], "rtmr_1": [q.rtmr1.hex()], "rtmr_2": [q.rtmr2.hex()]}
+    roots = pki.load_certs(os.path.join(stack.state_dir, pki.SIM_ROOT + ".pem"))
+    broker = EarBroker(stack.state_dir, roots, rv)
+    token = broker.issue(quote, runtime)
+    shutil.copy(ensure_as_key(stack.state_dir)[1], data / "trustee-as-cert.pem")
+    c.add("trustee", "stack-ear-token", b"\n" + token.encode())
+    c.add("trustee", "stack-ear-claims", b"\n" + base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    c.add("trustee", "stack-ear-alg-hs256", b"\n" + broker.sign(json.loads(base64.urlsafe_b64decode(
+        token.split(".")[1] + "==")), {"mode": "ear_alg", "alg": "HS256"}).encode())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vectors", default=str(REPO / "tests" / "vectors"))
@@ -395,6 +421,10 @@ def main():
             from_sim_td(c, data, pathlib.Path(args.vectors), pathlib.Path(tmp))
     elif args.only == "keyforms":
         from_key_forms(Corpus(HERE / "corpus", ["wrap"], prefixes=("keyform-",)))
+    elif args.only == "ear":
+        with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
+            from_trustee_ear(Corpus(HERE / "corpus", ["trustee"], prefixes=("stack-ear-",)), data,
+                             pathlib.Path(tmp))
     elif args.only:
         only = args.only.split(",")
         if not set(only) <= set(TRUSTEE_HARNESSES):
@@ -402,6 +432,8 @@ def main():
         c = Corpus(HERE / "corpus", TRUSTEE_HARNESSES)
         with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
             from_trustee(c, data, pathlib.Path(tmp))
+            if "trustee" in only:
+                from_trustee_ear(c, data, pathlib.Path(tmp))
     else:
         c = Corpus(HERE / "corpus")
         from_vectors(c, data, pathlib.Path(args.vectors))
@@ -410,6 +442,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
             from_stack(c, data, pathlib.Path(tmp))
             from_trustee(c, data, pathlib.Path(tmp))
+            from_trustee_ear(c, data, pathlib.Path(tmp))
     total = sum(f.stat().st_size for f in (HERE / "corpus").rglob("*") if f.is_file())
     print(f"corpus: {sum(1 for f in (HERE / 'corpus').rglob('*') if f.is_file())} files, {total} bytes")
 
