@@ -467,6 +467,66 @@ static void v2_is_refused_only_with_an_intel_kbs(void **state)
     assert_int_equal(kg_config_check_passport(&c, &e), 1);
 }
 
+/* trustee_token = ear needs trustee_as_cert (and kbs_type = trustee); the AS certificate alone
+ * means a forgotten trustee_token; require_tcb_status cannot be enforced on an EAR; the AS
+ * certificate is a trust file. Each refusal is one line naming the settings. */
+static void trustee_token_and_its_keys(void **state)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"kbs_type = trustee\ntrustee_token = ear\n", "config: trustee_token = ear needs trustee_as_cert "
+                                                      "(the attestation service's token signing certificate "
+                                                      "or public key, the only trust of an EAR)"},
+        {"kbs_type = trustee\ntrustee_as_cert = /etc/keygate/as.pem\n",
+         "config: trustee_as_cert is set but trustee_token = ita (an ITA token is verified against "
+         "ita_trust_anchor, not an AS key); set trustee_token = ear or remove trustee_as_cert"},
+        {"trustee_token = ear\ntrustee_as_cert = /etc/keygate/as.pem\n",
+         "config: trustee_token = ear cannot be used with kbs_type = intel (only Trustee's KBS returns EAR "
+         "tokens); use kbs_type = trustee"},
+        {"kbs_type = trustee\ntrustee_token = ear\ntrustee_as_cert = /etc/keygate/as.pem\n"
+         "require_tcb_status = UpToDate\n",
+         "config: require_tcb_status cannot be enforced with trustee_token = ear (an EAR has no "
+         "attester_tcb_status; the appraisal's ear.status, see trustee_ear_status, covers the TCB)"},
+        {"kbs_type = trustee\ntrustee_token = ear\ntrustee_as_cert = /etc/keygate/as.pem\n"
+         "trustee_ear_status = warning\n",
+         NULL},
+        {"kbs_type = trustee\ntrustee_token = ita\ntrustee_ear_status = warning\n", NULL}, /* no effect: ok */
+    };
+    char file[64];
+    kg_config c;
+    kg_err e;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *p = write_conf(cases[i].text);
+        kg_config_defaults(&c);
+        kg_err_clear(&e);
+        assert_int_equal(kg_config_load_file(&c, p, &e), 1);
+        unlink(p);
+        assert_int_equal(kg_config_check(&c, &e), cases[i].want == NULL);
+        if (cases[i].want != NULL)
+            assert_string_equal(e.msg, cases[i].want);
+    }
+    assert_string_equal(c.trustee_ear_status, "warning");
+    kg_config_defaults(&c);
+    assert_string_equal(c.trustee_token, "ita");
+    assert_string_equal(c.trustee_ear_status, "affirming");
+    assert_int_equal(kg_config_set(&c, "trustee_ear_status", "contraindicated", &e), 0);
+    assert_int_equal(kg_config_set(&c, "trustee_token", "jwt", &e), 0);
+    /* a trust file like ita_trust_anchor */
+    snprintf(file, sizeof(file), "%s", write_conf("-----BEGIN CERTIFICATE-----\n"));
+    assert_int_equal(kg_config_set(&c, "kbs_type", "trustee", &e), 1);
+    assert_int_equal(kg_config_set(&c, "trustee_token", "ear", &e), 1);
+    assert_int_equal(kg_config_set(&c, "trustee_as_cert", file, &e), 1);
+    assert_int_equal(chmod(file, 0644), 0);
+    assert_int_equal(kg_config_check(&c, &e), 1);
+    assert_int_equal(chmod(file, 0646), 0);
+    assert_int_equal(kg_config_check(&c, &e), 0);
+    assert_non_null(strstr(e.msg, "trustee_as_cert"));
+    assert_non_null(strstr(e.msg, "writable by group or others (mode 646)"));
+    unlink(file);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -479,6 +539,7 @@ int main(void)
         cmocka_unit_test(docs_table_matches_parser),
         cmocka_unit_test(supported_combinations_table),
         cmocka_unit_test(v2_is_refused_only_with_an_intel_kbs),
+        cmocka_unit_test(trustee_token_and_its_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
