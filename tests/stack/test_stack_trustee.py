@@ -249,3 +249,73 @@ def test_tee_pubkey_members_are_normalised(trustee, make_quote):
     with pytest.raises(TrusteeHttpError) as e:
         client.attest(make_quote)
     assert e.value.kind == "AttestationError" and b"tee-pubkey is not EC P-256/P-521" in e.value.body
+
+
+# --------------------------------------------------------------------------- --token ear
+
+@pytest.fixture(scope="module")
+def ear(stack):
+    """A second Trustee on the same state, with its own attestation service (EAR), whose reference
+    values affirm the sim quotes of sim_quote_maker."""
+    from tests.stack.simquote import DEFAULTS
+    from tests.stack.trustee_fixture import write_reference_values
+
+    rv = write_reference_values(stack, mr_td=DEFAULTS["mrtd"].hex(), xfam=DEFAULTS["xfam"].hex(),
+                                rtmr_1="00" * 48, rtmr_2="00" * 48)
+    start_trustee(stack, name="trustee-ear", token="ear", reference_values=rv)
+    put_resource(stack, "repo/tls/web", SECRET, name="trustee-ear")
+    yield stack
+    stack.stop("trustee-ear")
+
+
+def test_ear_mode_issues_trustees_ear_and_releases_with_it(ear, make_quote):
+    """The EAR verifies with jwcrypto under the pinned AS certificate's key (ES256), has the claims
+    of Trustee's example token, binds the handshake in submods.cpu0, and serves the resource to
+    the cookie and as Bearer; ITA is never asked."""
+    from jwcrypto import jws as jw_jws
+
+    from tests.stack import pki
+    from tests.stack.trustee_fixture import as_cert
+
+    ear.clear_requests("ita")
+    client = RcarClient(ear, name="trustee-ear")
+    challenge, _ = client.auth()
+    assert challenge["extra-params"] == "" and client.hash == "sha384"  # the built-in AS: SHA-384
+    token = client.attest(make_quote)
+    pub = pki.load_cert(as_cert(ear)).public_key()
+    verifier = jw_jws.JWS()
+    verifier.deserialize(token)
+    verifier.verify(jw_jwk.JWK.from_pyca(pub), alg="ES256")
+    header = verifier.jose_header
+    assert header["alg"] == "ES256" and header["typ"] == "JWT" and "kid" not in header
+    assert header["jwk"]["crv"] == "P-256" and header["jwk"]["alg"] == "ES256"
+    claims = json.loads(verifier.payload)
+    assert set(claims) == {"eat_profile", "iat", "ear.verifier-id", "submods", "exp", "iss"}
+    assert claims["eat_profile"] == "tag:github.com,2024:confidential-containers/Trustee"
+    assert claims["exp"] - claims["iat"] == 300
+    cpu0 = claims["submods"]["cpu0"]
+    assert cpu0["ear.status"] == "affirming" and cpu0["ear.appraisal-policy-id"] == "default"
+    assert cpu0["ear.trustworthiness-vector"]["hardware"] == 2
+    evidence = cpu0["ear.veraison.annotated-evidence"]
+    assert evidence["runtime_data_claims"] == {"additional-evidence": "", "nonce": client.nonce,
+                                               "tee-pubkey": client.jwk}
+    assert evidence["report_data"] == client.report_data().hex() == evidence["tdx"]["quote"]["body"]["report_data"]
+    assert evidence["tdx"]["quote"]["header"]["tee_type"] == "81000000"
+    assert decrypt_jwe(client.get_resource("repo/tls/web"), client.private_key) == SECRET
+    assert decrypt_jwe(client.get_resource("repo/tls/web", bearer=True), client.private_key) == SECRET
+    assert ear.requests("ita") == []
+
+
+def test_ear_status_follows_the_reference_values(ear):
+    """Trustee's default TDX policy: an MRTD outside the reference values is contraindicated
+    (hardware 97), a debug TD a warning (configuration 36)."""
+    from tests.stack.simquote import make_sim_quote
+
+    for quote_args, status, claim, value in (({"mrtd": bytes(48)}, "contraindicated", "hardware", 97),
+                                             ({"debug": True}, "warning", "configuration", 36)):
+        client = RcarClient(ear, name="trustee-ear")
+        client.auth()
+        token = client.attest(lambda rd: make_sim_quote(ear.state_dir, rd, **quote_args))
+        cpu0 = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["submods"]["cpu0"]
+        assert cpu0["ear.status"] == status
+        assert cpu0["ear.trustworthiness-vector"][claim] == value
