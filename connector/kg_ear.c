@@ -16,7 +16,6 @@
 #include "kg_jws.h"
 #include "kg_libctx.h"
 
-#define HEADER_MAX_MEMBERS 16
 #define DEFAULT_LEEWAY_S 60
 
 /* Trustee's default profile (attestation-service/src/ear_token/mod.rs) and the draft's own. */
@@ -134,7 +133,7 @@ done:
 static int check_header(const cJSON *h, EVP_PKEY *key, const char *want, kg_err *err)
 {
     static const char *const refused[] = {"jku", "x5u", "x5c", NULL};
-    const cJSON *alg, *typ, *jwk, *m1, *m2;
+    const cJSON *alg, *jwk;
     char what[40];
 
     if (!cJSON_IsObject(h))
@@ -151,21 +150,8 @@ static int check_header(const cJSON *h, EVP_PKEY *key, const char *want, kg_err 
                           cJSON_IsString(alg) && strcmp(alg->valuestring, "PS384") == 0
                               ? " (an ITA token? then trustee_token = ita)"
                               : "");
-    if (cJSON_GetArraySize(h) > HEADER_MAX_MEMBERS)
-        return kg_err_set(err, KG_STEP_VERIFY, "EAR token header has more than %d members",
-                          HEADER_MAX_MEMBERS);
-    cJSON_ArrayForEach(m1, h)
-    {
-        for (m2 = m1->next; m2 != NULL; m2 = m2->next)
-            if (strcmp(m1->string, m2->string) == 0)
-                return kg_err_set(err, KG_STEP_VERIFY, "EAR token header has a duplicate member '%s'",
-                                  printable(what, sizeof(what), m1->string));
-    }
-    if (cJSON_GetObjectItemCaseSensitive(h, "crit") != NULL)
-        return kg_err_set(err, KG_STEP_VERIFY, "EAR token header has \"crit\" (no extension is understood)");
-    typ = cJSON_GetObjectItemCaseSensitive(h, "typ");
-    if (typ != NULL && !(cJSON_IsString(typ) && strcmp(typ->valuestring, "JWT") == 0))
-        return kg_err_set(err, KG_STEP_VERIFY, "EAR token header typ is not \"JWT\"");
+    if (!kg_jws_header_rules(h, "EAR token", err))
+        return 0;
     for (const char *const *r = refused; *r != NULL; r++)
         if (cJSON_GetObjectItemCaseSensitive(h, *r) != NULL)
             return kg_err_set(err, KG_STEP_VERIFY,

@@ -63,3 +63,32 @@ void kg_jws_clear(kg_jws *jws)
     free(jws->signature);
     memset(jws, 0, sizeof(*jws));
 }
+
+int kg_jws_header_rules(const cJSON *header, const char *what, kg_err *err)
+{
+    const cJSON *typ, *m1, *m2;
+
+    if (!cJSON_IsObject(header))
+        return kg_err_set(err, KG_STEP_VERIFY, "%s header is not a JSON object", what);
+    if (cJSON_GetArraySize(header) > KG_JWS_HEADER_MAX_MEMBERS)
+        return kg_err_set(err, KG_STEP_VERIFY, "%s header has more than %d members", what,
+                          KG_JWS_HEADER_MAX_MEMBERS);
+    cJSON_ArrayForEach(m1, header)
+    {
+        for (m2 = m1->next; m2 != NULL; m2 = m2->next)
+            if (strcmp(m1->string, m2->string) == 0) {
+                char name[33];
+                size_t n = 0;
+                for (const char *c = m1->string; *c != '\0' && n + 1 < sizeof(name); c++)
+                    name[n++] = (*c >= 0x20 && *c < 0x7f) ? *c : '?'; /* untrusted text in a message */
+                name[n] = '\0';
+                return kg_err_set(err, KG_STEP_VERIFY, "%s header has a duplicate member '%s'", what, name);
+            }
+    }
+    if (cJSON_GetObjectItemCaseSensitive(header, "crit") != NULL)
+        return kg_err_set(err, KG_STEP_VERIFY, "%s header has \"crit\" (no extension is understood)", what);
+    typ = cJSON_GetObjectItemCaseSensitive(header, "typ");
+    if (typ != NULL && !(cJSON_IsString(typ) && strcmp(typ->valuestring, "JWT") == 0))
+        return kg_err_set(err, KG_STEP_VERIFY, "%s header typ is not \"JWT\"", what);
+    return 1;
+}

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Compact JWS splitting and decoding (RFC 7515). This only takes a token apart; it does NOT
- * verify anything. Verification (algorithm allow-list, pinned root, claims) is ita_verify.
+ * Compact JWS splitting and decoding (RFC 7515), and the header rules every verifier shares.
+ * This does NOT verify anything: algorithm allow-list, key and claims are ita_verify (ITA) and
+ * kg_ear (Trustee's EAR).
  */
 #ifndef KG_JWS_H
 #define KG_JWS_H
 
+#include <cjson/cJSON.h>
 #include <stddef.h>
 
 #include "kg_err.h"
@@ -23,5 +25,13 @@ typedef struct kg_jws {
 /* Splits and base64url-decodes the three parts. Returns 1, or 0 with err (step verify). */
 int kg_jws_split(const char *compact, kg_jws *out, kg_err *err);
 void kg_jws_clear(kg_jws *jws);
+
+#define KG_JWS_HEADER_MAX_MEMBERS 32
+
+/* The rules of a verified token's header after its alg check: an object of at most
+ * KG_JWS_HEADER_MAX_MEMBERS members, none twice (another parser could read the other one), no
+ * "crit" (no extension is understood), typ absent or "JWT". what names the token in messages
+ * ("token", "EAR token"). Returns 1, or 0 with err (step verify). */
+int kg_jws_header_rules(const cJSON *header, const char *what, kg_err *err);
 
 #endif
