@@ -261,6 +261,8 @@ CK_RV kg_C_SeedRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR seed, CK_ULONG len)
     if ((rv = kg_p11_session_get(h, &s)) != CKR_OK)
         return rv;
     kg_p11_session_put(s);
+    if (seed == NULL && len > 0)
+        return CKR_ARGUMENTS_BAD;
     return CKR_RANDOM_SEED_NOT_SUPPORTED; /* OpenSSL's DRBG seeds itself from the OS */
 }
 

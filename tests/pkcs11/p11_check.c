@@ -138,6 +138,7 @@ static void misuse(CK_SESSION_HANDLE s)
     CHECK((rv = f->C_Sign(s, (CK_BYTE_PTR) "x", 1, NULL, &n)) == CKR_OPERATION_NOT_INITIALIZED,
           "C_Sign 0x%lx", rv);
     CHECK(f->C_DigestInit(s, &digest) == CKR_FUNCTION_NOT_SUPPORTED, "C_DigestInit");
+    CHECK((rv = f->C_SeedRandom(s, NULL, 1)) == CKR_ARGUMENTS_BAD, "C_SeedRandom(NULL, 1) 0x%lx", rv);
     CHECK(f->C_CreateObject(s, t, 1, &pub) == CKR_FUNCTION_NOT_SUPPORTED, "C_CreateObject");
     CHECK(f->C_DestroyObject(s, priv) == CKR_ACTION_PROHIBITED, "C_DestroyObject on a token key");
     CHECK(f->C_OpenSession(first_slot(), 0, NULL, NULL, &s2) == CKR_SESSION_PARALLEL_NOT_SUPPORTED,
