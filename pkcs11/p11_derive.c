@@ -2,9 +2,11 @@
 /*
  * C_DeriveKey with CKM_ECDH1_DERIVE (KDF CKD_NULL): ECDH between the released private EC key
  * and the peer point of CK_ECDH1_DERIVE_PARAMS (raw uncompressed point or its DER OCTET STRING).
- * The result is a session object (CKO_SECRET_KEY) owned by the calling session; CKA_VALUE_LEN
- * keeps the leftmost bytes. CKA_VALUE is readable only when the template asked for
- * CKA_SENSITIVE=FALSE and CKA_EXTRACTABLE=TRUE (the defaults are sensitive, not extractable).
+ * The result is a session object (CKO_SECRET_KEY) owned by the calling session; a CKA_VALUE_LEN
+ * shorter than the secret keeps its trailing bytes (PKCS#11 v2.40 2.3.9: truncation "removes
+ * bytes from the leading end", as OpenSSL's and SoftHSM's peers do). CKA_VALUE is readable only when the
+ * template asked for CKA_SENSITIVE=FALSE and CKA_EXTRACTABLE=TRUE (the defaults are sensitive, not
+ * extractable).
  */
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -125,8 +127,10 @@ static CK_RV ecdh(const kg_p11_key *k, EVP_PKEY *priv, const CK_ECDH1_DERIVE_PAR
     x->value_len = len;
     if (EVP_PKEY_derive(ctx, x->value, &x->value_len) <= 0)
         goto done;
-    if (value_len > 0)
-        x->value_len = value_len; /* the leftmost bytes; the rest is cleared with the whole on free */
+    if (value_len > 0 && value_len < x->value_len) { /* the trailing bytes; the tail is cleared below */
+        memmove(x->value, x->value + (x->value_len - value_len), value_len);
+        x->value_len = value_len;
+    }
     rv = CKR_OK;
 done:
     if (rv != CKR_OK && x->value != NULL) {

@@ -8,7 +8,10 @@
  * parent's sessions and keeps the token with the keys the parent released (no new attestation).
  * Only C_GetFunctionList is exported (keygate-pkcs11.map).
  */
+#define _GNU_SOURCE /* pipe2 */
+#include <fcntl.h>
 #include <openssl/crypto.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -55,8 +58,73 @@ static void kg_p11_atfork_register(void)
     pthread_atfork(NULL, NULL, kg_p11_atfork_child);
 }
 
+/* Copies the NUL-terminated string at p into out (cap bytes with the NUL), reading only memory
+ * the kernel says is readable: write(2) of one byte per page into a pipe fails with EFAULT where
+ * a load would fault. Returns 1 when a whole string was copied. */
+static int readable_string(const void *p, char *out, size_t cap)
+{
+    const unsigned char *s = p;
+    uintptr_t start = (uintptr_t)p, checked = start; /* [start, checked) is known readable */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char sink;
+    int fds[2], ok = 0;
+
+    if (start < page || start > UINTPTR_MAX - cap || pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0)
+        return 0;
+    for (size_t i = 0; i < cap; i++) {
+        if (start + i == checked) {
+            if (write(fds[1], s + i, 1) != 1 || read(fds[0], &sink, 1) != 1)
+                break;
+            checked = (start + i) / page * page + page;
+        }
+        out[i] = (char)s[i];
+        if (s[i] == '\0') {
+            ok = 1;
+            break;
+        }
+    }
+    close(fds[0]);
+    close(fds[1]);
+    return ok;
+}
+
+/* pReserved of C_Initialize. PKCS#11 says NULL_PTR, else CKR_ARGUMENTS_BAD; p11-kit's non-standard
+ * x-init-reserved puts the module file's string there (the pointer is the string, nothing tells a
+ * module that it came from p11-kit). So a non-NULL pReserved is read only through
+ * readable_string (never a fault on (void *)1 or an unmapped page, at most cap bytes) and
+ * accepted only in the documented forms, "config=/ABSOLUTE/PATH" or "/ABSOLUTE/PATH" (or empty),
+ * printable; anything else is CKR_ARGUMENTS_BAD. *out: the string, or NULL when empty. */
+static CK_RV reserved_config(const void *p, char *buf, size_t cap, const char **out)
+{
+    const char *s = buf;
+
+    *out = NULL;
+    if (!readable_string(p, buf, cap))
+        goto bad;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (*s == '\0')
+        return CKR_OK; /* "x-init-reserved:" without a value: as if not set */
+    if (strncmp(s, "config=", 7) == 0 && s[7] == '/')
+        *out = s;
+    else if (*s == '/')
+        *out = s;
+    else
+        goto bad;
+    for (const char *c = s; *c != '\0'; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            goto bad;
+    return CKR_OK;
+bad:
+    *out = NULL;
+    KG_LOG(KG_LOG_ERROR, "PKCS#11 C_Initialize: pReserved must be NULL or p11-kit's x-init-reserved "
+                         "\"config=/path/keygate.conf\"");
+    return CKR_ARGUMENTS_BAD;
+}
+
 CK_RV kg_C_Initialize(CK_VOID_PTR init_args)
 {
+    char reserved_buf[KG_CONF_STR + 16];
     CK_C_INITIALIZE_ARGS *args = init_args;
     const char *reserved = NULL;
     kg_p11_token *token = NULL;
@@ -73,7 +141,9 @@ CK_RV kg_C_Initialize(CK_VOID_PTR init_args)
         no_threads = (args->flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS) != 0;
         /* callbacks or not, we lock with pthreads (always available here); p11-kit's
          * x-init-reserved arrives in pReserved: "config=/path/keygate.conf" or a bare path */
-        reserved = args->pReserved;
+        if (args->pReserved != NULL &&
+            (rv = reserved_config(args->pReserved, reserved_buf, sizeof(reserved_buf), &reserved)) != CKR_OK)
+            return rv;
     }
     pthread_once(&kg_p11_atfork_once, kg_p11_atfork_register);
     pthread_mutex_lock(&kg_p11.lock);

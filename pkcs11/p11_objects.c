@@ -8,8 +8,10 @@
  * C_Initialize, fork and restarts with the same configuration. Session objects are the secrets
  * C_DeriveKey makes, numbered from KG_P11_SESSION_OBJ_BASE and never reused.
  *
- * Every attribute here is public or refused: CKA_VALUE and the private RSA/EC components of a
- * private key answer CKR_ATTRIBUTE_SENSITIVE, and nothing needs attestation.
+ * Every attribute here is public or refused: the private components a private key has (RSA:
+ * CKA_PRIVATE_EXPONENT, CKA_PRIME_1/2, CKA_EXPONENT_1/2, CKA_COEFFICIENT; EC: CKA_VALUE) answer
+ * CKR_ATTRIBUTE_SENSITIVE, attributes an object's type does not have CKR_ATTRIBUTE_TYPE_INVALID
+ * (PKCS#11 v2.40 C_GetAttributeValue), and nothing needs attestation.
  * C_GetAttributeValue fills every attribute it can and reports the last problem (PKCS#11 §5.7).
  */
 #include <openssl/crypto.h>
@@ -88,11 +90,21 @@ int kg_p11_obj_lookup(CK_OBJECT_HANDLE h, kg_p11_obj *obj)
 /* The mechanisms a key may be used with (CKA_ALLOWED_MECHANISMS). */
 static attr_rc allowed_mechs(const kg_p11_key *k, attr_val *v)
 {
-    static const CK_MECHANISM_TYPE rsa[] = {
-        CKM_RSA_PKCS,        CKM_RSA_PKCS_PSS,        CKM_SHA256_RSA_PKCS,     CKM_SHA384_RSA_PKCS,
-        CKM_SHA512_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS, CKM_SHA512_RSA_PKCS_PSS,
-        CKM_RSA_PKCS_OAEP};
-    static const CK_MECHANISM_TYPE ec[] = {CKM_ECDSA, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512,
+    static const CK_MECHANISM_TYPE rsa[] = {CKM_RSA_PKCS,
+                                            CKM_RSA_PKCS_PSS,
+                                            CKM_SHA1_RSA_PKCS,
+                                            CKM_SHA224_RSA_PKCS,
+                                            CKM_SHA256_RSA_PKCS,
+                                            CKM_SHA384_RSA_PKCS,
+                                            CKM_SHA512_RSA_PKCS,
+                                            CKM_SHA1_RSA_PKCS_PSS,
+                                            CKM_SHA224_RSA_PKCS_PSS,
+                                            CKM_SHA256_RSA_PKCS_PSS,
+                                            CKM_SHA384_RSA_PKCS_PSS,
+                                            CKM_SHA512_RSA_PKCS_PSS,
+                                            CKM_RSA_PKCS_OAEP};
+    static const CK_MECHANISM_TYPE ec[] = {CKM_ECDSA,        CKM_ECDSA_SHA1,   CKM_ECDSA_SHA224,
+                                           CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512,
                                            CKM_ECDH1_DERIVE};
     return k->type == KG_P11_RSA ? set_bytes(v, rsa, sizeof(rsa)) : set_bytes(v, ec, sizeof(ec));
 }
@@ -137,13 +149,13 @@ static attr_rc private_attr(const kg_p11_key *k, CK_ATTRIBUTE_TYPE type, attr_va
     case CKA_UNWRAP:
     case CKA_WRAP_WITH_TRUSTED:
     case CKA_ALWAYS_AUTHENTICATE: return set_bool(v, 0);
-    case CKA_VALUE:
+    case CKA_VALUE: return rsa ? ATTR_INVALID : ATTR_SENSITIVE; /* the EC private value */
     case CKA_PRIVATE_EXPONENT:
     case CKA_PRIME_1:
     case CKA_PRIME_2:
     case CKA_EXPONENT_1:
     case CKA_EXPONENT_2:
-    case CKA_COEFFICIENT: return ATTR_SENSITIVE;
+    case CKA_COEFFICIENT: return rsa ? ATTR_SENSITIVE : ATTR_INVALID;
     default: return key_common(k, KG_P11_OBJ_PRIVATE, type, v);
     }
 }

@@ -7,11 +7,12 @@
  * back with kg_p11_session_put, so crypto and network I/O never run under the global lock and a
  * concurrent C_CloseSession only frees the session after the last user is done.
  *
- * Login is per application (all sessions) and needs no PIN: the token has a protected
- * authentication path, and "authenticating" means attesting. With pkcs11_release = login,
- * C_Login(CKU_USER) runs the release pipeline for every key; otherwise it only changes the
- * session state and keys are released at their first private use. Closing the last session
- * logs out (PKCS#11 §5.6).
+ * Login is per application (all sessions) and takes no PIN: the token has a protected
+ * authentication path, and "authenticating" means attesting. C_Login accepts only a NULL or empty
+ * PIN; any other PIN is CKR_PIN_INCORRECT and changes nothing (no login, no attestation), so an
+ * application that believes it typed a secret is told it did not authenticate with it. With pkcs11_release =
+ * login, C_Login(CKU_USER) runs the release pipeline for every key; otherwise it only changes the session
+ * state and keys are released at their first private use. Closing the last session logs out (PKCS#11 §5.6).
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -207,15 +208,19 @@ CK_RV kg_C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK
         return CKR_OPERATION_NOT_INITIALIZED; /* no key has CKA_ALWAYS_AUTHENTICATE */
     if (user != CKU_USER)
         return CKR_USER_TYPE_INVALID; /* there is no security officer: the token is not administered */
+    if (pin == NULL && pin_len > 0)
+        return CKR_ARGUMENTS_BAD;
     pthread_mutex_lock(&kg_p11.lock);
     rv = !kg_p11_ready()    ? CKR_CRYPTOKI_NOT_INITIALIZED
          : kg_p11.logged_in ? CKR_USER_ALREADY_LOGGED_IN
                             : CKR_OK;
+    if (rv == CKR_OK && pin_len > 0)
+        rv = CKR_PIN_INCORRECT; /* the protected path has no PIN: a given one is never right */
     release = rv == CKR_OK && kg_p11.token->release_on_login;
     pthread_mutex_unlock(&kg_p11.lock);
     if (rv != CKR_OK)
         return rv;
-    /* the PIN (if any) is ignored: the token's authentication is the attestation */
+    /* the token's authentication is the attestation */
     if (release && (rv = kg_p11_release_all("C_Login")) != CKR_OK)
         return rv;
     pthread_mutex_lock(&kg_p11.lock);
@@ -256,6 +261,8 @@ CK_RV kg_C_SeedRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR seed, CK_ULONG len)
     if ((rv = kg_p11_session_get(h, &s)) != CKR_OK)
         return rv;
     kg_p11_session_put(s);
+    if (seed == NULL && len > 0)
+        return CKR_ARGUMENTS_BAD;
     return CKR_RANDOM_SEED_NOT_SUPPORTED; /* OpenSSL's DRBG seeds itself from the OS */
 }
 

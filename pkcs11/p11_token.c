@@ -4,9 +4,9 @@
  * ("LABEL:REFERENCE_FILE[:CERTIFICATE_FILE]", comma-separated). Everything here is public
  * (the reference's public key, the certificate) and local: no network, no attestation.
  *
- * Configuration lookup: pReserved of C_Initialize (p11-kit's x-init-reserved, "config=PATH" or a
- * bare PATH), else $KEYGATE_CONF, else /etc/keygate/keygate.conf if it exists, else an empty
- * token. The token serial is derived from kbs_url so it is the same on every TD of a fleet and
+ * Configuration lookup: pReserved of C_Initialize (p11-kit's x-init-reserved, "config=/PATH" or a
+ * bare /PATH, checked in p11_module.c), else $KEYGATE_CONF, else /etc/keygate/keygate.conf if it exists, else
+ * an empty token. The token serial is derived from kbs_url so it is the same on every TD of a fleet and
  * across restarts.
  */
 #define _GNU_SOURCE /* secure_getenv */

@@ -58,7 +58,7 @@ def test_objects_and_public_attributes_need_no_attestation(token, kbs_stack):
 
 
 def test_attribute_semantics_raw_api(token, kbs_stack, p11_check):
-    """CKA_VALUE -> CKR_ATTRIBUTE_SENSITIVE, unknown attributes and size queries in one batch,
+    """CKA_VALUE refused (sensitive on EC, absent on RSA), unknown attributes and size queries in one batch,
     CKR_BUFFER_TOO_SMALL, stable handles across sessions and C_Finalize/C_Initialize, and the
     refusals (wrong key/mechanism/parameters, unsupported calls) that come before any attestation."""
     r = check(p11_check, token, "attrs")
@@ -222,6 +222,103 @@ def test_attestation_failures_are_honest_errors(token, kbs_stack, p11_check):
     r = check(p11_check, token, "signinit", "p256", env={"KEYGATE_CONF": str(conf), "KEYGATE_DEBUG": f"{log}:3"})
     assert r.returncode == 0 and "rv=0x6" in r.stdout, r.stdout + r.stderr  # CKR_FUNCTION_FAILED
     assert "verify" in log.read_text(errors="replace")
+
+
+# ------------------------------------------------------------------ conformance (issue 20)
+
+
+def test_c_initialize_refuses_a_reserved_pointer_that_is_not_a_configuration(token, p11_check):
+    """pkcs11test's Init.InitArgsBadReserved (pReserved = (void *)1) crashed the module: pointers
+    nobody may read, unterminated and foreign strings are CKR_ARGUMENTS_BAD; p11-kit's documented
+    x-init-reserved forms still name keygate.conf (KEYGATE_CONF points nowhere here)."""
+    r = run([p11_check, token.module, "initargs", token.conf],
+            env=dict(asan_env(), KEYGATE_CONF="/nonexistent/keygate.conf"), timeout=120)
+    assert r.returncode == 0 and "ok initargs" in r.stdout, f"rc={r.returncode}\n{r.stdout}{r.stderr}"
+
+
+def test_attributes_an_object_does_not_have_are_type_invalid(token, kbs_stack, p11_check):
+    """CKA_PRIME_1 on an EC key or CKA_VALUE on an RSA key: CKR_ATTRIBUTE_TYPE_INVALID;
+    CKR_ATTRIBUTE_SENSITIVE only for the private parts the key has (PKCS#11 v2.40 C_GetAttributeValue)."""
+    r = check(p11_check, token, "attrtypes")
+    assert r.returncode == 0 and "ok attrtypes" in r.stdout, r.stdout + r.stderr
+    assert attest_count(kbs_stack) == 0
+
+
+@pytest.mark.parametrize("value_len", [16, 31, 32, 0])
+def test_ecdh_derive_truncation_keeps_the_trailing_bytes(token, p11_check, value_len):
+    """PKCS#11 v2.40 2.3.9 (CKD_NULL): truncating the shared secret to CKA_VALUE_LEN removes bytes
+    from the leading end; OpenSSL (python cryptography) derives the full secret of the same pair."""
+    peer = ec.generate_private_key(ec.SECP256R1())
+    point = peer.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    r = check(p11_check, token, "derive", "p256", point.hex(), value_len)
+    assert r.returncode == 0 and "ok derive" in r.stdout, r.stdout + r.stderr
+    value = bytes.fromhex(r.stdout.split("value=")[1].split()[0])
+    full = peer.exchange(ec.ECDH(), token.keys["p256"].public_key())
+    assert value == (full[-value_len:] if value_len else full)
+
+
+SHA_MECHS = [  # (key, CKM_ value, pkcs11-tool's name, hash)
+    ("rsa2048", 0x06, "SHA1-RSA-PKCS", hashes.SHA1),
+    ("rsa2048", 0x46, "SHA224-RSA-PKCS", hashes.SHA224),
+    ("rsa2048", 0x0E, "SHA1-RSA-PKCS-PSS", hashes.SHA1),
+    ("rsa2048", 0x47, "SHA224-RSA-PKCS-PSS", hashes.SHA224),
+    ("p256", 0x1042, "ECDSA-SHA1", hashes.SHA1),
+    ("p256", 0x1043, "ECDSA-SHA224", hashes.SHA224),
+]
+
+
+def _verify(pub, name, md, sig, data):
+    """python cryptography (OpenSSL) verifies a module signature (ECDSA as r||s)."""
+    if name.startswith("ECDSA"):
+        n = len(sig) // 2
+        der = utils.encode_dss_signature(int.from_bytes(sig[:n], "big"), int.from_bytes(sig[n:], "big"))
+        pub.verify(der, data, ec.ECDSA(md()))
+    elif name.endswith("PSS"):
+        pub.verify(sig, data, padding.PSS(padding.MGF1(md()), md().digest_size), md())
+    else:
+        pub.verify(sig, data, padding.PKCS1v15(), md())
+
+
+def _sign(priv, name, md, data):
+    """python cryptography signs what the module must verify (ECDSA as r||s)."""
+    if name.startswith("ECDSA"):
+        r, s = utils.decode_dss_signature(priv.sign(data, ec.ECDSA(md())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    if name.endswith("PSS"):
+        return priv.sign(data, padding.PSS(padding.MGF1(md()), md().digest_size), md())
+    return priv.sign(data, padding.PKCS1v15(), md())
+
+
+@pytest.mark.parametrize("kind,mech,name,md", SHA_MECHS, ids=[m[2] for m in SHA_MECHS])
+def test_sha1_and_sha224_signature_mechanisms(token, kbs_stack, p11_check, kind, mech, name, md):
+    """Listed with sign/verify, single- and multi-part, checked against OpenSSL both ways."""
+    r = token.tool("-M")
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip().startswith(f"{name}, keySize=")]
+    assert r.returncode == 0 and len(lines) == 1 and "sign, verify" in lines[0], r.stdout
+    data = os.urandom(77)
+    r = check(p11_check, token, "sign", kind, hex(mech), data.hex())
+    assert r.returncode == 0 and "ok sign" in r.stdout, r.stdout + r.stderr
+    pub = token.keys[kind].public_key()
+    for part in ("one", "parts"):
+        _verify(pub, name, md, bytes.fromhex(r.stdout.split(part + "=")[1].split()[0]), data)
+    sig = _sign(token.keys[kind], name, md, data)
+    r = check(p11_check, token, "verify", kind, hex(mech), data.hex(), sig.hex())
+    assert r.returncode == 0 and "one=0x0 parts=0x0" in r.stdout, r.stdout + r.stderr
+    bad = sig[:-1] + bytes([sig[-1] ^ 1])
+    r = check(p11_check, token, "verify", kind, hex(mech), data.hex(), bad.hex())
+    assert r.returncode == 0 and "one=0xc0 parts=0xc0" in r.stdout, r.stdout + r.stderr  # CKR_SIGNATURE_INVALID
+    assert attest_count(kbs_stack) == 1  # the signing process; verification never attests
+
+
+@pytest.mark.parametrize("release", ["first-use", "login"])
+def test_a_wrong_pin_is_refused_and_releases_nothing(token, kbs_stack, p11_check, release):
+    """pkcs11test: C_Login(CKU_USER, "simply-wrong") returned CKR_OK and, with pkcs11_release =
+    login, attested and released the keys. The token has a protected authentication path: only
+    a NULL or empty PIN logs in."""
+    env = {"KEYGATE_CONF": str(token.write_conf("login.conf", "pkcs11_release = login\n"))} if release == "login" else {}
+    r = check(p11_check, token, "badpin", "p256", env=env)
+    assert r.returncode == 0 and "ok badpin" in r.stdout, r.stdout + r.stderr
+    assert attest_count(kbs_stack) == 0
 
 
 # ------------------------------------------------------------------ installed: p11-kit, p11tool, GnuTLS

@@ -15,6 +15,17 @@
  *                                   one-shot calls, for a hash and the raw mechanism of the key
  *   p11_check MODULE loop LABEL SECONDS  signs every 50 ms for SECONDS, printing each change of
  *                                   the result as "t=<ms> rv=0x..." (key leases, issue 12)
+ *   p11_check MODULE initargs CONF  C_Initialize's pReserved: garbage pointers and strings are
+ *                                   CKR_ARGUMENTS_BAD (never a crash), "config=CONF" works
+ *   p11_check MODULE attrtypes      CKR_ATTRIBUTE_TYPE_INVALID vs CKR_ATTRIBUTE_SENSITIVE per class
+ *   p11_check MODULE derive LABEL PEERHEX LEN  ECDH1_DERIVE with CKA_VALUE_LEN LEN (0: none),
+ *                                   prints "value=<hex>"
+ *   p11_check MODULE sign LABEL MECH MSGHEX  signs one-shot and in parts (MECH: hex CKM_ value;
+ *                                   PSS parameters follow the mechanism's hash), prints
+ *                                   "one=<hex> parts=<hex>"
+ *   p11_check MODULE verify LABEL MECH MSGHEX SIGHEX  prints "one=0x... parts=0x..." (C_Verify
+ *                                   and C_VerifyUpdate/Final results)
+ *   p11_check MODULE badpin LABEL   wrong PINs get CKR_PIN_INCORRECT and change nothing
  *
  * Prints "ok <mode>" and exits 0 on success; prints the failed check and exits 1 otherwise.
  */
@@ -23,7 +34,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -125,6 +138,7 @@ static void misuse(CK_SESSION_HANDLE s)
     CHECK((rv = f->C_Sign(s, (CK_BYTE_PTR) "x", 1, NULL, &n)) == CKR_OPERATION_NOT_INITIALIZED,
           "C_Sign 0x%lx", rv);
     CHECK(f->C_DigestInit(s, &digest) == CKR_FUNCTION_NOT_SUPPORTED, "C_DigestInit");
+    CHECK((rv = f->C_SeedRandom(s, NULL, 1)) == CKR_ARGUMENTS_BAD, "C_SeedRandom(NULL, 1) 0x%lx", rv);
     CHECK(f->C_CreateObject(s, t, 1, &pub) == CKR_FUNCTION_NOT_SUPPORTED, "C_CreateObject");
     CHECK(f->C_DestroyObject(s, priv) == CKR_ACTION_PROHIBITED, "C_DestroyObject on a token key");
     CHECK(f->C_OpenSession(first_slot(), 0, NULL, NULL, &s2) == CKR_SESSION_PARALLEL_NOT_SUPPORTED,
@@ -162,10 +176,11 @@ static int mode_attrs(void)
         CHECK(t[3].ulValueLen == CK_UNAVAILABLE_INFORMATION, "unknown attribute length");
         CHECK(sensitive == CK_TRUE && extractable == CK_FALSE && always_auth == CK_FALSE, "key flags");
         CHECK(kt == CKK_RSA || kt == CKK_EC, "key type");
-        /* alone: CKA_VALUE and the private components are refused */
+        /* alone: CKA_VALUE is refused (an EC key's private value; an RSA key has none) */
         CK_ATTRIBUTE v = {CKA_VALUE, NULL, 0};
         rv = f->C_GetAttributeValue(s, priv[i], &v, 1);
-        CHECK(rv == CKR_ATTRIBUTE_SENSITIVE && v.ulValueLen == CK_UNAVAILABLE_INFORMATION,
+        CHECK(rv == (kt == CKK_EC ? CKR_ATTRIBUTE_SENSITIVE : CKR_ATTRIBUTE_TYPE_INVALID) &&
+                  v.ulValueLen == CK_UNAVAILABLE_INFORMATION,
               "CKA_VALUE rv=0x%lx", rv);
         CK_ATTRIBUTE pe = {kt == CKK_RSA ? CKA_PRIVATE_EXPONENT : CKA_VALUE, value, sizeof(value)};
         CHECK(f->C_GetAttributeValue(s, priv[i], &pe, 1) == CKR_ATTRIBUTE_SENSITIVE, "private component");
@@ -320,7 +335,8 @@ static int mode_login(const char *label)
     /* logging out ends the right to use the key, not only the right to release it: the key is
      * released and held, and still refused */
     CHECK((rv = sign_once(s, key)) == CKR_USER_NOT_LOGGED_IN, "sign after logout rv=0x%lx", rv);
-    CHECK((rv = f->C_Login(s, CKU_USER, NULL, 0)) == CKR_OK, "second C_Login rv=0x%lx", rv);
+    CHECK((rv = f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "", 0)) == CKR_OK, "C_Login, empty PIN: rv=0x%lx",
+          rv);
     CHECK((rv = sign_once(s, key)) == CKR_OK, "sign after the second login rv=0x%lx", rv);
     CHECK(f->C_Logout(s) == CKR_OK, "second logout");
     return 0;
@@ -455,6 +471,275 @@ static int mode_loop(const char *label, int seconds)
     return 0;
 }
 
+/* C_Initialize with only pReserved set; on success checks the token has keys and finalizes. */
+static CK_RV init_reserved(void *reserved)
+{
+    CK_C_INITIALIZE_ARGS a;
+    CK_OBJECT_HANDLE h[16];
+    CK_ULONG n;
+    CK_RV rv;
+
+    memset(&a, 0, sizeof(a));
+    a.pReserved = reserved;
+    if ((rv = f->C_Initialize(&a)) != CKR_OK) {
+        CHECK(f->C_GetSlotList(CK_TRUE, NULL, &n) == CKR_CRYPTOKI_NOT_INITIALIZED, "initialised after 0x%lx",
+              rv);
+        return rv;
+    }
+    CHECK(find(open_session(), CKO_PRIVATE_KEY, NULL, h, 16) > 0, "no keys from pReserved's configuration");
+    CHECK(f->C_Finalize(NULL) == CKR_OK, "C_Finalize");
+    return rv;
+}
+
+static int mode_initargs(const char *conf)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), len;
+    void *bad[] = {(void *)1, (void *)8, (void *)page, (void *)(UINTPTR_MAX - 2)};
+    char cfg[4200], *map;
+    CK_RV rv;
+
+    /* pkcs11test Init.InitArgsBadReserved: (void *)1, and other pointers nobody may read */
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK((rv = init_reserved(bad[i])) == CKR_ARGUMENTS_BAD, "pReserved %p: rv=0x%lx", bad[i], rv);
+    /* a readable page followed by an unreadable one */
+    map = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(map != MAP_FAILED && mprotect(map + page, page, PROT_NONE) == 0, "mmap");
+    CHECK((rv = init_reserved(map + page)) == CKR_ARGUMENTS_BAD, "PROT_NONE pReserved: rv=0x%lx", rv);
+    memset(map, '/', page); /* a "path" that runs into the unreadable page without a NUL */
+    memcpy(map + page - 64, "config=/", 8);
+    CHECK((rv = init_reserved(map + page - 64)) == CKR_ARGUMENTS_BAD, "unterminated: rv=0x%lx", rv);
+    CHECK((rv = init_reserved(map)) == CKR_ARGUMENTS_BAD, "no NUL in a page: rv=0x%lx", rv);
+    /* readable, but not the documented format */
+    CHECK((rv = init_reserved("hello")) == CKR_ARGUMENTS_BAD, "garbage string: rv=0x%lx", rv);
+    CHECK((rv = init_reserved("config=relative.conf")) == CKR_ARGUMENTS_BAD, "relative path: rv=0x%lx", rv);
+    /* the documented forms work: config=PATH (also ending right before the unreadable page) and
+     * a bare absolute path */
+    snprintf(cfg, sizeof(cfg), "config=%s", conf);
+    CHECK((rv = init_reserved(cfg)) == CKR_OK, "config=PATH: rv=0x%lx", rv);
+    len = strlen(cfg) + 1;
+    memcpy(map + page - len, cfg, len);
+    CHECK((rv = init_reserved(map + page - len)) == CKR_OK, "config=PATH at a page end: rv=0x%lx", rv);
+    CHECK((rv = init_reserved((void *)conf)) == CKR_OK, "bare path: rv=0x%lx", rv);
+    munmap(map, 2 * page);
+    return 0;
+}
+
+/* One attribute alone: its result, and the length the module reported. */
+static void expect_attr(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type, CK_RV want,
+                        const char *what)
+{
+    unsigned char buf[8192];
+    CK_ATTRIBUTE a = {type, buf, sizeof(buf)};
+    CK_RV rv = f->C_GetAttributeValue(s, o, &a, 1);
+
+    CHECK(rv == want, "%s: attribute 0x%lx rv=0x%lx, want 0x%lx", what, type, rv, want);
+    CHECK(want == CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION, "%s: attribute 0x%lx length %lu",
+          what, type, a.ulValueLen);
+}
+
+static int mode_attrtypes(void)
+{
+    static const CK_ATTRIBUTE_TYPE rsa_private[] = {CKA_PRIVATE_EXPONENT, CKA_PRIME_1,    CKA_PRIME_2,
+                                                    CKA_EXPONENT_1,       CKA_EXPONENT_2, CKA_COEFFICIENT};
+    static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_CERTIFICATE};
+    CK_SESSION_HANDLE s = open_session();
+    int seen_rsa = 0, seen_ec = 0;
+
+    for (size_t c = 0; c < 3; c++) {
+        CK_OBJECT_HANDLE h[16];
+        CK_ULONG n = find(s, classes[c], NULL, h, 16);
+        CHECK(n > 0, "no objects of class %lu", classes[c]);
+        for (CK_ULONG i = 0; i < n; i++) {
+            CK_KEY_TYPE kt = CKK_RSA;
+            CK_ATTRIBUTE a = {CKA_KEY_TYPE, &kt, sizeof(kt)};
+            int priv = classes[c] == CKO_PRIVATE_KEY, cert = classes[c] == CKO_CERTIFICATE;
+            if (!cert)
+                CHECK(f->C_GetAttributeValue(s, h[i], &a, 1) == CKR_OK, "CKA_KEY_TYPE");
+            seen_rsa |= priv && kt == CKK_RSA;
+            seen_ec |= priv && kt == CKK_EC;
+            /* RSA private components: sensitive on an RSA private key, absent everywhere else */
+            for (size_t j = 0; j < sizeof(rsa_private) / sizeof(rsa_private[0]); j++)
+                expect_attr(s, h[i], rsa_private[j],
+                            priv && kt == CKK_RSA ? CKR_ATTRIBUTE_SENSITIVE : CKR_ATTRIBUTE_TYPE_INVALID,
+                            "RSA part");
+            /* CKA_VALUE: the EC private value (sensitive), the certificate's DER, else absent */
+            expect_attr(s, h[i], CKA_VALUE,
+                        cert                   ? CKR_OK
+                        : priv && kt == CKK_EC ? CKR_ATTRIBUTE_SENSITIVE
+                                               : CKR_ATTRIBUTE_TYPE_INVALID,
+                        "CKA_VALUE");
+            if (!cert) {
+                expect_attr(s, h[i], CKA_MODULUS, kt == CKK_RSA ? CKR_OK : CKR_ATTRIBUTE_TYPE_INVALID,
+                            "modulus");
+                expect_attr(s, h[i], CKA_EC_PARAMS, kt == CKK_EC ? CKR_OK : CKR_ATTRIBUTE_TYPE_INVALID,
+                            "params");
+            }
+            if (priv && kt == CKK_EC) { /* a batch: the call goes on over the template */
+                unsigned char b1[64], b3[64];
+                CK_KEY_TYPE got = 0;
+                CK_ATTRIBUTE t[] = {{CKA_PRIME_1, b1, sizeof(b1)},
+                                    {CKA_LABEL, NULL, 0},
+                                    {CKA_MODULUS, b3, sizeof(b3)},
+                                    {CKA_KEY_TYPE, &got, sizeof(got)}};
+                CK_RV rv = f->C_GetAttributeValue(s, h[i], t, 4);
+                CHECK(rv == CKR_ATTRIBUTE_TYPE_INVALID, "batch rv=0x%lx", rv);
+                CHECK(t[0].ulValueLen == CK_UNAVAILABLE_INFORMATION &&
+                          t[2].ulValueLen == CK_UNAVAILABLE_INFORMATION,
+                      "batch: absent attributes' lengths");
+                CHECK(t[1].ulValueLen > 0 && t[1].ulValueLen != CK_UNAVAILABLE_INFORMATION && got == CKK_EC,
+                      "batch: present attributes not filled");
+            }
+        }
+    }
+    CHECK(seen_rsa && seen_ec, "needs an RSA and an EC key");
+    return 0;
+}
+
+static size_t unhex(const char *hex, unsigned char *out, size_t max)
+{
+    size_t n = 0;
+    unsigned int byte;
+
+    while (hex[0] && hex[1] && n < max && sscanf(hex, "%2x", &byte) == 1) {
+        out[n++] = (unsigned char)byte;
+        hex += 2;
+    }
+    return n;
+}
+
+static void print_hex(const char *name, const unsigned char *p, CK_ULONG n)
+{
+    printf("%s=", name);
+    for (CK_ULONG i = 0; i < n; i++)
+        printf("%02x", p[i]);
+    printf("\n");
+}
+
+static int mode_derive(const char *label, const char *peer_hex, CK_ULONG value_len)
+{
+    CK_SESSION_HANDLE s = open_session();
+    unsigned char peer[256], value[256];
+    CK_ECDH1_DERIVE_PARAMS p = {CKD_NULL, 0, NULL, 0, peer};
+    CK_MECHANISM m = {CKM_ECDH1_DERIVE, &p, sizeof(p)};
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_SENSITIVE, &no, sizeof(no)},
+                        {CKA_EXTRACTABLE, &yes, sizeof(yes)},
+                        {CKA_VALUE_LEN, &value_len, sizeof(value_len)}};
+    CK_ATTRIBUTE v = {CKA_VALUE, value, sizeof(value)};
+    CK_OBJECT_HANDLE key, secret;
+    CK_RV rv;
+
+    p.ulPublicDataLen = unhex(peer_hex, peer, sizeof(peer));
+    CHECK(find(s, CKO_PRIVATE_KEY, label, &key, 1) == 1, "key %s not found", label);
+    CHECK((rv = f->C_DeriveKey(s, &m, key, t, value_len ? 5 : 4, &secret)) == CKR_OK, "C_DeriveKey rv=0x%lx",
+          rv);
+    CHECK((rv = f->C_GetAttributeValue(s, secret, &v, 1)) == CKR_OK, "CKA_VALUE rv=0x%lx", rv);
+    print_hex("value", value, v.ulValueLen);
+    return 0;
+}
+
+/* The mechanism named by hex, with the PSS parameters of its hash for the _PSS ones. */
+static void mech_of(const char *hex, CK_MECHANISM *m, CK_RSA_PKCS_PSS_PARAMS *pss)
+{
+    static const CK_RSA_PKCS_PSS_PARAMS params[] = {{CKM_SHA_1, CKG_MGF1_SHA1, 20},
+                                                    {CKM_SHA224, CKG_MGF1_SHA224, 28},
+                                                    {CKM_SHA256, CKG_MGF1_SHA256, 32},
+                                                    {CKM_SHA384, CKG_MGF1_SHA384, 48},
+                                                    {CKM_SHA512, CKG_MGF1_SHA512, 64}};
+    static const CK_MECHANISM_TYPE mechs[] = {CKM_SHA1_RSA_PKCS_PSS, CKM_SHA224_RSA_PKCS_PSS,
+                                              CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS,
+                                              CKM_SHA512_RSA_PKCS_PSS};
+
+    m->mechanism = strtoul(hex, NULL, 16);
+    m->pParameter = NULL;
+    m->ulParameterLen = 0;
+    for (size_t i = 0; i < 5; i++)
+        if (m->mechanism == mechs[i]) {
+            *pss = params[i];
+            m->pParameter = pss;
+            m->ulParameterLen = sizeof(*pss);
+        }
+}
+
+static int mode_sign(const char *label, const char *mech, const char *msg_hex)
+{
+    CK_SESSION_HANDLE s = open_session();
+    CK_RSA_PKCS_PSS_PARAMS pss;
+    CK_MECHANISM m;
+    CK_OBJECT_HANDLE key;
+    unsigned char msg[1024], one[1024], parts[1024];
+    CK_ULONG len = unhex(msg_hex, msg, sizeof(msg)), one_len = sizeof(one), parts_len = sizeof(parts);
+    CK_RV rv;
+
+    mech_of(mech, &m, &pss);
+    CHECK(len >= 2 && find(s, CKO_PRIVATE_KEY, label, &key, 1) == 1, "key %s not found", label);
+    CHECK((rv = f->C_SignInit(s, &m, key)) == CKR_OK &&
+              (rv = f->C_Sign(s, msg, len, one, &one_len)) == CKR_OK,
+          "C_Sign 0x%lx: rv=0x%lx", m.mechanism, rv);
+    CHECK((rv = f->C_SignInit(s, &m, key)) == CKR_OK && (rv = f->C_SignUpdate(s, msg, 1)) == CKR_OK &&
+              (rv = f->C_SignUpdate(s, msg + 1, len - 1)) == CKR_OK &&
+              (rv = f->C_SignFinal(s, parts, &parts_len)) == CKR_OK,
+          "C_SignUpdate/Final 0x%lx: rv=0x%lx", m.mechanism, rv);
+    print_hex("one", one, one_len);
+    print_hex("parts", parts, parts_len);
+    return 0;
+}
+
+static int mode_verify(const char *label, const char *mech, const char *msg_hex, const char *sig_hex)
+{
+    CK_SESSION_HANDLE s = open_session();
+    CK_RSA_PKCS_PSS_PARAMS pss;
+    CK_MECHANISM m;
+    CK_OBJECT_HANDLE key;
+    unsigned char msg[1024], sig[1024];
+    CK_ULONG len = unhex(msg_hex, msg, sizeof(msg)), sig_len = unhex(sig_hex, sig, sizeof(sig));
+    CK_RV one, parts;
+
+    mech_of(mech, &m, &pss);
+    CHECK(len >= 2 && find(s, CKO_PUBLIC_KEY, label, &key, 1) == 1, "key %s not found", label);
+    CHECK((one = f->C_VerifyInit(s, &m, key)) == CKR_OK, "C_VerifyInit 0x%lx: rv=0x%lx", m.mechanism, one);
+    one = f->C_Verify(s, msg, len, sig, sig_len);
+    CHECK((parts = f->C_VerifyInit(s, &m, key)) == CKR_OK && f->C_VerifyUpdate(s, msg, 1) == CKR_OK &&
+              f->C_VerifyUpdate(s, msg + 1, len - 1) == CKR_OK,
+          "C_VerifyInit/Update 0x%lx", m.mechanism);
+    parts = f->C_VerifyFinal(s, sig, sig_len);
+    printf("one=0x%lx parts=0x%lx\n", one, parts);
+    return 0;
+}
+
+/* Wrong PINs: CKR_PIN_INCORRECT, no login, and with pkcs11_release = login no key either. */
+static int mode_badpin(const char *label)
+{
+    static const char *pins[] = {"simply-wrong", "x", "\0\0\0"};
+    static const CK_ULONG lens[] = {12, 1, 3};
+    CK_SESSION_HANDLE s = open_session();
+    CK_OBJECT_HANDLE pub, key;
+    CK_SESSION_INFO si;
+    CK_TOKEN_INFO ti;
+    CK_RV rv;
+
+    CHECK(f->C_GetTokenInfo(first_slot(), &ti) == CKR_OK, "C_GetTokenInfo");
+    CHECK(find(s, CKO_PUBLIC_KEY, label, &pub, 1) == 1, "public key %s not found", label);
+    key = pub - 1; /* the private key's stable handle */
+    for (size_t i = 0; i < 3; i++) {
+        CHECK((rv = f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pins[i], lens[i])) == CKR_PIN_INCORRECT,
+              "PIN %zu: rv=0x%lx", i, rv);
+        CHECK(f->C_GetSessionInfo(s, &si) == CKR_OK && si.state == CKS_RO_PUBLIC_SESSION, "logged in");
+        CHECK(f->C_Logout(s) == CKR_USER_NOT_LOGGED_IN, "logout after a wrong PIN");
+        if (ti.flags & CKF_LOGIN_REQUIRED) {
+            CHECK(find(s, CKO_PRIVATE_KEY, label, &key, 1) == 0, "private key visible after a wrong PIN");
+            CHECK((rv = sign_once(s, pub - 1)) == CKR_USER_NOT_LOGGED_IN, "sign after a wrong PIN rv=0x%lx",
+                  rv);
+        }
+    }
+    CHECK(f->C_Login(s, CKU_USER, NULL, 4) == CKR_ARGUMENTS_BAD, "NULL PIN with a length");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     void *lib;
@@ -463,14 +748,19 @@ int main(int argc, char **argv)
     int rc = 1;
 
     if (argc < 3) {
-        fprintf(
-            stderr,
-            "usage: p11_check MODULE attrs|fork|threads|login|overlap|signinit|multipart|loop [LABEL [N]]\n");
+        fprintf(stderr, "usage: p11_check MODULE "
+                        "attrs|fork|threads|login|overlap|signinit|multipart|loop|initargs|attrtypes|"
+                        "derive|sign|verify|badpin [ARGS]\n");
         return 2;
     }
     CHECK((lib = dlopen(argv[1], RTLD_NOW)) != NULL, "dlopen: %s", dlerror());
     CHECK((get = (CK_C_GetFunctionList)dlsym(lib, "C_GetFunctionList")) != NULL, "no C_GetFunctionList");
     CHECK(get(&f) == CKR_OK, "C_GetFunctionList");
+    if (!strcmp(argv[2], "initargs") && argc > 3) { /* before any C_Initialize */
+        rc = mode_initargs(argv[3]);
+        printf("ok initargs\n");
+        return rc;
+    }
     CHECK((rv = f->C_Initialize(NULL)) == CKR_OK, "C_Initialize rv=0x%lx", rv);
     CHECK(f->C_Initialize(NULL) == CKR_CRYPTOKI_ALREADY_INITIALIZED, "double C_Initialize");
     if (!strcmp(argv[2], "attrs"))
@@ -489,6 +779,16 @@ int main(int argc, char **argv)
         rc = mode_multipart(argv[3]);
     else if (!strcmp(argv[2], "loop") && argc > 4)
         rc = mode_loop(argv[3], atoi(argv[4]));
+    else if (!strcmp(argv[2], "attrtypes"))
+        rc = mode_attrtypes();
+    else if (!strcmp(argv[2], "derive") && argc > 5)
+        rc = mode_derive(argv[3], argv[4], strtoul(argv[5], NULL, 10));
+    else if (!strcmp(argv[2], "sign") && argc > 5)
+        rc = mode_sign(argv[3], argv[4], argv[5]);
+    else if (!strcmp(argv[2], "verify") && argc > 6)
+        rc = mode_verify(argv[3], argv[4], argv[5], argv[6]);
+    else if (!strcmp(argv[2], "badpin") && argc > 3)
+        rc = mode_badpin(argv[3]);
     CHECK(f->C_Finalize(NULL) == CKR_OK, "C_Finalize");
     CHECK(f->C_GetInfo(&(CK_INFO){0}) == CKR_CRYPTOKI_NOT_INITIALIZED, "call after C_Finalize");
     if (rc == 0)
