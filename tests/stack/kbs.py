@@ -6,6 +6,7 @@ Run as::
     /usr/bin/python3 -m tests.stack.kbs --state DIR --ita-url URL --ita-base-url URL \
         [--ita-root PEM] [--token-validity-minutes N] [--ita-retry-max N] [--ita-retry-wait S]
         [--key-manager vault|kmip] [--sec1-form full|no-params|no-public|bare] [--name kbs]
+        [--generation v1.3.0|2026]
 
 Spec: docs/protocols/intel-kbs.md; behaviour cross-checked against the Go source
 (transport/http/*.go, service/key_transfer.go, service/validation.go,
@@ -103,6 +104,17 @@ Deliberate differences (this is a test oracle, not a copy of the real service's 
   ``{state}/kbs-jwt-signing.key`` so tokens survive a restart.  Bearer claims: sub (user id), info
   {name, id}, scp (all admin permissions), iat, nbf, exp.
 
+The 2026 generation (``--generation 2026``; intel-kbs.md §8, ``service/key_transfer.go``
+"© 2024-2026") differs as that code does: ``GET /version`` reports ``VERSION_2026``; no nonce
+issuance (a transfer without Attestation-Type and token -> 400 ``400: attestation_token or
+Attestation-Type header is required``, after the key and policy look-ups); background mode reads
+``{quote, runtime_data, event_log?, nvgpu?}`` (``user_data`` is an unknown field there) and calls
+ITA without a verifier nonce, so ITA expects REPORTDATA = SHA-512(runtime_data); passport mode
+also takes v2 tokens (``ver`` 2.x: the ``tdx``/``sgx`` sub-object's claims lifted to the top
+level); the held data may also be a PEM SubjectPublicKeyInfo (RSA > 2048 bits).  Not modelled:
+``nvgpu`` evidence (answered 502, as an ITA refusal) and the 2026 policy model (list of attester
+types, NVGPU policies): policies keep the v1.3.0 form.
+
 KBS-specific faults (``request.fault`` on the transfer route, see tests/stack/server.py), applied to
 the request that releases a key (a nonce request consumes a fault without effect, so use
 ``"count": null`` or 2 in background mode); ``not_found`` applies to every transfer request:
@@ -138,9 +150,10 @@ from cryptography.exceptions import InvalidSignature
 from . import pki
 from .kbs_model import (AES_LENGTHS, CURVES, KEY_MANAGERS, SEC1_FORMS, ERR_ACCEPT, ERR_ATTESTATION_TYPE, ERR_CONTENT_TYPE,
                         ERR_EMPTY_BODY, ERR_FILTER, ERR_INVALID_REQUEST, ERR_JSON_DECODE,
-                        ERR_QUERY, JSON, KEY_SCHEMA, KEY_UPDATE_SCHEMA, POLICY_SCHEMA, PREFIX,
-                        RSA_LENGTHS, TOKEN_REQUEST_SCHEMA, TRANSFER_SCHEMA, DecodeError, KbsError,
-                        Panic, apply_wrap_fault, b64, decode_body, evaluate_policy,
+                        ERR_NO_TOKEN_2026, ERR_QUERY, GENERATIONS, JSON, KEY_SCHEMA, KEY_UPDATE_SCHEMA, POLICY_SCHEMA, PREFIX,
+                        RSA_LENGTHS, TOKEN_REQUEST_SCHEMA, TRANSFER_SCHEMA, TRANSFER_SCHEMA_2026,
+                        DecodeError, KbsError, Panic, apply_wrap_fault, b64, decode_body,
+                        evaluate_policy, flatten_v2_claims,
                         fresh_secret_like, generate_secret, handled, import_secret, key_material,
                         key_response, other_private_half,
                         now_rfc3339, parse_claims, public_key_from_held_data, store_policy,
@@ -153,6 +166,9 @@ UUID_V4 = r"[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-4[a-fA-F0-9]{3}-[89abAB][a-fA-F0-9]{3}
 JWT = "application/jwt"
 VERSION = {"name": "Key Broker Service", "version": "v1.3.0", "gitHash": "keygate-stack",
            "buildDate": "2025-04-23"}
+# The real string is the Makefile's VERSION at build time; no 2026 Makefile was read, so this
+# number is assumed (keygate treats anything after v1.3 as the 2026 generation).
+VERSION_2026 = {**VERSION, "version": "v1.4.0", "buildDate": "2026-06-01"}
 ADMIN_PERMISSIONS = ["keys:search", "keys:create", "keys:delete", "keys:transfer", "keys:update",
                      "key_transfer_policies:create", "key_transfer_policies:search",
                      "key_transfer_policies:delete", "users:delete", "users:search",
@@ -234,8 +250,9 @@ class KbsService(StackService):
 
     def __init__(self, state_dir, ita_url, ita_base_url, ita_root=None, token_validity=5,
                  ita_retry_max=2, ita_retry_wait=2.0, key_manager="vault", sec1_form="full",
-                 name="kbs"):
+                 name="kbs", generation="v1.3.0"):
         super().__init__(name, state_dir)
+        self.gen2026 = generation == "2026"
         self.key_manager, self.sec1_form = key_manager, sec1_form
         ssl_ctx = pki.tls_client_context(self.state_dir)
         root_path = ita_root or os.path.join(self.state_dir, "ita-root-ca.pem")
@@ -331,7 +348,8 @@ class KbsService(StackService):
                                          "max-age=63072000; includeSubDomains"})
 
     def version(self, req):
-        return Response(200, json.dumps(VERSION, separators=(",", ":")).encode() + b"\n",
+        version = VERSION_2026 if self.gen2026 else VERSION
+        return Response(200, json.dumps(version, separators=(",", ":")).encode() + b"\n",
                         {"Content-Type": "application/json; charset=utf-8"})
 
     # ------------------------------------------------------------------ policies
@@ -485,13 +503,14 @@ class KbsService(StackService):
         if req.body:
             if req.headers.get("Content-Type") != JSON:
                 raise KbsError(415, ERR_CONTENT_TYPE)
-            body = self._decode(req, TRANSFER_SCHEMA)
+            body = self._decode(req, TRANSFER_SCHEMA_2026 if self.gen2026 else TRANSFER_SCHEMA)
             if att_type and att_type not in ("SGX", "TDX"):
                 raise KbsError(400, ERR_ATTESTATION_TYPE)
-            if not att_type and not body.get("attestation_token"):
+            if not att_type and not body.get("attestation_token") and not self.gen2026:
                 raise KbsError(400, ERR_INVALID_REQUEST)
-            if att_type and body.get("user_data") is not None:
-                req.log_extra["user_data_sha256"] = hashlib.sha256(body["user_data"]).hexdigest()
+            user_data = body.get("runtime_data" if self.gen2026 else "user_data")
+            if att_type and user_data is not None:
+                req.log_extra["user_data_sha256"] = hashlib.sha256(user_data).hexdigest()
         fault = req.fault if req.fault and req.fault.get("mode") in KBS_FAULTS else None
         key_id = req.match["id"].lower()
         record = self._key(key_id)
@@ -501,6 +520,8 @@ class KbsService(StackService):
         if policy is None:
             raise handled(500, "Failed to retrieve key transfer policy for the key")
         if not att_type and not body.get("attestation_token"):
+            if self.gen2026:    # nonce issuance disabled
+                raise handled(400, ERR_NO_TOKEN_2026)
             return self._nonce(key_id, policy)
         token = (self._background_token(key_id, policy, att_type, body) if att_type
                  else body["attestation_token"])
@@ -519,16 +540,21 @@ class KbsService(StackService):
             raise handled(401, "attestation-type in request header does not match with "
                                "attestation-type in key-transfer policy")
         policy_ids = policy[att_type.lower()].get("policy_ids", [])
+        if self.gen2026 and body.get("nvgpu") is not None:
+            raise handled(502, "Error retrieving token from Trust Authority service")
+        nonce, user_data = ((None, body.get("runtime_data")) if self.gen2026
+                            else (body.get("nonce"), body.get("user_data")))
         try:
-            return self.ita.get_token(key_id, body.get("quote"), body.get("nonce"),
-                                      body.get("user_data"), policy_ids, body.get("event_log"))
+            return self.ita.get_token(key_id, body.get("quote"), nonce, user_data, policy_ids,
+                                      body.get("event_log"))
         except ItaError:
             raise handled(502, "Error retrieving token from Trust Authority service") from None
 
     def _release(self, record, policy, token, fault):
         """Verify the token, evaluate the policy, wrap the key to attester_held_data."""
         try:
-            claims = parse_claims(self.verifier.verify(token))
+            claims = self.verifier.verify(token)
+            claims = parse_claims(flatten_v2_claims(claims) if self.gen2026 else claims)
         except (TokenError, ValueError):
             raise handled(401, "Failed to authenticate attestation-token") from None
         att = policy["attestation_type"]
@@ -538,7 +564,7 @@ class KbsService(StackService):
         if not evaluate_policy(policy, claims) or (fault and fault["mode"] == "deny"):
             raise handled(401, "Token claims validation against key-transfer-policy failed", 0)
         try:
-            e, n = public_key_from_held_data(claims["attester_held_data"], att)
+            e, n = public_key_from_held_data(claims["attester_held_data"], att, self.gen2026)
         except (ValueError, binascii.Error):
             raise handled(500, "Error in getting public key", 0) from None
         mode = fault["mode"] if fault else None
@@ -570,12 +596,14 @@ def _add_arguments(parser):
     parser.add_argument("--sec1-form", choices=sorted(SEC1_FORMS), default="full",
                         help="kmip EC keys: SEC1 with [0] and [1] (full) or without either")
     parser.add_argument("--name", default="kbs", help="service name (announce file, request log)")
+    parser.add_argument("--generation", choices=GENERATIONS, default="v1.3.0",
+                        help="the service generation modelled (intel-kbs.md §8)")
 
 
 def _factory(args):
     return KbsService(args.state, args.ita_url, args.ita_base_url, args.ita_root,
                       args.token_validity_minutes, args.ita_retry_max, args.ita_retry_wait,
-                      args.key_manager, args.sec1_form, args.name)
+                      args.key_manager, args.sec1_form, args.name, args.generation)
 
 
 if __name__ == "__main__":

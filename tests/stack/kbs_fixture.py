@@ -12,6 +12,7 @@ reference client that other tests (and the C client tests) can use as an oracle.
     token = ita_token(ita.url, stack.state_dir, user_data_blob(wrapping.public_key()), make_quote)
     der = transfer_passport(kbs.url, key_id, token, wrapping)
     der = transfer_background(kbs.url, key_id, wrapping, make_quote)
+    der = transfer_background_2026(kbs.url, key_id, wrapping, make_quote)   # --generation 2026
 
 TLS: every call trusts only the stack's TLS CA of the state dir.  Functions that are not given
 ``state_dir`` look it up from the KBS URL, registered by ``start_kbs`` and ``kbs_admin_token``.
@@ -199,6 +200,12 @@ def user_data_blob(public_key):
                                                              "big")
 
 
+def user_data_pem(public_key):
+    """The 2026 generation's other held-data form: a PEM SubjectPublicKeyInfo (intel-kbs.md §8)."""
+    return public_key.public_bytes(serialization.Encoding.PEM,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def report_data(nonce, user_data):
     """REPORTDATA = SHA-512(val ‖ iat ‖ user_data), or SHA-512(user_data) without a nonce."""
     prefix = (base64.b64decode(nonce["val"]) + base64.b64decode(nonce["iat"])) if nonce else b""
@@ -273,6 +280,22 @@ def transfer_background(kbs_url, key_id, wrapping_private_key, make_quote, state
         body["event_log"] = base64.b64encode(event_log).decode()
     data = _call(kbs_url, "POST", f"/keys/{key_id}/transfer", body,
                  headers={"Attestation-Type": att_type}, state_dir=state_dir)
+    return _released(data, wrapping_private_key)
+
+
+def transfer_background_2026(kbs_url, key_id, wrapping_private_key, make_quote, state_dir=None,
+                             user_data=None, event_log=None):
+    """The 2026 generation's background transfer, one request without a nonce: Attestation-Type
+    TDX, {quote, runtime_data, event_log?}, REPORTDATA = SHA-512(user data); the plaintext.
+    user_data defaults to the LE32(e) ‖ n blob of the wrapping key."""
+    if user_data is None:
+        user_data = user_data_blob(wrapping_private_key.public_key())
+    body = {"quote": base64.b64encode(make_quote(report_data(None, user_data))).decode(),
+            "runtime_data": base64.b64encode(user_data).decode()}
+    if event_log is not None:
+        body["event_log"] = base64.b64encode(event_log).decode()
+    data = _call(kbs_url, "POST", f"/keys/{key_id}/transfer", body,
+                 headers={"Attestation-Type": "TDX"}, state_dir=state_dir)
     return _released(data, wrapping_private_key)
 
 

@@ -37,6 +37,9 @@ ERR_ACCEPT = "Invalid Accept header"
 ERR_QUERY = "Invalid query parameter provided. Refer to API doc for details."
 ERR_FILTER = "Invalid filter criteria"
 ERR_ATTESTATION_TYPE = "Invalid attestion type header"
+# The 2026 generation (intel-kbs.md §8): no nonce issuance
+ERR_NO_TOKEN_2026 = "attestation_token or Attestation-Type header is required"
+GENERATIONS = ("v1.3.0", "2026")
 
 
 # =========================================================================== errors and encodings
@@ -75,6 +78,7 @@ class DecodeError(ValueError):
 
 
 STR, BOOL, BYTES, UUID_T, TIME = "string", "bool", "[]byte", "uuid", "time"
+RAW = "json.RawMessage"     # any JSON value, kept as is
 UINT16, INT = ("int", 0, 0xFFFF), ("int", -2**63, 2**63 - 1)
 
 
@@ -85,6 +89,10 @@ def list_of(t):
 NONCE_SCHEMA = {"val": BYTES, "iat": BYTES, "signature": BYTES}
 TRANSFER_SCHEMA = {"attestation_token": STR, "quote": BYTES, "nonce": NONCE_SCHEMA,
                    "user_data": BYTES, "event_log": BYTES}
+# The 2026 request: the service reads RuntimeData (sent to ITA as runtime_data) and an optional
+# nvgpu (composite TD + GPU evidence); the JSON names follow ITA's (intel-kbs.md §8).
+TRANSFER_SCHEMA_2026 = {"attestation_token": STR, "quote": BYTES, "runtime_data": BYTES,
+                        "event_log": BYTES, "nvgpu": RAW}
 TDX_ATTRIBUTES_SCHEMA = {"mrsignerseam": list_of(STR), "mrseam": list_of(STR), "seamsvn": UINT16,
                          "mrtd": list_of(STR), "rtmr0": STR, "rtmr1": STR, "rtmr2": STR,
                          "rtmr3": STR, "enforce_tcb_upto_date": BOOL}
@@ -107,6 +115,8 @@ def convert(value, t):
     """One JSON value into Go type t (schema notation above); DecodeError on mismatch."""
     if isinstance(t, dict):
         return decode_object(value, t)
+    if t == RAW:
+        return value
     if isinstance(t, tuple) and t[0] == "list":
         if not isinstance(value, list):
             raise DecodeError("expected array")
@@ -243,6 +253,19 @@ def parse_claims(claims):
         out[name] = zero if value is None else convert(value, t)
     out["policy_ids_matched"] = _matched_policy_ids(claims.get("policy_ids_matched"))
     return out
+
+
+def flatten_v2_claims(claims):
+    """The 2026 generation's AttestationTokenV2Claim.ToAttestationTokenClaim: a token whose ver
+    starts with "2" has its sgx (else tdx) sub-object's claims lifted to the top level, with
+    attester_type set from the sub-object; a v1 token is returned unchanged."""
+    if not str(claims.get("ver", "")).startswith("2"):
+        return claims
+    flat = {"policy_ids_matched": claims.get("policy_ids_matched")}
+    for tee, attester in (("sgx", "SGX"), ("tdx", "TDX")):
+        if isinstance(claims.get(tee), dict):
+            return {**claims[tee], **flat, "attester_type": attester}
+    return flat
 
 
 def _matched_policy_ids(value):
@@ -439,11 +462,20 @@ def now_rfc3339():
 
 # =========================================================================== wrapping
 
-def public_key_from_held_data(held_data_b64, attestation_type):
-    """(e, n) from attester_held_data = LE32(e) ‖ n; ValueError if unusable (n <= 2048 bits)."""
+def public_key_from_held_data(held_data_b64, attestation_type, pem_ok=False):
+    """(e, n) from attester_held_data = LE32(e) ‖ n or, with pem_ok (the 2026 generation), a PEM
+    SubjectPublicKeyInfo of an RSA key; ValueError if unusable (n <= 2048 bits)."""
     blob = b64_strict(held_data_b64)
-    if len(blob) < 4:
+    if len(blob) < 4 + (1 if pem_ok else 0):
         raise ValueError("user data too short")
+    if pem_ok and b"-----BEGIN" in blob:
+        key = serialization.load_pem_public_key(blob)
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise ValueError("public key in user_data is not an RSA key")
+        numbers = key.public_numbers()
+        if numbers.n.bit_length() <= 2048:
+            raise ValueError("RSA key size must be greater than 2048 bits")
+        return numbers.e, numbers.n
     modulus = blob[4:][::-1] if attestation_type == "SGX" else blob[4:]
     e, n = struct.unpack("<I", blob[:4])[0], int.from_bytes(modulus, "big")
     if n.bit_length() <= 2048:

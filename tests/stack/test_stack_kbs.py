@@ -511,3 +511,121 @@ def test_kmip_wrong_scalar_fault_keeps_its_inconsistency(stack, token, wrapping)
     assert lines[1] == "INTEGER           :00"
     assert lines[2] == "INTEGER           :" + format(key.private_numbers().public_numbers.n, "X")
     assert lines[4] != "INTEGER           :" + format(key.private_numbers().d, "X")
+
+
+# =========================================================================== the 2026 generation
+
+@pytest.fixture(scope="module")
+def kbs2026(stack):
+    """A KBS of the 2026 generation beside the v1.3.0 one; (url, admin, policy)."""
+    name = "kbs-2026"
+    if name not in stack.services:
+        kf.start_kbs(stack, name=name, ita_retry_wait=0.1, generation="2026")
+    url = stack.services[name].url
+    admin = kf.kbs_admin_token(url, stack.state_dir)
+    return url, admin, kf.create_policy(url, admin, {"mrtd": [MRTD]})
+
+
+def new_key_on(kbs, curve=ec.SECP256R1()):
+    url, admin, policy = kbs
+    key = ec.generate_private_key(curve)
+    return key, kf.register_key(url, admin, pem(key), policy)
+
+
+def test_2026_reports_its_version_and_issues_no_nonce(stack, url, kbs2026):
+    status, _, data = request(kbs2026[0], "GET", "/version")
+    assert status == 200 and json.loads(data)["version"] == "v1.4.0"
+    assert json.loads(request(url, "GET", "/version")[2])["version"] == "v1.3.0"
+    _, key_id = new_key_on(kbs2026)
+    stack.clear_requests("ita")
+    status, _, data = request(kbs2026[0], "POST", f"/keys/{key_id}/transfer", b"",
+                              {"Accept": "application/json"})
+    assert (status, error_text(data)) == (
+        400, "400: attestation_token or Attestation-Type header is required")
+    assert not [r for r in stack.requests("ita") if "/appraisal/" in r["path"]]
+    # the key is looked up first: an unknown key is still 404
+    status, _, _ = request(kbs2026[0], "POST", f"/keys/{uuid.uuid4()}/transfer", b"",
+                           {"Accept": "application/json"})
+    assert status == 404
+
+
+def test_2026_background_is_one_request_without_a_nonce(stack, kbs2026, wrapping, make_quote):
+    key, key_id = new_key_on(kbs2026)
+    stack.clear_requests("ita")
+    assert kf.transfer_background_2026(kbs2026[0], key_id, wrapping, make_quote) == der(key)
+    calls = [(r["method"], r["path"]) for r in stack.requests("ita") if "/appraisal/" in r["path"]]
+    assert calls == [("POST", "/appraisal/v1/attest")]          # no nonce, from anyone
+
+
+def test_2026_background_refuses_a_nonce_binding_and_the_old_field(kbs2026, wrapping, make_quote):
+    _, key_id = new_key_on(kbs2026)
+    blob = kf.user_data_blob(wrapping.public_key())
+    nonce = {"val": base64.b64encode(b"v" * 88).decode(), "iat": base64.b64encode(b"i").decode()}
+    path = f"/keys/{key_id}/transfer"
+    headers = {**JSON_HEADERS, "Attestation-Type": "TDX"}
+    # a quote bound to a nonce: ITA, called without one, looks for SHA-512(runtime_data)
+    body = {"quote": base64.b64encode(make_quote(kf.report_data(nonce, blob))).decode(),
+            "runtime_data": base64.b64encode(blob).decode()}
+    status, _, data = request(kbs2026[0], "POST", path, body, headers)
+    assert (status, error_text(data)) == (
+        502, "502: Error retrieving token from Trust Authority service")
+    # v1.3.0's field names are unknown fields here
+    body = {"quote": base64.b64encode(make_quote(kf.report_data(None, blob))).decode(),
+            "user_data": base64.b64encode(blob).decode()}
+    status, _, data = request(kbs2026[0], "POST", path, body, headers)
+    assert (status, error_text(data)) == (400, "Failed to JSON-decode request body")
+    # composite GPU evidence is not modelled: answered as an ITA refusal
+    body = {"quote": body["quote"], "runtime_data": body["user_data"], "nvgpu": {"arch": "HOPPER"}}
+    assert request(kbs2026[0], "POST", path, body, headers)[0] == 502
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_2026_passport_takes_v1_and_v2_tokens(stack, kbs2026, wrapping, make_quote, version):
+    key, key_id = new_key_on(kbs2026, ec.SECP384R1())
+    tok = kf.ita_token(stack.services["ita"].url, stack.state_dir,
+                       kf.user_data_blob(wrapping.public_key()), make_quote, version=version)
+    assert kf.transfer_passport(kbs2026[0], key_id, tok, wrapping) == der(key)
+
+
+def test_2026_v2_token_policy_is_still_applied(stack, kbs2026, admin, wrapping, make_quote):
+    url, admin26, _ = kbs2026
+    key_id = kf.register_key(url, admin26, pem(ec.generate_private_key(ec.SECP256R1())),
+                             kf.create_policy(url, admin26, {"mrtd": [OTHER_MRTD]}))
+    v2 = kf.ita_token(stack.services["ita"].url, stack.state_dir,
+                      kf.user_data_blob(wrapping.public_key()), make_quote, version=2)
+    assert passport_status(url, key_id, v2) == (
+        401, "401: 0: Token claims validation against key-transfer-policy failed")
+
+
+@pytest.mark.parametrize("mode", ["passport", "background"])
+def test_2026_takes_a_pem_spki_held_data(stack, kbs2026, wrapping, make_quote, mode):
+    key, key_id = new_key_on(kbs2026)
+    spki = kf.user_data_pem(wrapping.public_key())
+    if mode == "passport":
+        tok = kf.ita_token(stack.services["ita"].url, stack.state_dir, spki, make_quote)
+        assert kf.transfer_passport(kbs2026[0], key_id, tok, wrapping) == der(key)
+    else:
+        assert kf.transfer_background_2026(kbs2026[0], key_id, wrapping, make_quote,
+                                           user_data=spki) == der(key)
+
+
+def test_v1_3_0_refuses_a_pem_spki_held_data(stack, url, rsa_key_id, wrapping, make_quote):
+    tok = kf.ita_token(stack.services["ita"].url, stack.state_dir,
+                       kf.user_data_pem(wrapping.public_key()), make_quote)
+    # read as LE32(e) ‖ n: e = "----" is no exponent Go's RSA-OAEP takes
+    assert passport_status(url, rsa_key_id, tok) == (500, "500: 0: Failed to wrap key")
+
+
+def test_2026_v1_passport_with_a_wrong_binding(stack, kbs2026, wrapping, make_quote):
+    """A v1 token whose held data is not a usable key (a 2048-bit PEM key, a short blob) is a
+    500 at the KBS; a token bound to another key releases a key nobody else can unwrap."""
+    _, key_id = new_key_on(kbs2026)
+    ita_url = stack.services["ita"].url
+    small = kf.user_data_pem(kf.new_wrapping_key(2048).public_key())
+    for held in (small, b"\x01\x00\x01\x00" + b"\xff" * 8):
+        tok = kf.ita_token(ita_url, stack.state_dir, held, make_quote)
+        assert passport_status(kbs2026[0], key_id, tok) == (500, "500: 0: Error in getting public key")
+    other = kf.ita_token(ita_url, stack.state_dir, kf.user_data_blob(wrapping.public_key()),
+                         make_quote)
+    with pytest.raises(kf.UnwrapError):
+        kf.transfer_passport(kbs2026[0], key_id, other, kf.new_wrapping_key())
