@@ -79,6 +79,11 @@ const kg_conf_key kg_config_keys[] = {
      "passport: keygate gets and verifies the token; background: the KBS asks ITA, after keygate has checked "
      "its own quote against allow_debug_td, require_mrtd and require_rtmr0..3",
      F(kbs_mode)},
+    {"kbs_intel_generation", KG_CONF_T_ENUM, "auto", "auto|v1.3|2026",
+     "Intel KBS generation (docs/protocols/intel-kbs.md §8): auto tells from the first background "
+     "transfer's answer, or from GET /kbs/v1/version before a passport release with ita_api_version = v2; "
+     "v1.3 (v1.3.0 and earlier) or 2026 pins it",
+     F(kbs_intel_generation)},
     {"trustee_tee_key", KG_CONF_T_ENUM, "ec", "ec|rsa",
      "Trustee: TEE key the resources are wrapped to: EC P-256 (ECDH-ES+A256KW) or RSA-3072 (RSA-OAEP-256)",
      F(trustee_tee_key)},
@@ -460,15 +465,13 @@ err:
     return ok;
 }
 
-/* Whether the Intel KBS takes ITA v2 tokens in passport mode. v1.3.0 does not: it reads
+/* Whether the Intel KBS may take ITA v2 tokens in passport mode. v1.3.0 does not: it reads
  * attester_type and attester_held_data at the top level of the token (docs/protocols/intel-kbs.md
- * §3.2). The 2026 generation (§8) does; once keygate detects or is told the generation (issue 19,
- * item 1), this answers from cfg and kg_config_check_passport follows it (a generation detected
- * only at the first transfer moves the refusal to the release, which calls it too). */
+ * §3.2). The 2026 generation (§8) does. With auto the answer waits for the KBS: the release asks
+ * GET /kbs/v1/version before attesting (kg_intel_gen.h) and refuses there. */
 static int kbs_intel_accepts_v2(const kg_config *cfg)
 {
-    (void)cfg;
-    return 0;
+    return strcmp(cfg->kbs_intel_generation, "v1.3") != 0;
 }
 
 int kg_config_check_passport(const kg_config *cfg, kg_err *err)
@@ -477,9 +480,10 @@ int kg_config_check_passport(const kg_config *cfg, kg_err *err)
         strcmp(cfg->ita_api_version, "v2") == 0 && !kbs_intel_accepts_v2(cfg))
         return kg_err_set(
             err, KG_STEP_CONFIG,
-            "ita_api_version = v2 cannot be used with kbs_type = intel and kbs_mode = passport (the "
-            "Intel KBS v1.3.0 reads attester_type and attester_held_data at the top level of a "
-            "v1 token and refuses a v2 token with 401); use ita_api_version = v1");
+            "ita_api_version = v2 cannot be used with kbs_type = intel, kbs_mode = passport and "
+            "kbs_intel_generation = v1.3 (the Intel KBS v1.3.0 reads attester_type and "
+            "attester_held_data at the top level of a v1 token and refuses a v2 token with 401); use "
+            "ita_api_version = v1");
     return 1;
 }
 

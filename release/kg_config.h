@@ -44,6 +44,7 @@ typedef struct kg_config {
     char kbs_url[KG_CONF_STR];
     char kbs_type[8];        /* intel | trustee */
     char kbs_mode[12];       /* passport | background */
+    char kbs_intel_generation[8]; /* auto | v1.3 | 2026 (docs/protocols/intel-kbs.md §8) */
     char trustee_tee_key[4]; /* ec | rsa */
     char trustee_token[4];   /* ita | ear */
     char trustee_as_cert[KG_CONF_STR];
@@ -111,7 +112,9 @@ int kg_config_load_stream(kg_config *cfg, FILE *fp, const char *path, kg_err *er
 int kg_config_check(const kg_config *cfg, kg_err *err);
 
 /* 1 if the KBS of cfg can take the tokens keygate would send it in passport mode, else 0 with err
- * naming the settings: ita_api_version = v2 against an Intel KBS that reads v1 tokens only.
+ * naming the settings: ita_api_version = v2 against an Intel KBS pinned to the v1.3 generation,
+ * which reads v1 tokens only. With kbs_intel_generation = auto it accepts: the release asks the
+ * KBS its generation before attesting (kg_intel_gen_check_passport) and refuses there.
  * kg_config_check applies it when kbs_url is set (without one, v2 serves `keygate token` and
  * `verify`); the release applies it before attesting, for a KBS named by a key reference. */
 int kg_config_check_passport(const kg_config *cfg, kg_err *err);

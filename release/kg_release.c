@@ -10,6 +10,7 @@
 
 #include "kbs_intel.h"
 #include "kg_attest.h"
+#include "kg_intel_gen.h"
 #include "kg_log.h"
 #include "kg_time.h"
 #include "kg_trustee.h"
@@ -137,6 +138,7 @@ void kg_release_ctx_atfork_child(kg_release_ctx *ctx)
 {
     if (ctx != NULL) {
         pthread_mutex_init(&ctx->lock, NULL);
+        kg_intel_gen_atfork_child();
         kg_trustee_atfork_child(ctx->trustee);
         /* the parent's connection: dropped without a word (a TLS close_notify from here would
          * end the parent's session); the child makes its own when it needs one */
@@ -223,12 +225,17 @@ err:
 /* Background: every transfer is an attestation of its own (the KBS asks ITA), so it gets a fresh
  * wrapping key, as a passport session does; nothing is shared between the workers of
  * kg_release_keys, so no lock. The local policy keygate can judge without a token is applied to
- * our quote before it leaves (kg_verify_evidence_policy). On success *wrapping_key is the
- * caller's. */
+ * our quote before it leaves (kg_verify_evidence_policy). The KBS's generation decides the
+ * exchange (docs/protocols/intel-kbs.md §8): v1.3.0 hands out a nonce for an empty POST; the 2026
+ * one refuses that with 400, takes one request without a nonce and has ITA check REPORTDATA =
+ * SHA-512(user data). Unless pinned, that 400 tells them apart and is remembered per URL. On
+ * success *wrapping_key is the caller's. */
 static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref *ref, kg_release_times *t,
                                EVP_PKEY **wrapping_key, kbs_wrapped *w, kg_err *err)
 {
-    char attestation_type[32];
+    const char *url = kbs_url_of(ctx, ref);
+    kbs_intel_gen pinned = kg_intel_gen_pinned(&ctx->cfg), gen = kg_intel_gen_known(&ctx->cfg, url);
+    char attestation_type[32] = "TDX"; /* the 2026 service names none: keygate attests TDs */
     kg_session s;
     ita_nonce nonce;
     kg_evidence ev;
@@ -241,31 +248,62 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
     memset(&ev, 0, sizeof(ev));
     if (!session_wrapping_key(&s, t, err))
         goto err;
-    t0 = kg_mono_ms();
-    if (!kbs_intel_get_nonce(h, kbs_url_of(ctx, ref), ref->key_id, &nonce, attestation_type,
-                             sizeof(attestation_type), err))
-        goto err;
-    t->nonce = kg_mono_ms() - t0;
-    t0 = kg_mono_ms();
-    if (!kg_collect_evidence(&ctx->cfg, &nonce, s.user_data, s.user_data_len, &ev, err))
-        goto err;
-    t->evidence = kg_mono_ms() - t0;
-    t0 = kg_mono_ms();
-    if (!kg_verify_evidence_policy(&ctx->cfg, &ev, err))
-        goto err;
-    t->verify = kg_mono_ms() - t0;
-    t->attested = 1;
-    memset(&iev, 0, sizeof(iev));
-    iev.quote = ev.quote;
-    iev.quote_len = ev.quote_len;
-    iev.runtime_data = ev.runtime_data;
-    iev.runtime_data_len = ev.runtime_data_len;
-    iev.event_log = ev.event_log;
-    iev.event_log_len = ev.event_log_len;
-    t0 = kg_mono_ms();
-    if (!kbs_intel_transfer_background(h, kbs_url_of(ctx, ref), ref->key_id, attestation_type, &iev, &nonce,
-                                       w, err))
-        goto err;
+    for (int attempt = 0;; attempt++) {
+        int learnt = 0, nonce_disabled = 0;
+
+        t0 = kg_mono_ms();
+        if (gen != KBS_INTEL_GEN_2026) {
+            if (kbs_intel_get_nonce(h, url, ref->key_id, &nonce, attestation_type, sizeof(attestation_type),
+                                    &nonce_disabled, err)) {
+                gen = KBS_INTEL_GEN_V13;
+            } else if (nonce_disabled && pinned == KBS_INTEL_GEN_UNKNOWN) {
+                gen = KBS_INTEL_GEN_2026;
+                KG_DEBUG("Intel KBS %s issues no nonce: the 2026 generation", url);
+            } else {
+                size_t len = strlen(err->msg);
+                if (nonce_disabled)
+                    snprintf(err->msg + len, sizeof(err->msg) - len,
+                             " (a 2026 KBS, which issues no nonce; kbs_intel_generation = v1.3 is pinned)");
+                goto err;
+            }
+            learnt = 1;
+            if (pinned == KBS_INTEL_GEN_UNKNOWN)
+                kg_intel_gen_remember(url, gen);
+        }
+        t->nonce = kg_mono_ms() - t0;
+        t0 = kg_mono_ms();
+        if (!kg_collect_evidence(&ctx->cfg, gen == KBS_INTEL_GEN_2026 ? NULL : &nonce, s.user_data,
+                                 s.user_data_len, &ev, err))
+            goto err;
+        t->evidence = kg_mono_ms() - t0;
+        t0 = kg_mono_ms();
+        if (!kg_verify_evidence_policy(&ctx->cfg, &ev, err))
+            goto err;
+        t->verify = kg_mono_ms() - t0;
+        t->attested = 1;
+        memset(&iev, 0, sizeof(iev));
+        iev.quote = ev.quote;
+        iev.quote_len = ev.quote_len;
+        iev.runtime_data = ev.runtime_data;
+        iev.runtime_data_len = ev.runtime_data_len;
+        iev.event_log = ev.event_log;
+        iev.event_log_len = ev.event_log_len;
+        t0 = kg_mono_ms();
+        if (kbs_intel_transfer_background(h, url, ref->key_id, attestation_type, &iev,
+                                          gen == KBS_INTEL_GEN_2026 ? NULL : &nonce, w, err))
+            break;
+        /* a KBS remembered as 2026 that now answers as v1.3.0 (rolled back behind the same URL)
+         * refuses the nonce-less request's runtime_data with 400: forget it and ask again, once */
+        if (gen != KBS_INTEL_GEN_2026 || learnt || pinned != KBS_INTEL_GEN_UNKNOWN ||
+            err->http_status != 400 || attempt > 0)
+            goto err;
+        KG_INFO("Intel KBS %s refused a 2026-generation transfer (%s); asking its generation again", url,
+                err->msg);
+        kg_intel_gen_remember(url, KBS_INTEL_GEN_UNKNOWN);
+        gen = KBS_INTEL_GEN_UNKNOWN;
+        kg_evidence_clear(&ev);
+        kg_err_clear(err);
+    }
     t->transfer = kg_mono_ms() - t0;
     *wrapping_key = s.wrapping_key;
     s.wrapping_key = NULL;
@@ -315,6 +353,9 @@ static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *re
         if (!background_transfer(ctx, h, ref, t, &wrapping_key, &w, err))
             goto err;
     } else {
+        /* kbs_intel_generation = auto with v2 tokens: the KBS must say it takes them */
+        if (!kg_intel_gen_check_passport(&ctx->cfg, h, kbs_url_of(ctx, ref), err))
+            goto err;
         pthread_mutex_lock(&ctx->lock);
         ok = passport_session(ctx, t, &token, &wrapping_key, err);
         pthread_mutex_unlock(&ctx->lock);
@@ -322,8 +363,12 @@ static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *re
             goto err;
         ok = 0;
         t0 = kg_mono_ms();
-        if (!kbs_intel_transfer_passport(h, kbs_url_of(ctx, ref), ref->key_id, token, &w, err))
+        if (!kbs_intel_transfer_passport(h, kbs_url_of(ctx, ref), ref->key_id, token, &w, err)) {
+            /* a refused token: the next release asks the KBS's generation again */
+            if (err->http_status == 401 && kg_intel_gen_pinned(&ctx->cfg) == KBS_INTEL_GEN_UNKNOWN)
+                kg_intel_gen_remember(kbs_url_of(ctx, ref), KBS_INTEL_GEN_UNKNOWN);
             goto err;
+        }
         t->transfer = kg_mono_ms() - t0;
     }
     if (ctx->probe) { /* the KBS said yes; the wrapped reply is dropped, never unwrapped */

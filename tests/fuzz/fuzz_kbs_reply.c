@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Intel KBS replies: the transfer reply {"wrapped_key", "wrapped_swk"} (kbs_intel_parse_wrapped),
- * the background nonce reply (kbs_intel_parse_nonce) and the {"error": ...} text of a non-200
+ * the background nonce reply (kbs_intel_parse_nonce), the GET /version reply
+ * (kbs_intel_parse_version, kbs_intel_gen_of_version) and the {"error": ...} text of a non-200
  * reply (kbs_intel_status_error), all on every input. The body is NUL-terminated past its
  * length, as kg_http hands it over.
  */
@@ -21,6 +22,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kbs_wrapped_clear(&w);
     fuzz_note("kbs_intel_parse_nonce", kbs_intel_parse_nonce(body, size, &nonce), "malformed");
     ita_nonce_clear(&nonce);
+    {
+        char version[64];
+        if (kbs_intel_parse_version(body, size, version, sizeof(version)))
+            (void)kbs_intel_gen_of_version(version);
+    }
     memset(&resp, 0, sizeof(resp));
     resp.status = 400;
     resp.body = body;

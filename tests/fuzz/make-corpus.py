@@ -257,6 +257,9 @@ def from_stack(c, data, tmp):
                                          {"Accept": "application/json", "Content-Type": "application/json"},
                                          state)
         c.add("kbs_reply", f"stack-error-{status}.json", body)
+        status, _, body = kf.kbs_request(kbs.url, "GET", "/version", None, {"Accept": "application/json"}, state)
+        assert status == 200, status
+        c.add("kbs_reply", "stack-version.json", body)
         for name in ("p384", "rsa2048"):
             key = (ec.generate_private_key(ec.SECP384R1()) if name == "p384"
                    else rsa.generate_private_key(public_exponent=65537, key_size=2048))

@@ -58,6 +58,23 @@ def kmip_kbs(stack, sec1_form="full"):
     return name
 
 
+def kbs2026(stack):
+    """A KBS stand-in of the 2026 generation beside the stack's "kbs" (tests/stack/kbs.py
+    --generation 2026; docs/protocols/intel-kbs.md §8): its service name, with its request log
+    and faults cleared."""
+    name = "kbs-2026"
+    if name not in stack.services:
+        start_kbs(stack, name=name, generation="2026")
+    stack.clear_faults(name)
+    stack.clear_requests(name)
+    return name
+
+
+def kbs_for(stack, generation):
+    """The service name of the stack's KBS of that generation ("v1.3.0" or "2026")."""
+    return "kbs" if generation == "v1.3.0" else kbs2026(stack)
+
+
 def openssl_cnf(build_dir, path, keygate_conf, extra=""):
     path.write_text(
         "openssl_conf = openssl_init\nconfig_diagnostics = 1\n"

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from conftest import kbs_conf, run
-from kglib import kmip_kbs, new_key, pub_pem, register
+from kglib import kbs2026, kbs_for, kmip_kbs, new_key, pub_pem, register
 
 PEM_PUB = re.compile(r"-----BEGIN PUBLIC KEY-----\n.*?-----END PUBLIC KEY-----\n", re.S)
 
@@ -16,24 +16,102 @@ def release(keygate_bin, conf, *args):
     return run([keygate_bin, "-c", str(conf), "release", *args], timeout=120)
 
 
+@pytest.mark.parametrize("generation", ["v1.3.0", "2026"])
 @pytest.mark.parametrize("mode", ["passport", "background"])
 @pytest.mark.parametrize("kind", ["rsa2048", "rsa3072", "p256", "p384"])
-def test_release_prints_the_public_key_the_kbs_holds(keygate_bin, kbs_stack, tmp_path, mode, kind):
+def test_release_prints_the_public_key_the_kbs_holds(keygate_bin, kbs_stack, tmp_path, mode, kind, generation):
+    """Both KBS generations (docs/protocols/intel-kbs.md §8) with kbs_intel_generation = auto."""
+    kbs = kbs_for(kbs_stack, generation)
     key = new_key(kind)
-    key_id = register(kbs_stack, key)
-    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_mode=mode)
+    key_id = register(kbs_stack, key, kbs=kbs)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_url=kbs_stack.services[kbs].url, kbs_mode=mode)
+    kbs_stack.clear_requests("ita")
     r = release(keygate_bin, conf, "--key-id", key_id, "-v")
     assert r.returncode == 0, r.stderr
     assert r.stdout == pub_pem(key)
     assert "PRIVATE" not in r.stdout and "PRIVATE" not in r.stderr
     for step in ("wrapping-key", "nonce", "evidence", "transfer", "unwrap", "match"):
         assert re.search(rf"^  {step}\s+[0-9.]+ ms", r.stderr, re.M), r.stderr
-    transfers = [q for q in kbs_stack.requests("kbs") if q["path"].endswith("/transfer")]
+    transfers = [q for q in kbs_stack.requests(kbs) if q["path"].endswith("/transfer")]
+    ita = [q["path"] for q in kbs_stack.requests("ita") if "/appraisal/" in q["path"]]
     if mode == "passport":
         assert [q["status"] for q in transfers] == [200]
         assert transfers[0]["attestation_type"] in (None, "", "-")
-    else:
+    elif generation == "v1.3.0":
         assert [q["status"] for q in transfers] == [200, 200]  # nonce step, then the release
+        assert ita == ["/appraisal/v1/nonce", "/appraisal/v1/attest"]
+    else:
+        # the empty POST is refused (no nonce issuance): keygate goes on without a nonce
+        assert [q["status"] for q in transfers] == [400, 200]
+        assert ita == ["/appraisal/v1/attest"]
+    assert not [q for q in kbs_stack.requests(kbs) if q["path"].endswith("/version")]
+
+
+def test_2026_pinned_background_is_one_request(keygate_bin, kbs_stack, tmp_path):
+    kbs = kbs2026(kbs_stack)
+    key = new_key("p256")
+    key_id = register(kbs_stack, key, kbs=kbs)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_url=kbs_stack.services[kbs].url, kbs_mode="background",
+                    kbs_intel_generation="2026")
+    r = release(keygate_bin, conf, "--key-id", key_id)
+    assert r.returncode == 0 and r.stdout == pub_pem(key), r.stderr
+    assert [q["status"] for q in kbs_stack.requests(kbs) if q["path"].endswith("/transfer")] == [200]
+
+
+def test_background_pinned_v1_3_against_2026_says_so(keygate_bin, kbs_stack, tmp_path):
+    kbs = kbs2026(kbs_stack)
+    key_id = register(kbs_stack, new_key("p256"), kbs=kbs)
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_url=kbs_stack.services[kbs].url, kbs_mode="background",
+                    kbs_intel_generation="v1.3")
+    r = release(keygate_bin, conf, "--key-id", key_id)
+    assert_fails(r, 12, "nonce: POST ")
+    assert "HTTP 400" in r.stderr and "kbs_intel_generation = v1.3" in r.stderr
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_v2_passport_to_a_2026_kbs(keygate_bin, kbs_stack, tmp_path, pinned):
+    """ita_api_version = v2 in passport mode: a 2026 KBS takes the v2 token. With auto, keygate
+    asks GET /kbs/v1/version once before attesting; pinned, it asks nothing."""
+    kbs = kbs2026(kbs_stack)
+    key = new_key("rsa3072")
+    key_id = register(kbs_stack, key, kbs=kbs)
+    extra = {"kbs_intel_generation": "2026"} if pinned else {}
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", kbs_url=kbs_stack.services[kbs].url, ita_api_version="v2",
+                    **extra)
+    kbs_stack.clear_requests("ita")
+    r = release(keygate_bin, conf, "--key-id", key_id)
+    assert r.returncode == 0 and r.stdout == pub_pem(key), r.stderr
+    assert [q["path"] for q in kbs_stack.requests("ita") if "/appraisal/" in q["path"]][-1] == "/appraisal/v2/attest"
+    versions = [q for q in kbs_stack.requests(kbs) if q["path"].endswith("/version")]
+    assert len(versions) == (0 if pinned else 1)
+
+
+def test_v2_passport_to_v1_3_0_is_refused_before_attesting(keygate_bin, kbs_stack, tmp_path):
+    """auto: GET /kbs/v1/version says v1.3.0, which refuses v2 tokens with 401: one line naming
+    the step (config) and the cause, and no attestation at all."""
+    key_id = register(kbs_stack, new_key("p256"))
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", ita_api_version="v2")
+    kbs_stack.clear_requests("ita")
+    r = release(keygate_bin, conf, "--key-id", key_id)
+    assert_fails(r, 10, "config: ita_api_version = v2 cannot be used with the Intel KBS at ")
+    assert "reports v1.3.0" in r.stderr and "use ita_api_version = v1" in r.stderr
+    assert not [q for q in kbs_stack.requests("ita") if "/appraisal/" in q["path"]]
+    assert not [q for q in kbs_stack.requests("kbs") if q["path"].endswith("/transfer")]
+
+
+def test_v2_passport_pinned_2026_against_v1_3_0_fails_at_transfer(keygate_bin, kbs_stack, tmp_path):
+    """A wrong pin: the v1.3.0 KBS refuses the v2 token, and the one line says where and why."""
+    key_id = register(kbs_stack, new_key("p256"))
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", ita_api_version="v2", kbs_intel_generation="2026")
+    r = release(keygate_bin, conf, "--key-id", key_id)
+    assert_fails(r, 16, "transfer: POST ")
+    assert "HTTP 401" in r.stderr and "attestation-token is not valid for attestation-type" in r.stderr
+
+
+def test_v2_passport_pinned_v1_3_is_refused_at_load(keygate_bin, kbs_stack, tmp_path):
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", ita_api_version="v2", kbs_intel_generation="v1.3")
+    r = release(keygate_bin, conf, "--key-id", register(kbs_stack, new_key("p256")))
+    assert_fails(r, 10, "kbs_intel_generation = v1.3")
 
 
 @pytest.mark.parametrize("mode", ["passport", "background"])

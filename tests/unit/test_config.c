@@ -237,16 +237,17 @@ static void docs_table_matches_parser(void **state)
     assert_int_equal(rows, table_keys);
 }
 
-/* docs/supported-combinations.md: the table of adapter x kbs_type x kbs_mode x ita_api_version
- * is the contract of kg_config_check (issue 19, item 4). Every combination of the parser's own
- * choices (and both trustee_tee_key values), loaded from a file with kbs_url set, must match
+/* docs/supported-combinations.md: the table of adapter x kbs_type x kbs_mode x ita_api_version x
+ * kbs_intel_generation is the contract of kg_config_check (issue 19, items 1 and 4). Every combination of the
+ * parser's own choices (and both trustee_tee_key values), loaded from a file with kbs_url set, must match
  * exactly one row and be accepted exactly when that row says yes; a refusal is one line naming
  * the settings the row fixes. */
-#define COMBO_COLS 4
+#define COMBO_COLS 5
 #define COMBO_MAX_ROWS 32
 #define COMBO_MAX_VALS 8
 
-static const char *const combo_keys[COMBO_COLS] = {"adapter", "kbs_type", "kbs_mode", "ita_api_version"};
+static const char *const combo_keys[COMBO_COLS] = {"adapter", "kbs_type", "kbs_mode", "ita_api_version",
+                                                   "kbs_intel_generation"};
 
 typedef struct combo_row {
     char vals[COMBO_COLS][COMBO_MAX_VALS][24];
@@ -323,7 +324,9 @@ static int read_combo_table(combo_row *rows)
     while (fgets(line, sizeof(line), fp) != NULL) {
         const char *cell;
         lineno++;
-        if (strncmp(line, "| adapter | kbs_type | kbs_mode | ita_api_version | supported |", 62) == 0) {
+        static const char header[] =
+            "| adapter | kbs_type | kbs_mode | ita_api_version | kbs_intel_generation | supported |";
+        if (strncmp(line, header, sizeof(header) - 1) == 0) {
             in_table = 1;
             continue;
         }
@@ -403,18 +406,22 @@ static void supported_combinations_table(void **state)
             if (!row_matches(&rows[i], v))
                 continue;
             if (row != NULL)
-                fail_msg("%s/%s/%s/%s matches the rows of lines %d and %d", v[0], v[1], v[2], v[3], row->line,
-                         rows[i].line);
+                fail_msg("%s/%s/%s/%s/%s matches the rows of lines %d and %d", v[0], v[1], v[2], v[3], v[4],
+                         row->line, rows[i].line);
             row = &rows[i];
             used[i] = 1;
         }
         if (row == NULL)
-            fail_msg("adapter = %s, kbs_type = %s, kbs_mode = %s, ita_api_version = %s is in no row", v[0],
-                     v[1], v[2], v[3]);
-        snprintf(text, sizeof(text),
-                 "adapter = %s\nkbs_type = %s\nkbs_mode = %s\nita_api_version = %s\ntrustee_tee_key = %s\n"
-                 "kbs_url = https://kbs.example:9443\nsim_pck_key = /k\nsim_pck_chain = /c\n",
-                 v[0], v[1], v[2], v[3], v[4]);
+            fail_msg(
+                "adapter = %s, kbs_type = %s, kbs_mode = %s, ita_api_version = %s, kbs_intel_generation = %s "
+                "is in no row",
+                v[0], v[1], v[2], v[3], v[4]);
+        snprintf(
+            text, sizeof(text),
+            "adapter = %s\nkbs_type = %s\nkbs_mode = %s\nita_api_version = %s\nkbs_intel_generation = %s\n"
+            "trustee_tee_key = %s\nkbs_url = https://kbs.example:9443\nsim_pck_key = /k\nsim_pck_chain = "
+            "/c\n",
+            v[0], v[1], v[2], v[3], v[4], v[5]);
         p = write_conf(text);
         kg_config_defaults(&c);
         kg_err_clear(&e);
@@ -422,9 +429,10 @@ static void supported_combinations_table(void **state)
         unlink(p);
         ok = kg_config_check(&c, &e);
         if (ok != row->supported)
-            fail_msg("%s/%s/%s/%s (trustee_tee_key %s): kg_config_check %s, the table (line %d) says %s: %s",
-                     v[0], v[1], v[2], v[3], v[4], ok ? "accepts" : "refuses", row->line,
-                     row->supported ? "yes" : "no", ok ? "" : e.msg);
+            fail_msg(
+                "%s/%s/%s/%s/%s (trustee_tee_key %s): kg_config_check %s, the table (line %d) says %s: %s",
+                v[0], v[1], v[2], v[3], v[4], v[5], ok ? "accepts" : "refuses", row->line,
+                row->supported ? "yes" : "no", ok ? "" : e.msg);
         if (ok)
             continue;
         assert_int_equal(e.step, KG_STEP_CONFIG);
@@ -437,14 +445,15 @@ static void supported_combinations_table(void **state)
                 fail_msg("the refusal of line %d does not name '%s': %s", row->line, want, e.msg);
         }
     }
-    assert_int_equal(total, 4 * 2 * 2 * 2 * 2); /* the parser's choices today: all of them were tried */
+    assert_int_equal(total, 4 * 2 * 2 * 2 * 3 * 2); /* the parser's choices today: all of them were tried */
     for (int i = 0; i < nrows; i++)
         if (!used[i])
             fail_msg("the row of line %d matches no combination", rows[i].line);
 }
 
 /* ita_api_version = v2 with the default intel/passport is what `keygate token` and `verify` use
- * when keygate.conf names no KBS; with a kbs_url it is refused (the table's v2 row). */
+ * when keygate.conf names no KBS; with a kbs_url it is refused when the KBS is pinned to v1.3 (the
+ * table's v2 row); with auto, the release asks the KBS (kg_intel_gen_check_passport). */
 static void v2_is_refused_only_with_an_intel_kbs(void **state)
 {
     kg_config c;
@@ -454,12 +463,17 @@ static void v2_is_refused_only_with_an_intel_kbs(void **state)
     assert_int_equal(kg_config_set(&c, "ita_api_version", "v2", &e), 1);
     assert_int_equal(kg_config_check(&c, &e), 1);
     assert_int_equal(kg_config_set(&c, "kbs_url", "https://kbs.example:9443", &e), 1);
+    assert_int_equal(kg_config_check(&c, &e), 1); /* auto: decided at the release */
+    assert_int_equal(kg_config_set(&c, "kbs_intel_generation", "2026", &e), 1);
+    assert_int_equal(kg_config_check(&c, &e), 1);
+    assert_int_equal(kg_config_set(&c, "kbs_intel_generation", "v1.3", &e), 1);
     kg_err_clear(&e);
     assert_int_equal(kg_config_check(&c, &e), 0);
     assert_string_equal(e.msg,
-                        "config: ita_api_version = v2 cannot be used with kbs_type = intel and kbs_mode = "
-                        "passport (the Intel KBS v1.3.0 reads attester_type and attester_held_data at the "
-                        "top level of a v1 token and refuses a v2 token with 401); use ita_api_version = v1");
+                        "config: ita_api_version = v2 cannot be used with kbs_type = intel, kbs_mode = "
+                        "passport and kbs_intel_generation = v1.3 (the Intel KBS v1.3.0 reads attester_type "
+                        "and attester_held_data at the top level of a v1 token and refuses a v2 token with "
+                        "401); use ita_api_version = v1");
     /* the same, asked directly, whatever kbs_url says (release: a KBS named by a key reference) */
     assert_int_equal(kg_config_set(&c, "kbs_url", "", &e), 1);
     assert_int_equal(kg_config_check_passport(&c, &e), 0);
