@@ -88,11 +88,11 @@ def openssl_cnf(build_dir, path, keygate_conf, extra=""):
 
 class Site:
     """A released-key setup: keys registered in the KBS (the stack's service named kbs), their
-    references, an openssl.cnf."""
+    references, an openssl.cnf; conf: more keygate.conf keys (e.g. kbs_mode)."""
 
-    def __init__(self, keygate_bin, build_dir, stack, tmp, kinds=("rsa2048", "p256"), kbs="kbs"):
+    def __init__(self, keygate_bin, build_dir, stack, tmp, kinds=("rsa2048", "p256"), kbs="kbs", **conf):
         self.tmp = tmp
-        self.conf = kbs_conf(stack, tmp / "keygate.conf", kbs_url=stack.services[kbs].url)
+        self.conf = kbs_conf(stack, tmp / "keygate.conf", kbs_url=stack.services[kbs].url, **conf)
         self.cnf = openssl_cnf(build_dir, tmp / "openssl.cnf", self.conf)
         self.env = {"OPENSSL_CONF": str(self.cnf)}
         # an ASan-built provider inside uninstrumented hosts (scripts/test.sh sets this)
@@ -195,10 +195,10 @@ def cka_id(key):
 
 class Token:
     """Keys registered in the KBS, their references and certificates, and a keygate.conf whose
-    pkcs11_keys lists them."""
+    pkcs11_keys lists them (site: Site's kbs and conf keywords)."""
 
-    def __init__(self, keygate_bin, build_dir, stack, tmp, extra=""):
-        self.site = Site(keygate_bin, build_dir, stack, tmp)
+    def __init__(self, keygate_bin, build_dir, stack, tmp, extra="", **site):
+        self.site = Site(keygate_bin, build_dir, stack, tmp, **site)
         self.stack, self.tmp, self.keys = stack, tmp, self.site.keys
         self.module = str(build_dir / "pkcs11" / "libkeygate-pkcs11.so")
         self.certs, items = {}, []

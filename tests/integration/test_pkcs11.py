@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
 from conftest import REPO, run
+from kglib import Token, kbs_for
 from kglib import PAGE, asan_env, attest_count, free_port, kbs_stack, module_stack, module_token, nginx_conf, p11_check, self_signed, token  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(not shutil.which("pkcs11-tool"), reason="opensc (pkcs11-tool) is needed")
@@ -186,6 +187,19 @@ def test_multi_part_sign_and_verify_match_one_shot(token, kbs_stack, p11_check, 
     """C_SignUpdate/Final and C_VerifyUpdate/Final (hash and raw mechanisms) against C_Sign/C_Verify."""
     r = check(p11_check, token, "multipart", label)
     assert r.returncode == 0 and "ok multipart" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("generation", ["v1.3.0", "2026"])
+@pytest.mark.parametrize("mode", ["passport", "background"])
+def test_sign_against_each_kbs_generation(keygate_bin, build_dir, kbs_stack, tmp_path, p11_check, generation, mode):
+    """Both Intel KBS generations (docs/protocols/intel-kbs.md §8) behind the module, with
+    kbs_intel_generation = auto: the key released at first use signs, one- and multi-part."""
+    kbs = kbs_for(kbs_stack, generation)
+    tok = Token(keygate_bin, build_dir, kbs_stack, tmp_path, kbs=kbs, kbs_mode=mode)
+    r = check(p11_check, tok, "multipart", "p256")
+    assert r.returncode == 0 and "ok multipart" in r.stdout, r.stdout + r.stderr
+    statuses = [q["status"] for q in kbs_stack.requests(kbs) if q["path"].endswith("/transfer")]
+    assert statuses == {"passport": [200], "background": [200, 200] if generation == "v1.3.0" else [400, 200]}[mode]
 
 
 def test_fork_child_uses_the_parents_key_without_attesting(token, kbs_stack, p11_check):

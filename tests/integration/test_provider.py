@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from conftest import run
 from kglib import PEM_READER, attest_count, free_port, make_cert, openssl_cnf, pub_pem, site  # noqa: F401 (fixtures)
-from kglib import Site, kmip_kbs
+from kglib import Site, kbs_for, kmip_kbs
 
 
 def test_public_operations_need_no_attestation(keygate_bin, build_dir, kbs_stack, site):
@@ -88,6 +88,23 @@ def test_pkeyutl_sign_with_a_key_from_a_kmip_key_store(keygate_bin, build_dir, k
         pub.verify(sig.read_bytes(), data.read_bytes(), padding.PKCS1v15(), _prehashed())
     else:
         pub.verify(sig.read_bytes(), data.read_bytes(), ec.ECDSA(_prehashed()))
+
+
+@pytest.mark.parametrize("generation", ["v1.3.0", "2026"])
+@pytest.mark.parametrize("mode", ["passport", "background"])
+def test_pkeyutl_sign_against_each_kbs_generation(keygate_bin, build_dir, kbs_stack, tmp_path, generation, mode):
+    """Both Intel KBS generations (docs/protocols/intel-kbs.md §8), kbs_intel_generation = auto:
+    the 2026 KBS refuses the empty POST of background mode, and keygate goes on without a nonce."""
+    kbs = kbs_for(kbs_stack, generation)
+    site = Site(keygate_bin, build_dir, kbs_stack, tmp_path, kinds=("rsa3072",), kbs=kbs, kbs_mode=mode)
+    data, sig = site.tmp / "data.bin", site.tmp / "sig.bin"
+    data.write_bytes(os.urandom(32))
+    r = site.openssl("pkeyutl", "-sign", "-inkey", site.refs["rsa3072"], "-in", data, "-out", sig,
+                     "-pkeyopt", "digest:sha256")
+    assert r.returncode == 0, r.stderr
+    site.keys["rsa3072"].public_key().verify(sig.read_bytes(), data.read_bytes(), padding.PKCS1v15(), _prehashed())
+    statuses = [q["status"] for q in kbs_stack.requests(kbs) if q["path"].endswith("/transfer")]
+    assert statuses == {"passport": [200], "background": [200, 200] if generation == "v1.3.0" else [400, 200]}[mode]
 
 
 def _prehashed():
