@@ -249,7 +249,7 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
     if (!session_wrapping_key(&s, t, err))
         goto err;
     for (int attempt = 0;; attempt++) {
-        int learnt = 0, nonce_disabled = 0;
+        int nonce_disabled = 0;
 
         t0 = kg_mono_ms();
         if (gen != KBS_INTEL_GEN_2026) {
@@ -266,7 +266,6 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
                              " (a 2026 KBS, which issues no nonce; kbs_intel_generation = v1.3 is pinned)");
                 goto err;
             }
-            learnt = 1;
             if (pinned == KBS_INTEL_GEN_UNKNOWN)
                 kg_intel_gen_remember(url, gen);
         }
@@ -292,15 +291,17 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
         if (kbs_intel_transfer_background(h, url, ref->key_id, attestation_type, &iev,
                                           gen == KBS_INTEL_GEN_2026 ? NULL : &nonce, w, err))
             break;
-        /* a KBS remembered as 2026 that now answers as v1.3.0 (rolled back behind the same URL)
-         * refuses the nonce-less request's runtime_data with 400: forget it and ask again, once */
-        if (gen != KBS_INTEL_GEN_2026 || learnt || pinned != KBS_INTEL_GEN_UNKNOWN ||
-            err->http_status != 400 || attempt > 0)
+        /* a KBS that changed generation behind the same URL (a rollback to v1.3.0 refuses the
+         * nonce-less request's runtime_data; an upgrade between our two requests refuses the
+         * v1.3.0 body) answers 400, which keygate's well-formed requests never get otherwise:
+         * forget what was learnt and start again, once */
+        if (pinned != KBS_INTEL_GEN_UNKNOWN || err->http_status != 400 || attempt > 0)
             goto err;
-        KG_INFO("Intel KBS %s refused a 2026-generation transfer (%s); asking its generation again", url,
+        KG_INFO("Intel KBS %s refused the transfer with 400 (%s): asking its generation again", url,
                 err->msg);
         kg_intel_gen_remember(url, KBS_INTEL_GEN_UNKNOWN);
         gen = KBS_INTEL_GEN_UNKNOWN;
+        ita_nonce_clear(&nonce);
         kg_evidence_clear(&ev);
         kg_err_clear(err);
     }

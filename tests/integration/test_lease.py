@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import kbs_conf, run
+from kglib import kbs2026
 from kglib import (HAPROXY, HAPROXY_CFG, PAGE, Nginx, free_port, new_key, openssl_cnf,  # noqa: F401 (fixture)
                    p11_check, pub_pem, read_log, register, self_signed)
 from tests.stack.kbs_fixture import (create_policy, delete_key, kbs_admin_token, kbs_request,
@@ -73,17 +74,17 @@ def scan_until_clean(pid, needles, within_s=3.0):
 class LeaseSite:
     """One RSA key registered in the KBS, its reference, certificate, and a lease config."""
 
-    def __init__(self, keygate_bin, build_dir, stack, tmp, **conf):
-        self.stack, self.tmp = stack, tmp
+    def __init__(self, keygate_bin, build_dir, stack, tmp, kbs="kbs", **conf):
+        self.stack, self.tmp, self.kbs = stack, tmp, kbs
         self.key = new_key("rsa2048")
-        self.key_id = register(stack, self.key)
-        kbs = stack.services["kbs"].url
+        self.key_id = register(stack, self.key, kbs=kbs)
+        kbs = stack.services[kbs].url
         self.policy = json.loads(kbs_request(kbs, "GET", f"/keys/{self.key_id}", None, {
             "Accept": "application/json",
             "Authorization": "Bearer " + kbs_admin_token(kbs, stack.state_dir)})[2])["transfer_policy_id"]
         pub = tmp / "k.pub.pem"
         pub.write_text(pub_pem(self.key))
-        self.conf = kbs_conf(stack, tmp / "keygate.conf", **conf)
+        self.conf = kbs_conf(stack, tmp / "keygate.conf", kbs_url=kbs, **conf)
         self.cnf = openssl_cnf(build_dir, tmp / "openssl.cnf", self.conf)
         self.ref = tmp / "k.ref.pem"
         r = run([keygate_bin, "-c", str(self.conf), "ref", "create", "--key-id", self.key_id, "--pubkey",
@@ -151,7 +152,9 @@ class LeaseSite:
 
 @pytest.fixture
 def lease_site(keygate_bin, build_dir, kbs_stack, tmp_path, request):
-    conf = getattr(request, "param", {})
+    conf = dict(getattr(request, "param", {}))
+    if conf.get("kbs") == "kbs-2026":
+        kbs2026(kbs_stack)
     site = LeaseSite(keygate_bin, build_dir, kbs_stack, tmp_path, **{"key_lease_s": 5, "refresh_before_s": 4, **conf})
     yield site
     site.stop()
@@ -250,6 +253,51 @@ def test_transient_failures_are_retried(lease_site):
     assert failed == 0 and ok > 0
     assert "refresh failed (transient, HTTP 503" in site.log.read_text()
     assert site.events("wiped") == 0
+
+
+@pytest.mark.parametrize("lease_site", [{"kbs": "kbs-2026", "kbs_mode": "background"}], indirect=True)
+def test_kbs_generation_learnt_once_and_a_flip_is_followed(lease_site):
+    """Background mode against a 2026 KBS (docs/protocols/intel-kbs.md §8): the generation learnt
+    at the first release (one refused empty POST) is remembered by the process, so each refresh
+    is one request. The same URL then answers as v1.3.0 (a rollback: the stand-in's as_v1_3
+    fault), and later as 2026 again: each flip costs one refused request inside a refresh, which
+    keygate follows at once, and no handshake fails and nothing is wiped."""
+    site, stack = lease_site, lease_site.stack
+
+    def transfers(since=0):
+        return [q["status"] for q in stack.requests(site.kbs) if q["path"].endswith("/transfer")][since:]
+
+    def nonces():
+        return sum(1 for q in stack.requests("ita") if q["path"].endswith("/nonce"))
+
+    stack.clear_requests(site.kbs)  # `openssl req` made the certificate in a process of its own
+    stack.clear_requests("ita")
+    site.start_server()
+    ok, failed = serve_until(site, lambda: site.events("refreshed") >= 2, 30)
+    assert site.events("refreshed") >= 2, site.server_output()
+    seen = transfers()
+    assert seen[:2] == [400, 200] and seen.count(400) == 1 and set(seen[2:]) == {200}, seen
+    assert nonces() == 0
+
+    # rollback: the KBS now refuses the nonce-less request (runtime_data is no v1.3.0 field)
+    n0, r0 = len(transfers()), site.events("refreshed")
+    stack.set_faults(site.kbs, [{"route": "/transfer$", "mode": "as_v1_3", "count": None}])
+    ok1, failed1 = serve_until(site, lambda: site.events("refreshed") >= r0 + 3, 30)
+    after = transfers(n0)
+    assert site.events("refreshed") >= r0 + 3, site.server_output()
+    assert after.count(400) == 1 and after[-4:] == [200] * 4, after   # then nonce + release per refresh
+    assert nonces() >= 2 and "asking its generation again" in site.log.read_text()
+
+    # forward again: the empty POST is refused (400), keygate goes on without a nonce
+    n1, r1 = len(transfers()), site.events("refreshed")
+    stack.clear_faults(site.kbs)
+    ok2, failed2 = serve_until(site, lambda: site.events("refreshed") >= r1 + 3, 30)
+    back = transfers(n1)
+    assert site.events("refreshed") >= r1 + 3, site.server_output()
+    # one 400 per flip (two when a refresh was between its nonce and its transfer at the flip)
+    assert 1 <= back.count(400) <= 2 and back[-2:] == [200, 200], back
+    assert failed == failed1 == failed2 == 0 and ok + ok1 + ok2 > 0
+    assert site.events("wiped") == 0 and "refresh failed" not in site.log.read_text()
 
 
 # ------------------------------------------------------------------------------- PKCS#11

@@ -129,6 +129,9 @@ the request that releases a key (a nonce request consumes a fault without effect
     corrupt_swk   flip a byte of wrapped_swk
     bad_header    wrapped_key header lies: iv_len 13 (param "variant": "iv_len", default) or
                   ct_len one too large ("variant": "ct_len")
+    as_v1_3       a 2026 KBS answers this transfer request as v1.3.0 does (a generation flip
+                  behind the same URL, e.g. a rollback); applies to every transfer request, so
+                  use "count": null for a lasting flip
 
 The request log (server.py) records method, path, status, request-id, has_api_key, the
 Attestation-Type header and the fault mode; never tokens, keys or passwords. A background-mode
@@ -175,7 +178,7 @@ ADMIN_PERMISSIONS = ["keys:search", "keys:create", "keys:delete", "keys:transfer
                      "users:create", "users:update"]
 JWT_SIGNING_KEY_FILE = "kbs-jwt-signing.key"
 KBS_FAULTS = {"not_found", "deny", "wrong_key", "wrong_scalar", "corrupt_wrap", "corrupt_swk",
-              "bad_header"}
+              "bad_header", "as_v1_3"}
 
 
 # =========================================================================== responses
@@ -499,19 +502,25 @@ class KbsService(StackService):
             raise KbsError(415, ERR_ACCEPT)
         att_type = req.headers.get("Attestation-Type") or ""
         req.attestation_type = att_type or None
+        if req.body and req.headers.get("Content-Type") != JSON:
+            raise KbsError(415, ERR_CONTENT_TYPE)
+        fault = req.fault if req.fault and req.fault.get("mode") in KBS_FAULTS else None
+        if fault and fault["mode"] == "as_v1_3":
+            return self._transfer(req, att_type, False, None)
+        return self._transfer(req, att_type, self.gen2026, fault)
+
+    def _transfer(self, req, att_type, gen2026, fault):
+        """The transfer as the given generation serves it."""
         body = {}
         if req.body:
-            if req.headers.get("Content-Type") != JSON:
-                raise KbsError(415, ERR_CONTENT_TYPE)
-            body = self._decode(req, TRANSFER_SCHEMA_2026 if self.gen2026 else TRANSFER_SCHEMA)
+            body = self._decode(req, TRANSFER_SCHEMA_2026 if gen2026 else TRANSFER_SCHEMA)
             if att_type and att_type not in ("SGX", "TDX"):
                 raise KbsError(400, ERR_ATTESTATION_TYPE)
-            if not att_type and not body.get("attestation_token") and not self.gen2026:
+            if not att_type and not body.get("attestation_token") and not gen2026:
                 raise KbsError(400, ERR_INVALID_REQUEST)
-            user_data = body.get("runtime_data" if self.gen2026 else "user_data")
+            user_data = body.get("runtime_data" if gen2026 else "user_data")
             if att_type and user_data is not None:
                 req.log_extra["user_data_sha256"] = hashlib.sha256(user_data).hexdigest()
-        fault = req.fault if req.fault and req.fault.get("mode") in KBS_FAULTS else None
         key_id = req.match["id"].lower()
         record = self._key(key_id)
         if record is None or (fault and fault["mode"] == "not_found"):
@@ -520,12 +529,12 @@ class KbsService(StackService):
         if policy is None:
             raise handled(500, "Failed to retrieve key transfer policy for the key")
         if not att_type and not body.get("attestation_token"):
-            if self.gen2026:    # nonce issuance disabled
+            if gen2026:    # nonce issuance disabled
                 raise handled(400, ERR_NO_TOKEN_2026)
             return self._nonce(key_id, policy)
-        token = (self._background_token(key_id, policy, att_type, body) if att_type
+        token = (self._background_token(key_id, policy, att_type, body, gen2026) if att_type
                  else body["attestation_token"])
-        return self._release(record, policy, token, fault)
+        return self._release(record, policy, token, fault, gen2026)
 
     def _nonce(self, key_id, policy):
         try:
@@ -535,14 +544,14 @@ class KbsService(StackService):
         return go_json(200, {k: b64(v) for k, v in nonce.items()},
                        {"Attestation-Type": policy["attestation_type"]})
 
-    def _background_token(self, key_id, policy, att_type, body):
+    def _background_token(self, key_id, policy, att_type, body, gen2026):
         if att_type != policy["attestation_type"]:
             raise handled(401, "attestation-type in request header does not match with "
                                "attestation-type in key-transfer policy")
         policy_ids = policy[att_type.lower()].get("policy_ids", [])
-        if self.gen2026 and body.get("nvgpu") is not None:
+        if gen2026 and body.get("nvgpu") is not None:
             raise handled(502, "Error retrieving token from Trust Authority service")
-        nonce, user_data = ((None, body.get("runtime_data")) if self.gen2026
+        nonce, user_data = ((None, body.get("runtime_data")) if gen2026
                             else (body.get("nonce"), body.get("user_data")))
         try:
             return self.ita.get_token(key_id, body.get("quote"), nonce, user_data, policy_ids,
@@ -550,11 +559,11 @@ class KbsService(StackService):
         except ItaError:
             raise handled(502, "Error retrieving token from Trust Authority service") from None
 
-    def _release(self, record, policy, token, fault):
+    def _release(self, record, policy, token, fault, gen2026):
         """Verify the token, evaluate the policy, wrap the key to attester_held_data."""
         try:
             claims = self.verifier.verify(token)
-            claims = parse_claims(flatten_v2_claims(claims) if self.gen2026 else claims)
+            claims = parse_claims(flatten_v2_claims(claims) if gen2026 else claims)
         except (TokenError, ValueError):
             raise handled(401, "Failed to authenticate attestation-token") from None
         att = policy["attestation_type"]
@@ -564,7 +573,7 @@ class KbsService(StackService):
         if not evaluate_policy(policy, claims) or (fault and fault["mode"] == "deny"):
             raise handled(401, "Token claims validation against key-transfer-policy failed", 0)
         try:
-            e, n = public_key_from_held_data(claims["attester_held_data"], att, self.gen2026)
+            e, n = public_key_from_held_data(claims["attester_held_data"], att, gen2026)
         except (ValueError, binascii.Error):
             raise handled(500, "Error in getting public key", 0) from None
         mode = fault["mode"] if fault else None
