@@ -210,6 +210,10 @@ FAULTS = [
           (_fault(TRANSFER, "unknown_fields"),), step="transfer", needle=r"unknown field"),
     *[Fault(f"kbs_{mode}", f"KBS: {doc}", "fail", "kbs", (_fault(TRANSFER, mode),), step=step, needle=needle)
       for mode, doc, step, needle in KBS_FAULTS],
+    # a 2026 KBS answering as v1.3.0 (a generation flip); the matrix's KBS is v1.3.0 in passport
+    # mode, where both generations agree: the flips themselves are test_lease.py's
+    Fault("kbs_as_v1_3", "KBS: answers as v1.3.0 (a generation flip; the same answer in passport mode)", "recover",
+          "kbs", (_fault(TRANSFER, "as_v1_3"),)),
 ]
 
 # ------------------------------------------------------------------------------------ front ends
