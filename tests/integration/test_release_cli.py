@@ -43,7 +43,7 @@ def test_release_prints_the_public_key_the_kbs_holds(keygate_bin, kbs_stack, tmp
     else:
         # the empty POST is refused (no nonce issuance): keygate goes on without a nonce
         assert [q["status"] for q in transfers] == [400, 200]
-        assert ita == ["/appraisal/v1/attest"]
+        assert ita == ["/appraisal/v2/attest"]  # the 2026 KBS asks ITA v2, without a nonce
     assert not [q for q in kbs_stack.requests(kbs) if q["path"].endswith("/version")]
 
 

@@ -109,7 +109,9 @@ The 2026 generation (``--generation 2026``; intel-kbs.md §8, ``service/key_tran
 issuance (a transfer without Attestation-Type and token -> 400 ``400: attestation_token or
 Attestation-Type header is required``, after the key and policy look-ups); background mode reads
 ``{quote, runtime_data, event_log?, nvgpu?}`` (``user_data`` is an unknown field there) and calls
-ITA without a verifier nonce, so ITA expects REPORTDATA = SHA-512(runtime_data); passport mode
+ITA's ``POST /appraisal/v2/attest`` with ``{"policy_ids"?, "tdx": {quote, runtime_data,
+event_log?}}`` and no verifier nonce (``getTokenV2``), so ITA expects REPORTDATA =
+SHA-512(runtime_data), and reads the v2 token it gets back; passport mode
 also takes v2 tokens (``ver`` 2.x: the ``tdx``/``sgx`` sub-object's claims lifted to the top
 level); the held data may also be a PEM SubjectPublicKeyInfo (RSA > 2048 bits).  Not modelled:
 ``nvgpu`` evidence (answered 502, as an ITA refusal) and the 2026 policy model (list of attester
@@ -551,11 +553,12 @@ class KbsService(StackService):
         policy_ids = policy[att_type.lower()].get("policy_ids", [])
         if gen2026 and body.get("nvgpu") is not None:
             raise handled(502, "Error retrieving token from Trust Authority service")
-        nonce, user_data = ((None, body.get("runtime_data")) if gen2026
-                            else (body.get("nonce"), body.get("user_data")))
         try:
-            return self.ita.get_token(key_id, body.get("quote"), nonce, user_data, policy_ids,
-                                      body.get("event_log"))
+            if gen2026:     # ITA v2, no verifier nonce: REPORTDATA = SHA-512(runtime_data)
+                return self.ita.get_token_v2(key_id, body.get("quote"), body.get("runtime_data"),
+                                             policy_ids, body.get("event_log"))
+            return self.ita.get_token(key_id, body.get("quote"), body.get("nonce"),
+                                      body.get("user_data"), policy_ids, body.get("event_log"))
         except ItaError:
             raise handled(502, "Error retrieving token from Trust Authority service") from None
 

@@ -168,6 +168,27 @@ class ItaClient:
         return token
 
 
+    def get_token_v2(self, request_id, quote, runtime_data, policy_ids, event_log):
+        """An ITA v2 token for TDX evidence without a verifier nonce, as the 2026 KBS asks for it
+        (getTokenV2: POST /appraisal/v2/attest {"policy_ids"?, "tdx": {quote, runtime_data?,
+        event_log?}})."""
+        tdx = {"quote": b64(quote or b"")}
+        if runtime_data:
+            tdx["runtime_data"] = b64(runtime_data)
+        if event_log:
+            tdx["event_log"] = b64(event_log)
+        body = {"policy_ids": policy_ids, "tdx": tdx} if policy_ids else {"tdx": tdx}
+        data = self._call("POST", "/appraisal/v2/attest", request_id, json.dumps(body).encode(),
+                          limit=64 * 1024)
+        try:
+            token = decode_body(data, ITA_TOKEN_SCHEMA).get("token", "")
+        except DecodeError as e:
+            raise ItaError(f"attest response: {e}") from None
+        if not token:
+            raise ItaError("ITA returned no attestation token")
+        return token
+
+
 # =========================================================================== token verification
 
 class TokenError(Exception):

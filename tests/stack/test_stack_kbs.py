@@ -554,7 +554,7 @@ def test_2026_background_is_one_request_without_a_nonce(stack, kbs2026, wrapping
     stack.clear_requests("ita")
     assert kf.transfer_background_2026(kbs2026[0], key_id, wrapping, make_quote) == der(key)
     calls = [(r["method"], r["path"]) for r in stack.requests("ita") if "/appraisal/" in r["path"]]
-    assert calls == [("POST", "/appraisal/v1/attest")]          # no nonce, from anyone
+    assert calls == [("POST", "/appraisal/v2/attest")]          # no nonce, from anyone
 
 
 def test_2026_background_refuses_a_nonce_binding_and_the_old_field(kbs2026, wrapping, make_quote):
