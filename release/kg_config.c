@@ -26,7 +26,7 @@ const kg_conf_key kg_config_keys[] = {
     {"ita_trust_anchor", KG_CONF_T_PATH, "", "", "PEM root pinned for token signing chains",
      F(ita_trust_anchor)},
     {"ita_api_version", KG_CONF_T_ENUM, "v1", "v1|v2",
-     "v1: flat /appraisal/v1/attest (Intel KBS needs it); v2: composite /appraisal/v2/attest",
+     "v1: flat /appraisal/v1/attest (the Intel KBS v1.3.0 needs it); v2: composite /appraisal/v2/attest",
      F(ita_api_version)},
     {"ita_policy_ids", KG_CONF_T_UUID_LIST, "", "",
      "comma-separated ITA policy UUIDs (at most 10) sent with attest", F(ita_policy_ids)},
