@@ -38,6 +38,7 @@
 #define KG_P11_LABEL_MAX 64
 #define KG_P11_OBJ_BASE 0x1000UL             /* token objects: BASE + 4*key index + kind */
 #define KG_P11_SESSION_OBJ_BASE 0x40000000UL /* session objects (derived secrets): a counter */
+#define KG_P11_PIN_MAX 256                   /* bytes of a pkcs11_pin_file PIN (ulMaxPinLen) */
 
 enum { KG_P11_RSA = 1, KG_P11_EC = 2 };
 enum { KG_P11_OBJ_PRIVATE = 1, KG_P11_OBJ_PUBLIC = 2, KG_P11_OBJ_CERT = 3, KG_P11_OBJ_SECRET = 4 };
@@ -68,6 +69,11 @@ typedef struct kg_p11_token {
     size_t nkeys;
     char serial[17];
     int release_on_login;
+    int login_required; /* release_on_login or a PIN: private keys need C_Login(CKU_USER) */
+    /* pkcs11_pin_file's PIN: KG_P11_PIN_MAX + 1 bytes, zero-padded, in the secure heap, cleared with
+     * the token; NULL when no PIN is configured (protected authentication path) */
+    unsigned char *pin;
+    size_t pin_len;
     kg_keysource *keys_src; /* cache, releases and leases of keys[] (kg_keysource.h) */
 } kg_p11_token;
 

@@ -291,12 +291,14 @@ CK_RV kg_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
     kg_p11_pad(info->model, sizeof(info->model), "TDX attested");
     kg_p11_pad(info->serialNumber, sizeof(info->serialNumber), kg_p11.token->serial);
     /* no PIN: C_Login(CKU_USER) authenticates by attestation (protected authentication path),
-     * and the keys are usable without it (attestation runs on first private use) */
-    info->flags =
-        CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_RNG | CKF_PROTECTED_AUTHENTICATION_PATH;
+     * and the keys are usable without it (attestation runs on first private use); with
+     * pkcs11_pin_file the application gives the PIN (no protected path) */
+    info->flags = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_RNG;
+    if (kg_p11.token->pin == NULL)
+        info->flags |= CKF_PROTECTED_AUTHENTICATION_PATH;
     /* pkcs11_release = login: consumers log in when they load a key (the nginx master, before
-     * its workers fork), and that C_Login attests */
-    if (kg_p11.token->release_on_login)
+     * its workers fork), and that C_Login attests; with a PIN private keys need the login */
+    if (kg_p11.token->login_required)
         info->flags |= CKF_LOGIN_REQUIRED;
     info->ulMaxSessionCount = CK_EFFECTIVELY_INFINITE;
     info->ulSessionCount = kg_p11.nsessions;
@@ -305,8 +307,8 @@ CK_RV kg_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
     for (size_t i = 0; i < kg_p11.nsessions; i++)
         if (kg_p11.sessions[i]->flags & CKF_RW_SESSION)
             info->ulRwSessionCount++;
-    info->ulMaxPinLen = 0;
-    info->ulMinPinLen = 0;
+    info->ulMaxPinLen = kg_p11.token->pin != NULL ? KG_P11_PIN_MAX : 0;
+    info->ulMinPinLen = kg_p11.token->pin != NULL ? 1 : 0;
     info->ulTotalPublicMemory = CK_UNAVAILABLE_INFORMATION;
     info->ulFreePublicMemory = CK_UNAVAILABLE_INFORMATION;
     info->ulTotalPrivateMemory = CK_UNAVAILABLE_INFORMATION;

@@ -241,8 +241,8 @@ static attr_rc obj_attr(const kg_p11_obj *o, CK_ATTRIBUTE_TYPE type, attr_val *v
                          : o->kind == KG_P11_OBJ_PUBLIC ? CKO_PUBLIC_KEY
                                                         : CKO_CERTIFICATE);
     case CKA_TOKEN: return set_bool(v, 1);
-    case CKA_PRIVATE: /* pkcs11_release = login: private keys appear after C_Login (which attests) */
-        return set_bool(v, o->kind == KG_P11_OBJ_PRIVATE && kg_p11.token->release_on_login);
+    case CKA_PRIVATE: /* login mode or a PIN: private keys appear after C_Login */
+        return set_bool(v, o->kind == KG_P11_OBJ_PRIVATE && kg_p11.token->login_required);
     case CKA_MODIFIABLE:
     case CKA_COPYABLE:
     case CKA_DESTROYABLE: return set_bool(v, 0);
@@ -345,7 +345,7 @@ CK_RV kg_C_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG 
         for (int kind = KG_P11_OBJ_PRIVATE; kind <= KG_P11_OBJ_CERT; kind++) {
             kg_p11_obj o;
             CK_OBJECT_HANDLE oh = kg_p11_obj_handle(i, kind);
-            if (kind == KG_P11_OBJ_PRIVATE && t->release_on_login && !kg_p11.logged_in)
+            if (kind == KG_P11_OBJ_PRIVATE && t->login_required && !kg_p11.logged_in)
                 continue; /* CKA_PRIVATE objects are invisible before login */
             if (kg_p11_obj_lookup(oh, &o) && obj_matches(&o, tmpl, count))
                 s->found[n++] = oh;

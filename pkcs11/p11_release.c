@@ -42,11 +42,11 @@ static void log_failure(const char *caller, const kg_p11_key *k, const kg_err *e
         KG_LOG(KG_LOG_ERROR, "PKCS#11 %s: key '%s' (%s): %s", caller, k->label, k->ref.key_id, err->msg);
 }
 
-/* pkcs11_release = login: private operations need a logged-in user, also for a key released
- * earlier (C_Logout ends the right to use it, not only the right to release it). */
+/* pkcs11_release = login or a PIN: private operations need a logged-in user, also for a key
+ * released earlier (C_Logout ends the right to use it, not only the right to release it). */
 static int login_required(void)
 {
-    return kg_p11.token != NULL && kg_p11.token->release_on_login &&
+    return kg_p11.token != NULL && kg_p11.token->login_required &&
            !__atomic_load_n(&kg_p11.logged_in, __ATOMIC_ACQUIRE);
 }
 

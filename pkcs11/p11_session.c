@@ -7,10 +7,14 @@
  * back with kg_p11_session_put, so crypto and network I/O never run under the global lock and a
  * concurrent C_CloseSession only frees the session after the last user is done.
  *
- * Login is per application (all sessions) and takes no PIN: the token has a protected
- * authentication path, and "authenticating" means attesting. C_Login accepts only a NULL or empty
- * PIN; any other PIN is CKR_PIN_INCORRECT and changes nothing (no login, no attestation), so an
- * application that believes it typed a secret is told it did not authenticate with it. With pkcs11_release =
+ * Login is per application (all sessions). Without pkcs11_pin_file it takes no PIN: the token has
+ * a protected authentication path, and "authenticating" means attesting. C_Login accepts only a
+ * NULL or empty PIN; any other PIN is CKR_PIN_INCORRECT and changes nothing (no login, no
+ * attestation), so an application that believes it typed a secret is told it did not authenticate
+ * with it. With pkcs11_pin_file, C_Login takes exactly that PIN (pin_matches: constant time) and
+ * private keys need the login in both release modes; a wrong, NULL or empty PIN is
+ * CKR_PIN_INCORRECT and changes nothing. There is no retry counter (docs/pkcs11.md: the module's
+ * state is per process, and p11-kit's server starts one per connection). With pkcs11_release =
  * login, C_Login(CKU_USER) runs the release pipeline for every key; otherwise it only changes the session
  * state and keys are released at their first private use. Closing the last session logs out (PKCS#11 §5.6).
  */
@@ -195,6 +199,26 @@ CK_RV kg_C_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
     return CKR_OK;
 }
 
+/* Whether pin is the token's PIN, in time independent of the configured PIN's bytes and length:
+ * both sides are compared over the full zero-padded KG_P11_PIN_MAX bytes (CRYPTO_memcmp), and the
+ * lengths are compared without an early exit. The time depends only on the given length (the
+ * copy), which the caller knows; a given PIN longer than any PIN can be is refused at once, which
+ * tells only the public maximum (ulMaxPinLen). The copy lives on the stack and is cleansed. */
+static int pin_matches(const kg_p11_token *t, const CK_UTF8CHAR *pin, CK_ULONG len)
+{
+    unsigned char given[KG_P11_PIN_MAX];
+    int diff;
+
+    if (len > KG_P11_PIN_MAX)
+        return 0;
+    memset(given, 0, sizeof(given));
+    if (len > 0)
+        memcpy(given, pin, len);
+    diff = CRYPTO_memcmp(given, t->pin, KG_P11_PIN_MAX) | ((size_t)len != t->pin_len);
+    OPENSSL_cleanse(given, sizeof(given));
+    return diff == 0;
+}
+
 CK_RV kg_C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len)
 {
     kg_p11_session *s;
@@ -214,8 +238,12 @@ CK_RV kg_C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK
     rv = !kg_p11_ready()    ? CKR_CRYPTOKI_NOT_INITIALIZED
          : kg_p11.logged_in ? CKR_USER_ALREADY_LOGGED_IN
                             : CKR_OK;
-    if (rv == CKR_OK && pin_len > 0)
+    if (rv == CKR_OK && kg_p11.token->pin != NULL) {
+        if (!pin_matches(kg_p11.token, pin, pin_len)) /* NULL and empty too: a PIN is never empty */
+            rv = CKR_PIN_INCORRECT;
+    } else if (rv == CKR_OK && pin_len > 0) {
         rv = CKR_PIN_INCORRECT; /* the protected path has no PIN: a given one is never right */
+    }
     release = rv == CKR_OK && kg_p11.token->release_on_login;
     pthread_mutex_unlock(&kg_p11.lock);
     if (rv != CKR_OK)

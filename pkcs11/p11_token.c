@@ -11,6 +11,8 @@
  */
 #define _GNU_SOURCE /* secure_getenv */
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -22,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kg_libctx.h"
@@ -53,6 +56,7 @@ void kg_p11_token_free(kg_p11_token *token)
     for (size_t i = 0; i < token->nkeys; i++)
         key_clear(&token->keys[i]);
     free(token->keys);
+    OPENSSL_secure_clear_free(token->pin, KG_P11_PIN_MAX + 1);
     OPENSSL_cleanse(&token->cfg, sizeof(token->cfg));
     free(token);
 }
@@ -242,6 +246,58 @@ static int key_load(kg_p11_token *t, char *item, kg_err *err)
     return 1;
 }
 
+/* Reads pkcs11_pin_file into t->pin (secure heap, zero-padded to KG_P11_PIN_MAX bytes: the
+ * comparison in C_Login always runs over the whole buffer). Like the ITA API key file: a regular
+ * file, no symlink, not readable by group or others, one line (trailing CR/LF stripped). The
+ * messages name the file, never its content. */
+static int pin_load(kg_p11_token *t, const char *path, kg_err *err)
+{
+    unsigned char *buf = NULL;
+    struct stat st;
+    ssize_t n;
+    size_t len;
+    int fd, ok = 0;
+
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+        return kg_err_set(err, KG_STEP_CONFIG, "pkcs11_pin_file %s: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        kg_err_set(err, KG_STEP_CONFIG, "pkcs11_pin_file %s: not a regular file", path);
+        goto done;
+    }
+    if ((st.st_mode & 077) != 0) {
+        kg_err_set(err, KG_STEP_CONFIG,
+                   "pkcs11_pin_file %s: readable by group or others (mode %03o); chmod 600 it", path,
+                   (unsigned)(st.st_mode & 0777));
+        goto done;
+    }
+    /* one byte more than a PIN may have, to tell "too long"; zeroed: the padding */
+    if ((buf = OPENSSL_secure_zalloc(KG_P11_PIN_MAX + 1)) == NULL) {
+        kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+        goto done;
+    }
+    n = read(fd, buf, KG_P11_PIN_MAX + 1);
+    len = n > 0 ? (size_t)n : 0;
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        buf[--len] = '\0';
+    if (n < 0 || len > KG_P11_PIN_MAX) {
+        kg_err_set(err, KG_STEP_CONFIG, "pkcs11_pin_file %s: unreadable or longer than %d bytes", path,
+                   KG_P11_PIN_MAX);
+        goto done;
+    }
+    if (len == 0 || memchr(buf, '\n', len) != NULL || memchr(buf, '\r', len) != NULL) {
+        kg_err_set(err, KG_STEP_CONFIG, "pkcs11_pin_file %s: empty or not one line", path);
+        goto done;
+    }
+    t->pin = buf;
+    t->pin_len = len;
+    buf = NULL;
+    ok = 1;
+done:
+    OPENSSL_secure_clear_free(buf, KG_P11_PIN_MAX + 1);
+    close(fd);
+    return ok;
+}
+
 static const char *conf_path_of(const char *reserved)
 {
     const char *env;
@@ -281,6 +337,9 @@ static CK_RV token_load(const char *reserved, kg_p11_token **out)
             goto fail;
     }
     t->release_on_login = strcmp(t->cfg.pkcs11_release, "login") == 0;
+    if (t->cfg.pkcs11_pin_file[0] != '\0' && !pin_load(t, t->cfg.pkcs11_pin_file, &err))
+        goto fail;
+    t->login_required = t->release_on_login || t->pin != NULL;
     kg_log_set_default_level(t->cfg.log_level);
     snprintf(list, sizeof(list), "%s", t->cfg.pkcs11_keys);
     for (item = strtok_r(list, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save))

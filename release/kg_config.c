@@ -45,6 +45,10 @@ const kg_conf_key kg_config_keys[] = {
     {"pkcs11_release", KG_CONF_T_ENUM, "first-use", "first-use|login",
      "PKCS#11 module: attest and release a key at its first private-key operation, or all keys at C_Login",
      F(pkcs11_release)},
+    {"pkcs11_pin_file", KG_CONF_T_PATH, "", "",
+     "PKCS#11 module: file holding the user PIN C_Login must be given (one line); refused if group/others "
+     "can read it; empty = no PIN (protected authentication path)",
+     F(pkcs11_pin_file)},
     {"key_lease_s", KG_CONF_T_INT, "3600", "1..604800",
      "lease of a released key: renewed by a background re-attestation before it ends, wiped when it ends "
      "(at most key_lease_max_s)",

@@ -5,7 +5,8 @@
  * (scripts/config-table.py) and a unit test checks the two agree.
  *
  * kg_config is a plain value struct (fixed-size strings): copy it freely, nothing to free.
- * It never holds secrets: the API key stays in its file until the HTTP layer reads it.
+ * It never holds secrets: the API key and the PKCS#11 PIN stay in their files until their users
+ * read them.
  */
 #ifndef KG_CONFIG_H
 #define KG_CONFIG_H
@@ -23,6 +24,7 @@ typedef struct kg_config {
     char ita_api_url[KG_CONF_STR];
     char ita_base_url[KG_CONF_STR];
     char ita_api_key_file[KG_CONF_STR];
+    char pkcs11_pin_file[KG_CONF_STR]; /* the token's user PIN (PKCS#11 module); "" = none */
     char ita_trust_anchor[KG_CONF_STR];
     char ita_api_version[4]; /* v1 | v2 */
     char ita_policy_ids[KG_CONF_MAX_POLICY_IDS][37];

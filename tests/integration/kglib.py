@@ -273,6 +273,80 @@ def p11_check(tmp_path_factory):
                       "-lpthread")
 
 
+@pytest.fixture(scope="session")
+def p11_client(tmp_path_factory):
+    """tests/pkcs11/p11_client.c: PIN login, signing throughput, a client that holds a session."""
+    return build_host(tmp_path_factory.mktemp("p11client") / "p11_client", REPO / "tests/pkcs11/p11_client.c", "-ldl")
+
+
+P11KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+P11KIT_PROXY = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
+
+
+class P11KitServer:
+    """`p11-kit server` in the foreground serving a module's token on a unix socket in a private
+    temp dir (p11-kit's remoting: each client connection gets a `p11-kit-remote` child that
+    loads the module), stopped by its PID. env: the server's environment (KEYGATE_CONF)."""
+
+    def __init__(self, module, env, token="pkcs11:token=keygate"):
+        import tempfile
+
+        self.dir = tempfile.mkdtemp(prefix="kg-p11kit-")
+        os.chmod(self.dir, 0o755)
+        self.sock = os.path.join(self.dir, "pkcs11.sock")
+        self.log = pathlib.Path(self.dir) / "server.log"
+        self.proc = subprocess.Popen(["p11-kit", "server", "-f", "-n", self.sock, "--provider", module, token],
+                                     env=dict(os.environ, **env), stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "wb"))
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.sock):
+            assert self.proc.poll() is None and time.monotonic() < deadline, read_log(self.log)
+            time.sleep(0.05)
+        self.env = {"P11_KIT_SERVER_ADDRESS": f"unix:path={self.sock}"}
+
+    def children(self):
+        """PIDs of the per-connection p11-kit-remote processes."""
+        r = run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)])
+        return sorted(int(x) for x in r.stdout.split())
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def scan_memory(pid, needles):
+    """The indexes of the needles (bytes) found in the readable mappings of process pid."""
+    found = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if "r" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except (OSError, ValueError, OverflowError):
+                continue
+            found.update(i for i, nd in enumerate(needles) if nd in data)
+    return found
+
+
+def private_needles(key):
+    """Distinctive private bytes of key: 32-byte windows of p (RSA) or the scalar (EC), in
+    big-endian order and as OpenSSL's little-endian 64-bit BIGNUM limbs."""
+    secret = key.private_numbers().p if isinstance(key, rsa.RSAPrivateKey) else key.private_numbers().private_value
+    n = (secret.bit_length() + 7) // 8
+    big, little = secret.to_bytes(n, "big"), secret.to_bytes(n, "little")
+    return [big[:32], big[-32:], little[:32], little[-32:]]
+
+
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 

@@ -14,7 +14,9 @@ argv we passed) -- is searched for the secrets of the run:
 A third test forces a core dump of a program using a released key and searches it for the
 private components (MADV_DONTDUMP promise): true for EC keys; for RSA it documents a known leak (xfail, strict).
 Two more: `keygate` writes no core when aborted (not dumpable), and a gcore of `keygate token`
-mid-request holds the ITA API key only in the request in flight.
+mid-request holds the ITA API key only in the request in flight. The PKCS#11 module with
+pkcs11_pin_file (right and wrong PINs through pkcs11-tool and the raw API) leaks neither the PIN
+nor the keys.
 
 Where a command prints a secret by design (the token on the stdout of `keygate token`, also with
 --json), only that output is exempt from that one secret. Each needle is first shown to find the secret in a rendering that
@@ -35,7 +37,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import REPO, kbs_conf, run, write_keygate_conf
-from kglib import PEM_READER, Site, free_port, kmip_kbs, make_cert, new_key, pub_pem, register
+from kglib import (PEM_READER, Site, Token, free_port, kmip_kbs, make_cert, new_key, p11_client,  # noqa: F401
+                   pub_pem, register)
 from tests.stack import pki
 
 sys.path.insert(0, str(REPO / "bench" / "lib"))
@@ -263,6 +266,45 @@ def test_provider_hosts_leak_nothing(keygate_bin, build_dir, kbs_stack, tmp_path
 
     needles = api_key_needles(pki.api_key(kbs_stack.state_dir))
     for kind, key in site.keys.items():
+        needles += key_needles(kind, key)
+    assert find_leaks(sources, needles) == []
+
+
+def test_pkcs11_pin_and_keys_leak_nothing(keygate_bin, build_dir, kbs_stack, tmp_path, p11_client):
+    """pkcs11_pin_file at KEYGATE_DEBUG level 4: pkcs11-tool logs in with the PIN and signs, a
+    wrong PIN is refused, p11_client's pin mode (every wrong neighbour, then the PIN); the PIN
+    is only in the argv we gave (exempt), never in the log or any output."""
+    token = Token(keygate_bin, build_dir, kbs_stack, tmp_path)
+    pin = "hygiene-" + os.urandom(12).hex()
+    pin_file = tmp_path / "pkcs11.pin"
+    pin_file.write_text(pin + "\n")
+    os.chmod(pin_file, 0o600)
+    conf = token.write_conf("pin.conf", f"pkcs11_release = login\npkcs11_pin_file = {pin_file}\n")
+    log, debug = debug_env(tmp_path)
+    env = dict(token.env, KEYGATE_CONF=str(conf), **debug)
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(32))
+    outputs = {}
+
+    def cmd(name, argv):
+        r = run(list(map(str, argv)), env=env, timeout=120)
+        outputs[name + " stdout"], outputs[name + " stderr"] = r.stdout, r.stderr
+        return r
+
+    tool = ["pkcs11-tool", "--module", token.module]
+    r = cmd("sign", tool + ["--login", "--pin", pin, "--sign", "-m", "ECDSA-SHA256", "--id", token.ids["p256"],
+                            "-i", data, "-o", tmp_path / "sig"])
+    assert r.returncode == 0, r.stderr
+    r = cmd("wrong pin", tool + ["--login", "--pin", pin[:-1] + "x", "--list-objects"])
+    assert r.returncode != 0 and "CKR_PIN_INCORRECT" in r.stderr, r.stderr
+    r = cmd("p11_client", [p11_client, token.module, "pin", "rsa2048", pin])
+    assert r.returncode == 0 and "ok pin" in r.stdout, r.stdout + r.stderr
+    sources = dict(outputs)
+    sources["debug log"] = log.read_text(errors="replace")
+    assert "PKCS#11" in sources["debug log"] and "released" in sources["debug log"], sources["debug log"][-2000:]
+    needles = [("PIN", pin)] + [("PIN base64", t) for t in b64_any_alignment(pin.encode())]
+    needles += api_key_needles(pki.api_key(kbs_stack.state_dir))
+    for kind, key in token.keys.items():
         needles += key_needles(kind, key)
     assert find_leaks(sources, needles) == []
 
