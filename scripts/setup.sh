@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config
-  libssl-dev openssl libcurl4-openssl-dev curl libcjson-dev libp11-kit-dev p11-kit
+  libssl-dev openssl libcurl4-openssl-dev curl libcjson-dev libp11-kit-dev p11-kit p11-kit-modules
   libcmocka-dev
   python3 python3-pytest python3-pytest-xdist python3-cryptography python3-jwcrypto
   opensc

@@ -310,6 +310,11 @@ class P11KitServer:
         return sorted(int(x) for x in r.stdout.split())
 
     def stop(self):
+        for pid in self.children() if self.proc.poll() is None else []:
+            try:
+                os.kill(pid, signal.SIGTERM)  # the per-connection children we started
+            except ProcessLookupError:
+                pass
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

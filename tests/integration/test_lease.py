@@ -15,12 +15,11 @@ import subprocess
 import time
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import kbs_conf, run
 from kglib import kbs2026
 from kglib import (HAPROXY, HAPROXY_CFG, PAGE, Nginx, free_port, new_key, openssl_cnf,  # noqa: F401 (fixture)
-                   p11_check, pub_pem, read_log, register, self_signed)
+                   p11_check, private_needles, pub_pem, read_log, register, scan_memory, self_signed)
 from tests.stack.kbs_fixture import (create_policy, delete_key, kbs_admin_token, kbs_request,
                                      set_key_policy)
 
@@ -28,36 +27,6 @@ OTHER_MRTD = "ab" * 48  # not the simulated TD's MRTD
 
 
 # ------------------------------------------------------------------------------- helpers
-
-def key_needles(key):
-    """Distinctive private bytes of key: 32-byte windows of p (RSA) or the scalar (EC), in
-    big-endian order and as OpenSSL's little-endian 64-bit BIGNUM limbs."""
-    if isinstance(key, rsa.RSAPrivateKey):
-        secret = key.private_numbers().p
-    else:
-        secret = key.private_numbers().private_value
-    n = (secret.bit_length() + 7) // 8
-    big, little = secret.to_bytes(n, "big"), secret.to_bytes(n, "little")
-    return [big[:32], big[-32:], little[:32], little[-32:]]
-
-
-def scan_memory(pid, needles):
-    """The needles found in the readable mappings of process pid."""
-    found = set()
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            fields = line.split()
-            if "r" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
-                continue
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            try:
-                mem.seek(start)
-                data = mem.read(end - start)
-            except (OSError, ValueError, OverflowError):
-                continue
-            found.update(i for i, nd in enumerate(needles) if nd in data)
-    return found
-
 
 def scan_until_clean(pid, needles, within_s=3.0):
     """The needles still found after a wipe, polling for up to within_s: the last reference to a
@@ -192,7 +161,7 @@ def test_refreshes_keep_serving_then_revocation_wipes(lease_site):
     # so the lower bound counts the first release and the refreshes, which always attest)
     assert r1 + 1 <= attests <= r2 + rel2 + 1, (r1, rel1, attests, r2, rel2)
 
-    needles = key_needles(site.key)
+    needles = private_needles(site.key)
     assert scan_memory(site.srv.pid, needles), "positive control: the scan must find the live key"
 
     site.revoke()
@@ -333,7 +302,7 @@ def test_pkcs11_lease_refresh_and_revocation(keygate_bin, build_dir, kbs_stack, 
         while events("refreshed") < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
         assert events("refreshed") >= 2, log.read_text()[-2000:]
-        needles = key_needles(key)
+        needles = private_needles(key)
         assert scan_memory(proc.pid, needles), "positive control: the scan must find the live key"
         kbs = kbs_stack.services["kbs"].url
         admin = kbs_admin_token(kbs, kbs_stack.state_dir)

@@ -102,7 +102,7 @@ def test_pkcs11_tool_logs_in_with_the_pin(token, kbs_stack):
     r = token.tool("--login", "--pin", PIN + "x", *args, env=env)
     assert r.returncode != 0 and "CKR_PIN_INCORRECT" in r.stderr, r.stdout + r.stderr
     assert attest_count(kbs_stack) == 0
-    r = token.tool(*args, env=env)  # no login: the key is not there
+    r = token.tool(*args, env=env)  # no --pin: pkcs11-tool cannot log in, the key is not there
     assert r.returncode != 0, r.stdout + r.stderr
     r = token.tool("--login", "--pin", PIN, *args, env=env)
     assert r.returncode == 0, r.stderr

@@ -762,7 +762,12 @@ int main(int argc, char **argv)
         return rc;
     }
     CHECK((rv = f->C_Initialize(NULL)) == CKR_OK, "C_Initialize rv=0x%lx", rv);
-    CHECK(f->C_Initialize(NULL) == CKR_CRYPTOKI_ALREADY_INITIALIZED, "double C_Initialize");
+    /* P11_CHECK_PROXY: p11-kit-proxy.so counts C_Initialize calls (the second is CKR_OK and needs
+     * its own C_Finalize); the module itself refuses the second */
+    rv = f->C_Initialize(NULL);
+    CHECK(rv == CKR_CRYPTOKI_ALREADY_INITIALIZED ||
+              (rv == CKR_OK && getenv("P11_CHECK_PROXY") != NULL && f->C_Finalize(NULL) == CKR_OK),
+          "double C_Initialize rv=0x%lx", rv);
     if (!strcmp(argv[2], "attrs"))
         rc = mode_attrs();
     else if (!strcmp(argv[2], "fork") && argc > 3)

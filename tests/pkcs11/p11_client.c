@@ -11,13 +11,15 @@
  *                                   the key is refused, after a second C_Login it signs again
  *   p11_client MODULE bench LABEL N [PIN]  N signatures with the key's raw mechanism (after
  *                                   C_Login(PIN) when given), prints "signs=N ms=T"
- *   p11_client MODULE hold LABEL    signs once, prints "signed", waits for a line on stdin, signs
- *                                   again and prints the C_Sign result as "rv=0x..." (a test
- *                                   scans this process's memory or stops the server meanwhile)
+ *   p11_client MODULE hold LABEL [nosigpipe]  signs once, prints "signed", waits for a line on
+ *                                   stdin, signs again and prints the C_Sign result as "rv=0x..."
+ *                                   (a test scans this process's memory or stops the server
+ *                                   meanwhile); nosigpipe: ignore SIGPIPE first, as servers do
  *
  * Prints "ok <mode>" and exits 0 on success; prints the failed check and exits 1 otherwise.
  */
 #include <dlfcn.h>
+#include <signal.h>
 #include <p11-kit/pkcs11.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,8 +227,11 @@ int main(int argc, char **argv)
         rc = mode_pin(argv[3], argv[4], 1);
     else if (!strcmp(argv[2], "bench") && argc > 4)
         rc = mode_bench(argv[3], atol(argv[4]), argc > 5 ? argv[5] : NULL);
-    else if (!strcmp(argv[2], "hold"))
+    else if (!strcmp(argv[2], "hold")) {
+        if (argc > 4 && !strcmp(argv[4], "nosigpipe"))
+            signal(SIGPIPE, SIG_IGN);
         rc = mode_hold(argv[3]);
+    }
     if (rc == 0 && !strcmp(argv[2], "hold")) {
         printf("ok hold\n"); /* no C_Finalize: the server may be gone */
         return 0;
