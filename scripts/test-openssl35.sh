@@ -6,8 +6,8 @@
 #
 #   scripts/test-openssl35.sh [openssl|build|test|all]      (default: all)
 #     openssl  OpenSSL 3.5.4 only (or its cached build)
-#     build  OpenSSL 3.5.4 (or its cached build) and keygate against it in build-ossl35/
-#     test   checks that 3.5.4 is what runs, then ctest and the pytest files
+#     build    OpenSSL 3.5.4 (or its cached build), then keygate against it in build-ossl35/
+#     test     checks that 3.5.4 is what runs, then ctest and the pytest files (after build)
 #
 # OpenSSL comes from ../shared/third_party/openssl-3.5.4.tar.gz (KEYGATE_OPENSSL35_TARBALL
 # overrides); without it the leg skips, saying so. Its build is cached outside the clone in
@@ -24,8 +24,8 @@ jobs=$(nproc)
 what=${1:-all}
 
 if [ ! -f "$tarball" ]; then
-  echo "== OpenSSL $version leg SKIPPED: no $tarball (the source tarball of shared/third_party;" \
-    "set KEYGATE_OPENSSL35_TARBALL to run it)"
+  echo "== OpenSSL $version leg SKIPPED: no $tarball (OpenSSL's source from shared/third_party;" \
+    "KEYGATE_OPENSSL35_TARBALL names another place)"
   exit 0
 fi
 sha=$(sha256sum "$tarball" | cut -d' ' -f1)
@@ -76,7 +76,7 @@ build_openssl() {
 build_keygate() {
   rm -rf "$build"
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEYGATE_WERROR=ON \
-    -DOPENSSL_ROOT_DIR="$prefix" -DOPENSSL_USE_STATIC_LIBS=OFF >/dev/null
+    -DOPENSSL_ROOT_DIR="$prefix" >/dev/null
   cmake --build "$build" -j "$jobs" >/dev/null
   echo "keygate: built against OpenSSL $version in $build"
 }
@@ -122,6 +122,11 @@ check_versions() {
 }
 
 run_tests() {
+  if [ ! -x "$prefix/bin/openssl" ] || [ ! -x "$build/cli/keygate" ]; then
+    echo "OpenSSL $version leg: no build of OpenSSL $version in $prefix or of keygate in $build" \
+      "(run $0 build first)" >&2
+    exit 1
+  fi
   use_openssl35
   check_versions
   echo "== OpenSSL $version leg: C unit tests (ctest)"
