@@ -52,12 +52,13 @@ build_openssl() {
   rm -f crypto/buildinf.h
   # The rpath makes openssl, libssl and the modules load this libcrypto, not the system's
   # (same soname, libcrypto.so.3). no-docs no-tests: neither is used here.
-  local log=$stage/build.log libs="apps/libapps.a providers/libcommon.a providers/libdefault.a providers/liblegacy.a"
-  # Only the shared libraries ($libs leaves out libcrypto.a and libssl.a, which would compile every
-  # libcrypto and libssl source a second time, as their own object files; nothing here links them).
   # shellcheck disable=SC2016 # $(LIBRPATH) is make's, expanded by OpenSSL's Makefile
-  if ! (./Configure --prefix="$prefix" --libdir=lib --openssldir="$prefix/ssl" no-docs no-tests shared \
-    '-Wl,-rpath,$(LIBRPATH)' && make -j "$jobs" LIBS="$libs" build_sw &&
+  local log=$stage/build.log cfg=(--prefix="$prefix" --libdir=lib --openssldir="$prefix/ssl" no-docs no-tests
+    shared '-Wl,-rpath,$(LIBRPATH)')
+  # Only the shared libraries: LIBS without libcrypto.a and libssl.a, which would compile every
+  # libcrypto and libssl source a second time (their own object files); nothing here links them.
+  local libs="apps/libapps.a providers/libcommon.a providers/libdefault.a providers/liblegacy.a"
+  if ! (./Configure "${cfg[@]}" && make -j "$jobs" LIBS="$libs" build_sw &&
     make LIBS="$libs" INSTALL_LIBS= DESTDIR="$stage/root" install_sw install_ssldirs) >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "OpenSSL $version: the build failed (the lines above are the end of its log)" >&2
@@ -108,8 +109,8 @@ check_versions() {
   local f
   for f in provider/keygate.so pkcs11/libkeygate-pkcs11.so cli/keygate; do
     # the rpath alone (no LD_LIBRARY_PATH) must find 3.5.4's libcrypto
-    expect "libcrypto of $f" "$(env -u LD_LIBRARY_PATH ldd "$build/$f" | awk '/libcrypto\.so/ {print $3}')" \
-      "$prefix/lib/libcrypto.so.3"
+    expect "libcrypto of $f" \
+      "$(env -u LD_LIBRARY_PATH ldd "$build/$f" | awk '/libcrypto\.so/ {print $3}')" "$prefix/lib/libcrypto.so.3"
   done
   expect "keygate provider in openssl" "$(OPENSSL_CONF=/dev/null openssl list -providers -verbose \
     -provider-path "$build/provider" -provider keygate -provider default | grep -A3 '^  keygate' | grep status)" \
