@@ -56,10 +56,13 @@ static int dir_open(const char *dir, int need_write, const char **why)
         return -1;
     }
     if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
-        *why = errno == ENOENT    ? "does not exist"
-               : errno == ELOOP   ? "is a symbolic link"
-               : errno == ENOTDIR ? "is not a directory"
-                                  : "cannot be opened";
+        int e = errno;
+        /* a symlink to a directory fails with ENOTDIR or ELOOP: lstat tells which it was */
+        *why = e == ENOENT ? "does not exist"
+               : (e == ELOOP || e == ENOTDIR) && lstat(dir, &st) == 0 && S_ISLNK(st.st_mode)
+                   ? "is a symbolic link"
+               : e == ENOTDIR ? "is not a directory"
+                              : "cannot be opened";
         return -1;
     }
     if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode))
