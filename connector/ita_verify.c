@@ -45,8 +45,9 @@ struct ita_verifier {
     X509_STORE *anchors; /* only the pinned roots; read-only after ita_verifier_new */
     char *jwks;          /* cached JWKS text */
     int jwks_from_file;
-    int jwks_cached; /* v->jwks was read from the disk cache, not downloaded by us */
-    char *cache_dir; /* the disk cache (ita_cache.h), NULL when unused */
+    int jwks_cached;   /* v->jwks was read from the disk cache, not downloaded by us */
+    int jwks_disk_off; /* a JWKS from disk failed: this verifier does not read it again */
+    char *cache_dir;   /* the disk cache (ita_cache.h), NULL when unused */
     time_t jwks_fetched, jwks_attempt;
     crl_slot crls[CRL_CACHE_MAX];
 };
@@ -391,8 +392,7 @@ err:
  * A copy of the JWKS (caller frees). Reads the disk cache or downloads when none is held or the TTL
  * has passed; with refresh set (a kid miss, a disk copy that failed), downloads again unless the
  * last attempt is under 60 s old. *fresh tells whether this call downloaded it, *cached whether
- * the copy came from the disk cache. A failed refresh falls back to the old copy, unless that one
- * came from the disk cache (then the download's error is the answer, as without a cache).
+ * the copy came from the disk cache. A failed refresh falls back to the old copy.
  */
 static int jwks_get(verify_call *c, int refresh, char **copy, int *fresh, int *cached, kg_err *err)
 {
@@ -408,7 +408,8 @@ static int jwks_get(verify_call *c, int refresh, char **copy, int *fresh, int *c
     pthread_mutex_lock(&v->lock);
     /* only read, never trusted: ita_verify_signature checks the entry it uses like a download
      * (x5c chain to the pinned root, CRLs) and downloads again when that fails */
-    if (v->jwks == NULL && !v->jwks_from_file && v->cache_dir != NULL && jwks_url(v, url) &&
+    if (v->jwks == NULL && !v->jwks_from_file && !v->jwks_disk_off && v->cache_dir != NULL &&
+        jwks_url(v, url) &&
         (v->jwks = ita_cache_get_jwks(v->cache_dir, url, v->jwks_ttl_s, now, &v->jwks_fetched)) != NULL)
         v->jwks_cached = 1;
     if (v->jwks == NULL)
@@ -426,7 +427,7 @@ static int jwks_get(verify_call *c, int refresh, char **copy, int *fresh, int *c
     /* the download runs unlocked: other threads go on with the cached copy meanwhile */
     if (fetch && !jwks_download(c, &text, &e)) {
         pthread_mutex_lock(&v->lock);
-        if (v->jwks != NULL && !(refresh && v->jwks_cached)) {
+        if (v->jwks != NULL) {
             KG_WARN("JWKS refresh failed (%s); using the cached JWKS", e.msg);
             fetch = 0;
         }
@@ -748,6 +749,16 @@ int ita_verify_signature(ita_verifier *v, const char *token, time_t at, cJSON **
             goto err;
         free(jwks);
         jwks = NULL;
+        /* a disk copy is dropped for good: the download that follows is not rate-limited and
+         * cannot fall back to it, exactly as in a process without the cache */
+        pthread_mutex_lock(&v->lock);
+        if (v->jwks_cached) {
+            free(v->jwks);
+            v->jwks = NULL;
+            v->jwks_cached = 0;
+            v->jwks_disk_off = 1;
+        }
+        pthread_mutex_unlock(&v->lock);
         if (!jwks_get(&c, 1, &jwks, &fresh, &cached, err) || !fresh)
             goto err;
         kg_err_clear(err);
