@@ -177,6 +177,11 @@ def p3_release(st, bins, q, latency):
         "cache_wall_ms": median([x["wall_ms"] for x in cached]),
         "cache_cpu_ms": median([x["cpu_ms"] for x in cached]),
         "requests_cold_cache": median([x["requests"] for x in cached]),
+        "cache_steps_ms": {s: median([x["steps_ms"].get(s, 0) for x in cached]) for s in STEPS},
+        # wall time without the wrapping-key generation step, whose random prime search varies
+        # by hundreds of ms from run to run and would hide the round trips
+        "wall_wo_wrapkey_ms": median([x["wall_ms"] - x["steps_ms"].get("wrapkey", 0) for x in runs]),
+        "cache_wall_wo_wrapkey_ms": median([x["wall_ms"] - x["steps_ms"].get("wrapkey", 0) for x in cached]),
     }
     return {"runs": runs, "cached_runs": cached, "warm": warm, "summary": summary}
 
