@@ -74,8 +74,14 @@ class Stack:
             "tls_ca_file": f"{state}/tls-ca.pem", "sim_pck_key": f"{state}/sim-pck.key",
             "sim_pck_chain": f"{state}/sim-pck-chain.pem", "kbs_url": self.kbs.url, "kbs_type": "intel",
             "log_level": 1,
+            "cache_dir": "none",  # the host's /var/cache/keygate never counts; P3 measures both
         }
         self.conf.write_text("".join(f"{k} = {v}\n" for k, v in keys.items()))
+        # the same with a verification cache of its own (P3 cold-with-cache)
+        cache = self.work / "vcache"
+        cache.mkdir(mode=0o700, exist_ok=True)
+        self.conf_cached = self.work / "keygate-cached.conf"
+        self.conf_cached.write_text("".join(f"{k} = {cache if k == 'cache_dir' else v}\n" for k, v in keys.items()))
         self.cnf = self.openssl_cnf(self.work / "openssl.cnf")
         self.env = dict(os.environ, OPENSSL_CONF=str(self.cnf))
         self.env.pop("KEYGATE_DEBUG", None)

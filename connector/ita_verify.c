@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ita_cache.h"
 #include "ita_jwks.h"
 #include "kg_jws.h"
 #include "kg_libctx.h"
@@ -44,6 +45,9 @@ struct ita_verifier {
     X509_STORE *anchors; /* only the pinned roots; read-only after ita_verifier_new */
     char *jwks;          /* cached JWKS text */
     int jwks_from_file;
+    int jwks_cached;   /* v->jwks was read from the disk cache, not downloaded by us */
+    int jwks_disk_off; /* a JWKS from disk failed: this verifier does not read it again */
+    char *cache_dir;   /* the disk cache (ita_cache.h), NULL when unused */
     time_t jwks_fetched, jwks_attempt;
     crl_slot crls[CRL_CACHE_MAX];
 };
@@ -244,9 +248,31 @@ err:
     return crl;
 }
 
+/* The CRL for url from the disk cache, checked exactly as a download is (ita_crl_problem) and
+ * then kept in memory too; NULL when there is none that passes (caller frees). */
+static X509_CRL *crl_from_disk(verify_call *c, X509 *cert, X509 *issuer, const char *url)
+{
+    X509_CRL *crl = ita_cache_get_crl(c->v->cache_dir, url);
+    const char *why;
+
+    if (crl == NULL)
+        return NULL;
+    if ((why = ita_crl_problem(crl, cert, issuer, c->at)) != NULL || !X509_CRL_up_ref(crl)) {
+        KG_DEBUG("verification cache: CRL entry for %s ignored: %s", url, why != NULL ? why : "no memory");
+        X509_CRL_free(crl);
+        return NULL;
+    }
+    pthread_mutex_lock(&c->v->lock);
+    if (!crl_cache_put(c->v, crl, url))
+        KG_DEBUG("CRL %s not cached", url);
+    pthread_mutex_unlock(&c->v->lock);
+    return crl;
+}
+
 /*
- * The CRL deciding about cert (issued by issuer): from the cache, the preloaded files or the
- * CDPs. Returns 1 with *out (caller frees; NULL when crl_policy lets us go on without), or 0.
+ * The CRL deciding about cert (issued by issuer): from the memory cache, the preloaded files, the
+ * disk cache or the CDPs. Returns 1 with *out (caller frees; NULL when crl_policy lets us go on without), or
+ * 0.
  */
 static int crl_for(verify_call *c, X509 *cert, X509 *issuer, const char *which, X509_CRL **out, kg_err *err)
 {
@@ -272,6 +298,10 @@ static int crl_for(verify_call *c, X509 *cert, X509 *issuer, const char *which, 
                 which);
         return 1;
     }
+    for (int i = 0; i < n && !c->v->offline && c->v->cache_dir != NULL && *out == NULL; i++)
+        *out = crl_from_disk(c, cert, issuer, uris[i]);
+    if (*out != NULL)
+        return 1;
     if (preload_why != NULL)
         snprintf(cause, sizeof(cause), "the preloaded CRL is unusable: %s", preload_why);
     else
@@ -280,6 +310,8 @@ static int crl_for(verify_call *c, X509 *cert, X509 *issuer, const char *which, 
         X509_CRL *dup;
         if ((*out = crl_download(c, cert, issuer, uris[i], cause, sizeof(cause))) == NULL)
             continue;
+        if (c->v->cache_dir != NULL)
+            ita_cache_put_crl(c->v->cache_dir, uris[i], *out);
         /* the cache keeps its own reference until nextUpdate */
         dup = X509_CRL_up_ref(*out) ? *out : NULL;
         pthread_mutex_lock(&c->v->lock);
@@ -319,6 +351,12 @@ static int check_revocation(verify_call *c, STACK_OF(X509) * chain, kg_err *err)
 
 /* ---- JWKS ------------------------------------------------------------------------------- */
 
+/* {base_url}/certs into url (1024 bytes); 0 when it does not fit. */
+static int jwks_url(const ita_verifier *v, char *url)
+{
+    return (size_t)snprintf(url, 1024, "%s/certs", v->base_url) < 1024;
+}
+
 static int jwks_download(verify_call *c, char **text, kg_err *err)
 {
     static const char *const headers[] = {"Accept: application/json", NULL}; /* never an API key */
@@ -328,7 +366,7 @@ static int jwks_download(verify_call *c, char **text, kg_err *err)
 
     memset(&resp, 0, sizeof(resp));
     *text = NULL;
-    if ((size_t)snprintf(url, sizeof(url), "%s/certs", c->v->base_url) >= sizeof(url)) {
+    if (!jwks_url(c->v, url)) {
         kg_err_set(err, KG_STEP_CONFIG, "base_url too long");
         goto err;
     }
@@ -351,15 +389,16 @@ err:
 }
 
 /*
- * A copy of the JWKS (caller frees). Downloads when none is cached or the TTL has passed; with
- * refresh set (a kid miss), downloads again unless the last attempt is under 60 s old.
- * *fresh tells whether this call downloaded it. A failed refresh falls back to the old copy.
+ * A copy of the JWKS (caller frees). Reads the disk cache or downloads when none is held or the TTL
+ * has passed; with refresh set (a kid miss, a disk copy that failed), downloads again unless the
+ * last attempt is under 60 s old. *fresh tells whether this call downloaded it, *cached whether
+ * the copy came from the disk cache. A failed refresh falls back to the old copy.
  */
-static int jwks_get(verify_call *c, int refresh, char **copy, int *fresh, kg_err *err)
+static int jwks_get(verify_call *c, int refresh, char **copy, int *fresh, int *cached, kg_err *err)
 {
     ita_verifier *v = c->v;
     time_t now = time(NULL);
-    char *text = NULL;
+    char *text = NULL, url[1024];
     int fetch, ok = 0;
     kg_err e;
 
@@ -367,6 +406,12 @@ static int jwks_get(verify_call *c, int refresh, char **copy, int *fresh, kg_err
     *copy = NULL;
     *fresh = 0;
     pthread_mutex_lock(&v->lock);
+    /* only read, never trusted: ita_verify_signature checks the entry it uses like a download
+     * (x5c chain to the pinned root, CRLs) and downloads again when that fails */
+    if (v->jwks == NULL && !v->jwks_from_file && !v->jwks_disk_off && v->cache_dir != NULL &&
+        jwks_url(v, url) &&
+        (v->jwks = ita_cache_get_jwks(v->cache_dir, url, v->jwks_ttl_s, now, &v->jwks_fetched)) != NULL)
+        v->jwks_cached = 1;
     if (v->jwks == NULL)
         fetch = 1;
     else if (v->jwks_from_file)
@@ -398,8 +443,10 @@ static int jwks_get(verify_call *c, int refresh, char **copy, int *fresh, kg_err
         free(v->jwks);
         v->jwks = text;
         v->jwks_fetched = now;
+        v->jwks_cached = 0;
         *fresh = 1;
     }
+    *cached = v->jwks_cached;
     if (v->jwks != NULL && (*copy = strdup(v->jwks)) != NULL)
         ok = 1;
     pthread_mutex_unlock(&v->lock);
@@ -592,6 +639,16 @@ ita_verifier *ita_verifier_new(const ita_verifier_opts *opts, kg_err *err)
         goto err;
     }
     v->http.ca_file = v->ca_file;
+    if (opts->cache_dir != NULL && opts->cache_dir[0] != '\0') {
+        const char *why;
+        /* checked once per verifier: an unusable directory means no disk cache, said once */
+        if (!ita_cache_dir_ok(opts->cache_dir, &why))
+            KG_DEBUG("verification cache %s not used: %s", opts->cache_dir, why);
+        else if ((v->cache_dir = strdup(opts->cache_dir)) == NULL) {
+            kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
+            goto err;
+        }
+    }
     for (size_t n = v->base_url != NULL ? strlen(v->base_url) : 0; n > 0 && v->base_url[n - 1] == '/'; n--)
         v->base_url[n - 1] = '\0';
     if (!ita_load_anchors(v->anchors, opts->trust_anchor_file, err))
@@ -638,8 +695,26 @@ void ita_verifier_free(ita_verifier *v)
     free(v->jwks);
     free(v->base_url);
     free(v->ca_file);
+    free(v->cache_dir);
     pthread_mutex_destroy(&v->lock);
     free(v);
+}
+
+/* Steps 2-6 with the JWKS text jwks: the (kid, alg) entry, its leaf, chain, revocation and the
+ * token's signature. *miss is set when the JWKS has no such entry. */
+static int verify_with_jwks(verify_call *c, const char *jwks, const char *kid, const char *alg,
+                            const char *token, const kg_jws *jws, int *miss, kg_err *err)
+{
+    STACK_OF(X509) *chain = NULL;
+    ita_jwk jwk;
+    int ok;
+
+    ok = ita_jwks_select(jwks, kid, alg, &jwk, miss, err) && check_leaf_key(&jwk, err) &&
+         verify_chain(c, jwk.x5c, &chain, err) && check_revocation(c, chain, err) &&
+         verify_jws_signature(alg, jwk.pkey, token, jws, err);
+    sk_X509_pop_free(chain, X509_free);
+    ita_jwk_clear(&jwk);
+    return ok;
 }
 
 int ita_verify_signature(ita_verifier *v, const char *token, time_t at, cJSON **payload, char *alg,
@@ -649,13 +724,10 @@ int ita_verify_signature(ita_verifier *v, const char *token, time_t at, cJSON **
     kg_jws jws;
     cJSON *header = NULL, *claims = NULL;
     const char *h_alg = NULL, *kid = NULL;
-    char *jwks = NULL;
-    ita_jwk jwk;
-    STACK_OF(X509) *chain = NULL;
-    int miss = 0, fresh = 0, ok = 0;
+    char *jwks = NULL, url[1024];
+    int miss = 0, fresh = 0, cached = 0, ok = 0;
 
     memset(&jws, 0, sizeof(jws));
-    memset(&jwk, 0, sizeof(jwk));
     if (payload != NULL)
         *payload = NULL;
     if (alg != NULL)
@@ -667,22 +739,34 @@ int ita_verify_signature(ita_verifier *v, const char *token, time_t at, cJSON **
     header = cJSON_Parse(jws.header_json);
     if (!check_header(v, header, &h_alg, &kid, err))
         goto err;
-    if (!jwks_get(&c, 0, &jwks, &fresh, err))
+    if (!jwks_get(&c, 0, &jwks, &fresh, &cached, err))
         goto err;
-    if (!ita_jwks_select(jwks, kid, h_alg, &jwk, &miss, err)) {
-        /* a rotated key: one refresh per call at most, and only if we did not just download */
-        if (!miss || fresh || v->jwks_from_file)
+    if (!verify_with_jwks(&c, jwks, kid, h_alg, token, &jws, &miss, err)) {
+        /* a rotated key (kid miss), or a copy from the disk cache that fails any check: one
+         * download per call at most, and only if we did not just download. A failing disk copy is
+         * thus never the answer: the download decides, as in a process without the cache. */
+        if (!(miss || cached) || fresh || v->jwks_from_file)
             goto err;
         free(jwks);
-        if (!jwks_get(&c, 1, &jwks, &fresh, err))
-            goto err;
-        if (!fresh || !ita_jwks_select(jwks, kid, h_alg, &jwk, &miss, err))
+        jwks = NULL;
+        /* a disk copy is dropped for good: the download that follows is not rate-limited and
+         * cannot fall back to it, exactly as in a process without the cache */
+        pthread_mutex_lock(&v->lock);
+        if (v->jwks_cached) {
+            free(v->jwks);
+            v->jwks = NULL;
+            v->jwks_cached = 0;
+            v->jwks_disk_off = 1;
+        }
+        pthread_mutex_unlock(&v->lock);
+        if (!jwks_get(&c, 1, &jwks, &fresh, &cached, err) || !fresh)
             goto err;
         kg_err_clear(err);
+        if (!verify_with_jwks(&c, jwks, kid, h_alg, token, &jws, &miss, err))
+            goto err;
     }
-    if (!check_leaf_key(&jwk, err) || !verify_chain(&c, jwk.x5c, &chain, err) ||
-        !check_revocation(&c, chain, err) || !verify_jws_signature(h_alg, jwk.pkey, token, &jws, err))
-        goto err;
+    if (fresh && v->cache_dir != NULL && jwks_url(v, url))
+        ita_cache_put_jwks(v->cache_dir, url, jwks);
     /* the payload is parsed only once its signature is known good */
     claims = cJSON_Parse(jws.payload_json);
     if (!cJSON_IsObject(claims)) {
@@ -696,8 +780,6 @@ int ita_verify_signature(ita_verifier *v, const char *token, time_t at, cJSON **
     ok = 1;
 err:
     cJSON_Delete(claims);
-    sk_X509_pop_free(chain, X509_free);
-    ita_jwk_clear(&jwk);
     free(jwks);
     cJSON_Delete(header);
     kg_jws_clear(&jws);
@@ -708,10 +790,10 @@ err:
 int ita_verifier_get_jwks(ita_verifier *v, char **jwks_json, kg_err *err)
 {
     verify_call c = {v, time(NULL), NULL};
-    int fresh, ok;
+    int fresh, cached, ok;
 
     *jwks_json = NULL;
-    ok = jwks_get(&c, 0, jwks_json, &fresh, err);
+    ok = jwks_get(&c, 0, jwks_json, &fresh, &cached, err);
     kg_http_free(c.http);
     return ok;
 }

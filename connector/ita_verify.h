@@ -13,6 +13,9 @@
  *     key ever sent), signature and nextUpdate checked, cached until nextUpdate; when a CRL
  *     cannot be had, crl_policy decides (require: fail; if-available: go on, logged).
  *  6. The JWS signature over "<header>.<payload>" with the leaf key.
+ * With a cache_dir, the JWKS and CRLs are also kept on disk for other processes; what is read
+ * back goes through steps 2-5 like a download, and a JWKS copy from disk that fails any step is
+ * replaced by a download (never trusted).
  * Everything runs in kg_libctx(), never in the application's default context.
  *
  * An ita_verifier is thread-safe (an internal lock guards its caches).
@@ -42,6 +45,8 @@ typedef struct ita_verifier_opts {
     kg_http_opts http;            /* for /certs and CRL downloads */
     int offline;                  /* never download CRLs: only crl_files count (crl_policy still
                                      decides what a missing CRL means) */
+    const char *cache_dir;        /* optional: the disk cache of JWKS and CRLs shared by processes
+                                     (ita_cache.h); NULL or "" for none. Unusable: not used. */
 } ita_verifier_opts;
 
 typedef struct ita_verifier ita_verifier;

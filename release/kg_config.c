@@ -35,6 +35,10 @@ const kg_conf_key kg_config_keys[] = {
     {"crl_policy", KG_CONF_T_ENUM, "require", "require|if-available",
      "when a CRL of the token signing chain cannot be fetched: fail (require) or go on, logged",
      F(crl_policy)},
+    {"cache_dir", KG_CONF_T_PATH, "/var/cache/keygate", "",
+     "directory caching ITA's JWKS and CRLs across processes, re-verified when read; used only when owned "
+     "by root or the process's user with mode 0700; empty or none = no cache",
+     F(cache_dir)},
     {"release", KG_CONF_T_ENUM, "eager", "eager|lazy",
      "provider: eager releases when a private key is loaded (nginx -t fails loudly); lazy at first use",
      F(release_mode)},

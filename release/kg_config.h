@@ -39,6 +39,7 @@ typedef struct kg_config {
     long refresh_before_s;   /* background refresh this long before the lease ends */
     char on_revoke[8];       /* wipe | keep */
     long token_leeway_s;
+    char cache_dir[KG_CONF_STR];       /* verification cache (ita_cache.h); "" or "none" = none */
     char tls_ca_file[KG_CONF_STR];     /* both services, unless one has its own below */
     char ita_tls_ca_file[KG_CONF_STR]; /* ITA (API, portal, CRLs); "" = tls_ca_file */
     char kbs_tls_ca_file[KG_CONF_STR]; /* the KBS; "" = tls_ca_file */

@@ -23,6 +23,7 @@ ita_verifier *kg_verifier_new(const kg_config *cfg, const char *jwks_file, const
     vo.trust_anchor_file = cfg->ita_trust_anchor;
     vo.crl_policy = strcmp(cfg->crl_policy, "if-available") == 0 ? ITA_CRL_IF_AVAILABLE : ITA_CRL_REQUIRE;
     vo.crl_files = crl_files;
+    vo.cache_dir = strcmp(cfg->cache_dir, "none") == 0 ? NULL : cfg->cache_dir;
     vo.allow_rs256 = 1; /* both are ITA algorithms; which one is requested is ita_token_alg */
     kg_config_http_opts(cfg, KG_SVC_ITA, &vo.http);
     return ita_verifier_new(&vo, err);

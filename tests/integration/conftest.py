@@ -53,6 +53,8 @@ def write_keygate_conf(stack, path, **overrides):
         "sim_pck_chain": state / "sim-pck-chain.pem",
         "retry_wait_min_ms": 50,
         "retry_wait_max_ms": 400,
+        # hermetic: never the host's /var/cache/keygate (test_verification_cache sets its own)
+        "cache_dir": "none",
     }
     keys.update(overrides)
     path.write_text("".join(f"{k} = {v}\n" for k, v in keys.items() if v is not None))

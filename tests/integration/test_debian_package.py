@@ -80,6 +80,11 @@ def test_packages_hold_the_right_files(debs):
     assert "libssl3" in field(debs["keygate"], "Depends") and "libcurl4" in field(debs["keygate"], "Depends")
     assert "libssl3" in field(debs["libkeygate0"], "Depends")
     assert field(debs["keygate-provider"], "Multi-Arch") == "same"
+    # the verification cache directory, as keygate requires it: root-owned, mode 0700
+    for name in ("keygate", "keygate-provider", "keygate-pkcs11"):
+        listing = run(["dpkg-deb", "-c", str(debs[name])]).stdout.splitlines()
+        assert any(ln.split()[:2] == ["drwx------", "root/root"] and ln.split()[5] == "./var/cache/keygate/"
+                   for ln in listing), (name, [ln for ln in listing if "cache" in ln])
 
 
 def test_installed_files_only_serve_an_attested_key(debs, kbs_stack, tmp_path):

@@ -17,8 +17,8 @@ announces itself by writing ``{state_dir}/{name}.json`` = {"name", "pid", "port"
 atomically, and serves until SIGTERM/SIGINT (exit status 0; the announce file is removed).
 
 Request log: one JSON line per request in ``{state_dir}/{name}-requests.jsonl`` with
-{"t", "method", "path", "status", "request_id", "has_api_key", "attestation_type", "fault"}.
-Header values, bodies, API keys, tokens and key bytes are never logged.  Handlers may set
+{"t", "method", "path", "status", "request_id", "has_api_key", "user_agent", "attestation_type", "fault"}.
+Other header values, bodies, API keys, tokens and key bytes are never logged.  Handlers may set
 ``req.attestation_type``, and add non-secret fields to their record through ``req.log_extra``
 (the ITA service logs a digest of each nonce it issues or consumes).
 
@@ -228,6 +228,7 @@ class StackService:
         rec = {"t": round(time.time(), 3), "method": req.method, "path": req.path,
                "status": status, "request_id": req.headers.get("request-id"),
                "has_api_key": req.headers.get("x-api-key") is not None,
+               "user_agent": req.headers.get("user-agent"),
                "attestation_type": req.attestation_type,
                "fault": fault.get("mode") if fault else None, **req.log_extra}
         line = json.dumps(rec) + "\n"
