@@ -45,11 +45,11 @@ typedef struct kg_config {
     char kbs_tls_ca_file[KG_CONF_STR]; /* the KBS; "" = tls_ca_file */
     int allow_http_loopback;
     char kbs_url[KG_CONF_STR];
-    char kbs_type[8];        /* intel | trustee */
-    char kbs_mode[12];       /* passport | background */
+    char kbs_type[8];             /* intel | trustee */
+    char kbs_mode[12];            /* passport | background */
     char kbs_intel_generation[8]; /* auto | v1.3 | 2026 (docs/protocols/intel-kbs.md §8) */
-    char trustee_tee_key[4]; /* ec | rsa */
-    char trustee_token[4];   /* ita | ear */
+    char trustee_tee_key[4];      /* ec | rsa */
+    char trustee_token[4];        /* ita | ear */
     char trustee_as_cert[KG_CONF_STR];
     char trustee_ear_status[12]; /* affirming | warning */
     long timeout_ms;
