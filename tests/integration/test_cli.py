@@ -269,24 +269,31 @@ def test_log_level_sets_what_stderr_shows(keygate_bin, ita_stack, tmp_path):
     ita_stack.clear_faults("ita")
 
 
-V2_INTEL_REFUSAL = ("keygate: config: ita_api_version = v2 cannot be used with kbs_type = intel and kbs_mode = "
-                    "passport (the Intel KBS v1.3.0 reads attester_type and attester_held_data at the top level "
-                    "of a v1 token and refuses a v2 token with 401); use ita_api_version = v1")
+V2_INTEL_REFUSAL = ("keygate: config: ita_api_version = v2 cannot be used with kbs_type = intel, kbs_mode = "
+                    "passport and kbs_intel_generation = v1.3 (the Intel KBS v1.3.0 reads attester_type and "
+                    "attester_held_data at the top level of a v1 token and refuses a v2 token with 401); use "
+                    "ita_api_version = v1")
 
 
 def test_v2_tokens_for_an_intel_kbs_are_refused_before_anything_is_sent(keygate_bin, ita_stack, tmp_path):
-    """Issue 19, item 4 (docs/supported-combinations.md): a v2 token can never pass the Intel KBS
-    v1.3.0. Named in keygate.conf, the KBS makes the file fail at load, for every command; named
-    only on the command line, the release refuses before it attests. Without a KBS, v2 is what
-    `keygate token` asks for."""
-    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", ita_api_version="v2", kbs_url="https://127.0.0.1:1")
+    """Issue 19, items 1 and 4 (docs/supported-combinations.md): a v2 token can never pass the
+    Intel KBS v1.3.0. Pinned (kbs_intel_generation = v1.3) with the KBS named in keygate.conf, the
+    file fails at load, for every command; with the KBS named only on the command line, the release
+    refuses before it attests. With auto, the release asks the KBS its version first, and attests
+    nothing when it cannot tell (the generations themselves: test_release_cli.py). Without a KBS,
+    v2 is what `keygate token` asks for."""
+    conf = write_keygate_conf(ita_stack, tmp_path / "k.conf", ita_api_version="v2", kbs_url="https://127.0.0.1:1",
+                              kbs_intel_generation="v1.3")
     for cmd in (["token"], ["evidence"], ["release", "--key-id", "6d0a4b8e-9c3f-4e1a-8b2d-5f7e9a1c3b4d"]):
         r = run([keygate_bin, "-c", str(conf), *cmd])
         assert r.returncode == 10 and one_line(r.stderr) == V2_INTEL_REFUSAL, (cmd, r.stderr)
-    conf = write_keygate_conf(ita_stack, tmp_path / "k2.conf", ita_api_version="v2")
+    conf = write_keygate_conf(ita_stack, tmp_path / "k2.conf", ita_api_version="v2", kbs_intel_generation="v1.3")
     r = run([keygate_bin, "-c", str(conf), "release", "--key-id", "6d0a4b8e-9c3f-4e1a-8b2d-5f7e9a1c3b4d",
              "--kbs-url", "https://127.0.0.1:1"])
     assert r.returncode == 10 and one_line(r.stderr) == V2_INTEL_REFUSAL, r.stderr
+    auto = write_keygate_conf(ita_stack, tmp_path / "k3.conf", ita_api_version="v2", kbs_url="https://127.0.0.1:1")
+    r = run([keygate_bin, "-c", str(auto), "release", "--key-id", "6d0a4b8e-9c3f-4e1a-8b2d-5f7e9a1c3b4d"])
+    assert r.returncode != 0 and "127.0.0.1:1" in r.stderr, r.stderr
     assert ita_stack.requests("ita") == []  # no nonce, no attest: nothing left keygate
     r = run([keygate_bin, "-c", str(conf), "--json", "token"])
     assert r.returncode == 0, r.stderr
