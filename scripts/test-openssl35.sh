@@ -12,8 +12,8 @@
 # OpenSSL comes from ../shared/third_party/openssl-3.5.4.tar.gz (KEYGATE_OPENSSL35_TARBALL
 # overrides); without it the leg skips, saying so. Its build is cached outside the clone in
 # ${KEYGATE_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/keygate}/openssl-<tarball sha256>, renamed into
-# place only when complete. scripts/test.sh starts `build` in the background at its start
-# (niced) and runs `test` at its end.
+# place only when complete. scripts/test.sh runs `all` in the background from its start
+# (niced) and waits for it at its end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

@@ -63,12 +63,24 @@ def test_keygate_release_under_valgrind(keygate_bin, kbs_stack, tmp_path):
     assert r.stdout == pub_pem(key)
 
 
-def test_keygate_release_failure_under_valgrind(keygate_bin, kbs_stack, tmp_path):
-    """A refused release (unknown key) unwinds every step's allocations too."""
-    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", timeout_ms=60000)
-    r, text = memcheck([keygate_bin, "-c", conf, "release", "--key-id", "00000000-0000-4000-8000-000000000000"])
+@pytest.mark.parametrize("failure", ["unknown-key", "corrupt-wrap"])
+def test_keygate_release_failure_under_valgrind(keygate_bin, kbs_stack, tmp_path, failure):
+    """A refused release unwinds every step's allocations too: a key the KBS does not know (fails
+    at transfer), and a wrap that does not open (fails at unwrap, after everything else)."""
+    key_id = "00000000-0000-4000-8000-000000000000"
+    if failure == "corrupt-wrap":
+        key_id = register(kbs_stack, new_key("p256"))
+        kbs_stack.set_faults("kbs", [{"route": "/transfer$", "mode": "corrupt_wrap"}])
+    conf = kbs_conf(kbs_stack, tmp_path / "k.conf", timeout_ms=60000, retry_max=0)
+    try:
+        r, text = memcheck([keygate_bin, "-c", conf, "release", "--key-id", key_id])
+    finally:
+        kbs_stack.clear_faults("kbs")
     assert_clean(r, text)
-    assert r.returncode != 0 and "transfer" in r.stderr, r.stderr
+    want = (1 if failure == "unknown-key" else 17, "transfer" if failure == "unknown-key" else "unwrap")
+    assert r.returncode != 0 and want[1] in r.stderr, r.stderr
+    if failure == "corrupt-wrap":
+        assert r.returncode == want[0], r.stderr
 
 
 @pytest.fixture
