@@ -211,7 +211,7 @@ def test_prepared_signing_contexts_follow_refreshes_and_go_with_the_wipe(lease_s
     assert site.events(r"wiped \(revoked\)") == 1, site.server_output()
     assert not any(site.handshake() for _ in range(5)), site.server_output()
     assert re.search(rf"prov_key.c:\d+: keygate: key {site.key_id} revoked by KBS at", site.log.read_text())
-    assert scan_until_clean(site.srv.pid, needles) == set(), "a prepared context kept the wiped key"
+    assert scan_until_clean(site.srv.pid, needles) == set(), "a copy of the private key is still in memory"
     assert site.srv.poll() is None
 
 
