@@ -366,13 +366,11 @@ def explain(res):
                  + (", ".join(f"{k} {v:.3f}" for k, v in ins.items()) if ins else "not measured in this run")
                  + (", per server handshake " + ", ".join(f"{k} {v:.3f}" for k, v in tls.items()) if tls else "")
                  + "; where a wall-clock ratio misses 0.97 while that ratio does not, the difference is the noise "
-                 "of the shared machine (two cores, other processes running). Where the instruction ratio misses "
-                 "too, the cost is the provider's own EVP_DigestSignInit on the inner key per operation (P-256: "
-                 "305 k instructions per signature against 282 k for the PEM key). A per-key prepared signing "
-                 "context copied per operation brought it to 280 k, but it holds a reference to the private key "
-                 "and so defeats a lease wipe (issue 12); it was taken out until it can live inside the lease. "
-                 "Kept: unique signature names (no failed export to the default provider per signature, "
-                 "316.6 k -> 305.3 k).")
+                 "of the shared machine (two cores, other processes running). The provider copies a signing "
+                 "context prepared once per key and kept in the key's lease instead of an inner "
+                 "EVP_DigestSignInit per operation (issue 21: P-256 305 k -> 278 k instructions per signature, "
+                 "PEM key 281 k), and uses unique signature names (no failed export to the default provider "
+                 "per signature, 316.6 k -> 305.3 k).")
     if "P3" in missed and "p3" in res:
         s = next(iter(res["p3"].values()))["summary"]
         ins = s.get("instructions") or {}

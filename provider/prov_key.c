@@ -118,7 +118,7 @@ void kg_key_failure_reraise(const kg_provctx *ctx)
                   last_failure.msg);
 }
 
-static EVP_PKEY *key_private(kg_key *key, int op)
+static EVP_PKEY *key_private(kg_key *key, int op, const char *tag, kg_lease_prep **prep)
 {
     kg_provctx *ctx = key->provctx;
     kg_keyslot *slot = __atomic_load_n(&key->slot, __ATOMIC_ACQUIRE);
@@ -140,7 +140,7 @@ static EVP_PKEY *key_private(kg_key *key, int op)
     }
     /* the hot path (every signature) takes the lease's shared lock, never the network; a first
      * use releases under this key's own lock only */
-    st = kg_keysource_private(ctx->keys_src, slot, op, &priv, NULL, &err);
+    st = kg_keysource_private_prep(ctx->keys_src, slot, op, tag, &priv, prep, NULL, &err);
     if (st == KG_LEASE_REVOKED) {
         /* kg_lease_revocation_message: names the key */
         release_failed(ctx, __FILE__, __LINE__, __func__, key->ref.key_id, KG_R_REVOKED, err.msg);
@@ -158,10 +158,22 @@ err:
 
 EVP_PKEY *kg_key_private(kg_key *key)
 {
-    return key_private(key, 1);
+    return key_private(key, 1, NULL, NULL);
+}
+
+EVP_PKEY *kg_key_private_prep(kg_key *key, const char *tag, kg_lease_prep **prep)
+{
+    return key_private(key, 1, tag, prep);
+}
+
+int kg_key_prep_publish(kg_key *key, const EVP_PKEY *priv, kg_lease_prep *prep)
+{
+    kg_keyslot *slot = __atomic_load_n(&key->slot, __ATOMIC_ACQUIRE);
+
+    return slot != NULL && kg_lease_prep_publish(kg_keyslot_lease(slot), priv, prep);
 }
 
 EVP_PKEY *kg_key_private_load(kg_key *key)
 {
-    return key_private(key, 0);
+    return key_private(key, 0, NULL, NULL);
 }

@@ -116,6 +116,13 @@ EVP_PKEY *kg_key_private(kg_key *key);
 /* The same for loading (decoder, store): releases if needed but starts no refresh thread (an
  * nginx master loads keys before it forks). */
 EVP_PKEY *kg_key_private_load(kg_key *key);
+/* kg_key_private, and *prep = a new reference to the key's prepared object of tag (signature.c's
+ * initialised contexts, kept in the key's lease: kg_lease_prep_*), or NULL when none is
+ * published for this key yet. The caller frees both. */
+EVP_PKEY *kg_key_private_prep(kg_key *key, const char *tag, kg_lease_prep **prep);
+/* Publishes prep for priv (a key kg_key_private* returned) in the key's lease: 1 when published,
+ * 0 when priv is no longer the lease's key (refreshed or wiped meanwhile) or the tag is taken. */
+int kg_key_prep_publish(kg_key *key, const EVP_PKEY *priv, kg_lease_prep *prep);
 
 /* This thread's last release failure (raised by kg_key_private*), kept for the level-1 decoder,
  * which runs outside the error marks that drop it on the OSSL_STORE path (decoder.c). begin

@@ -210,16 +210,25 @@ static int slot_install(kg_keysource *ks, kg_keyslot *s, EVP_PKEY *key, kg_err *
 kg_lease_state kg_keysource_private(kg_keysource *ks, kg_keyslot *slot, int start_refresh, EVP_PKEY **key,
                                     int *attested, kg_err *err)
 {
+    return kg_keysource_private_prep(ks, slot, start_refresh, NULL, key, NULL, attested, err);
+}
+
+kg_lease_state kg_keysource_private_prep(kg_keysource *ks, kg_keyslot *slot, int start_refresh,
+                                         const char *tag, EVP_PKEY **key, kg_lease_prep **prep, int *attested,
+                                         kg_err *err)
+{
     kg_release_times t;
     kg_release_ctx *r;
     kg_lease_state st;
     EVP_PKEY *priv = NULL;
 
     *key = NULL;
+    if (prep != NULL)
+        *prep = NULL;
     if (attested != NULL)
         *attested = 0;
     /* the hot path: the lease's shared lock and a reference count, never the network */
-    if ((st = kg_lease_acquire(slot->lease, start_refresh, key, err)) != KG_LEASE_EMPTY)
+    if ((st = kg_lease_acquire_prep(slot->lease, start_refresh, tag, key, prep, err)) != KG_LEASE_EMPTY)
         return st;
     pthread_mutex_lock(&slot->release_lock);
     /* another thread may have released it while we waited */

@@ -58,6 +58,13 @@ kg_keyslot *kg_keysource_slot(kg_keysource *ks, const kg_keyref *ref, kg_err *er
 kg_lease_state kg_keysource_private(kg_keysource *ks, kg_keyslot *slot, int start_refresh, EVP_PKEY **key,
                                     int *attested, kg_err *err);
 
+/* kg_keysource_private, and with KG_LEASE_OK, *prep = a new reference to the key's prepared
+ * object of tag (kg_lease_acquire_prep), or NULL when none is published (always after a release
+ * in this call). */
+kg_lease_state kg_keysource_private_prep(kg_keysource *ks, kg_keyslot *slot, int start_refresh,
+                                         const char *tag, EVP_PKEY **key, kg_lease_prep **prep, int *attested,
+                                         kg_err *err);
+
 /* Releases every slot of slots[0..n) that holds no key, with one attestation and parallel
  * transfers (parallel = 0: one after the other, for hosts that forbid threads). Slots that hold a
  * key or are revoked are left as they are. errs[i] is set for each slot that failed. Returns the
@@ -68,7 +75,8 @@ size_t kg_keysource_release_all(kg_keysource *ks, kg_keyslot *const *slots, size
 /* The slot's key id (for messages). */
 const char *kg_keyslot_key_id(const kg_keyslot *slot);
 
-/* The slot's lease (borrowed; for counters and tests). */
+/* The slot's lease (borrowed; valid until kg_keysource_free): counters, tests, and
+ * kg_lease_prep_publish. */
 kg_lease *kg_keyslot_lease(const kg_keyslot *slot);
 
 /* Number of slots (tests, logs). */

@@ -3,8 +3,9 @@
  * kg_lease: key leases, background refresh (stale-while-revalidate), revocation and wipe.
  * See kg_lease.h for the contract.
  *
- * Locking: lease->lock (a rwlock) guards key, the times and the state; it is held only for
- * pointer swaps and reference counting, never across the network or a free of key material.
+ * Locking: lease->lock (a rwlock) guards key, its prepared objects, the times and the state; it
+ * is held only for pointer swaps and reference counting, never across the network or a free of
+ * key material.
  * The hot path takes it shared. The refresh thread releases with its own kg_release_ctx (a new
  * attestation every time, nothing shared with the front end's context), then swaps under the
  * exclusive lock and frees the old key outside it.
@@ -26,7 +27,9 @@
 struct kg_lease {
     int refs; /* atomic */
     pthread_rwlock_t lock;
-    EVP_PKEY *key;            /* one reference, NULL when nothing is released or after a wipe */
+    EVP_PKEY *key;                          /* one reference, NULL when nothing is released or after a wipe */
+    kg_lease_prep *prep[KG_LEASE_PREP_MAX]; /* key's prepared objects, one reference each */
+    int nprep;
     long long start_ms;       /* monotonic start of the current lease */
     long long end_ms;         /* monotonic end of the current lease */
     long long refresh_ms;     /* monotonic time the refresh may start */
@@ -84,6 +87,76 @@ static int lease_sleep(kg_lease *lease, long long ms)
     return !stopping(lease);
 }
 
+struct kg_lease_prep {
+    int refs; /* atomic */
+    char tag[KG_LEASE_PREP_TAG];
+    void *obj;
+    void (*free_obj)(void *);
+};
+
+kg_lease_prep *kg_lease_prep_new(const char *tag, void *obj, void (*free_obj)(void *))
+{
+    kg_lease_prep *p;
+
+    if (strlen(tag) >= sizeof(p->tag) || (p = calloc(1, sizeof(*p))) == NULL)
+        return NULL;
+    p->refs = 1;
+    memcpy(p->tag, tag, strlen(tag) + 1);
+    p->obj = obj;
+    p->free_obj = free_obj;
+    return p;
+}
+
+void *kg_lease_prep_obj(const kg_lease_prep *prep)
+{
+    return prep->obj;
+}
+
+void kg_lease_prep_free(kg_lease_prep *prep)
+{
+    if (prep == NULL || __atomic_sub_fetch(&prep->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    if (prep->free_obj != NULL)
+        prep->free_obj(prep->obj);
+    free(prep);
+}
+
+/* With the lock held: the current key's prepared object of tag, or NULL. */
+static kg_lease_prep *prep_find(const kg_lease *lease, const char *tag)
+{
+    for (int i = 0; i < lease->nprep; i++)
+        if (strcmp(lease->prep[i]->tag, tag) == 0)
+            return lease->prep[i];
+    return NULL;
+}
+
+/* With the exclusive lock held, whenever key changes: drops its prepared objects first. Under the
+ * lock, as they hold references only: the lease's own key reference, dropped after, or an
+ * operation's is the last one. */
+static void prep_drop(kg_lease *lease)
+{
+    for (int i = 0; i < lease->nprep; i++) {
+        kg_lease_prep_free(lease->prep[i]);
+        lease->prep[i] = NULL;
+    }
+    lease->nprep = 0;
+}
+
+int kg_lease_prep_publish(kg_lease *lease, const EVP_PKEY *key, kg_lease_prep *prep)
+{
+    int ok = 0;
+
+    pthread_rwlock_wrlock(&lease->lock);
+    if (key != NULL && lease->key == key && lease->nprep < KG_LEASE_PREP_MAX &&
+        prep_find(lease, prep->tag) == NULL) {
+        __atomic_add_fetch(&prep->refs, 1, __ATOMIC_ACQ_REL);
+        lease->prep[lease->nprep++] = prep;
+        ok = 1;
+    }
+    pthread_rwlock_unlock(&lease->lock);
+    return ok;
+}
+
 static long lease_s(const kg_config *cfg)
 {
     return cfg->key_lease_s < cfg->key_lease_max_s ? cfg->key_lease_s : cfg->key_lease_max_s;
@@ -131,6 +204,7 @@ void kg_lease_free(kg_lease *lease)
         else
             pthread_join(lease->thread, NULL);
     }
+    prep_drop(lease);
     EVP_PKEY_free(lease->key); /* the private parts sit in the secure heap: zeroized */
     kg_release_ctx_free(lease->rctx);
     kg_keyref_clear(&lease->ref);
@@ -175,6 +249,7 @@ static void start_lease(kg_lease *lease, EVP_PKEY *key)
 
     if (before > len * 4 / 5) /* the first fifth of a lease never refreshes (no refresh storm) */
         before = len * 4 / 5;
+    prep_drop(lease); /* the old key's: a new key gets new prepared objects */
     lease->key = key;
     lease->start_ms = kg_mono_ms_int();
     lease->end_ms = lease->start_ms + len * 1000;
@@ -216,6 +291,7 @@ void kg_lease_wipe(kg_lease *lease, const char *why)
     EVP_PKEY *old;
 
     pthread_rwlock_wrlock(&lease->lock);
+    prep_drop(lease);
     old = lease->key;
     lease->key = NULL;
     pthread_rwlock_unlock(&lease->lock);
@@ -313,6 +389,7 @@ static int wipe_if_ended(kg_lease *lease)
 
     pthread_rwlock_wrlock(&lease->lock);
     if (lease->key != NULL && kg_mono_ms_int() >= lease->end_ms) {
+        prep_drop(lease);
         old = lease->key;
         lease->key = NULL;
     }
@@ -446,15 +523,26 @@ static void revoked_err(const kg_lease *lease, kg_err *err)
 
 kg_lease_state kg_lease_acquire(kg_lease *lease, int start_refresh_ok, EVP_PKEY **key, kg_err *err)
 {
+    return kg_lease_acquire_prep(lease, start_refresh_ok, NULL, key, NULL, err);
+}
+
+kg_lease_state kg_lease_acquire_prep(kg_lease *lease, int start_refresh_ok, const char *tag, EVP_PKEY **key,
+                                     kg_lease_prep **prep, kg_err *err)
+{
     long long now = kg_mono_ms_int();
     int refresh = 0, ended = 0;
     EVP_PKEY *k = NULL;
+    kg_lease_prep *p = NULL;
 
     *key = NULL;
+    if (prep != NULL)
+        *prep = NULL;
     pthread_rwlock_rdlock(&lease->lock);
     if (lease->key != NULL && now < lease->end_ms) {
         if (EVP_PKEY_up_ref(lease->key))
             k = lease->key;
+        if (k != NULL && tag != NULL && (p = prep_find(lease, tag)) != NULL)
+            __atomic_add_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);
         refresh = now >= lease->refresh_ms && !lease->refreshing && !lease->revoked;
     } else if (lease->key != NULL) {
         ended = 1;
@@ -481,6 +569,10 @@ kg_lease_state kg_lease_acquire(kg_lease *lease, int start_refresh_ok, EVP_PKEY 
     if (refresh && start_refresh_ok)
         start_refresh(lease);
     *key = k;
+    if (prep != NULL)
+        *prep = p;
+    else
+        kg_lease_prep_free(p);
     return KG_LEASE_OK;
 }
 

@@ -55,6 +55,34 @@ int kg_lease_install(kg_lease *lease, EVP_PKEY *key);
 /* Wipes the key now (logged with why). */
 void kg_lease_wipe(kg_lease *lease, const char *why);
 
+/* Prepared objects (issue 21): state derived from the current key that is costly to build and
+ * cheap to copy (the provider's initialised signing contexts). A caller builds one per key and
+ * tag and publishes it next to that key; the lease frees it, before its own reference to the key,
+ * whenever the key is replaced (install, refresh), wiped (revocation, lease end) or the lease
+ * freed. So a prepared object never outlives its key, never keeps a wiped key alive, and is never
+ * handed out with another key. Refcounted: an operation that holds one when the key goes frees it
+ * when it ends, like its key reference (copies hold references of their own). */
+typedef struct kg_lease_prep kg_lease_prep;
+#define KG_LEASE_PREP_MAX 8  /* tags per key; more are not published (callers build their own) */
+#define KG_LEASE_PREP_TAG 32 /* tag size, with its NUL */
+
+/* A prepared object of tag that owns obj (free_obj frees it with the last reference). Returns
+ * NULL (obj untouched) when out of memory or when tag is too long. */
+kg_lease_prep *kg_lease_prep_new(const char *tag, void *obj, void (*free_obj)(void *));
+void *kg_lease_prep_obj(const kg_lease_prep *prep); /* borrowed while a reference is held */
+void kg_lease_prep_free(kg_lease_prep *prep);       /* drops one reference; accepts NULL */
+
+/* kg_lease_acquire, and with KG_LEASE_OK, *prep = a new reference to the prepared object of tag
+ * published for that very key, or NULL when there is none (yet). */
+kg_lease_state kg_lease_acquire_prep(kg_lease *lease, int start_refresh, const char *tag, EVP_PKEY **key,
+                                     kg_lease_prep **prep, kg_err *err);
+
+/* Publishes prep (takes a new reference) for key, if key is still the lease's current key and no
+ * object of prep's tag is published: a context built from a key that a refresh or a wipe has
+ * replaced meanwhile is refused. Returns 1 when published, 0 otherwise (prep is then the
+ * caller's alone). */
+int kg_lease_prep_publish(kg_lease *lease, const EVP_PKEY *key, kg_lease_prep *prep);
+
 /* Counters for logs and tests. */
 unsigned long kg_lease_refreshes(const kg_lease *lease);
 

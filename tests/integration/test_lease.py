@@ -41,11 +41,12 @@ def scan_until_clean(pid, needles, within_s=3.0):
 
 
 class LeaseSite:
-    """One RSA key registered in the KBS, its reference, certificate, and a lease config."""
+    """One key (RSA-2048 unless kind says) registered in the KBS, its reference, certificate, and a
+    lease config."""
 
-    def __init__(self, keygate_bin, build_dir, stack, tmp, kbs="kbs", **conf):
+    def __init__(self, keygate_bin, build_dir, stack, tmp, kbs="kbs", kind="rsa2048", **conf):
         self.stack, self.tmp, self.kbs = stack, tmp, kbs
-        self.key = new_key("rsa2048")
+        self.key = new_key(kind)
         self.key_id = register(stack, self.key, kbs=kbs)
         kbs = stack.services[kbs].url
         self.policy = json.loads(kbs_request(kbs, "GET", f"/keys/{self.key_id}", None, {
@@ -188,6 +189,30 @@ def test_refreshes_keep_serving_then_revocation_wipes(lease_site):
 
 def failed_once(site):
     return site.events("wiped") > 0 and not site.handshake()
+
+
+@pytest.mark.parametrize("lease_site", [{"kind": "p256"}], indirect=True)
+def test_prepared_signing_contexts_follow_refreshes_and_go_with_the_wipe(lease_site):
+    """Issue 21: each ECDSA signature copies a signing context prepared once per key and kept in
+    the key's lease. Refreshes install a new key, whose handshakes (signed through contexts
+    prepared from it) keep verifying; after the revocation no handshake succeeds (no stale
+    prepared context signs), and the wipe frees the prepared contexts with the key: the P-256
+    scalar is gone from memory."""
+    site = lease_site
+    site.start_server()
+    ok, failed = serve_until(site, lambda: site.events("refreshed") >= 3, 40)
+    assert site.events("refreshed") >= 3, site.server_output()
+    assert failed == 0 and ok > 10, (ok, failed)
+    needles = private_needles(site.key)
+    assert scan_memory(site.srv.pid, needles), "positive control: the scan must find the live key"
+
+    site.revoke()
+    serve_until(site, lambda: failed_once(site), 12)
+    assert site.events(r"wiped \(revoked\)") == 1, site.server_output()
+    assert not any(site.handshake() for _ in range(5)), site.server_output()
+    assert re.search(rf"prov_key.c:\d+: keygate: key {site.key_id} revoked by KBS at", site.log.read_text())
+    assert scan_until_clean(site.srv.pid, needles) == set(), "a copy of the private key is still in memory"
+    assert site.srv.poll() is None
 
 
 @pytest.mark.parametrize("lease_site", [{"on_revoke": "keep", "key_lease_s": 6, "refresh_before_s": 5}],
