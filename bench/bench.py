@@ -156,6 +156,10 @@ def goal_list(res):
         if "requests_cold_cache" in s:
             add(f"P3 round trips new process, cache {lat} ms", s["requests_cold_cache"], 3,
                 f"{s['requests_cold_cache']:.0f} (≤ 3, cache_dir)")
+        if "cache_critical_ms" in s:
+            lim = 4 * float(lat) + 50
+            add(f"P3 cold release − keygen {lat} ms", s["cache_critical_ms"], lim,
+                f"{s['cache_critical_ms']:.0f} ms (≤ 4 RTT + 50 = {lim:.0f} ms)")
     for lat, d in res.get("p4", {}).items():
         add(f"P4 {d['keys']} keys ÷ 1 {lat} ms", d["ratio_many_one"], 2.0, f"{d['ratio_many_one']:.2f}× (≤ 2×)")
     if "p5" in res:
@@ -291,6 +295,32 @@ def markdown(res, plots, results_path):
             L += ["", "(no cache → cache). The client CPU includes the RSA-3072 wrapping-key generation, whose random "
                   "prime search varies by hundreds of ms between runs; the wall time without that step shows the "
                   "round trips saved."]
+        if any("cache_critical_ms" in d["summary"] for d in res["p3"].values()):
+            L += ["", "Key generation off the critical path (issue 21 item 2): the wrapping key is generated on a "
+                  "thread of its own while the nonce request and its TLS connect run. Goal: wall time ≤ key "
+                  "generation + 4 RTT + 50 ms, i.e. wall − that run's `wrapping-key` step ≤ 4 RTT + 50 ms, for a "
+                  "new process with the verification cache; the KBS stand-in's own work on the transfer (its "
+                  "JWKS and two CRL fetches from ITA over new connections and its token check, from its request "
+                  "log) is subtracted too, as it is not keygate's (medians):", "",
+                  "| added RTT | wall ms | wrapping-key step ms | wall − keygen | KBS stand-in's own ms | "
+                  "wall − keygen − KBS's own, no cache | same, cache (the goal) | limit |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            for lat, d in res["p3"].items():
+                s = d["summary"]
+                if "cache_critical_ms" in s:
+                    L.append(f"| {lat} ms | {f(s['cache_wall_ms'])} | {f(s['cache_steps_ms'].get('wrapkey', 0))} | "
+                             f"{f(s['cache_wall_wo_wrapkey_ms'])} | {f(s['cache_kbs_own_ms'])} | "
+                             f"{f(s['critical_ms'])} | {f(s['cache_critical_ms'])} | {4 * float(lat) + 50:.0f} |")
+            L += ["", "Step intervals of a new process with the cache (start → end, ms after the release began, "
+                  "medians; the `wrapping-key` interval overlaps `nonce`):", "",
+                  "| added RTT | " + " | ".join(report.STEP_NAMES) + " |",
+                  "| --- |" + " --- |" * len(report.STEP_NAMES)]
+            for lat, d in res["p3"].items():
+                s = d["summary"]
+                if "cache_steps_start_ms" in s:
+                    L.append(f"| {lat} ms | " + " | ".join(
+                        f"{f(s['cache_steps_start_ms'][n])} → {f(s['cache_steps_start_ms'][n] + s['cache_steps_ms'][n])}"
+                        for n in report.STEP_NAMES) + " |")
         L += ["", "Per-step wall time (ms, medians, `keygate release -v`):", "",
               "| added RTT | " + " | ".join(report.STEP_NAMES) + " |",
               "| --- |" + " --- |" * len(report.STEP_NAMES)]

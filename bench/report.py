@@ -49,6 +49,8 @@ def plot_all(res, plots):
         made.append(plot_p2(res["p2"], os.path.join(plots, "p2_tls.png")))
     if "p3" in res:
         made.append(plot_p3(res["p3"], os.path.join(plots, "p3_steps.png")))
+        if any("cache_steps_start_ms" in d["summary"] for d in res["p3"].values()):
+            made.append(plot_p3_overlap(res["p3"], os.path.join(plots, "p3_overlap.png")))
     if "p4" in res:
         made.append(plot_p4(res["p4"], os.path.join(plots, "p4_scaling.png")))
     return made
@@ -124,6 +126,27 @@ def plot_p3(p3, path):
     ax.set_xlabel("wall time per step, ms (median of runs of `keygate release`)")
     ax.set_title("P3 one release: where the time goes")
     ax.legend(fontsize=7, ncol=4, loc="lower right")
+    return save(fig, path)
+
+
+def plot_p3_overlap(p3, path):
+    """One release as a time line per added RTT: each step from its start to its end (medians of a
+    new process with the verification cache), so that steps run side by side show."""
+    lat = sorted((l for l in p3 if "cache_steps_start_ms" in p3[l]["summary"]), key=float)
+    fig, axes = plt.subplots(len(lat), 1, figsize=(7, 1.9 * len(lat) + 0.6), squeeze=False)
+    for ax, l in zip(axes[:, 0], lat):
+        s = p3[l]["summary"]
+        names = list(STEP_NAMES)
+        starts = [s["cache_steps_start_ms"][n] for n in names]
+        durs = [s["cache_steps_ms"][n] for n in names]
+        ax.barh(names, durs, left=starts, color=["tab:red" if n == "wrapkey" else "tab:blue" for n in names])
+        ax.axvline(s["cache_wall_ms"], color="black", linestyle="--", linewidth=1)
+        ax.text(s["cache_wall_ms"], len(names) - 1, " process wall", fontsize=7, va="center")
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(f"{l} ms added RTT", fontsize=8)
+    axes[-1, 0].set_xlabel("ms after the release began (median start → median start + duration)")
+    fig.suptitle("P3 one release: key generation (red) overlaps the nonce", fontsize=9)
     return save(fig, path)
 
 

@@ -238,6 +238,18 @@ void kg_cli_add_times_json(cJSON *doc, const kg_release_times *t, int released)
     if (released) {
         cJSON_AddNumberToObject(st, "unwrap", t->unwrap);
         cJSON_AddNumberToObject(st, "match", t->match);
+    }
+    /* when each step started, ms after the release began (steps may overlap) */
+    st = cJSON_AddObjectToObject(doc, "steps_start_ms");
+    cJSON_AddNumberToObject(st, "wrapping_key", t->at.wrapkey);
+    cJSON_AddNumberToObject(st, "nonce", t->at.nonce);
+    cJSON_AddNumberToObject(st, "evidence", t->at.evidence);
+    cJSON_AddNumberToObject(st, "token", t->at.token);
+    cJSON_AddNumberToObject(st, "verify", t->at.verify);
+    cJSON_AddNumberToObject(st, "transfer", t->at.transfer);
+    if (released) {
+        cJSON_AddNumberToObject(st, "unwrap", t->at.unwrap);
+        cJSON_AddNumberToObject(st, "match", t->at.match);
         cJSON_AddBoolToObject(doc, "attested", t->attested);
     }
 }

@@ -34,7 +34,7 @@ static void help(void)
            "  naming the refusing step: transfer (16) = the KBS denies (policy changed, key\n"
            "  deleted), verify (15) = the token no longer satisfies the local policy; other codes\n"
            "  mean the check itself could not run. --json prints {ok, key_id, would_release,\n"
-           "  revoked, step, error, http_status, request_id, steps_ms}.\n");
+           "  revoked, step, error, http_status, request_id, steps_ms, steps_start_ms}.\n");
     kg_cli_help_tail(stdout);
 }
 

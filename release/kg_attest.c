@@ -9,8 +9,9 @@
 #include "kg_time.h"
 #include "kg_verify.h"
 
-static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
-                  ita_verifier *verifier, const char *api_key, kg_attestation *out, kg_err *err);
+static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len,
+                  const kg_user_data_source *src, int verify, ita_verifier *verifier, const char *api_key,
+                  kg_attestation *out, kg_err *err);
 
 void kg_attestation_clear(kg_attestation *a)
 {
@@ -64,23 +65,25 @@ int kg_collect_evidence(const kg_config *cfg, const ita_nonce *nonce, const uint
 int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
               kg_attestation *out, kg_err *err)
 {
-    return attest(cfg, user_data, user_data_len, verify, NULL, NULL, out, err);
+    return attest(cfg, user_data, user_data_len, NULL, verify, NULL, NULL, out, err);
 }
 
 int kg_attest_key(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
                   const char *api_key, kg_attestation *out, kg_err *err)
 {
-    return attest(cfg, user_data, user_data_len, verify, NULL, api_key, out, err);
+    return attest(cfg, user_data, user_data_len, NULL, verify, NULL, api_key, out, err);
 }
 
-int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len,
-                   ita_verifier *verifier, const char *api_key, kg_attestation *out, kg_err *err)
+int kg_attest_with(const kg_config *cfg, const kg_user_data_source *src, ita_verifier *verifier,
+                   const char *api_key, kg_attestation *out, kg_err *err)
 {
-    return attest(cfg, user_data, user_data_len, 1, verifier, api_key, out, err);
+    return attest(cfg, NULL, 0, src, 1, verifier, api_key, out, err);
 }
 
-static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
-                  ita_verifier *verifier, const char *api_key, kg_attestation *out, kg_err *err)
+/* user_data, or src when not NULL (asked after the nonce). */
+static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len,
+                  const kg_user_data_source *src, int verify, ita_verifier *verifier, const char *api_key,
+                  kg_attestation *out, kg_err *err)
 {
     ita_client_opts copts;
     ita_attest_opts aopts;
@@ -99,12 +102,14 @@ static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_da
     if ((ita = ita_client_new(&copts, err)) == NULL)
         goto err;
 
-    t0 = kg_mono_ms();
+    out->at_nonce = t0 = kg_mono_ms();
     if (!ita_get_nonce(ita, &out->nonce, err))
         goto err;
     out->ms_nonce = kg_mono_ms() - t0;
 
-    t0 = kg_mono_ms();
+    if (src != NULL && !src->get(src->arg, &user_data, &user_data_len, err))
+        goto err;
+    out->at_evidence = t0 = kg_mono_ms();
     if (!kg_collect_evidence(cfg, &out->nonce, user_data, user_data_len, &out->evidence, err))
         goto err;
     out->ms_evidence = kg_mono_ms() - t0;
@@ -124,7 +129,7 @@ static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_da
     aopts.policy_id_count = cfg->ita_policy_id_count;
     aopts.token_alg = cfg->ita_token_alg;
     aopts.azure = out->evidence.kind == KG_EVIDENCE_AZURE_TDX;
-    t0 = kg_mono_ms();
+    out->at_token = t0 = kg_mono_ms();
     ok = ita_attest(ita, &iev, &out->nonce, &aopts, &out->token, err);
     memcpy(out->token_request_id, ita_client_last_meta(ita)->request_id, sizeof(out->token_request_id));
     memcpy(out->token_trace_id, ita_client_last_meta(ita)->trace_id, sizeof(out->token_trace_id));
@@ -141,7 +146,7 @@ static int attest(const kg_config *cfg, const uint8_t *user_data, size_t user_da
         vopts.user_data_len = user_data_len;
         vopts.payload = &out->payload;
         vopts.verifier = verifier;
-        t0 = kg_mono_ms();
+        out->at_verify = t0 = kg_mono_ms();
         if (!kg_verify_token(cfg, out->token, &vopts, &out->claims, err))
             goto err;
         out->ms_verify = kg_mono_ms() - t0;

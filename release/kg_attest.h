@@ -26,6 +26,7 @@ typedef struct kg_attestation {
     ita_claims claims; /* filled when verified */
     cJSON *payload;    /* the verified payload when verified; owned */
     double ms_nonce, ms_evidence, ms_token, ms_verify;
+    double at_nonce, at_evidence, at_token, at_verify; /* kg_mono_ms() when each step started */
 } kg_attestation;
 
 void kg_attestation_clear(kg_attestation *a);
@@ -41,10 +42,19 @@ int kg_collect_evidence(const kg_config *cfg, const ita_nonce *nonce, const uint
 int kg_attest(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len, int verify,
               kg_attestation *out, kg_err *err);
 
-/* kg_attest with verification by a long-lived verifier (JWKS/CRL caches) and an API key read
- * earlier (api_key NULL: read ita_api_key_file now); verifier may be NULL. */
-int kg_attest_with(const kg_config *cfg, const uint8_t *user_data, size_t user_data_len,
-                   ita_verifier *verifier, const char *api_key, kg_attestation *out, kg_err *err);
+/* The user data, asked for when step 3 needs it, i.e. after the nonce: the release generates the
+ * wrapping key meanwhile. get returns 1 with *user_data (borrowed until kg_attest_with returns),
+ * or 0 with err (its step, e.g. wrapping-key). */
+typedef struct kg_user_data_source {
+    int (*get)(void *arg, const uint8_t **user_data, size_t *user_data_len, kg_err *err);
+    void *arg;
+} kg_user_data_source;
+
+/* kg_attest (verified) with the user data from src, verification by a long-lived verifier
+ * (JWKS/CRL caches) and an API key read earlier (api_key NULL: read ita_api_key_file now);
+ * verifier may be NULL. A failing src fails with its own error, after the nonce. */
+int kg_attest_with(const kg_config *cfg, const kg_user_data_source *src, ita_verifier *verifier,
+                   const char *api_key, kg_attestation *out, kg_err *err);
 
 /* kg_attest with an API key read earlier (e.g. from stdin by the CLI); api_key NULL: read
  * ita_api_key_file. */

@@ -24,6 +24,10 @@
 #include "kg_release.h"
 #include "kg_time.h"
 
+/* How long before its window a refresh thread starts, to generate the next wrapping key (an
+ * RSA-3072 prime search of up to a few hundred ms, more on a loaded machine) off the refresh. */
+#define KG_LEASE_KEYGEN_LEAD_MS 5000
+
 struct kg_lease {
     int refs; /* atomic */
     pthread_rwlock_t lock;
@@ -33,6 +37,8 @@ struct kg_lease {
     long long start_ms;       /* monotonic start of the current lease */
     long long end_ms;         /* monotonic end of the current lease */
     long long refresh_ms;     /* monotonic time the refresh may start */
+    long long prepare_ms;     /* monotonic time the refresh thread may start: it generates the
+                               * next wrapping key, then waits for refresh_ms */
     int refreshing;           /* a refresh thread of this process runs */
     unsigned long generation; /* bumped at fork: a parent's refresh never installs in the child */
     unsigned long refreshes;
@@ -73,6 +79,8 @@ static int lease_sleep(kg_lease *lease, long long ms)
 {
     struct timespec until;
 
+    if (ms < 0)
+        ms = 0;
     clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += (time_t)(ms / 1000);
     until.tv_nsec += (long)(ms % 1000) * 1000000L;
@@ -256,6 +264,10 @@ static void start_lease(kg_lease *lease, EVP_PKEY *key)
     lease->refresh_ms = lease->end_ms - (before > 0 ? before : 1) * 1000;
     if (lease->refresh_ms < lease->start_ms)
         lease->refresh_ms = lease->start_ms;
+    /* the key generation ahead of the window, but not in the first half of the lease's quiet time */
+    lease->prepare_ms = lease->refresh_ms - KG_LEASE_KEYGEN_LEAD_MS;
+    if (lease->prepare_ms < lease->start_ms + (lease->refresh_ms - lease->start_ms) / 2)
+        lease->prepare_ms = lease->start_ms + (lease->refresh_ms - lease->start_ms) / 2;
 }
 
 int kg_lease_install(kg_lease *lease, EVP_PKEY *key)
@@ -338,14 +350,63 @@ typedef struct refresh_job {
     unsigned long generation;
 } refresh_job;
 
+/* The refreshes' context (only the refresh thread creates it after the first install). */
+static kg_release_ctx *lease_rctx(kg_lease *lease, kg_err *err)
+{
+    if (lease->rctx == NULL)
+        lease->rctx = kg_release_ctx_new(&lease->cfg, err);
+    return lease->rctx;
+}
+
+/* The next attempt's wrapping key, generated now so that the attempt does not wait for it. */
+static void prepare_key(kg_lease *lease)
+{
+    long long t0 = kg_mono_ms_int();
+    kg_err err;
+
+    kg_err_clear(&err);
+    if (strcmp(lease->cfg.kbs_type, "trustee") == 0) /* its TEE key is part of the handshake */
+        return;
+    if (lease_rctx(lease, &err) != NULL && kg_release_ctx_prepare_key(lease->rctx, &err)) {
+        KG_LOG(KG_LOG_INFO, "lease: key %s: next wrapping key made ahead (%lld ms)", lease->ref.key_id,
+               kg_mono_ms_int() - t0);
+        return;
+    }
+    if (!stopping(lease))
+        KG_DEBUG("lease: key %s: no wrapping key made ahead (%s); the refresh makes one", lease->ref.key_id,
+                 err.msg);
+}
+
+/* Milliseconds until the refresh window (the lease's current refresh_ms), <= 0 inside it. */
+static long long until_window(kg_lease *lease)
+{
+    long long left;
+
+    pthread_rwlock_rdlock(&lease->lock);
+    left = lease->refresh_ms - kg_mono_ms_int();
+    pthread_rwlock_unlock(&lease->lock);
+    return left;
+}
+
+/* Sleeps until the refresh window. Returns 0 when stopped. */
+static int wait_for_window(kg_lease *lease)
+{
+    long long left;
+
+    while ((left = until_window(lease)) > 0)
+        if (!lease_sleep(lease, left))
+            return 0;
+    return !stopping(lease);
+}
+
 /* One refresh attempt: a new attestation and a transfer of the same key id. Uses the lease's own
  * context (one refresh per lease at a time): API key and verifier caches, never a reused token. */
-static int refresh_once(kg_lease *lease, EVP_PKEY **key, kg_err *err)
+static int refresh_once(kg_lease *lease, EVP_PKEY **key, kg_release_times *times, kg_err *err)
 {
-    if (lease->rctx == NULL && (lease->rctx = kg_release_ctx_new(&lease->cfg, err)) == NULL)
+    if (lease_rctx(lease, err) == NULL)
         return 0;
     kg_release_ctx_drop_session(lease->rctx);
-    return kg_release_key(lease->rctx, &lease->ref, key, NULL, err);
+    return kg_release_key(lease->rctx, &lease->ref, key, times, err);
 }
 
 /* With the exclusive lock held: 1 when this thread's process still owns the refresh. */
@@ -406,17 +467,23 @@ static void *refresh_main(void *arg)
     refresh_job *job = arg;
     kg_lease *lease = job->lease;
     long long wait = lease->cfg.retry_wait_min_ms > 0 ? lease->cfg.retry_wait_min_ms : 200;
-    int attempt = 0;
+    int attempt = 0, go;
 
-    for (;;) {
+    /* started ahead of the window (prepare_ms): the wrapping key first, then the window; started
+     * inside it (no operation came earlier), the release generates its key during the nonce */
+    if (until_window(lease) > 0)
+        prepare_key(lease);
+    go = wait_for_window(lease);
+    while (go) {
         EVP_PKEY *key = NULL, *old;
+        kg_release_times times;
         kg_err err;
         long long end, t0 = kg_mono_ms_int();
 
         kg_err_clear(&err);
         attempt++;
         KG_LOG(KG_LOG_INFO, "lease: key %s refresh (attempt %d)", lease->ref.key_id, attempt);
-        if (refresh_once(lease, &key, &err)) {
+        if (refresh_once(lease, &key, &times, &err)) {
             pthread_rwlock_wrlock(&lease->lock);
             if (!job_current(job) || lease->revoked || stopping(lease)) {
                 pthread_rwlock_unlock(&lease->lock);
@@ -428,8 +495,11 @@ static void *refresh_main(void *arg)
             lease->refreshes++;
             pthread_rwlock_unlock(&lease->lock);
             EVP_PKEY_free(old); /* freed when the last operation using it ends */
-            KG_LOG(KG_LOG_INFO, "lease: key %s refreshed (%lu, in %lld ms), lease %ld s", lease->ref.key_id,
-                   kg_lease_refreshes(lease), kg_mono_ms_int() - t0, lease_s(&lease->cfg));
+            /* wrapping key: 0.0 ms when the key made ahead served (no prime search in the refresh) */
+            KG_LOG(KG_LOG_INFO,
+                   "lease: key %s refreshed (%lu, in %lld ms, wrapping key %.1f ms), lease %ld s",
+                   lease->ref.key_id, kg_lease_refreshes(lease), kg_mono_ms_int() - t0, times.wrapkey,
+                   lease_s(&lease->cfg));
             break;
         }
         if (stopping(lease)) { /* torn down: a cancelled request says nothing about the key */
@@ -451,7 +521,10 @@ static void *refresh_main(void *arg)
                        lease->ref.key_id);
             break; /* (if an operation released the key anew meanwhile, its lease refreshes anew) */
         }
-        if (!lease_sleep(lease, wait))
+        /* the next attempt's wrapping key during the wait (a fresh one per attestation) */
+        t0 = kg_mono_ms_int();
+        prepare_key(lease);
+        if (!lease_sleep(lease, wait - (kg_mono_ms_int() - t0)))
             break;
         wait = wait * 2 < lease->cfg.retry_wait_max_ms ? wait * 2 : lease->cfg.retry_wait_max_ms;
         if (wait <= 0)
@@ -475,7 +548,7 @@ static void start_refresh(kg_lease *lease)
     int rc, join_prev = 0;
 
     pthread_rwlock_wrlock(&lease->lock);
-    if (lease->refreshing || lease->revoked || lease->key == NULL || kg_mono_ms_int() < lease->refresh_ms ||
+    if (lease->refreshing || lease->revoked || lease->key == NULL || kg_mono_ms_int() < lease->prepare_ms ||
         stopping(lease)) {
         pthread_rwlock_unlock(&lease->lock);
         return;
@@ -543,7 +616,7 @@ kg_lease_state kg_lease_acquire_prep(kg_lease *lease, int start_refresh_ok, cons
             k = lease->key;
         if (k != NULL && tag != NULL && (p = prep_find(lease, tag)) != NULL)
             __atomic_add_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);
-        refresh = now >= lease->refresh_ms && !lease->refreshing && !lease->revoked;
+        refresh = now >= lease->prepare_ms && !lease->refreshing && !lease->revoked;
     } else if (lease->key != NULL) {
         ended = 1;
     } else if (lease->revoked) {

@@ -3,10 +3,14 @@
  * kg_lease: continuous attestation of one released key in this process (issue 12).
  *
  * A lease holds the released EVP_PKEY (one reference) and when it ends (key_lease_s, at most
- * key_lease_max_s). When a private operation finds the lease within refresh_before_s of its end,
- * it starts one refresh thread (lazily, in the process that needs it: no thread exists
- * before fork): a new attestation with a fresh kg_release_ctx and a transfer of the same key id;
- * operations keep using the current key meanwhile. Transient failures (network, 5xx, 429) are
+ * key_lease_max_s). When a private operation finds the lease close to refresh_before_s of its
+ * end, it starts one refresh thread (lazily, in the process that needs it: no thread exists
+ * before fork). The thread starts up to 5 s ahead (never in the first half of the time before
+ * the window) and generates the next wrapping key (kg_release_ctx_prepare_key), so that the
+ * refresh does not wait for it (a thread started inside the window skips this: the release
+ * generates its key during the nonce, as every release does). At refresh_before_s it makes a new
+ * attestation with the lease's own kg_release_ctx and a transfer of the same key id; operations
+ * keep using the current key meanwhile. Transient failures (network, 5xx, 429) are
  * retried with backoff until the lease ends; a KBS denial (4xx at transfer), a token that fails
  * the local policy or a different public key is a revocation: on_revoke = wipe frees the key at
  * once, keep keeps it until the lease ends. A lease that ends wipes the key.

@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kbs_intel.h"
 #include "kg_attest.h"
 #include "kg_intel_gen.h"
+#include "kg_keygen.h"
 #include "kg_log.h"
 #include "kg_time.h"
 #include "kg_trustee.h"
@@ -39,6 +41,11 @@ struct kg_release_ctx {
     char *api_key;          /* read at creation when possible (secure heap), see kg_release_ctx_new */
     kg_trustee *trustee;    /* kbs_type = trustee: its session (kg_trustee.h) */
     int probe;              /* kg_release_ctx_set_probe: stop after the transfer */
+    /* kg_release_ctx_prepare_key: the next attestation's wrapping key, made ahead (a lease
+     * refresh), by process spare_pid (a forked child never shares its parent's) */
+    pthread_mutex_t spare_lock;
+    EVP_PKEY *spare;
+    pid_t spare_pid;
 };
 
 static void session_clear(kg_session *s)
@@ -71,7 +78,9 @@ kg_release_ctx *kg_release_ctx_new(const kg_config *cfg, kg_err *err)
     }
     ctx->cfg = *cfg;
     pthread_mutex_init(&ctx->lock, NULL);
+    pthread_mutex_init(&ctx->spare_lock, NULL);
     if (strcmp(cfg->kbs_type, "trustee") == 0 && (ctx->trustee = kg_trustee_new()) == NULL) {
+        pthread_mutex_destroy(&ctx->spare_lock);
         pthread_mutex_destroy(&ctx->lock);
         free(ctx);
         kg_err_set(err, KG_STEP_INTERNAL, "out of memory");
@@ -92,10 +101,12 @@ void kg_release_ctx_free(kg_release_ctx *ctx)
     if (ctx == NULL)
         return;
     session_clear(&ctx->session);
+    EVP_PKEY_free(ctx->spare);
     ita_verifier_free(ctx->verifier);
     kg_trustee_free(ctx->trustee);
     kg_http_free(ctx->idle_http);
     OPENSSL_secure_clear_free(ctx->api_key, ITA_MAX_API_KEY + 1);
+    pthread_mutex_destroy(&ctx->spare_lock);
     pthread_mutex_destroy(&ctx->lock);
     OPENSSL_cleanse(&ctx->cfg, sizeof(ctx->cfg));
     free(ctx);
@@ -138,6 +149,7 @@ void kg_release_ctx_atfork_child(kg_release_ctx *ctx)
 {
     if (ctx != NULL) {
         pthread_mutex_init(&ctx->lock, NULL);
+        pthread_mutex_init(&ctx->spare_lock, NULL); /* the spare itself: see take_spare */
         kg_intel_gen_atfork_child();
         kg_trustee_atfork_child(ctx->trustee);
         /* the parent's connection: dropped without a word (a TLS close_notify from here would
@@ -164,38 +176,126 @@ static const char *kbs_url_of(const kg_release_ctx *ctx, const kg_keyref *ref)
     return ref->kbs_url[0] != '\0' ? ref->kbs_url : ctx->cfg.kbs_url;
 }
 
-/* A fresh wrapping key for a session. */
-static int session_wrapping_key(kg_session *s, kg_release_times *t, kg_err *err)
+/* The spare wrapping key (kg_release_ctx_prepare_key) if this process made it, else NULL. */
+static EVP_PKEY *take_spare(kg_release_ctx *ctx)
 {
-    double t0 = kg_mono_ms();
-    if ((s->wrapping_key = kg_wrap_key_new(err)) == NULL ||
-        !kg_wrap_user_data(s->wrapping_key, &s->user_data, &s->user_data_len, err))
+    EVP_PKEY *key;
+    int ours;
+
+    pthread_mutex_lock(&ctx->spare_lock);
+    key = ctx->spare;
+    ours = ctx->spare_pid == getpid();
+    ctx->spare = NULL;
+    pthread_mutex_unlock(&ctx->spare_lock);
+    if (key != NULL && !ours) { /* made by the parent before a fork: the parent uses it */
+        EVP_PKEY_free(key);
+        key = NULL;
+    }
+    return key;
+}
+
+static int cancelled(void *arg)
+{
+    const int *cancel = arg;
+    return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE) != 0;
+}
+
+int kg_release_ctx_prepare_key(kg_release_ctx *ctx, kg_err *err)
+{
+    kg_wrap_stop stop = {cancelled, (void *)ctx->cfg.cancel};
+    EVP_PKEY *key;
+
+    if (ctx->trustee != NULL)
+        return 1;
+    if ((key = take_spare(ctx)) == NULL &&
+        (!kg_wrap_engine_check(err) || (key = kg_wrap_key_generate(NULL, &stop, err)) == NULL))
         return 0;
-    t->wrapkey = kg_mono_ms() - t0;
+    pthread_mutex_lock(&ctx->spare_lock);
+    EVP_PKEY_free(ctx->spare);
+    ctx->spare = key;
+    ctx->spare_pid = getpid();
+    pthread_mutex_unlock(&ctx->spare_lock);
     return 1;
 }
 
-/* Passport: the current session if its token has >= 30 s left, else a new attestation. Called
- * with ctx->lock held. On success *token is a copy (caller frees) and *wrapping_key a new
- * reference (caller frees). */
-static int passport_session(kg_release_ctx *ctx, kg_release_times *t, char **token, EVP_PKEY **wrapping_key,
-                            kg_err *err)
+/* A new session's wrapping key: the spare, or one generated on a thread of its own meanwhile. */
+static kg_keygen *wrapkey_begin(kg_release_ctx *ctx, kg_err *err)
+{
+    EVP_PKEY *spare = take_spare(ctx);
+
+    if (spare != NULL)
+        return kg_keygen_ready(spare, err);
+    return kg_keygen_start(NULL, ctx->cfg.cancel, err);
+}
+
+/* A wrapping key generated while the nonce request runs, joined when the evidence needs it. */
+typedef struct wrapkey_job {
+    kg_keygen *gen; /* NULL once joined; kg_keygen_abandon(gen) on every path */
+    kg_session *s;  /* gets wrapping_key and user_data */
+    kg_release_times *t;
+} wrapkey_job;
+
+static int wrapkey_join(wrapkey_job *j, kg_err *err)
+{
+    kg_keygen *gen = j->gen;
+    double start, end;
+
+    j->gen = NULL;
+    if (!kg_keygen_join(gen, &j->s->wrapping_key, &start, &end, err) ||
+        !kg_wrap_user_data(j->s->wrapping_key, &j->s->user_data, &j->s->user_data_len, err))
+        return 0;
+    j->t->at.wrapkey = start - j->t->origin;
+    j->t->wrapkey = end - start;
+    KG_DEBUG("wrapping key ready (%.1f ms, from %.1f ms)", j->t->wrapkey, j->t->at.wrapkey);
+    return 1;
+}
+
+/* kg_user_data_source.get: the evidence step of kg_attest_with, after the nonce. */
+static int wrapkey_user_data(void *arg, const uint8_t **user_data, size_t *len, kg_err *err)
+{
+    wrapkey_job *j = arg;
+
+    if (!wrapkey_join(j, err))
+        return 0;
+    *user_data = j->s->user_data;
+    *len = j->s->user_data_len;
+    return 1;
+}
+
+static int session_stale(const kg_session *s)
+{
+    return s->token == NULL || (long long)time(NULL) + KG_SESSION_MIN_VALIDITY_S > s->exp;
+}
+
+/* Passport: the current session if its token has >= 30 s left, else a new attestation, whose
+ * wrapping key is *gen's (started by the caller; taken over) or a new one. Called with ctx->lock
+ * held. On success *token is a copy (caller frees) and *wrapping_key a new reference (caller
+ * frees). */
+static int passport_session(kg_release_ctx *ctx, kg_release_times *t, kg_keygen **gen, char **token,
+                            EVP_PKEY **wrapping_key, kg_err *err)
 {
     kg_session *s = &ctx->session;
     kg_attestation att;
     kg_session fresh;
+    wrapkey_job job = {NULL, &fresh, t};
+    kg_user_data_source src = {wrapkey_user_data, &job};
     int ok = 0;
 
     memset(&att, 0, sizeof(att));
     memset(&fresh, 0, sizeof(fresh));
-    if (s->token == NULL || (long long)time(NULL) + KG_SESSION_MIN_VALIDITY_S > s->exp) {
+    if (session_stale(s)) {
+        job.gen = *gen;
+        *gen = NULL;
+        if (job.gen == NULL && (job.gen = wrapkey_begin(ctx, err)) == NULL)
+            goto err;
         if (ctx->verifier == NULL && (ctx->verifier = kg_verifier_new(&ctx->cfg, NULL, NULL, err)) == NULL)
             goto err;
-        if (!session_wrapping_key(&fresh, t, err))
+        if (!kg_attest_with(&ctx->cfg, &src, ctx->verifier, ctx->api_key, &att, err))
             goto err;
-        if (!kg_attest_with(&ctx->cfg, fresh.user_data, fresh.user_data_len, ctx->verifier, ctx->api_key,
-                            &att, err))
-            goto err;
+        t->at.nonce = att.at_nonce - t->origin;
+        t->at.evidence = att.at_evidence - t->origin;
+        t->at.token = att.at_token - t->origin;
+        t->at.verify = att.at_verify - t->origin;
         t->nonce = att.ms_nonce;
         t->evidence = att.ms_evidence;
         t->token = att.ms_token;
@@ -217,6 +317,7 @@ static int passport_session(kg_release_ctx *ctx, kg_release_times *t, char **tok
     *wrapping_key = s->wrapping_key;
     ok = 1;
 err:
+    kg_keygen_abandon(job.gen); /* the nonce failed before the key was needed */
     kg_attestation_clear(&att);
     session_clear(&fresh);
     return ok;
@@ -237,6 +338,7 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
     kbs_intel_gen pinned = kg_intel_gen_pinned(&ctx->cfg), gen = kg_intel_gen_known(&ctx->cfg, url);
     char attestation_type[32] = "TDX"; /* the 2026 service names none: keygate attests TDs */
     kg_session s;
+    wrapkey_job job = {NULL, &s, t};
     ita_nonce nonce;
     kg_evidence ev;
     ita_evidence iev;
@@ -246,7 +348,8 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
     memset(&s, 0, sizeof(s));
     memset(&nonce, 0, sizeof(nonce));
     memset(&ev, 0, sizeof(ev));
-    if (!session_wrapping_key(&s, t, err))
+    /* generated while the KBS hands out the nonce (the v1.3.0 exchange) */
+    if ((job.gen = wrapkey_begin(ctx, err)) == NULL)
         goto err;
     for (int attempt = 0;; attempt++) {
         int nonce_disabled = 0;
@@ -269,16 +372,18 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
             if (pinned == KBS_INTEL_GEN_UNKNOWN)
                 kg_intel_gen_remember(url, gen);
         }
-        t->nonce = kg_mono_ms() - t0;
+        KG_TIMES_STEP(t, nonce, t0);
+        if (job.gen != NULL && !wrapkey_join(&job, err))
+            goto err;
         t0 = kg_mono_ms();
         if (!kg_collect_evidence(&ctx->cfg, gen == KBS_INTEL_GEN_2026 ? NULL : &nonce, s.user_data,
                                  s.user_data_len, &ev, err))
             goto err;
-        t->evidence = kg_mono_ms() - t0;
+        KG_TIMES_STEP(t, evidence, t0);
         t0 = kg_mono_ms();
         if (!kg_verify_evidence_policy(&ctx->cfg, &ev, err))
             goto err;
-        t->verify = kg_mono_ms() - t0;
+        KG_TIMES_STEP(t, verify, t0);
         t->attested = 1;
         memset(&iev, 0, sizeof(iev));
         iev.quote = ev.quote;
@@ -305,11 +410,12 @@ static int background_transfer(kg_release_ctx *ctx, kg_http *h, const kg_keyref 
         kg_evidence_clear(&ev);
         kg_err_clear(err);
     }
-    t->transfer = kg_mono_ms() - t0;
+    KG_TIMES_STEP(t, transfer, t0);
     *wrapping_key = s.wrapping_key;
     s.wrapping_key = NULL;
     ok = 1;
 err:
+    kg_keygen_abandon(job.gen);
     session_clear(&s);
     ita_nonce_clear(&nonce);
     kg_evidence_clear(&ev);
@@ -325,9 +431,10 @@ static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *re
     kg_http *h = shared;
     kbs_wrapped w;
     EVP_PKEY *wrapping_key = NULL, *released = NULL;
+    kg_keygen *gen = NULL;
     char *token = NULL;
     double t0;
-    int ok = 0;
+    int ok = 0, stale;
 
     *key = NULL;
     memset(&w, 0, sizeof(w));
@@ -354,11 +461,22 @@ static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *re
         if (!background_transfer(ctx, h, ref, t, &wrapping_key, &w, err))
             goto err;
     } else {
+        /* a new attestation's wrapping key is generated from here on, while the KBS generation
+         * check, the ITA connection and the nonce run (passport_session takes it over; if another
+         * thread attested meanwhile, it is abandoned below). Not while another release holds the
+         * session (it may be attesting right now): passport_session starts one if still needed */
+        stale = 0;
+        if (pthread_mutex_trylock(&ctx->lock) == 0) {
+            stale = session_stale(&ctx->session);
+            pthread_mutex_unlock(&ctx->lock);
+        }
+        if (stale && (gen = wrapkey_begin(ctx, err)) == NULL)
+            goto err;
         /* kbs_intel_generation = auto with v2 tokens: the KBS must say it takes them */
         if (!kg_intel_gen_check_passport(&ctx->cfg, h, kbs_url_of(ctx, ref), err))
             goto err;
         pthread_mutex_lock(&ctx->lock);
-        ok = passport_session(ctx, t, &token, &wrapping_key, err);
+        ok = passport_session(ctx, t, &gen, &token, &wrapping_key, err);
         pthread_mutex_unlock(&ctx->lock);
         if (!ok)
             goto err;
@@ -370,7 +488,7 @@ static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *re
                 kg_intel_gen_remember(kbs_url_of(ctx, ref), KBS_INTEL_GEN_UNKNOWN);
             goto err;
         }
-        t->transfer = kg_mono_ms() - t0;
+        KG_TIMES_STEP(t, transfer, t0);
     }
     if (ctx->probe) { /* the KBS said yes; the wrapped reply is dropped, never unwrapped */
         ok = 1;
@@ -380,7 +498,7 @@ static int release_one(kg_release_ctx *ctx, kg_http *shared, const kg_keyref *re
     if (!kg_wrap_unwrap(wrapping_key, w.wrapped_key, w.wrapped_key_len, w.wrapped_swk, w.wrapped_swk_len,
                         ref->pubkey, &released, err))
         goto err;
-    t->unwrap = kg_mono_ms() - t0;
+    KG_TIMES_STEP(t, unwrap, t0);
 match:
     t0 = kg_mono_ms();
     if (ref->pubkey != NULL && EVP_PKEY_eq(released, ref->pubkey) != 1) {
@@ -388,7 +506,7 @@ match:
                    "the KBS released a key for %s whose public key is not the reference's", ref->key_id);
         goto err;
     }
-    t->match = kg_mono_ms() - t0;
+    KG_TIMES_STEP(t, match, t0);
     if (ctx->probe) { /* Trustee: its reply is decrypted by the protocol; freed (zeroized) here */
         ok = 1;
         goto err;
@@ -397,6 +515,7 @@ match:
     released = NULL;
     ok = 1;
 err:
+    kg_keygen_abandon(gen);
     EVP_PKEY_free(released); /* frees the private key held in the secure heap */
     EVP_PKEY_free(wrapping_key);
     kbs_wrapped_clear(&w);
@@ -437,6 +556,7 @@ int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg
     int ok;
 
     memset(&t, 0, sizeof(t));
+    t.origin = kg_mono_ms();
     /* keys loaded one after the other (nginx: one per server block) reuse one connection */
     kg_config_http_opts(&ctx->cfg, KG_SVC_KBS, &hopts);
     if ((h = http_take_idle(ctx)) == NULL)
@@ -497,6 +617,9 @@ size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t
         keys[i] = NULL;
     if (t == NULL || e == NULL || n == 0)
         goto done;
+    t[0].origin = kg_mono_ms();
+    for (size_t i = 1; i < n; i++)
+        t[i].origin = t[0].origin; /* one time line for the whole batch */
     /* the first key runs alone: it makes the attestation every other transfer reuses */
     first = job.next++;
     release_one(ctx, NULL, refs[first], &keys[first], &t[first], &e[first]);
@@ -512,12 +635,18 @@ size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t
     if (times != NULL) {
         *times = t[first];
         for (size_t i = 0; i < n; i++) {
-            if (t[i].transfer > times->transfer)
+            if (t[i].transfer > times->transfer) {
                 times->transfer = t[i].transfer;
-            if (t[i].unwrap > times->unwrap)
+                times->at.transfer = t[i].at.transfer;
+            }
+            if (t[i].unwrap > times->unwrap) {
                 times->unwrap = t[i].unwrap;
-            if (t[i].match > times->match)
+                times->at.unwrap = t[i].at.unwrap;
+            }
+            if (t[i].match > times->match) {
                 times->match = t[i].match;
+                times->at.match = t[i].at.match;
+            }
         }
     }
 done:

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The release pipeline (docs/design.md §1): key reference -> wrapping key -> nonce -> evidence ->
- * token -> verify -> transfer -> unwrap -> match -> EVP_PKEY. Every front end uses this.
+ * token -> verify -> transfer -> unwrap -> match -> EVP_PKEY. Every front end uses this. The
+ * wrapping key is generated on a thread of its own (kg_keygen.h) while the nonce is fetched.
  *
  * A kg_release_ctx holds one attestation session at a time (wrapping key + verified token),
  * reused for further keys while the token has at least 30 s left (passport mode), and the
@@ -23,11 +24,21 @@
 #define KG_SESSION_MIN_VALIDITY_S 30
 #define KG_RELEASE_MAX_PARALLEL 8
 
-/* Wall time of each step in ms (0 when the step did not run, e.g. a reused attestation). */
+/* Wall time of each step in ms (0 when the step did not run, e.g. a reused attestation), and when
+ * it started, in ms after the release began (origin): the wrapping key is generated on a thread
+ * of its own while the nonce is fetched, so the two intervals overlap. */
 typedef struct kg_release_times {
     double wrapkey, nonce, evidence, token, verify, transfer, unwrap, match;
-    int attested; /* 1 when this release ran a new attestation */
+    struct {
+        double wrapkey, nonce, evidence, token, verify, transfer, unwrap, match;
+    } at;
+    double origin; /* kg_mono_ms() when the release began */
+    int attested;  /* 1 when this release ran a new attestation */
 } kg_release_times;
+
+/* Records step (a field name) as started at start (kg_mono_ms()) and ended now. */
+#define KG_TIMES_STEP(t, step, start)                                                                        \
+    ((t)->at.step = (start) - (t)->origin, (t)->step = kg_mono_ms() - (start))
 
 typedef struct kg_release_ctx kg_release_ctx;
 
@@ -43,6 +54,12 @@ int kg_release_ctx_set_api_key(kg_release_ctx *ctx, const char *api_key, kg_err 
  * that the next release attests anew (a key lease refresh, a benchmark). The verifier's JWKS and
  * CRL caches stay. Accepts NULL. */
 void kg_release_ctx_drop_session(kg_release_ctx *ctx);
+
+/* Generates the wrapping key of this context's next attestation now, on the caller's thread
+ * (cfg.cancel stops it), so that the attestation does not wait for it: a lease refresh calls it
+ * before its window. Keeps one; a key made before a fork is never used in the child. Intel KBS
+ * only (Trustee: returns 1, nothing done). Returns 1, or 0 with err (wrapping-key step). */
+int kg_release_ctx_prepare_key(kg_release_ctx *ctx, kg_err *err);
 
 /* Probe mode (keygate status): releases run every step up to the KBS transfer and stop there.
  * With the Intel KBS the wrapped reply is dropped without unwrapping (it is useless without the

@@ -14,6 +14,7 @@
 #include "kg_ear.h"
 #include "kg_jwe.h"
 #include "kg_jws.h"
+#include "kg_keygen.h"
 #include "kg_log.h"
 #include "kg_time.h"
 #include "kg_verify.h"
@@ -196,7 +197,8 @@ static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char
     kbs_trustee_reply reply;
     uint8_t report_data[64];
     int ear = strcmp(cfg->trustee_token, "ear") == 0;
-    double t0 = kg_mono_ms();
+    kg_keygen *gen = NULL;
+    double t0, t1;
     int ok = 0;
 
     memset(&s, 0, sizeof(s));
@@ -205,15 +207,24 @@ static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char
                   (t->as_key = kg_ear_key_read(cfg->trustee_as_cert, "trustee_as_cert", err)) == NULL
             : t->verifier == NULL && (t->verifier = kg_verifier_new(cfg, NULL, NULL, err)) == NULL)
         goto err;
-    if ((s.tee_key = kg_wrap_tee_key_new(cfg->trustee_tee_key, err)) == NULL ||
-        (s.tee_jwk = kg_jwe_public_jwk(s.tee_key, KG_STEP_WRAPKEY, err)) == NULL)
+    /* the TEE key (RSA-3072: hundreds of ms) is generated while /auth hands out the nonce */
+    if ((gen = kg_keygen_start(cfg->trustee_tee_key, cfg->cancel, err)) == NULL)
         goto err;
-    tm->wrapkey = kg_mono_ms() - t0;
 
     t0 = kg_mono_ms();
     if (!kbs_trustee_auth(h, kbs_url, "tdx", &s.ch, err))
         goto err;
-    tm->nonce = kg_mono_ms() - t0;
+    KG_TIMES_STEP(tm, nonce, t0);
+
+    {
+        kg_keygen *g = gen;
+        gen = NULL;
+        if (!kg_keygen_join(g, &s.tee_key, &t0, &t1, err) ||
+            (s.tee_jwk = kg_jwe_public_jwk(s.tee_key, KG_STEP_WRAPKEY, err)) == NULL)
+            goto err;
+        tm->at.wrapkey = t0 - tm->origin;
+        tm->wrapkey = t1 - t0;
+    }
 
     t0 = kg_mono_ms();
     if (!kbs_trustee_report_data(s.ch.nonce, s.tee_jwk, s.ch.hash_alg, "", KG_STEP_EVIDENCE, report_data,
@@ -227,19 +238,19 @@ static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char
      * quote (debug bit, MRTD, RTMRs) before it leaves, as kbs_mode = background does */
     if (ear && !kg_verify_evidence_policy(cfg, &ev, err))
         goto err;
-    tm->evidence = kg_mono_ms() - t0;
+    KG_TIMES_STEP(tm, evidence, t0);
 
     t0 = kg_mono_ms();
     if (!kbs_trustee_attest(h, kbs_url, &s.ch, s.tee_jwk, ev.quote, ev.quote_len, ev.event_log,
                             ev.event_log_len, &s.token, &reply, err))
         goto err;
-    tm->token = kg_mono_ms() - t0;
+    KG_TIMES_STEP(tm, token, t0);
 
     t0 = kg_mono_ms();
     if (!(ear ? verify_ear(t, cfg, &s, report_data, &s.token_exp, err)
               : verify_ita(t, cfg, &s, report_data, &s.token_exp, err)))
         goto err;
-    tm->verify = kg_mono_ms() - t0;
+    KG_TIMES_STEP(tm, verify, t0);
     tm->attested = 1;
 
     snprintf(s.kbs_url, sizeof(s.kbs_url), "%s", kbs_url);
@@ -251,6 +262,7 @@ static int handshake(kg_trustee *t, const kg_config *cfg, kg_http *h, const char
             t->s.ch.hash_alg, cfg->trustee_tee_key, cfg->trustee_token);
     ok = 1;
 err:
+    kg_keygen_abandon(gen);
     OPENSSL_cleanse(report_data, sizeof(report_data));
     kg_evidence_clear(&ev);
     session_clear(&s);
@@ -333,12 +345,12 @@ int kg_trustee_release(kg_trustee *t, const kg_config *cfg, const char *kbs_url,
             goto err;
         }
     }
-    tm->transfer = kg_mono_ms() - t0;
+    KG_TIMES_STEP(tm, transfer, t0);
     t0 = kg_mono_ms();
     if (!kg_jwe_decrypt(jwe, jwe_len, v.tee_key, KG_STEP_UNWRAP, &plain, &plain_len, err) ||
         !kg_wrap_parse_resource(plain, plain_len, key, err))
         goto err;
-    tm->unwrap = kg_mono_ms() - t0;
+    KG_TIMES_STEP(tm, unwrap, t0);
     ok = 1;
 err:
     if (plain != NULL)

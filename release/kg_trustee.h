@@ -2,7 +2,8 @@
 /*
  * The release pipeline against a Confidential Containers Trustee KBS (kbs_type = trustee):
  *
- *   1. TEE key      fresh EC P-256 (default) or RSA-3072 pair (trustee_tee_key), public JWK
+ *   1. TEE key      fresh EC P-256 (default) or RSA-3072 pair (trustee_tee_key), public JWK;
+ *                   generated on a thread of its own (kg_keygen.h) while step 2 runs
  *   2. nonce        POST /kbs/v0/auth: the KBS's challenge, hash algorithm and session cookie
  *   3. evidence     REPORTDATA = H(JCS({additional-evidence, nonce, tee-pubkey})) ‖ zeros
  *   4. token        POST /kbs/v0/attest: Trustee has ITA appraise the quote, returns ITA's token

@@ -42,22 +42,59 @@ static int no_default_engine(kg_err *err)
         id);
 }
 
-EVP_PKEY *kg_wrap_key_new(kg_err *err)
+int kg_wrap_engine_check(kg_err *err)
+{
+    return no_default_engine(err);
+}
+
+/* OpenSSL's key generation callback, called between candidate primes: 0 stops the search. */
+static int keygen_cb(EVP_PKEY_CTX *ctx)
+{
+    const kg_wrap_stop *stop = EVP_PKEY_CTX_get_app_data(ctx);
+    return stop == NULL || !stop->fn(stop->arg);
+}
+
+static EVP_PKEY *rsa_generate(const kg_wrap_stop *stop, kg_err *err)
 {
     EVP_PKEY_CTX *ctx;
     EVP_PKEY *key = NULL;
 
-    if (!no_default_engine(err))
-        return NULL;
     ctx = kg_pkey_ctx_new_from_name(NULL, "RSA");
+    if (ctx != NULL && stop != NULL) {
+        EVP_PKEY_CTX_set_app_data(ctx, (void *)stop);
+        EVP_PKEY_CTX_set_cb(ctx, keygen_cb);
+    }
     if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
-        EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, KG_WRAP_RSA_BITS) <= 0 || EVP_PKEY_keygen(ctx, &key) <= 0) {
-        kg_err_set(err, KG_STEP_WRAPKEY, "RSA-%d key generation failed", KG_WRAP_RSA_BITS);
+        EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, KG_WRAP_RSA_BITS) <= 0 || EVP_PKEY_keygen(ctx, &key) <= 0 ||
+        (stop != NULL && stop->fn(stop->arg))) { /* (a stop after the last candidate counts too) */
+        EVP_PKEY_free(key);
+        if (stop != NULL && stop->fn(stop->arg))
+            kg_err_set(err, KG_STEP_WRAPKEY, "RSA-%d key generation stopped (cancelled)", KG_WRAP_RSA_BITS);
+        else
+            kg_err_set(err, KG_STEP_WRAPKEY, "RSA-%d key generation failed", KG_WRAP_RSA_BITS);
         kg_err_add_openssl(err);
         key = NULL;
     }
     EVP_PKEY_CTX_free(ctx);
     return key;
+}
+
+EVP_PKEY *kg_wrap_key_generate(const char *kind, const kg_wrap_stop *stop, kg_err *err)
+{
+    EVP_PKEY *key;
+
+    if (kind == NULL || strcmp(kind, "rsa") == 0)
+        return rsa_generate(stop, err);
+    if ((key = kg_pkey_ec_keygen(NULL, "P-256")) == NULL) {
+        kg_err_set(err, KG_STEP_WRAPKEY, "EC P-256 TEE key generation failed");
+        kg_err_add_openssl(err);
+    }
+    return key;
+}
+
+EVP_PKEY *kg_wrap_key_new(kg_err *err)
+{
+    return no_default_engine(err) ? rsa_generate(NULL, err) : NULL;
 }
 
 int kg_wrap_user_data(const EVP_PKEY *wrapping_key, uint8_t **blob, size_t *len, kg_err *err)
@@ -639,22 +676,6 @@ err:
     EVP_CIPHER_CTX_free(cctx);
     EVP_CIPHER_free(gcm);
     return ok;
-}
-
-EVP_PKEY *kg_wrap_tee_key_new(const char *kind, kg_err *err)
-{
-    EVP_PKEY *key;
-
-    if (strcmp(kind, "rsa") == 0)
-        return kg_wrap_key_new(err);
-    if (!no_default_engine(err))
-        return NULL;
-    key = kg_pkey_ec_keygen(NULL, "P-256");
-    if (key == NULL) {
-        kg_err_set(err, KG_STEP_WRAPKEY, "EC P-256 TEE key generation failed");
-        kg_err_add_openssl(err);
-    }
-    return key;
 }
 
 #define PEM_BEGIN "-----BEGIN PRIVATE KEY-----"

@@ -22,6 +22,23 @@
 /* A fresh RSA-3072 wrapping key in kg_libctx(). Returns NULL with err (wrapping-key step). */
 EVP_PKEY *kg_wrap_key_new(kg_err *err);
 
+/* Refuses (0 with err, wrapping-key step) when a process-wide ENGINE would run keygate's crypto;
+ * kg_wrap_key_new and kg_keygen_start check it first, kg_wrap_key_generate does not. */
+int kg_wrap_engine_check(kg_err *err);
+
+/* Asked between candidate primes of an RSA generation: fn(arg) != 0 stops it. */
+typedef struct kg_wrap_stop {
+    int (*fn)(void *arg);
+    void *arg;
+} kg_wrap_stop;
+
+/* kind NULL or "rsa": an RSA-3072 key (the wrapping key; the Trustee "rsa" TEE key), "ec": an EC
+ * P-256 TEE key (Trustee, docs/protocols/trustee-rcar.md §3: ECDH-ES+A256KW; RSA: RSA-OAEP-256),
+ * in kg_libctx(), without the ENGINE check (the caller made it:
+ * kg_wrap_engine_check). stop (may be NULL; borrowed) can end an RSA generation early. Returns
+ * NULL with err (wrapping-key step; "stopped (cancelled)" when stop ended it). Thread-safe. */
+EVP_PKEY *kg_wrap_key_generate(const char *kind, const kg_wrap_stop *stop, kg_err *err);
+
 /* LE32(e) ‖ BE(n), n padded to the modulus size. *blob is malloc'ed, caller frees. */
 int kg_wrap_user_data(const EVP_PKEY *wrapping_key, uint8_t **blob, size_t *len, kg_err *err);
 
@@ -48,10 +65,6 @@ int kg_wrap_parse_private_key(const uint8_t *der, size_t len, const EVP_PKEY *re
 
 /* As kg_wrap_parse_private_key, PKCS#8 DER (PrivateKeyInfo) only (Trustee resources). */
 int kg_wrap_parse_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **key, kg_err *err);
-
-/* Trustee (docs/protocols/trustee-rcar.md §3): a fresh TEE key pair in kg_libctx(), kind "ec" (P-256, the
- * default; ECDH-ES+A256KW) or "rsa" (RSA-3072; RSA-OAEP-256). NULL with err (wrapping-key step). */
-EVP_PKEY *kg_wrap_tee_key_new(const char *kind, kg_err *err);
 
 /* A Trustee resource: PKCS#8 as PEM ("PRIVATE KEY", surrounding text allowed) or DER, into a
  * supported private key (as kg_wrap_parse_pkcs8). Returns 1/0 with err (step unwrap). */

@@ -187,6 +187,26 @@ def test_refreshes_keep_serving_then_revocation_wipes(lease_site):
     assert site.srv.poll() is None  # failing handshakes, no crash
 
 
+@pytest.mark.parametrize("lease_site", [{"key_lease_s": 8, "refresh_before_s": 4},
+                                        {"key_lease_s": 8, "refresh_before_s": 4, "kbs_mode": "background"}],
+                         indirect=True)
+def test_a_refresh_uses_a_wrapping_key_made_ahead(lease_site):
+    """Issue 21 item 2: the refresh thread starts ahead of its window (here from 2 s into the
+    lease; the window opens at 4 s) and generates the next wrapping key first, so the refresh
+    itself does not generate one: its wrapping-key step is 0.0 ms (the key made ahead, handed over
+    at once), and the log says so before the attempt."""
+    site = lease_site
+    site.start_server()
+    serve_until(site, lambda: site.events("refreshed") >= 1, 60)
+    log = site.log.read_text()
+    refreshed = re.findall(rf"lease: key {site.key_id} refreshed \(\d+, in \d+ ms, wrapping key ([0-9.]+) ms\)",
+                           log)
+    assert len(refreshed) >= 1, site.server_output()
+    assert all(ms == "0.0" for ms in refreshed), log[-3000:]
+    ahead = log.index(f"lease: key {site.key_id}: next wrapping key made ahead")
+    assert ahead < log.index(f"lease: key {site.key_id} refresh (attempt 1)"), log[-3000:]
+
+
 def failed_once(site):
     return site.events("wiped") > 0 and not site.handshake()
 

@@ -17,7 +17,8 @@ announces itself by writing ``{state_dir}/{name}.json`` = {"name", "pid", "port"
 atomically, and serves until SIGTERM/SIGINT (exit status 0; the announce file is removed).
 
 Request log: one JSON line per request in ``{state_dir}/{name}-requests.jsonl`` with
-{"t", "method", "path", "status", "request_id", "has_api_key", "user_agent", "attestation_type", "fault"}.
+{"t", "method", "path", "status", "request_id", "has_api_key", "user_agent", "attestation_type", "fault",
+"ms"} (``ms``: the time the service took, from the request read to its response, latency included).
 Other header values, bodies, API keys, tokens and key bytes are never logged.  Handlers may set
 ``req.attestation_type``, and add non-secret fields to their record through ``req.log_extra``
 (the ITA service logs a digest of each nonce it issues or consumes).
@@ -109,6 +110,7 @@ class Request:
         self.fault = None
         self.attestation_type = None
         self.log_extra = {}             # extra non-secret fields for this request's log record
+        self.t_start = time.monotonic()
 
     def json(self):
         """The body parsed as JSON; BadRequest if it is not valid JSON."""
@@ -230,7 +232,8 @@ class StackService:
                "has_api_key": req.headers.get("x-api-key") is not None,
                "user_agent": req.headers.get("user-agent"),
                "attestation_type": req.attestation_type,
-               "fault": fault.get("mode") if fault else None, **req.log_extra}
+               "fault": fault.get("mode") if fault else None,
+               "ms": round((time.monotonic() - req.t_start) * 1000, 1), **req.log_extra}
         line = json.dumps(rec) + "\n"
         with self._lock:
             self._log.append(rec)

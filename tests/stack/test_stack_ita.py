@@ -526,7 +526,8 @@ def test_generic_faults(session_stack):
     assert {r["fault"] for r in log} >= {"status", "truncate", "close", "oversize", "delay",
                                         "malformed_json", "unknown_fields", "html_error"}
     assert all(set(r) - {"nonce_sha256"} == {"t", "method", "path", "status", "request_id",
-                                             "has_api_key", "user_agent", "attestation_type", "fault"}
+                                             "has_api_key", "user_agent", "attestation_type", "fault",
+                                             "ms"}
                for r in log)
 
 
