@@ -435,7 +435,7 @@ static int parse_pkcs1(const uint8_t *der, size_t len, const char *what, EVP_PKE
     for (i = 0; i < 8; i++)
         if (!push_secure_int(&p, e, bld, rsa_names[i], bns, &nb))
             goto oom;
-    for (i = 0, c = others; c < others + others_len; i++) {
+    for (i = 0, c = others; others != NULL && c < others + others_len; i++) { /* version 1 only */
         der_tlv(&c, others + others_len, &x, &m);
         for (int j = 0; j < 3; j++)
             if (!push_secure_int(&x, c, bld, rsa_other_prime_names[i][j], bns, &nb))
