@@ -174,6 +174,8 @@ CK_RV kg_C_Initialize(CK_VOID_PTR init_args)
     }
     kg_p11.token = token;
     kg_p11.no_threads = no_threads;
+    if (token->keys_src != NULL) /* a preload's parallel transfers need threads */
+        kg_keysource_set_threads(token->keys_src, !no_threads);
     kg_p11.initialized = 1;
     kg_p11.pid = getpid();
     kg_p11.logged_in = 0;

@@ -46,6 +46,11 @@ const kg_conf_key kg_config_keys[] = {
      "PKCS#11 module: the keys its token shows, comma-separated LABEL:REFERENCE_FILE[:CERTIFICATE_FILE] "
      "(label = CKA_LABEL and the URI's object=; the certificate must hold the reference's public key)",
      F(pkcs11_keys)},
+    {"preload", KG_CONF_T_PATH_LIST, "", "",
+     "key references to release together: comma-separated absolute paths or glob patterns; the first "
+     "release in a process (provider or PKCS#11 module) releases all of them with one attestation and "
+     "parallel transfers, so that later loads find them ready; empty = each key at its own first use",
+     F(preload)},
     {"pkcs11_release", KG_CONF_T_ENUM, "first-use", "first-use|login",
      "PKCS#11 module: attest and release a key at its first private-key operation, or all keys at C_Login",
      F(pkcs11_release)},
@@ -310,6 +315,12 @@ static int add_uuid_item(const char *s, size_t len, void *arg)
     return 1;
 }
 
+static int check_abs_path_item(const char *s, size_t len, void *arg)
+{
+    (void)arg;
+    return len > 1 && s[0] == '/';
+}
+
 static int url_ok(const char *v)
 {
     return strncmp(v, "https://", 8) == 0 || strncmp(v, "http://", 7) == 0;
@@ -382,6 +393,14 @@ int kg_config_set(kg_config *cfg, const char *key, const char *value, kg_err *er
             return kg_err_set(err, KG_STEP_CONFIG, "%s: value too long", key);
         return 1;
     }
+    case KG_CONF_T_PATH_LIST:
+        /* absolute: a provider runs in any working directory (nginx's is /) */
+        if (for_each_item(value, check_abs_path_item, NULL) < 0)
+            return kg_err_set(err, KG_STEP_CONFIG,
+                              "%s: expected comma-separated absolute paths or glob patterns", key);
+        if (!copy_str(slot, k->size, value))
+            return kg_err_set(err, KG_STEP_CONFIG, "%s: value too long", key);
+        return 1;
     case KG_CONF_T_HEX: {
         size_t n = (size_t)atoi(k->choices);
         unsigned char tmp[64];

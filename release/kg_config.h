@@ -34,6 +34,7 @@ typedef struct kg_config {
     char release_mode[8];    /* eager | lazy (provider) */
     char pkcs11_keys[4096];  /* PKCS#11 module: LABEL:REFERENCE[:CERTIFICATE], comma-separated */
     char pkcs11_release[12]; /* first-use | login (PKCS#11 module) */
+    char preload[4096];      /* absolute key-reference paths or glob patterns, comma-separated */
     long key_lease_s;        /* lease of a released key (kg_lease) */
     long key_lease_max_s;    /* upper bound for key_lease_s */
     long refresh_before_s;   /* background refresh this long before the lease ends */
@@ -78,7 +79,8 @@ typedef enum kg_conf_type {
     KG_CONF_T_BOOL,
     KG_CONF_T_UUID_LIST,
     KG_CONF_T_HEX_LIST,
-    KG_CONF_T_HEX
+    KG_CONF_T_HEX,
+    KG_CONF_T_PATH_LIST /* comma list of absolute paths (glob patterns allowed) */
 } kg_conf_type;
 
 typedef struct kg_conf_key {

@@ -5,6 +5,7 @@
  */
 #include "kg_keysource.h"
 
+#include <glob.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -12,11 +13,16 @@
 
 #include "kg_log.h"
 #include "kg_release.h"
+#include "kg_time.h"
+
+/* At most this many references are preloaded (a glob is the operator's, but memory is ours). */
+#define KG_PRELOAD_MAX 1024
 
 struct kg_keyslot {
     kg_keyref ref;   /* key id, effective KBS URL, kbs_type; pubkey NULL until learned (both locks) */
     kg_lease *lease; /* one reference */
     pthread_mutex_t release_lock;
+    int preloading; /* under ks->preload_lock: in the preload batch that runs now */
 };
 
 struct kg_keysource {
@@ -26,6 +32,13 @@ struct kg_keysource {
     kg_keyslot **slots;
     size_t nslots, cap;
     pthread_mutex_t batch_lock; /* kg_keysource_release_all: one batch at a time */
+    int parallel;               /* threads allowed (kg_keysource_set_threads) */
+    /* preload (cfg.preload): runs once, at the first release. preload_lock guards the state and
+     * the slots' preloading flags and is never held across the network; threads whose key is in
+     * the running batch wait on preload_cv instead of releasing it a second time. */
+    pthread_mutex_t preload_lock;
+    pthread_cond_t preload_cv;
+    enum { PRELOAD_PENDING, PRELOAD_RUNNING, PRELOAD_DONE } preload_state;
 };
 
 kg_keysource *kg_keysource_new(const kg_config *cfg, kg_err *err)
@@ -40,6 +53,10 @@ kg_keysource *kg_keysource_new(const kg_config *cfg, kg_err *err)
     ks->cfg = *cfg;
     pthread_mutex_init(&ks->lock, NULL);
     pthread_mutex_init(&ks->batch_lock, NULL);
+    pthread_mutex_init(&ks->preload_lock, NULL);
+    pthread_cond_init(&ks->preload_cv, NULL);
+    ks->parallel = 1;
+    ks->preload_state = cfg->preload[0] != '\0' ? PRELOAD_PENDING : PRELOAD_DONE;
     if ((ks->rctx = kg_release_ctx_new(&ks->cfg, &ignored)) == NULL)
         KG_WARN("release context not created yet (%s); retried at first use", ignored.msg);
     return ks;
@@ -62,6 +79,8 @@ void kg_keysource_free(kg_keysource *ks)
     kg_release_ctx_free(ks->rctx);
     pthread_mutex_destroy(&ks->lock);
     pthread_mutex_destroy(&ks->batch_lock);
+    pthread_mutex_destroy(&ks->preload_lock);
+    pthread_cond_destroy(&ks->preload_cv);
     OPENSSL_cleanse(&ks->cfg, sizeof(ks->cfg));
     free(ks);
 }
@@ -72,11 +91,21 @@ void kg_keysource_atfork_child(kg_keysource *ks)
         return;
     pthread_mutex_init(&ks->lock, NULL);
     pthread_mutex_init(&ks->batch_lock, NULL);
+    pthread_mutex_init(&ks->preload_lock, NULL);
+    pthread_cond_init(&ks->preload_cv, NULL);
+    if (ks->preload_state == PRELOAD_RUNNING) /* its thread is not in this process */
+        ks->preload_state = PRELOAD_DONE;
     kg_release_ctx_atfork_child(ks->rctx);
     for (size_t i = 0; i < ks->nslots; i++) {
+        ks->slots[i]->preloading = 0;
         pthread_mutex_init(&ks->slots[i]->release_lock, NULL);
         kg_lease_atfork_child(ks->slots[i]->lease);
     }
+}
+
+void kg_keysource_set_threads(kg_keysource *ks, int allowed)
+{
+    ks->parallel = allowed != 0;
 }
 
 const char *kg_keyslot_key_id(const kg_keyslot *slot)
@@ -207,6 +236,124 @@ static int slot_install(kg_keysource *ks, kg_keyslot *s, EVP_PKEY *key, kg_err *
     return 1;
 }
 
+/* Adds the slot of the reference in path to slots[0..*n) unless it is there. A file that does not
+ * parse, or that names a key this source holds under another public key, is logged and skipped:
+ * a preload never stops the key that triggered it. */
+static void preload_add_file(kg_keysource *ks, const char *path, kg_keyslot **slots, size_t *n)
+{
+    kg_keyref ref;
+    kg_keyslot *s;
+    kg_err err;
+
+    if (!kg_keyref_load(path, &ref, &err)) {
+        KG_WARN("preload: %s: %s", path, err.msg);
+        return;
+    }
+    s = kg_keysource_slot(ks, &ref, &err);
+    kg_keyref_clear(&ref);
+    if (s == NULL) {
+        KG_WARN("preload: %s: %s", path, err.msg);
+        return;
+    }
+    for (size_t i = 0; i < *n; i++)
+        if (slots[i] == s)
+            return;
+    slots[(*n)++] = s;
+}
+
+/* With ks->preload_lock held (file system only, no network): first and the slots of every
+ * reference cfg.preload names, at most KG_PRELOAD_MAX, flagged preloading. Returns their count. */
+static size_t preload_collect(kg_keysource *ks, kg_keyslot *first, kg_keyslot **slots)
+{
+    char list[sizeof(ks->cfg.preload)], *save = NULL;
+    size_t n = 0;
+    int full = 0;
+
+    slots[n++] = first;
+    memcpy(list, ks->cfg.preload, sizeof(list));
+    for (char *item = strtok_r(list, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
+        glob_t g;
+        int rc;
+        char *end = item + strlen(item);
+
+        while (*item == ' ' || *item == '\t')
+            item++;
+        while (end > item && (end[-1] == ' ' || end[-1] == '\t'))
+            *--end = '\0';
+        memset(&g, 0, sizeof(g));
+        if ((rc = glob(item, 0, NULL, &g)) == GLOB_NOMATCH)
+            KG_WARN("preload: %s: no such file (or nothing matches)", item);
+        else if (rc != 0)
+            KG_WARN("preload: %s: cannot be expanded (glob error %d)", item, rc);
+        for (size_t i = 0; rc == 0 && i < g.gl_pathc; i++) {
+            if (n == KG_PRELOAD_MAX) {
+                full = 1;
+                break;
+            }
+            preload_add_file(ks, g.gl_pathv[i], slots, &n);
+        }
+        globfree(&g);
+    }
+    if (full)
+        KG_WARN("preload: more than %d references; the others are released at their own first use",
+                KG_PRELOAD_MAX);
+    for (size_t i = 0; i < n; i++)
+        slots[i]->preloading = 1;
+    return n;
+}
+
+/* Before slot's first release: runs the preload (cfg.preload) once per key source, as one batch
+ * with slot in it (one attestation, parallel transfers), or waits for the batch that runs now
+ * when slot is in it. Returns 1 when this call's batch failed to release slot (*err says why: the
+ * caller reports it rather than trying again alone), else 0 (the caller goes on: slot is ready,
+ * revoked, or not preloaded). */
+static int preload(kg_keysource *ks, kg_keyslot *slot, kg_err *err)
+{
+    kg_keyslot **slots = NULL;
+    kg_err *errs = NULL;
+    size_t n, failed = 0;
+    double t0 = kg_mono_ms();
+    int slot_failed = 0;
+
+    pthread_mutex_lock(&ks->preload_lock);
+    while (ks->preload_state == PRELOAD_RUNNING && slot->preloading)
+        pthread_cond_wait(&ks->preload_cv, &ks->preload_lock);
+    if (ks->preload_state != PRELOAD_PENDING || (slots = calloc(KG_PRELOAD_MAX, sizeof(*slots))) == NULL) {
+        pthread_mutex_unlock(&ks->preload_lock);
+        return 0;
+    }
+    n = preload_collect(ks, slot, slots);
+    __atomic_store_n(&ks->preload_state, PRELOAD_RUNNING, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&ks->preload_lock);
+
+    KG_INFO("preload: releasing %zu key(s) with one attestation", n);
+    if ((errs = calloc(n, sizeof(*errs))) == NULL)
+        KG_WARN("preload: out of memory; each key is released at its own first use");
+    else if ((failed = kg_keysource_release_all(ks, slots, n, ks->parallel, errs)) > 0)
+        for (size_t i = 0; i < n; i++) {
+            if (errs[i].step == KG_STEP_NONE && errs[i].msg[0] == '\0')
+                continue;
+            if (slots[i] == slot) {
+                *err = errs[i];
+                slot_failed = 1;
+            } else {
+                KG_WARN("preload: key %s: %s", slots[i]->ref.key_id, errs[i].msg);
+            }
+        }
+    if (errs != NULL)
+        KG_INFO("preload: %zu of %zu key(s) released in %.0f ms", n - failed, n, kg_mono_ms() - t0);
+
+    pthread_mutex_lock(&ks->preload_lock);
+    for (size_t i = 0; i < n; i++)
+        slots[i]->preloading = 0;
+    __atomic_store_n(&ks->preload_state, PRELOAD_DONE, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&ks->preload_cv);
+    pthread_mutex_unlock(&ks->preload_lock);
+    free(slots);
+    free(errs);
+    return slot_failed;
+}
+
 kg_lease_state kg_keysource_private(kg_keysource *ks, kg_keyslot *slot, int start_refresh, EVP_PKEY **key,
                                     int *attested, kg_err *err)
 {
@@ -230,6 +377,9 @@ kg_lease_state kg_keysource_private_prep(kg_keysource *ks, kg_keyslot *slot, int
     /* the hot path: the lease's shared lock and a reference count, never the network */
     if ((st = kg_lease_acquire_prep(slot->lease, start_refresh, tag, key, prep, err)) != KG_LEASE_EMPTY)
         return st;
+    /* the first release in this process releases every preloaded key with it */
+    if (__atomic_load_n(&ks->preload_state, __ATOMIC_ACQUIRE) != PRELOAD_DONE && preload(ks, slot, err))
+        return KG_LEASE_EMPTY;
     pthread_mutex_lock(&slot->release_lock);
     /* another thread may have released it while we waited */
     if ((st = kg_lease_acquire(slot->lease, start_refresh, key, err)) != KG_LEASE_EMPTY)

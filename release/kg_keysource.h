@@ -37,6 +37,10 @@ typedef struct kg_keyslot kg_keyslot;
  * network. Returns NULL only when out of memory (err set). */
 kg_keysource *kg_keysource_new(const kg_config *cfg, kg_err *err);
 
+/* Whether the source may start threads (default yes): parallel preload transfers. A PKCS#11
+ * application that forbids threads (CKF_LIBRARY_CANT_CREATE_OS_THREADS) sets no. */
+void kg_keysource_set_threads(kg_keysource *ks, int allowed);
+
 /* Stops every lease (aborts and joins refresh threads), then frees the slots; the keys are
  * zeroized when their last reference goes. Accepts NULL. */
 void kg_keysource_free(kg_keysource *ks);
@@ -50,9 +54,12 @@ void kg_keysource_atfork_child(kg_keysource *ks);
 kg_keyslot *kg_keysource_slot(kg_keysource *ks, const kg_keyref *ref, kg_err *err);
 
 /* The slot's released private key, releasing it first if needed (with the slot's lock held, so
- * concurrent first uses release once). start_refresh: a private operation, which may start the
- * lease's background refresh (0 for loads: an nginx master loads keys before it forks).
- * Returns KG_LEASE_OK with *key (a new reference), KG_LEASE_REVOKED with err holding the
+ * concurrent first uses release once). With cfg.preload set, the first release of the source
+ * releases the keys of every reference it names too, in one batch (kg_keysource_release_all);
+ * a first use of one of them meanwhile waits for the batch instead of releasing it again, and a
+ * reference that does not load is logged and skipped. Runs once per source. start_refresh: a private
+ * operation, which may start the lease's background refresh (0 for loads: an nginx master loads keys before
+ * it forks). Returns KG_LEASE_OK with *key (a new reference), KG_LEASE_REVOKED with err holding the
  * revocation, or KG_LEASE_EMPTY with err naming the failed step. *attested (may be NULL) is set
  * to 1 when this call ran a new attestation. */
 kg_lease_state kg_keysource_private(kg_keysource *ks, kg_keyslot *slot, int start_refresh, EVP_PKEY **key,
