@@ -569,6 +569,22 @@ int kg_release_key(kg_release_ctx *ctx, const kg_keyref *ref, EVP_PKEY **key, kg
     return ok;
 }
 
+/* Whether err is a failure of the attestation a batch shares (passport: one session for every
+ * key), not of one key's own transfer. Background mode attests per transfer: never shared. */
+static int session_step_failed(const kg_release_ctx *ctx, const kg_err *err)
+{
+    if (strcmp(ctx->cfg.kbs_mode, "background") == 0)
+        return 0;
+    switch (err->step) {
+    case KG_STEP_WRAPKEY:
+    case KG_STEP_NONCE:
+    case KG_STEP_EVIDENCE:
+    case KG_STEP_TOKEN:
+    case KG_STEP_VERIFY: return 1;
+    default: return 0;
+    }
+}
+
 typedef struct release_job {
     kg_release_ctx *ctx;
     const kg_keyref *const *refs;
@@ -622,11 +638,18 @@ size_t kg_release_keys(kg_release_ctx *ctx, const kg_keyref *const *refs, size_t
         t[i].origin = t[0].origin; /* one time line for the whole batch */
     /* the first key runs alone: it makes the attestation every other transfer reuses */
     first = job.next++;
-    release_one(ctx, NULL, refs[first], &keys[first], &t[first], &e[first]);
-    while (nthreads < KG_RELEASE_MAX_PARALLEL && nthreads + 1 < n &&
+    if (!release_one(ctx, NULL, refs[first], &keys[first], &t[first], &e[first]) &&
+        session_step_failed(ctx, &e[first])) {
+        /* the attestation every key would share failed: the others fail with it rather than
+         * attest again one after the other (a preload of 50 keys against an ITA that is down) */
+        for (size_t i = 1; i < n; i++)
+            e[i] = e[first];
+        job.next = n;
+    }
+    while (job.next < n && nthreads < KG_RELEASE_MAX_PARALLEL && nthreads + 1 < n &&
            pthread_create(&threads[nthreads], NULL, release_worker, &job) == 0)
         nthreads++;
-    if (nthreads == 0)
+    if (nthreads == 0 && job.next < n)
         release_worker(&job);
     for (size_t i = 0; i < nthreads; i++)
         pthread_join(threads[i], NULL);

@@ -213,3 +213,21 @@ def test_relative_preload_paths_are_refused_at_load(keygate_bin, kbs_stack, tmp_
     assert r.returncode != 0
     errors = [line for line in r.stderr.splitlines() if line.startswith("keygate: ")]
     assert len(errors) == 1 and "preload: expected comma-separated absolute paths" in errors[0], r.stderr
+
+
+def test_a_failed_attestation_fails_the_batch_once(keygate_bin, build_dir, kbs_stack, tmp_path):
+    """ITA refuses the attestation: the batch's keys fail with that error instead of attesting again
+    one after the other (N_KEYS refused attestations, each with its timeouts and retries)."""
+    site = preload_site(keygate_bin, build_dir, kbs_stack, tmp_path)
+    with_preload(site, f"{tmp_path}/*.ref.pem")
+    kbs_stack.clear_requests("ita")
+    kbs_stack.clear_requests("kbs")
+    kbs_stack.set_faults("ita", [{"route": "/attest$", "mode": "status", "status": 403}])
+    try:
+        out, log = load_in_one_process(site, ["k0"])
+    finally:
+        kbs_stack.clear_faults("ita")
+    assert out[0].startswith("error"), out
+    assert attest_count(kbs_stack) == 1
+    assert transfers(kbs_stack) == []
+    assert f"preload: 0 of {N_KEYS} key(s) released" in log, log[-2000:]
