@@ -6,7 +6,7 @@ Run as::
     /usr/bin/python3 -m tests.stack.kbs --state DIR --ita-url URL --ita-base-url URL \
         [--ita-root PEM] [--token-validity-minutes N] [--ita-retry-max N] [--ita-retry-wait S]
         [--key-manager vault|kmip] [--sec1-form full|no-params|no-public|bare] [--name kbs]
-        [--generation v1.3.0|2026]
+        [--generation v1.3.0|2026] [--transfer-cost-ms N]
 
 Spec: docs/protocols/intel-kbs.md; behaviour cross-checked against the Go source
 (transport/http/*.go, service/key_transfer.go, service/validation.go,
@@ -138,10 +138,27 @@ the request that releases a key (a nonce request consumes a fault without effect
 The request log (server.py) records method, path, status, request-id, has_api_key, the
 Attestation-Type header and the fault mode; never tokens, keys or passwords. A background-mode
 transfer with evidence also records ``user_data_sha256``, the SHA-256 of its user_data (the
-public wrapping key): tests tell wrapping keys apart by it.
+public wrapping key): tests tell wrapping keys apart by it.  Every transfer request records
+``inflight``, the number of transfer requests being handled when it started (itself included):
+server.py serves each connection on a thread of its own, so overlapping transfers show as >= 2.
+
+Fixed-cost mode (``--transfer-cost-ms N``, or at runtime ``PUT /_stack/transfer-cost {"ms": N}``,
+``{"ms": null}`` = off; GET reads it; off by default), for benchmarks that must measure the client
+rather than this Python process: a released key's service time is a stated constant.  The
+transfer (from the handler's start, after the added latency) is padded to N ms with
+``time.sleep``, which does not hold the GIL, so concurrent transfers overlap as on a multi-core
+KBS; its log record has ``cost_ms`` (N), ``work_ms`` (the time before the padding) and
+``over_cost`` (the work alone took longer than N).  To keep that work small the service caches
+as a real KBS with caching would: the verification result of a passport token, keyed by the exact
+token string, until its ``exp`` (at most VERIFIED_TTL; ``token_cached`` in the log), and each
+downloaded JWKS and CRL for ITA_CACHE_TTL (the chain, CRL and signature checks still run for every
+new token).  Only verified tokens are cached: any other token is verified in full and refused as
+before.  Failed transfers and nonce requests are not padded.  Switching the mode clears both
+caches.
 """
 
 import binascii
+import copy
 import hashlib
 import hmac
 import json
@@ -165,7 +182,7 @@ from .kbs_model import (AES_LENGTHS, CURVES, KEY_MANAGERS, SEC1_FORMS, ERR_ACCEP
                         validate_key_request, validate_policy, wrap_secret)
 from .kbs_token import (ItaClient, ItaError, TokenError, TokenVerifier, check_time_claims,
                         jwt_sign_ps384, jwt_split, jwt_verify_signature)
-from .server import Response, StackService, main
+from .server import HttpError, Response, StackService, json_response, main
 
 UUID_V4 = r"[a-fA-F0-9]{8}-[a-fA-F0-9]{4}-4[a-fA-F0-9]{3}-[89abAB][a-fA-F0-9]{3}-[a-fA-F0-9]{12}"
 JWT = "application/jwt"
@@ -179,6 +196,9 @@ ADMIN_PERMISSIONS = ["keys:search", "keys:create", "keys:delete", "keys:transfer
                      "key_transfer_policies:delete", "users:delete", "users:search",
                      "users:create", "users:update"]
 JWT_SIGNING_KEY_FILE = "kbs-jwt-signing.key"
+VERIFIED_TTL = 300         # fixed-cost mode: longest reuse of a token's verification (s)
+VERIFIED_MAX = 1024        # ... and of cached tokens (the cache is emptied when full)
+ITA_CACHE_TTL = 300        # ... and of a downloaded JWKS or CRL
 KBS_FAULTS = {"not_found", "deny", "wrong_key", "wrong_scalar", "corrupt_wrap", "corrupt_swk",
               "bad_header", "as_v1_3"}
 
@@ -255,7 +275,7 @@ class KbsService(StackService):
 
     def __init__(self, state_dir, ita_url, ita_base_url, ita_root=None, token_validity=5,
                  ita_retry_max=2, ita_retry_wait=2.0, key_manager="vault", sec1_form="full",
-                 name="kbs", generation="v1.3.0"):
+                 name="kbs", generation="v1.3.0", transfer_cost_ms=None):
         super().__init__(name, state_dir)
         self.gen2026 = generation == "2026"
         self.key_manager, self.sec1_form = key_manager, sec1_form
@@ -268,7 +288,57 @@ class KbsService(StackService):
         self.policies = {}
         self.keys = {}
         self.store_lock = threading.Lock()
+        self._cost_lock = threading.Lock()     # inflight, transfer_cost_ms, _verified
+        self._inflight = 0
+        self._verified = {}                    # token -> (claims, deadline): fixed-cost mode
+        self.transfer_cost_ms = None
+        self.set_transfer_cost(transfer_cost_ms)
         self._add_routes()
+
+    # ------------------------------------------------------------------ fixed-cost mode
+
+    def set_transfer_cost(self, ms):
+        """Fixed service time per released key in ms (None = off); clears the caches."""
+        if ms is not None and not 0 <= float(ms) <= 10000:
+            raise ValueError("transfer cost ms must be in [0, 10000] or null")
+        with self._cost_lock:
+            self.transfer_cost_ms = None if ms is None else float(ms)
+            self._verified.clear()
+        self.verifier.set_cache(0 if ms is None else ITA_CACHE_TTL)
+
+    def service_control(self, req):
+        if req.path != "/_stack/transfer-cost" or req.method not in ("GET", "PUT"):
+            return None
+        if req.method == "PUT":
+            try:
+                self.set_transfer_cost(req.json().get("ms"))
+            except (HttpError, ValueError, TypeError, AttributeError) as e:
+                return json_response(400, {"error": f"transfer cost needs {{\"ms\": number or "
+                                                    f"null}}: {e}"})
+        return json_response(200, {"ms": self.transfer_cost_ms})
+
+    def _verify_token(self, token, cost):
+        """(claims, from the cache) for token; in fixed-cost mode (cost not None) a token
+        verified before is taken from the cache while it is valid. Only verified tokens are
+        cached: any other is verified in full (TokenError when it fails)."""
+        if cost is None:
+            return self.verifier.verify(token), False
+        now = time.time()
+        with self._cost_lock:
+            hit = self._verified.get(token)
+        if hit is not None and now < hit[1]:
+            return copy.deepcopy(hit[0]), True
+        claims = self.verifier.verify(token)
+        exp = claims.get("exp")
+        deadline = now + VERIFIED_TTL
+        if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+            deadline = min(deadline, exp)
+        with self._cost_lock:
+            if self.transfer_cost_ms is not None:
+                if len(self._verified) >= VERIFIED_MAX:
+                    self._verified.clear()
+                self._verified[token] = (copy.deepcopy(claims), deadline)
+        return claims, False
 
     # ------------------------------------------------------------------ routing
 
@@ -499,7 +569,28 @@ class KbsService(StackService):
     # ------------------------------------------------------------------ attested transfer
 
     def transfer(self, req):
-        """POST /keys/{id}/transfer: decode like decodeTransferKeyHTTPRequest, then dispatch."""
+        """POST /keys/{id}/transfer, counted in ``inflight`` and, in fixed-cost mode, a released
+        key padded to the stated service time."""
+        t0 = time.monotonic()
+        with self._cost_lock:
+            self._inflight += 1
+            req.log_extra["inflight"] = self._inflight
+            cost = self.transfer_cost_ms
+        try:
+            req.kbs_cost = cost
+            resp = self._transfer_request(req)
+            if cost is not None and getattr(req, "kbs_released", False):
+                work = (time.monotonic() - t0) * 1000
+                req.log_extra.update(cost_ms=cost, work_ms=round(work, 2), over_cost=work > cost)
+                if work < cost:
+                    time.sleep((cost - work) / 1000)
+            return resp
+        finally:
+            with self._cost_lock:
+                self._inflight -= 1
+
+    def _transfer_request(self, req):
+        """Decode like decodeTransferKeyHTTPRequest, then dispatch."""
         if req.headers.get("Accept") != JSON:
             raise KbsError(415, ERR_ACCEPT)
         att_type = req.headers.get("Attestation-Type") or ""
@@ -536,7 +627,9 @@ class KbsService(StackService):
             return self._nonce(key_id, policy)
         token = (self._background_token(key_id, policy, att_type, body, gen2026) if att_type
                  else body["attestation_token"])
-        return self._release(record, policy, token, fault, gen2026)
+        resp = self._release(record, policy, token, fault, gen2026, req)
+        req.kbs_released = True
+        return resp
 
     def _nonce(self, key_id, policy):
         try:
@@ -562,10 +655,13 @@ class KbsService(StackService):
         except ItaError:
             raise handled(502, "Error retrieving token from Trust Authority service") from None
 
-    def _release(self, record, policy, token, fault, gen2026):
+    def _release(self, record, policy, token, fault, gen2026, req):
         """Verify the token, evaluate the policy, wrap the key to attester_held_data."""
+        cost = getattr(req, "kbs_cost", None)
         try:
-            claims = self.verifier.verify(token)
+            claims, cached = self._verify_token(token, cost)
+            if cost is not None:
+                req.log_extra["token_cached"] = cached
             claims = parse_claims(flatten_v2_claims(claims) if gen2026 else claims)
         except (TokenError, ValueError):
             raise handled(401, "Failed to authenticate attestation-token") from None
@@ -610,12 +706,16 @@ def _add_arguments(parser):
     parser.add_argument("--name", default="kbs", help="service name (announce file, request log)")
     parser.add_argument("--generation", choices=GENERATIONS, default="v1.3.0",
                         help="the service generation modelled (intel-kbs.md §8)")
+    parser.add_argument("--transfer-cost-ms", type=float, default=None,
+                        help="fixed-cost mode: a released key takes this many ms (token "
+                             "verification cached per token); default off")
 
 
 def _factory(args):
     return KbsService(args.state, args.ita_url, args.ita_base_url, args.ita_root,
                       args.token_validity_minutes, args.ita_retry_max, args.ita_retry_wait,
-                      args.key_manager, args.sec1_form, args.name, args.generation)
+                      args.key_manager, args.sec1_form, args.name, args.generation,
+                      args.transfer_cost_ms)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import base64
 import datetime
 import json
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -237,6 +238,17 @@ class TokenVerifier:
         self.root = pinned_root
         self.ssl_ctx = ssl_ctx
         self.timeout = timeout
+        self.cache_ttl = 0              # seconds a downloaded JWKS/CRL is reused; 0 = never
+        self._cache = {}                # url -> (body bytes, monotonic deadline)
+        self._cache_lock = threading.Lock()
+
+    def set_cache(self, ttl):
+        """Reuse each downloaded JWKS and CRL for ttl seconds (0: download on every call, as the
+        Go connector does). Only the bytes are kept: chain, CRL signatures, nextUpdate and
+        revocation are still checked on every verification."""
+        with self._cache_lock:
+            self.cache_ttl = ttl
+            self._cache.clear()
 
     def verify(self, token):
         """The token's claims dict; TokenError if anything fails."""
@@ -259,7 +271,18 @@ class TokenVerifier:
             raise TokenError(str(e)) from None
         return claims
 
-    def _get(self, url, what):
+    def _get(self, url, what, fresh=False):
+        with self._cache_lock:
+            hit = self._cache.get(url) if self.cache_ttl and not fresh else None
+        if hit is not None and time.monotonic() < hit[1]:
+            return hit[0]
+        data = self._download(url, what)
+        with self._cache_lock:
+            if self.cache_ttl:
+                self._cache[url] = (data, time.monotonic() + self.cache_ttl)
+        return data
+
+    def _download(self, url, what):
         try:
             status, data = http_fetch("GET", url, self.ssl_ctx, {"Accept": JSON},
                                       timeout=self.timeout)
@@ -270,15 +293,22 @@ class TokenVerifier:
         return data
 
     def _jwk(self, kid):
-        try:
-            jwks = json.loads(self._get(self.base_url + "/certs", "JWKS"))
-            jwk = next(k for k in jwks["keys"] if isinstance(k, dict) and k.get("kid") == kid)
-        except (ValueError, KeyError, TypeError, StopIteration):
-            raise TokenError(f"no JWK with kid {kid!r}") from None
+        jwk = self._find_jwk(kid, False)
+        if jwk is None and self.cache_ttl:     # a cached JWKS may predate a new signing key
+            jwk = self._find_jwk(kid, True)
+        if jwk is None:
+            raise TokenError(f"no JWK with kid {kid!r}")
         x5c = jwk.get("x5c")
         if not isinstance(x5c, list) or not 1 <= len(x5c) <= 10:
             raise TokenError("JWK x5c missing or longer than 10 certificates")
         return jwk
+
+    def _find_jwk(self, kid, fresh):
+        try:
+            jwks = json.loads(self._get(self.base_url + "/certs", "JWKS", fresh))
+            return next(k for k in jwks["keys"] if isinstance(k, dict) and k.get("kid") == kid)
+        except (ValueError, KeyError, TypeError, StopIteration):
+            return None
 
     def _verify_chain(self, jwk):
         """Leaf certificate of the JWK after chain (to the pinned root) and CRL checks."""

@@ -11,8 +11,9 @@ A service is a ``StackService`` with routes::
 
     svc.serve()          # or: main(factory) for a command-line entry point
 
-``serve()`` listens on 127.0.0.1 (port 0 = kernel-chosen) with TLS (tls-server.pem/.key of the
-state dir, TLS >= 1.2) or plain HTTP, speaks HTTP/1.1 keep-alive with exact Content-Length, then
+``serve()`` listens on 127.0.0.1 (port 0 = kernel-chosen), one thread per connection, with TLS
+(tls-server.pem/.key of the state dir, TLS >= 1.2) or plain HTTP, speaks HTTP/1.1 keep-alive
+with exact Content-Length, then
 announces itself by writing ``{state_dir}/{name}.json`` = {"name", "pid", "port", "url"}
 atomically, and serves until SIGTERM/SIGINT (exit status 0; the announce file is removed).
 
@@ -48,6 +49,9 @@ header ``X-Stack-Control: <contents of control-token>``:
     GET /_stack/requests                   {"requests": [log records]}
     DELETE /_stack/requests                clear the in-memory log
     PUT /_stack/latency {"ms": N}          added network latency (GET reads it)
+
+A service adds control endpoints of its own by overriding ``service_control(req)`` (None for a
+path it does not know); the KBS's ``/_stack/transfer-cost`` is one.
 
 Latency (``--latency-ms N`` or the control API) models a real network for benchmarks: every
 request waits N ms (one round trip) before it is handled, and every new connection waits 2 N ms
@@ -282,7 +286,11 @@ class StackService:
                 return error_response(400, "latency ms must be in [0, 10000]")
             self.latency_ms = ms
             return json_response(200, {"ms": self.latency_ms})
-        return error_response(404, "unknown control endpoint")
+        return self.service_control(req) or error_response(404, "unknown control endpoint")
+
+    def service_control(self, req):
+        """A service's own control endpoints (authorized already): a Response, or None."""
+        return None
 
     # ------------------------------------------------------------------ serving
 

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import uuid
 
 import pytest
@@ -629,3 +630,143 @@ def test_2026_v1_passport_with_a_wrong_binding(stack, kbs2026, wrapping, make_qu
                          make_quote)
     with pytest.raises(kf.UnwrapError):
         kf.transfer_passport(kbs2026[0], key_id, other, kf.new_wrapping_key())
+
+
+# =========================================================================== fixed-cost mode
+
+COST_MS = 250           # long enough that two transfers started together overlap
+
+
+@pytest.fixture(scope="module")
+def kbs_cost(stack):
+    """A KBS in fixed-cost mode (--transfer-cost-ms) beside the others; (url, key, key id)."""
+    name = "kbs-cost"
+    if name not in stack.services:
+        kf.start_kbs(stack, name=name, ita_retry_wait=0.1, transfer_cost_ms=COST_MS)
+    url = stack.services[name].url
+    admin = kf.kbs_admin_token(url, stack.state_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    return url, key, kf.register_key(url, admin, pem(key), kf.create_policy(url, admin,
+                                                                          {"mrtd": [MRTD]}))
+
+
+def transfer_log(stack, name="kbs-cost"):
+    return [r for r in stack.requests(name) if r["path"].endswith("/transfer")]
+
+
+def verification_fetches(stack):
+    """What a KBS fetched from ITA to verify tokens: the JWKS and the CRLs."""
+    return sorted(r["path"] for r in stack.requests("ita")
+                  if r["path"] == "/certs" or r["path"].startswith("/crl/"))
+
+
+def test_fixed_cost_transfer_takes_the_stated_time_and_verifies_a_token_once(
+        stack, kbs_cost, token, wrapping):
+    url, key, key_id = kbs_cost
+    stack.clear_requests("kbs-cost")
+    stack.clear_requests("ita")
+    assert kf.transfer_passport(url, key_id, token, wrapping) == der(key)
+    assert kf.transfer_passport(url, key_id, token, wrapping) == der(key)
+    log = transfer_log(stack)
+    assert [r["status"] for r in log] == [200, 200]
+    assert [r["token_cached"] for r in log] == [False, True]
+    for r in log:       # the service time is padded to the stated cost (or reports its excess)
+        assert r["cost_ms"] == COST_MS and r["ms"] >= COST_MS and r["inflight"] == 1
+        assert r["over_cost"] == (r["work_ms"] > COST_MS)
+    # one JWKS and one download of each CRL for both transfers (the normal KBS: per transfer)
+    assert verification_fetches(stack) == ["/certs", "/crl/ats-ca-crl.der",
+                                           "/crl/root-ca-crl.der"]
+
+
+def test_fixed_cost_verifies_another_token_afresh_with_the_cached_jwks(
+        stack, kbs_cost, token, wrapping, make_quote):
+    url, key, key_id = kbs_cost
+    assert kf.transfer_passport(url, key_id, token, wrapping) == der(key)   # caches filled
+    other = kf.ita_token(stack.services["ita"].url, stack.state_dir,
+                         kf.user_data_blob(wrapping.public_key()), make_quote)
+    assert other != token
+    stack.clear_requests("kbs-cost")
+    stack.clear_requests("ita")
+    assert kf.transfer_passport(url, key_id, other, wrapping) == der(key)
+    assert [r["token_cached"] for r in transfer_log(stack)] == [False]
+    assert verification_fetches(stack) == []
+
+
+def test_fixed_cost_still_refuses_forged_tokens(stack, kbs_cost, token, wrapping):
+    """The cache holds verified tokens only: a token that differs from one verified before in
+    its claims or its signature, or takes another's signature, is verified and refused."""
+    url, key, key_id = kbs_cost
+    assert kf.transfer_passport(url, key_id, token, wrapping) == der(key)   # token cached
+    h, p, s = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+    claims["exp"] += 3600
+    forged = ".".join((h, base64.urlsafe_b64encode(json.dumps(claims).encode())
+                       .rstrip(b"=").decode(), s))
+    stack.clear_requests("kbs-cost")
+    for bad in (forged, token + "x", token[:-2], "a.b.c"):
+        assert passport_status(url, key_id, bad) == (
+            401, "401: Failed to authenticate attestation-token")
+    log = transfer_log(stack)
+    assert [r["status"] for r in log] == [401] * 4
+    assert not [r for r in log if r.get("token_cached") or "cost_ms" in r]   # not padded either
+
+
+@pytest.mark.parametrize("mode", ["expired", "tampered", "foreign_root", "revoked_leaf"])
+def test_fixed_cost_refuses_bad_tokens_with_the_jwks_and_crls_cached(
+        stack, kbs_cost, token, wrapping, make_quote, mode):
+    url, _, key_id = kbs_cost
+    kf.transfer_passport(url, key_id, token, wrapping)          # JWKS and CRLs cached
+    stack.set_faults("ita", [{"route": "/attest", "mode": mode, "count": 1}])
+    try:
+        bad = kf.ita_token(stack.services["ita"].url, stack.state_dir,
+                           kf.user_data_blob(wrapping.public_key()), make_quote)
+    finally:
+        stack.clear_faults("ita")
+    for _ in range(2):                      # a refused token is never cached
+        assert passport_status(url, key_id, bad) == (
+            401, "401: Failed to authenticate attestation-token")
+
+
+def test_concurrent_transfers_overlap(stack, kbs_cost, token, wrapping):
+    """server.py serves connections on threads and the fixed cost is a sleep without the GIL:
+    two transfers started together are both in flight (the log's inflight reaches 2)."""
+    url, key, key_id = kbs_cost
+    kf.transfer_passport(url, key_id, token, wrapping)          # token verified and cached
+    stack.clear_requests("kbs-cost")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        kf.transfer_passport(url, key_id, token, wrapping))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [der(key)] * 2
+    assert sorted(r["inflight"] for r in transfer_log(stack)) == [1, 2]
+
+
+def test_inflight_is_logged_in_the_normal_mode_and_cost_is_a_runtime_knob(
+        stack, url, rsa_key, rsa_key_id, token, wrapping):
+    stack.clear_requests("kbs")
+    assert kf.transfer_passport(url, rsa_key_id, token, wrapping) == der(rsa_key)
+    status, _, _ = request(url, "POST", f"/keys/{rsa_key_id}/transfer", b"",
+                           {"Accept": "application/json"})                     # a nonce request
+    assert status == 200
+    log = transfer_log(stack, "kbs")
+    assert [r["inflight"] for r in log] == [1, 1]
+    assert not [r for r in log if "cost_ms" in r or "token_cached" in r]      # off by default
+    assert stack.control("kbs", "GET", "/_stack/transfer-cost") == {"ms": None}
+    try:
+        assert stack.control("kbs", "PUT", "/_stack/transfer-cost", {"ms": 30}) == {"ms": 30.0}
+        stack.clear_requests("kbs")
+        assert kf.transfer_passport(url, rsa_key_id, token, wrapping) == der(rsa_key)
+        (rec,) = transfer_log(stack, "kbs")
+        assert rec["cost_ms"] == 30.0 and rec["ms"] >= 30.0
+        for bad in ({"ms": -1}, {"ms": "x"}, {"ms": 20000}):
+            with pytest.raises(RuntimeError, match="HTTP 400"):
+                stack.control("kbs", "PUT", "/_stack/transfer-cost", bad)
+        assert stack.control("kbs", "GET", "/_stack/transfer-cost") == {"ms": 30.0}
+    finally:
+        assert stack.control("kbs", "PUT", "/_stack/transfer-cost", {"ms": None}) == {"ms": None}
+    stack.clear_requests("kbs")
+    kf.transfer_passport(url, rsa_key_id, token, wrapping)
+    assert "cost_ms" not in transfer_log(stack, "kbs")[0]
