@@ -246,12 +246,17 @@ def release_run(bins, st, refs, *flags):
 
 
 def p4_scaling(st, bins, q, latency):
+    """Against the KBS stand-in in fixed-cost mode (q["kbs_transfer_cost_ms"] per released key,
+    token verification cached per token), so that the ratio measures keygate, not the stand-in."""
     n = q["p4_keys"]
     refs = [(st.keys.get(f"many-{i}") or st.add_key(f"many-{i}", "p256"))["ref"] for i in range(n)]
     ni = q["intel_keys"]
+    cost = q["kbs_transfer_cost_ms"]
     st.set_latency(latency)
+    st.set_transfer_cost(cost)
     res = {"one": [], "many": [], "intel_one": [], "intel_many": [], "keygate_intel_n": []}
     try:
+        st.warm_kbs(refs[0])
         for r in range(q["p4_runs"]):
             plan = [("one", refs[:1], ()), ("many", refs, ()), ("keygate_intel_n", refs[:ni], ()),
                     ("intel_one", refs[:1], ("--no-reuse", "--no-cache")),
@@ -265,14 +270,21 @@ def p4_scaling(st, bins, q, latency):
                 d["stack_cpu_ms"] = st.stack_cpu_ms() - s0
                 ita, kbs = st.client_requests()
                 d["requests"] = len(ita) + len(kbs)
+                d["kbs"] = st.kbs_transfers()
                 res[name].append(d)
     finally:
         st.set_latency(0)
+        st.set_transfer_cost(None)
     med = {name: median([d["wall_ms"] for d in v]) for name, v in res.items()}
     cpu = {name: median([d["cpu_ms"] for d in v]) for name, v in res.items()}
     stack_cpu = {name: median([d["stack_cpu_ms"] for d in v]) for name, v in res.items()}
+    transfers = [d["kbs"] for v in res.values() for d in v]
     return {"latency_ms": latency, "keys": n, "intel_keys": ni, "runs": res, "wall_ms": med, "cpu_ms": cpu,
-            "stack_cpu_ms": stack_cpu,
+            "stack_cpu_ms": stack_cpu, "kbs_transfer_cost_ms": cost,
+            "transfers": sum(t["released"] for t in transfers),
+            "over_cost": sum(t["over_cost"] for t in transfers),
+            "max_inflight": max((t["max_inflight"] for t in transfers), default=0),
+            "kbs_work_ms": median([t["work_ms"] for t in transfers if t["work_ms"] is not None]),
             "ratio_many_one": ratio(med["many"], med["one"]),
             "intel_ratio_one": ratio(med["intel_one"], med["one"]),
             "intel_ratio_n": ratio(med["intel_many"], med["keygate_intel_n"]),
@@ -300,6 +312,16 @@ def p5_rss(st, bins, q, work):
             if p.returncode != 0:
                 raise RuntimeError(f"rss_bench {name}: {p.stderr[-1500:]}")
             res[name].append(json.loads(p.stdout))
+    # what loading libcurl (and its dependency tree) and curl_global_init cost on the same base:
+    # the most that loading it only at the first release could take off the provider's figure
+    curl = []
+    for r in range(q["p5_runs"]):
+        p = subprocess.run([bins["rss_bench"], "--dlopen", "libcurl.so.4"], capture_output=True, text=True,
+                           timeout=600)
+        if p.returncode != 0:
+            raise RuntimeError(f"rss_bench --dlopen: {p.stderr[-1500:]}")
+        curl.append(json.loads(p.stdout))
+    res["libcurl_dlopen"] = curl
 
     def added(name, key="after_keys_kb"):
         return median([d[key] - d["base_kb"] for d in res[name]])
@@ -307,33 +329,71 @@ def p5_rss(st, bins, q, work):
             "keygate_libs_kb": median([d["libs_added_kb"] for d in res["keygate"]]),
             "keygate_own_kb": median([d["own_added_kb"] for d in res["keygate"]]),
             "provider_added_kb": added("keygate_provider_only", "after_provider_kb"),
+            "libcurl_kb": median([d["after_dlopen_kb"] - d["base_kb"] for d in curl]),
+            "libcurl_libs_kb": median([d["libs_added_kb"] for d in curl]),
             "net_added_kb": added("keygate") - added("plain")}
 
 
 # ------------------------------------------------------------------ P6 nginx startup
 
+def p6_preload(st, keys, q):
+    """keygate environments for 1 and n blocks: with q["p6_preload"], a keygate.conf whose
+    `preload` lists the refs of exactly those blocks (the one ref / a glob matching the n), if this
+    build's configuration loader knows the key; else the plain one. Returns ({count: env}, how)."""
+    n = len(keys)
+    if not q["p6_preload"]:
+        return {1: st.env, n: st.env}, "off (--set p6_preload=0)"
+    glob = str(keys[0]["ref"].parent / "ngx-*.ref.pem")
+    one_conf, one_env = st.variant("p6-preload-1", preload=keys[0]["ref"])
+    many_conf, many_env = st.variant(f"p6-preload-{n}", preload=glob)
+    ok, why = st.config_accepts(many_conf)
+    if not ok:
+        return {1: st.env, n: st.env}, f"not known to this build ({why.splitlines()[-1][:160] if why else 'refused'})"
+    return {1: one_env, n: many_env}, f"on (`preload = {glob}`; one block: its one reference)"
+
+
 def p6_startup(st, q, work):
+    """nginx with 1 and n server blocks, keygate refs vs PEM files, at q["p6_latency"] ms added RTT
+    against the KBS stand-in in fixed-cost mode (as P4)."""
     n = q["p6_blocks"]
     keys = [st.keys.get(f"ngx-{i}") or st.add_key(f"ngx-{i}", "p256", cert=True) for i in range(n)]
+    envs, preload = p6_preload(st, keys, q)
+    latency, cost = q["p6_latency"], q["kbs_transfer_cost_ms"]
     res = {"keygate_1": [], f"keygate_{n}": [], "file_1": [], f"file_{n}": []}
     stack = {k: [] for k in res}
+    kbs = []
     run = 0
-    for r in range(q["p6_runs"]):
-        plan = [("keygate", 1), ("keygate", n), ("file", 1), ("file", n)]
-        if r % 2:
-            plan.reverse()
-        for side, count in plan:
-            port = free_port()
-            servers = [(port, "TLSv1.2 TLSv1.3", k["crt"], k["ref"] if side == "keygate" else k["pem"],
-                        "localhost" if i == 0 else f"s{i}.bench") for i, k in enumerate(keys[:count])]
-            run += 1
-            ngx = Nginx(os.path.join(work, f"nginx-p6-{run}"), servers, st.env, workers=1)
-            try:
-                s0 = st.stack_cpu_ms()
-                res[f"{side}_{count}"].append(ngx.start())
-                stack[f"{side}_{count}"].append(st.stack_cpu_ms() - s0)
-            finally:
-                ngx.stop()
+    st.set_latency(latency)
+    st.set_transfer_cost(cost)
+    try:
+        st.warm_kbs(keys[0]["ref"])
+        for r in range(q["p6_runs"]):
+            plan = [("keygate", 1), ("keygate", n), ("file", 1), ("file", n)]
+            if r % 2:
+                plan.reverse()
+            for side, count in plan:
+                port = free_port()
+                servers = [(port, "TLSv1.2 TLSv1.3", k["crt"], k["ref"] if side == "keygate" else k["pem"],
+                            "localhost" if i == 0 else f"s{i}.bench") for i, k in enumerate(keys[:count])]
+                run += 1
+                ngx = Nginx(os.path.join(work, f"nginx-p6-{run}"), servers,
+                            envs[count] if side == "keygate" else st.env, workers=1)
+                try:
+                    st.clear_logs()
+                    s0 = st.stack_cpu_ms()
+                    res[f"{side}_{count}"].append(ngx.start())
+                    stack[f"{side}_{count}"].append(st.stack_cpu_ms() - s0)
+                    if side == "keygate":
+                        kbs.append(st.kbs_transfers())
+                finally:
+                    ngx.stop()
+    finally:
+        st.set_latency(0)
+        st.set_transfer_cost(None)
     med = {k: median(v) for k, v in res.items()}
-    return {"blocks": n, "runs": res, "ms": med, "stack_cpu_ms": {k: median(v) for k, v in stack.items()}, "ratio": ratio(med[f"keygate_{n}"], med["keygate_1"]),
-            "file_ratio": ratio(med[f"file_{n}"], med["file_1"])}
+    return {"blocks": n, "runs": res, "ms": med, "stack_cpu_ms": {k: median(v) for k, v in stack.items()},
+            "ratio": ratio(med[f"keygate_{n}"], med["keygate_1"]),
+            "file_ratio": ratio(med[f"file_{n}"], med["file_1"]), "latency_ms": latency,
+            "kbs_transfer_cost_ms": cost, "preload": preload,
+            "transfers": sum(t["released"] for t in kbs), "over_cost": sum(t["over_cost"] for t in kbs),
+            "max_inflight": max((t["max_inflight"] for t in kbs), default=0)}

@@ -32,7 +32,10 @@ from tests.stack.kbs_fixture import (KbsHttpError, create_policy, kbs_admin_toke
 
 NGINX = "/usr/sbin/nginx"
 # what the KBS stand-in fetches from ITA to verify one passport token: /certs and two CRLs
+# (in its normal mode; in fixed-cost mode it caches them)
 KBS_ITA_FETCHES_PER_TRANSFER = 3
+# the User-Agent of the KBS stand-in's own requests to ITA (urllib); keygate (libcurl) sends none
+KBS_USER_AGENT = "Python-urllib/"
 
 
 def free_port():
@@ -76,6 +79,7 @@ class Stack:
             "log_level": 1,
             "cache_dir": "none",  # the host's /var/cache/keygate never counts; P3 measures both
         }
+        self.conf_keys = keys
         self.conf.write_text("".join(f"{k} = {v}\n" for k, v in keys.items()))
         # the same with a verification cache of its own (P3 cold-with-cache)
         cache = self.work / "vcache"
@@ -87,13 +91,30 @@ class Stack:
         self.env.pop("KEYGATE_DEBUG", None)
         self.keys = {}
 
-    def openssl_cnf(self, path, extra=""):
+    def openssl_cnf(self, path, extra="", conf=None):
         path.write_text(
             "openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n"
             "[provider_sect]\ndefault = default_sect\nkeygate = keygate_sect\n"
             "[default_sect]\nactivate = 1\n"
-            f"[keygate_sect]\nmodule = {self.provider}\nactivate = 1\nconfig = {self.conf}\n{extra}")
+            f"[keygate_sect]\nmodule = {self.provider}\nactivate = 1\nconfig = {conf or self.conf}\n{extra}")
         return path
+
+    def variant(self, name, **extra):
+        """keygate-NAME.conf = the bench's keygate.conf plus extra keys, and an environment whose
+        OPENSSL_CONF loads the provider with it. Returns (conf path, env)."""
+        conf = self.work / f"keygate-{name}.conf"
+        conf.write_text("".join(f"{k} = {v}\n" for k, v in {**self.conf_keys, **extra}.items()))
+        cnf = self.openssl_cnf(self.work / f"openssl-{name}.cnf", conf=conf)
+        return conf, dict(self.env, OPENSSL_CONF=str(cnf))
+
+    def config_accepts(self, conf):
+        """(True, "") if keygate's configuration loader accepts conf (checked with `keygate ref
+        create --pubkey`, which loads and checks it without attesting), else (False, its error)."""
+        k = next(iter(self.keys.values()))
+        out = self.work / "config-check.ref.pem"
+        r = subprocess.run([self.keygate, "-c", str(conf), "ref", "create", "--key-id", k["id"], "--pubkey",
+                            str(k["pub"]), "-o", str(out)], capture_output=True, text=True, timeout=60)
+        return r.returncode == 0, r.stderr.strip()
 
     def add_key(self, name, kind, cert=False):
         """Generate, register and write NAME.pem (plain), NAME.ref.pem (reference) and, with
@@ -132,18 +153,23 @@ class Stack:
 
     def client_requests(self, since=None):
         """Requests the client made: (ita, kbs) lists of (method, path). The KBS stand-in's own
-        fetches from ITA (JWKS and two CRLs per transfer, to verify the token) are subtracted."""
+        fetches from ITA (JWKS and two CRLs per transfer to verify the token, fewer in its
+        fixed-cost mode) are left out: they carry urllib's User-Agent."""
         ita = [q for q in self.stack.requests("ita") if since is None or q["t"] >= since - 0.0005]
         kbs = [q for q in self.stack.requests("kbs") if since is None or q["t"] >= since - 0.0005]
-        transfers = sum(1 for q in kbs if q["path"].endswith("/transfer"))
-        own = {"/certs": transfers, "/crl/ats-ca-crl.der": transfers, "/crl/root-ca-crl.der": transfers}
-        client_ita = []
-        for q in ita:
-            if own.get(q["path"], 0) > 0:
-                own[q["path"]] -= 1
-                continue
-            client_ita.append((q["method"], q["path"]))
+        client_ita = [(q["method"], q["path"]) for q in ita
+                      if not (q.get("user_agent") or "").startswith(KBS_USER_AGENT)]
         return client_ita, [(q["method"], q["path"]) for q in kbs]
+
+    def kbs_transfers(self):
+        """The KBS's transfer records since its log was last cleared: {"n", "released", "over_cost",
+        "max_inflight", "work_ms" (median, fixed-cost mode)}."""
+        t = [q for q in self.stack.requests("kbs") if q["path"].endswith("/transfer")]
+        fixed = [q for q in t if "cost_ms" in q]
+        return {"n": len(t), "released": len(fixed) or sum(1 for q in t if q["status"] == 200),
+                "over_cost": sum(1 for q in fixed if q.get("over_cost")),
+                "max_inflight": max((q.get("inflight", 0) for q in t), default=0),
+                "work_ms": median([q["work_ms"] for q in fixed]) if fixed else None}
 
     def stack_cpu_ms(self):
         """user+sys CPU the stack's processes (ITA, KBS) have used so far, from /proc."""
@@ -158,6 +184,19 @@ class Stack:
     def set_latency(self, ms):
         for svc in ("ita", "kbs"):
             self.stack.set_latency(svc, ms)
+
+    def set_transfer_cost(self, ms):
+        """The KBS stand-in's fixed-cost mode: ms per released key (token verification cached per
+        token), None = off (its normal mode: JWKS, CRLs and verification per transfer)."""
+        return self.stack.control("kbs", "PUT", "/_stack/transfer-cost", {"ms": ms})["ms"]
+
+    def warm_kbs(self, ref):
+        """One untimed `keygate release`, so that the KBS stand-in in fixed-cost mode has its JWKS
+        and CRLs cached, as a long-running KBS would have (setting the mode empties its caches)."""
+        r = subprocess.run([self.keygate, "-c", str(self.conf), "release", "--ref", str(ref)], env=self.env,
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"keygate release (KBS warm-up): {r.stderr[-1000:]}")
 
     def stop(self):
         self.stack.stop_all()

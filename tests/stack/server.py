@@ -329,6 +329,9 @@ class StackService:
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a client's parallel workers connecting at once
+    # overflow it, and each dropped SYN costs the client a one-second retransmit
+    request_queue_size = 128
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]

@@ -770,3 +770,12 @@ def test_inflight_is_logged_in_the_normal_mode_and_cost_is_a_runtime_knob(
     stack.clear_requests("kbs")
     kf.transfer_passport(url, rsa_key_id, token, wrapping)
     assert "cost_ms" not in transfer_log(stack, "kbs")[0]
+
+
+def test_listen_backlog_takes_a_burst_of_parallel_connects(stack, url):
+    """A client's parallel workers connect at once; with socketserver's default backlog of 5 the
+    kernel drops the surplus SYNs and those connects stall a second (SYN retransmit)."""
+    port = stack.services["kbs"].port
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert int(out[2]) >= 64            # Send-Q of a listening socket: its backlog
