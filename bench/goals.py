@@ -281,6 +281,8 @@ def p4_scaling(st, bins, q, latency):
     transfers = [d["kbs"] for v in res.values() for d in v]
     return {"latency_ms": latency, "keys": n, "intel_keys": ni, "runs": res, "wall_ms": med, "cpu_ms": cpu,
             "stack_cpu_ms": stack_cpu, "kbs_transfer_cost_ms": cost,
+            # the random RSA-3072 prime search varies by hundreds of ms between runs: it moves the ratio
+            "wrapkey_ms": {name: median([d.get("steps_ms", {}).get("wrapkey", 0) for d in v]) for name, v in res.items()},
             "transfers": sum(t["released"] for t in transfers),
             "over_cost": sum(t["over_cost"] for t in transfers),
             "max_inflight": max((t["max_inflight"] for t in transfers), default=0),
