@@ -377,11 +377,12 @@ def markdown(res, plots, results_path):
               f"- keygate provider alone: +{f(d['provider_added_kb'] / 1024, 2)} MiB",
               f"- keygate provider + 10 released keys: +{f(d['keygate_added_kb'] / 1024, 2)} MiB",
               f"- 10 PEM keys in the default provider: +{f(d['plain_added_kb'] / 1024, 2)} MiB "
-              f"(so keygate's own share: +{f(d['net_added_kb'] / 1024, 2)} MiB)",
-              f"- of keygate's +{f(d['keygate_added_kb'] / 1024, 2)} MiB: shared libraries it pulls in (libcurl and "
-              f"Debian's libcurl dependency tree: gnutls via librtmp, krb5, ldap, ssh2, ...) "
-              f"+{f(d.get('keygate_libs_kb', 0) / 1024, 2)} MiB; keygate.so, heap, anonymous and locked memory "
-              f"(secure heap, keys, private library context) +{f(d.get('keygate_own_kb', 0) / 1024, 2)} MiB"]
+              f"(the difference: +{f(d['net_added_kb'] / 1024, 2)} MiB)",
+              f"- of keygate's +{f(d['keygate_added_kb'] / 1024, 2)} MiB: keygate's own resident share, shared "
+              f"libraries not counted (keygate.so, heap, anonymous and locked memory: secure heap, keys, private "
+              f"library context) +{f(d.get('keygate_own_kb', 0) / 1024, 2)} MiB; the shared libraries it pulls in "
+              f"(libcurl and Debian's libcurl dependency tree: gnutls via librtmp, krb5, ldap, ssh2, ...) "
+              f"+{f(d.get('keygate_libs_kb', 0) / 1024, 2)} MiB"]
         if curl is not None:
             L += [f"- libcurl alone (`rss_bench --dlopen libcurl.so.4`: dlopen and curl_global_init on the same "
                   f"base): +{f(curl / 1024, 2)} MiB, of which shared libraries +{f(d['libcurl_libs_kb'] / 1024, 2)} MiB",
