@@ -244,7 +244,7 @@ def from_agent_proto(c):
         "missing-digest": agent_frame(3, 1, [("KEY_REF", rsa_ref), ("SIGN_SCHEME", u8(SCHEME["RSA_PKCS1"])),
                                              ("DATA", h256)]),
         "pem-key-ref": agent_frame(2, 1, [("KEY_REF", pem_block("KEYGATE KEY REFERENCE", rsa_ref).encode()[:1000])]),
-        "trailing": agent_frame(1, 1, hello)[:8] + struct.pack(">I", 4 + 5 + 2) + agent_frame(1, 1, hello)[12:] + b"\0\0",
+        "trailing": agent_frame(1, 1, hello, body_len=4 + 5 + 2) + b"\0\0",  # 2 stray bytes after the fields
         "result-on-denied": agent_frame(0x83, 1, [("STATUS", u32(AGENT_STATUS["DENIED"])), ("RESULT", b"sig")]),
         "message-newline": agent_frame(0x83, 1, [("STATUS", u32(AGENT_STATUS["INTERNAL"])),
                                                  ("MESSAGE", b"two\nlines")]),

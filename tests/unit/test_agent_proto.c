@@ -387,6 +387,21 @@ static void spec_seeds(void **state)
     DIR *d = opendir(dir);
     struct dirent *ent;
     int ok_seen = 0, bad_seen = 0;
+    static const char *why[][2] = {
+        {"magic", "header: bad magic"},
+        {"version2", "header: version 2, expected 1"},
+        {"flags", "header: flags 0x01"},
+        {"oversize", "header: body length 65537, at most 65536"},
+        {"duplicate", "field VERSION: appears twice"},
+        {"out-of-order", "out of order (after 0x0004)"},
+        {"unknown-tag", "field 0x0013 at byte 9: unknown"},
+        {"scheme-length", "field SIGN_SCHEME: length 3, expected 1"},
+        {"missing-digest", "field DIGEST: missing"},
+        {"pem-key-ref", "field KEY_REF: not one DER SEQUENCE"},
+        {"trailing", "field header at byte 9: 2 bytes left"},
+        {"result-on-denied", "field RESULT: not allowed in a SIGN reply with status DENIED"},
+        {"message-newline", "field MESSAGE: control character 0x0a"},
+    };
 
     assert_non_null(d);
     while ((ent = readdir(d)) != NULL) {
@@ -407,14 +422,24 @@ static void spec_seeds(void **state)
                                                  : kg_agent_req_decode_frame(b, n, &q, &e);
         if (rc != good)
             fail_msg("%s: decode %d (%s)", ent->d_name, rc, rc ? "accepted" : e.msg);
+        if (!good) { /* and for the reason the seed was written for */
+            size_t i = 0;
+            while (i < sizeof(why) / sizeof(why[0]) && strcmp(ent->d_name + 10, why[i][0]) != 0)
+                i++;
+            if (i == sizeof(why) / sizeof(why[0]))
+                fail_msg("%s: no expected reason in spec_seeds", ent->d_name);
+            if (strstr(e.msg, why[i][1]) == NULL)
+                fail_msg("%s: expected \"%s\" in \"%s\"", ent->d_name, why[i][1], e.msg);
+        }
         ok_seen += good;
         bad_seen += !good;
         free(b);
     }
     closedir(d);
     assert_true(ok_seen >= 15);
-    assert_true(bad_seen >= 5);
+    assert_true(bad_seen == (int)(sizeof(why) / sizeof(why[0])));
 }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
