@@ -337,6 +337,14 @@ static void trailing_bytes(void **state)
     assert_int_equal(kg_agent_req_decode(KG_AGENT_OP_HELLO, (const uint8_t *)"\0\0\1", 3, &q, &(kg_err){0}),
                      0);
     assert_int_equal(q.refusal, KG_AGENT_BAD_REQUEST);
+    /* a body over the maximum, through the body decoder (a header would have refused it first) */
+    assert_int_equal(kg_agent_req_decode(KG_AGENT_OP_HELLO, big, KG_AGENT_MAX_BODY + 1, &q, &(kg_err){0}), 0);
+    assert_int_equal(q.refusal, KG_AGENT_TOO_LARGE);
+    /* a reply frame with a refused header */
+    r = raw_reply(
+        &(kg_agent_reply){.op = KG_AGENT_OP_SIGN | KG_AGENT_OP_REPLY, .id = 1, .status = KG_AGENT_DENIED});
+    r->b[5] = 2;
+    reply_refused(r, "header: flags 0x02, expected 0");
 }
 
 static void encode_buffer(void **state)
@@ -375,6 +383,18 @@ static void names(void **state)
     assert_string_equal(kg_agent_digest_name(0), "?");
     assert_string_equal(kg_agent_padding_name(KG_AGENT_PAD_PKCS1_TLS), "PKCS1_TLS");
     assert_string_equal(kg_agent_padding_name(9), "?");
+    for (uint8_t op = KG_AGENT_OP_HELLO; op <= KG_AGENT_OP_DERIVE; op++) {
+        char reply[32];
+        snprintf(reply, sizeof(reply), "%s reply", kg_agent_op_name(op));
+        assert_string_equal(kg_agent_op_name(op | KG_AGENT_OP_REPLY), reply);
+        assert_string_not_equal(kg_agent_op_name(op), "?");
+    }
+    for (kg_agent_digest d = KG_AGENT_DIGEST_NONE; d <= KG_AGENT_DIGEST_SHA512; d++) {
+        char name[16];
+        snprintf(name, sizeof(name), "SHA%zu",
+                 kg_agent_digest_size(d) == 20 ? (size_t)1 : kg_agent_digest_size(d) * 8);
+        assert_string_equal(kg_agent_digest_name(d), d == KG_AGENT_DIGEST_NONE ? "NONE" : name);
+    }
     assert_int_equal(kg_agent_digest_size(KG_AGENT_DIGEST_SHA224), 28);
     assert_int_equal(kg_agent_digest_size(KG_AGENT_DIGEST_NONE), 0);
 }

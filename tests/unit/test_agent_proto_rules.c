@@ -267,6 +267,7 @@ static void message_text(void **state)
         {"a\xf4\x90\x80\x80", "invalid UTF-8 at byte 1"}, /* past U+10FFFF */
         {"a\xe2\x82", "invalid UTF-8 at byte 1"},         /* truncated */
         {"a\x80", "invalid UTF-8 at byte 1"},             /* a lone continuation byte */
+        {"a\xc3(", "invalid UTF-8 at byte 1"},            /* a lead byte without its continuation */
         {"key revoked at the KBS (lease 42)", NULL},
         {"\xc2\xa0\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf", NULL}, /* NBSP é € 😀 U+10FFFF */
     };
