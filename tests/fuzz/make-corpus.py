@@ -3,12 +3,14 @@
 """Regenerates the seed corpora (tests/fuzz/corpus/<harness>/) and the fixed harness inputs
 (tests/fuzz/data/) from the real artefacts in tests/vectors and from the local stack.
 
-    /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR] [--only jwe,trustee | tdx_quote | keyforms | ear]
+    /usr/bin/python3 tests/fuzz/make-corpus.py [--vectors DIR] [--only jwe,trustee | tdx_quote | keyforms | ear
+                                                  | agent_proto]
 
 Run once and commit the result; the test run only replays what is committed. Seeds made here
 are named stack-* (keyform-* for the private-key forms of the wrap harness, made without the
-stack), seeds copied from the vectors vector-*; regression inputs (crashes found and fixed) are
-named regress-* and are never touched by this script.
+stack; proto-* for the agent protocol, written from its specification), seeds copied from the
+vectors vector-*; regression inputs (crashes found and fixed) are named regress-* and are never
+touched by this script.
 
 The local stack runs from a temporary state dir (its own PKI) on 127.0.0.1 and is stopped by
 PID at the end. data/verify-at is a time at which the stack tokens, certificates and CRLs
@@ -48,14 +50,14 @@ from tests.stack.fixtures import LocalStack  # noqa: E402
 from tests.stack.simquote import DEFAULTS, make_sim_quote  # noqa: E402
 
 HARNESSES = ["jws", "jwks", "x5c_crl", "ita_reply", "tdx_quote", "keyref", "kbs_reply", "wrap",
-             "config", "azure_runtime", "ccel", "jwe", "trustee"]
+             "config", "azure_runtime", "ccel", "jwe", "trustee", "agent_proto"]
 TRUSTEE_HARNESSES = ["jwe", "trustee"]  # made by from_trustee, with their own data/ files
 QUOTE_VECTORS = ("tdx-quote-gcp-cos113.bin", "tdx-quote-trustee-v4-debug.bin", "tdx-quote-azure.bin",
                  "tdx-quote-trustee-v5.bin")
 
 
 class Corpus:
-    def __init__(self, root, harnesses=HARNESSES, prefixes=("stack-", "vector-", "keyform-")):
+    def __init__(self, root, harnesses=HARNESSES, prefixes=("stack-", "vector-", "keyform-", "proto-")):
         self.root = root
         for h in harnesses:
             d = root / h
@@ -129,6 +131,126 @@ def from_key_forms(c):
                                    "-pkeyopt", "rsa_keygen_primes:3", "-outform", "DER"],
                                   capture_output=True, check=True).stdout  # PKCS#1, version 1
     c.add("wrap", "keyform-pkcs1-rsa2048-3prime", b"\x01" + three_primes)
+
+
+# The keygate agent's wire protocol (docs/protocols/agent.md), written here from the specification
+# alone: a second implementation, whose frames test_agent_proto.c's spec_seeds decodes with the C
+# codec (proto-ok-* must decode, proto-bad-* must be refused).
+AGENT_TAGS = {"VERSION": 1, "MAX_BODY": 2, "KEY_REF": 3, "SIGN_SCHEME": 4, "DIGEST": 5, "MGF1_DIGEST": 6,
+              "SALT_LEN": 7, "PADDING": 8, "OAEP_LABEL": 9, "TLS_VERSIONS": 10, "DATA": 11, "PEER_KEY": 12,
+              "STATUS": 0x10, "MESSAGE": 0x11, "RESULT": 0x12}
+AGENT_OPS = {"HELLO": 1, "PUBKEY": 2, "SIGN": 3, "DECRYPT": 4, "DERIVE": 5}
+AGENT_STATUS = {"OK": 0, "BAD_REQUEST": 1, "VERSION": 2, "UNKNOWN_KEY": 3, "DENIED": 4, "REVOKED": 5,
+                "UNAVAILABLE": 6, "RATE_LIMITED": 7, "TOO_LARGE": 8, "INTERNAL": 9, "OP_FAILED": 10, "BUSY": 11}
+SCHEME = {"ECDSA": 1, "RSA_PKCS1": 2, "RSA_PSS": 3}
+DIGEST = {"NONE": 1, "SHA1": 2, "SHA224": 3, "SHA256": 4, "SHA384": 5, "SHA512": 6}
+PADDING = {"PKCS1": 1, "OAEP": 2, "NONE": 3, "PKCS1_TLS": 4}
+
+
+def agent_frame(op, rid, fields, sort=True, version=1, flags=0, body_len=None):
+    """One frame: header, request id, fields (name or tag, value bytes) in tag order."""
+    items = [(AGENT_TAGS.get(t, t), v) for t, v in fields]
+    if sort:
+        items.sort(key=lambda f: f[0])
+    body = struct.pack(">I", rid) + b"".join(struct.pack(">HH", t, len(v)) + v for t, v in items)
+    n = len(body) if body_len is None else body_len
+    return b"KGA" + struct.pack(">BBBHI", version, op, flags, 0, n) + body
+
+
+def from_agent_proto(c):
+    """agent_proto seeds: every op and reply shape, real key references and real results (fresh
+    keys, thrown away), plus refused frames. No stack needed."""
+    from cryptography.hazmat.primitives.asymmetric import utils
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    peer = ec.generate_private_key(ec.SECP256R1())
+    rsa_ref = keyref_der("3fa85f64-5717-4562-b3fc-2c963f66afa6", spki(rsa_key))
+    ec_ref = keyref_der("6ba7b810-9dad-41d1-80b4-00c04fd430c8", spki(ec_key), "https://kbs.example:9443", "intel")
+    u8, i32 = (lambda v: bytes([v])), (lambda v: struct.pack(">i", v))  # noqa: E731
+    u32 = lambda v: struct.pack(">I", v)  # noqa: E731
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(b"keygate agent")
+    h256 = digest.finalize()
+    digest_info = bytes.fromhex("3031300d060960864801650304020105000420") + h256
+    op = AGENT_OPS
+    req = {
+        "hello": (op["HELLO"], [("VERSION", u8(1))]),
+        "hello-v9": (op["HELLO"], [("VERSION", u8(9))]),
+        "pubkey-rsa": (op["PUBKEY"], [("KEY_REF", rsa_ref)]),
+        "sign-ecdsa-p256": (op["SIGN"], [("KEY_REF", ec_ref), ("SIGN_SCHEME", u8(SCHEME["ECDSA"])),
+                                         ("DATA", h256)]),
+        "sign-pkcs1-sha256": (op["SIGN"], [("KEY_REF", rsa_ref), ("SIGN_SCHEME", u8(SCHEME["RSA_PKCS1"])),
+                                           ("DIGEST", u8(DIGEST["SHA256"])), ("DATA", h256)]),
+        "sign-pkcs1-none-digestinfo": (op["SIGN"], [("KEY_REF", rsa_ref), ("SIGN_SCHEME", u8(SCHEME["RSA_PKCS1"])),
+                                                    ("DIGEST", u8(DIGEST["NONE"])), ("DATA", digest_info)]),
+        "sign-pkcs1-none-tls10": (op["SIGN"], [("KEY_REF", rsa_ref), ("SIGN_SCHEME", u8(SCHEME["RSA_PKCS1"])),
+                                               ("DIGEST", u8(DIGEST["NONE"])), ("DATA", os.urandom(36))]),
+        "sign-pss-sha256-salt-digest": (op["SIGN"], [("KEY_REF", rsa_ref), ("SIGN_SCHEME", u8(SCHEME["RSA_PSS"])),
+                                                     ("DIGEST", u8(DIGEST["SHA256"])),
+                                                     ("MGF1_DIGEST", u8(DIGEST["SHA256"])), ("SALT_LEN", i32(-1)),
+                                                     ("DATA", h256)]),
+        "sign-pss-sha512-salt-max": (op["SIGN"], [("KEY_REF", rsa_ref), ("SIGN_SCHEME", u8(SCHEME["RSA_PSS"])),
+                                                  ("DIGEST", u8(DIGEST["SHA512"])), ("MGF1_DIGEST", u8(DIGEST["SHA1"])),
+                                                  ("SALT_LEN", i32(-2)), ("DATA", os.urandom(64))]),
+        "decrypt-pkcs1": (op["DECRYPT"], [("KEY_REF", rsa_ref), ("PADDING", u8(PADDING["PKCS1"])),
+                                          ("DATA", rsa_key.public_key().encrypt(b"secret", padding.PKCS1v15()))]),
+        "decrypt-oaep-label": (op["DECRYPT"], [("KEY_REF", rsa_ref), ("PADDING", u8(PADDING["OAEP"])),
+                                               ("DIGEST", u8(DIGEST["SHA256"])), ("MGF1_DIGEST", u8(DIGEST["SHA256"])),
+                                               ("OAEP_LABEL", b"keygate"),
+                                               ("DATA", rsa_key.public_key().encrypt(b"secret", padding.OAEP(
+                                                   padding.MGF1(hashes.SHA256()), hashes.SHA256(), b"keygate")))]),
+        "decrypt-none": (op["DECRYPT"], [("KEY_REF", rsa_ref), ("PADDING", u8(PADDING["NONE"])),
+                                         ("DATA", os.urandom(255))]),
+        "decrypt-pkcs1-tls": (op["DECRYPT"], [("KEY_REF", rsa_ref), ("PADDING", u8(PADDING["PKCS1_TLS"])),
+                                              ("TLS_VERSIONS", struct.pack(">HH", 0x0303, 0x0303)),
+                                              ("DATA", rsa_key.public_key().encrypt(b"\x03\x03" + os.urandom(46),
+                                                                                    padding.PKCS1v15()))]),
+        "derive-p256": (op["DERIVE"], [("KEY_REF", ec_ref), ("PEER_KEY", spki(peer))]),
+        "hello-extension": (op["HELLO"], [("VERSION", u8(1)), (0x8001, b"future")]),
+    }
+    for rid, (name, (o, fields)) in enumerate(req.items(), 1):
+        c.add("agent_proto", f"proto-ok-{name}", agent_frame(o, rid, fields))
+    ok = u32(AGENT_STATUS["OK"])
+    reply = {
+        "hello-reply": (0x81, 1, [("STATUS", ok), ("VERSION", u8(1)), ("MAX_BODY", u32(65536)),
+                                  ("MESSAGE", b"keygate agent 0.1.0")]),
+        "pubkey-reply": (0x82, 2, [("STATUS", ok), ("RESULT", spki(rsa_key))]),
+        "sign-reply-ecdsa": (0x83, 3, [("STATUS", ok), ("RESULT", ec_key.sign(
+            h256, ec.ECDSA(utils.Prehashed(hashes.SHA256()))))]),
+        "sign-reply-rsa": (0x83, 4, [("STATUS", ok), ("RESULT", rsa_key.sign(
+            h256, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())))]),
+        "decrypt-reply-empty": (0x84, 5, [("STATUS", ok), ("RESULT", b"")]),
+        "derive-reply": (0x85, 6, [("STATUS", ok), ("RESULT", ec_key.exchange(ec.ECDH(), peer.public_key()))]),
+        "sign-reply-denied": (0x83, 7, [("STATUS", u32(AGENT_STATUS["DENIED"])),
+                                        ("MESSAGE", b"uid 1001 may not use key 3fa85f64")]),
+        "sign-reply-revoked-utf8": (0x83, 8, [("STATUS", u32(AGENT_STATUS["REVOKED"])),
+                                              ("MESSAGE", "clé révoquée".encode())]),
+        "error-version": (0x80, 0, [("STATUS", u32(AGENT_STATUS["VERSION"])),
+                                    ("MESSAGE", b"this agent speaks version 1")]),
+    }
+    for name, (o, rid, fields) in reply.items():
+        c.add("agent_proto", f"proto-ok-{name}", agent_frame(o, rid, fields))
+    hello = [("VERSION", u8(1))]
+    bad = {
+        "magic": agent_frame(1, 1, hello).replace(b"KGA", b"KGB", 1),
+        "version2": agent_frame(1, 1, hello, version=2),
+        "flags": agent_frame(1, 1, hello, flags=1),
+        "oversize": agent_frame(1, 1, [], body_len=65537),
+        "duplicate": agent_frame(1, 1, hello + hello),
+        "out-of-order": agent_frame(3, 1, [("SIGN_SCHEME", u8(1)), ("KEY_REF", ec_ref), ("DATA", h256)], sort=False),
+        "unknown-tag": agent_frame(1, 1, hello + [(0x0013, b"x")]),
+        "scheme-length": agent_frame(3, 1, [("KEY_REF", ec_ref), ("SIGN_SCHEME", b"\x01\x01\x01"),
+                                            ("DATA", h256)]),
+        "missing-digest": agent_frame(3, 1, [("KEY_REF", rsa_ref), ("SIGN_SCHEME", u8(SCHEME["RSA_PKCS1"])),
+                                             ("DATA", h256)]),
+        "pem-key-ref": agent_frame(2, 1, [("KEY_REF", pem_block("KEYGATE KEY REFERENCE", rsa_ref).encode()[:1000])]),
+        "trailing": agent_frame(1, 1, hello, body_len=4 + 5 + 2) + b"\0\0",  # 2 stray bytes after the fields
+        "result-on-denied": agent_frame(0x83, 1, [("STATUS", u32(AGENT_STATUS["DENIED"])), ("RESULT", b"sig")]),
+        "message-newline": agent_frame(0x83, 1, [("STATUS", u32(AGENT_STATUS["INTERNAL"])),
+                                                 ("MESSAGE", b"two\nlines")]),
+    }
+    for name, frame in bad.items():
+        c.add("agent_proto", f"proto-bad-{name}", frame)
 
 
 def from_vectors(c, data, vec):
@@ -422,6 +544,8 @@ def main():
         c = Corpus(HERE / "corpus", ["tdx_quote"])
         with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
             from_sim_td(c, data, pathlib.Path(args.vectors), pathlib.Path(tmp))
+    elif args.only == "agent_proto":
+        from_agent_proto(Corpus(HERE / "corpus", ["agent_proto"], prefixes=("proto-",)))
     elif args.only == "keyforms":
         from_key_forms(Corpus(HERE / "corpus", ["wrap"], prefixes=("keyform-",)))
     elif args.only == "ear":
@@ -441,6 +565,7 @@ def main():
         c = Corpus(HERE / "corpus")
         from_vectors(c, data, pathlib.Path(args.vectors))
         from_key_forms(c)
+        from_agent_proto(c)
         c.add("config", "stack-keygate.conf.example", (REPO / "conf" / "keygate.conf.example").read_bytes())
         with tempfile.TemporaryDirectory(prefix="keygate-corpus-") as tmp:
             from_stack(c, data, pathlib.Path(tmp))
