@@ -64,8 +64,8 @@ def main():
     ap.add_argument("--results", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--plots", default=str(HERE / "plots"))
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--headline", default=str(HERE.parent / "docs" / "performance.md"),
-                    help="file whose perf-headline markers get the goal table ('' = none)")
+    ap.add_argument("--headline", default=",".join(str(HERE.parent / f) for f in ("docs/performance.md", "README.md")),
+                    help="comma-separated files whose perf-headline markers get the goal table ('' = none)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--from-json", help="only rewrite RESULTS.md and the plots from a results.json")
     ap.add_argument("--set", action="append", default=[], metavar="PARAM=N",
@@ -125,9 +125,9 @@ def main():
 def finish(res, args):
     plots = report.plot_all(res, args.plots)
     report.write_results(args.results, markdown(res, plots, args.results))
-    if args.headline:
-        report.write_results(args.headline, headline_block(res, args.headline), report.HEADLINE_BEGIN,
-                             report.HEADLINE_END, append=False)
+    for path in filter(None, args.headline.split(",")):
+        report.write_results(path, headline_block(res, path), report.HEADLINE_BEGIN, report.HEADLINE_END,
+                             append=False)
     for g in res["goals"]:
         print(f"  {g['name']:<28} {g['label']:<40} {'met' if g['met'] else 'NOT met'}")
     print(f"bench: wrote {args.results}, {args.json} and {len(plots)} plots in {res.get('elapsed_s')} s")
