@@ -162,7 +162,12 @@ def goal_list(res):
         if "requests_cold_cache" in s:
             add(f"P3 round trips new process, cache {lat} ms", s["requests_cold_cache"], 3,
                 f"{s['requests_cold_cache']:.0f} (≤ 3, cache_dir)")
-        if "cache_critical_ms" in s:
+        if "fixed_critical_ms" in s:  # raw wall time, against a KBS whose transfer costs a stated time
+            lim = 4 * float(lat) + 50
+            add(f"P3 cold release − keygen {lat} ms", s["fixed_critical_ms"], lim,
+                f"{s['fixed_critical_ms']:.0f} ms (≤ 4 RTT + 50 = {lim:.0f} ms, KBS {s['fixed_cost_ms']:g} ms "
+                "per transfer)")
+        elif "cache_critical_ms" in s:
             lim = 4 * float(lat) + 50
             add(f"P3 cold release − keygen {lat} ms", s["cache_critical_ms"], lim,
                 f"{s['cache_critical_ms']:.0f} ms (≤ 4 RTT + 50 = {lim:.0f} ms)")
@@ -323,6 +328,18 @@ def markdown(res, plots, results_path):
                     L.append(f"| {lat} ms | {f(s['cache_wall_ms'])} | {f(s['cache_steps_ms'].get('wrapkey', 0))} | "
                              f"{f(s['cache_wall_wo_wrapkey_ms'])} | {f(s['cache_kbs_own_ms'])} | "
                              f"{f(s['critical_ms'])} | {f(s['cache_critical_ms'])} | {4 * float(lat) + 50:.0f} |")
+            if any("fixed_critical_ms" in d["summary"] for d in res["p3"].values()):
+                L += ["", "The goal row uses raw wall time: the same new process with the cache, against the KBS "
+                      "stand-in in fixed-cost mode (a released key costs it a stated time, its JWKS, CRLs and token "
+                      "checks cached as a long-running KBS has them), with nothing subtracted but that run's "
+                      "`wrapping-key` step (medians):", "",
+                      "| added RTT | KBS ms per transfer | wall ms | wrapping-key step ms | wall − keygen (the goal) | "
+                      "limit |", "| --- | --- | --- | --- | --- | --- |"]
+                for lat, d in res["p3"].items():
+                    s = d["summary"]
+                    if "fixed_critical_ms" in s:
+                        L.append(f"| {lat} ms | {s['fixed_cost_ms']:g} | {f(s['fixed_wall_ms'])} | "
+                                 f"{f(s['fixed_wrapkey_ms'])} | {f(s['fixed_critical_ms'])} | {4 * float(lat) + 50:.0f} |")
             L += ["", "Step intervals of a new process with the cache (start → end, ms after the release began, "
                   "medians; the `wrapping-key` interval overlaps `nonce`):", "",
                   "| added RTT | " + " | ".join(report.STEP_NAMES) + " |",
