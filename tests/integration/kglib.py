@@ -256,13 +256,14 @@ def token(module_token, kbs_stack):
 
 
 def build_host(out, source, *libs):
-    """Compiles a one-file C test host with warnings as errors and the p11-kit headers. source: a
+    """Compiles a one-file C test host with warnings as errors, the p11-kit headers and
+    tests/pkcs11/p11_host.h (the hosts' shared CHECK and session helpers) on the include path. source: a
     pathlib.Path of a file, or the C text itself (written next to out). Returns out as a string."""
     if not isinstance(source, pathlib.Path):
         out.with_suffix(".c").write_text(source)
         source = out.with_suffix(".c")
     cc = subprocess.run(["gcc", "-Wall", "-Werror", "-O1", "-g", "-o", str(out), str(source), "-I/usr/include/p11-kit-1",
-                         *libs], capture_output=True, text=True)
+                         f"-I{REPO / 'tests/pkcs11'}", *libs], capture_output=True, text=True)
     assert cc.returncode == 0, cc.stderr
     return str(out)
 
