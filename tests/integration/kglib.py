@@ -497,3 +497,14 @@ def trustee_conf(stack, path, **overrides):
         keys.update(trustee_token="ear", trustee_as_cert=as_cert(stack), sim_mrtd=EAR_MRTD, sim_xfam=EAR_XFAM)
     keys.update(overrides)
     return write_keygate_conf(stack, path, **keys)
+
+
+def assert_fails(r, code, *needles):
+    """r, a finished keygate command, failed as a user must see it: exit code code, nothing on
+    stdout (no key printed), and exactly one "keygate: " line on stderr, holding every needle."""
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert r.stdout == "", "no key may be printed on failure"
+    errors = [line for line in r.stderr.splitlines() if line.startswith("keygate: ")]
+    assert len(errors) == 1, r.stderr
+    for needle in needles:
+        assert needle in errors[0], r.stderr
