@@ -256,13 +256,14 @@ def token(module_token, kbs_stack):
 
 
 def build_host(out, source, *libs):
-    """Compiles a one-file C test host with warnings as errors and the p11-kit headers. source: a
+    """Compiles a one-file C test host with warnings as errors, the p11-kit headers and
+    tests/pkcs11/p11_host.h (the hosts' shared CHECK and session helpers) on the include path. source: a
     pathlib.Path of a file, or the C text itself (written next to out). Returns out as a string."""
     if not isinstance(source, pathlib.Path):
         out.with_suffix(".c").write_text(source)
         source = out.with_suffix(".c")
     cc = subprocess.run(["gcc", "-Wall", "-Werror", "-O1", "-g", "-o", str(out), str(source), "-I/usr/include/p11-kit-1",
-                         *libs], capture_output=True, text=True)
+                         f"-I{REPO / 'tests/pkcs11'}", *libs], capture_output=True, text=True)
     assert cc.returncode == 0, cc.stderr
     return str(out)
 
@@ -496,3 +497,14 @@ def trustee_conf(stack, path, **overrides):
         keys.update(trustee_token="ear", trustee_as_cert=as_cert(stack), sim_mrtd=EAR_MRTD, sim_xfam=EAR_XFAM)
     keys.update(overrides)
     return write_keygate_conf(stack, path, **keys)
+
+
+def assert_fails(r, code, *needles):
+    """r, a finished keygate command, failed as a user must see it: exit code code, nothing on
+    stdout (no key printed), and exactly one "keygate: " line on stderr, holding every needle."""
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert r.stdout == "", "no key may be printed on failure"
+    errors = [line for line in r.stderr.splitlines() if line.startswith("keygate: ")]
+    assert len(errors) == 1, r.stderr
+    for needle in needles:
+        assert needle in errors[0], r.stderr

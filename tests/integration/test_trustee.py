@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
 from conftest import run
-from kglib import new_key, openssl_cnf, pub_pem, start_trustee_stack, trustee_conf
+from kglib import assert_fails, new_key, openssl_cnf, pub_pem, start_trustee_stack, trustee_conf
 from tests.stack.trustee_fixture import put_resource, set_policy
 
 PEM_PUB = re.compile(r"-----BEGIN PUBLIC KEY-----\n.*?-----END PUBLIC KEY-----\n", re.S)
@@ -126,15 +126,6 @@ def test_reference_files_and_match(keygate_bin, trustee_stack, tmp_path):
     assert run([keygate_bin, "-c", str(conf), "ref", "create", "--key-id", path, "--pubkey", str(pub), "-o",
                 str(wrong)]).returncode == 0
     assert_fails(release(keygate_bin, conf, "--ref", str(wrong)), 20, "match: the KBS released a key for repo/tls/web")
-
-
-def assert_fails(r, code, *needles):
-    assert r.returncode == code, (r.returncode, r.stderr)
-    assert r.stdout == "", "no key may be printed on failure"
-    errors = [line for line in r.stderr.splitlines() if line.startswith("keygate: ")]
-    assert len(errors) == 1, r.stderr
-    for needle in needles:
-        assert needle in errors[0], r.stderr
 
 
 @BOTH

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from conftest import run
-from kglib import new_key, pub_pem, start_trustee_stack, trustee_conf
+from kglib import assert_fails, new_key, pub_pem, start_trustee_stack, trustee_conf
 from tests.stack import pki
 from tests.stack.trustee_fixture import put_resource
 
@@ -42,15 +42,6 @@ def key(ear_stack):
 
 def release(keygate_bin, conf):
     return run([keygate_bin, "-c", str(conf), "release", "--key-id", PATH], timeout=120)
-
-
-def assert_fails(r, code, *needles):
-    assert r.returncode == code, (r.returncode, r.stderr)
-    assert r.stdout == "", "no key may be printed on failure"
-    errors = [line for line in r.stderr.splitlines() if line.startswith("keygate: ")]
-    assert len(errors) == 1, r.stderr
-    for needle in needles:
-        assert needle in errors[0], r.stderr
 
 
 def attests(stack):

@@ -41,34 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static CK_FUNCTION_LIST *f;
-
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                             \
-            fprintf(stderr, __VA_ARGS__);                                                                    \
-            fprintf(stderr, "\n");                                                                           \
-            exit(1);                                                                                         \
-        }                                                                                                    \
-    } while (0)
-
-static CK_SLOT_ID first_slot(void)
-{
-    CK_SLOT_ID slots[4];
-    CK_ULONG n = 4;
-    CK_RV rv = f->C_GetSlotList(CK_TRUE, slots, &n);
-    CHECK(rv == CKR_OK && n == 1, "C_GetSlotList rv=0x%lx n=%lu", rv, n);
-    return slots[0];
-}
-
-static CK_SESSION_HANDLE open_session(void)
-{
-    CK_SESSION_HANDLE s;
-    CK_RV rv = f->C_OpenSession(first_slot(), CKF_SERIAL_SESSION, NULL, NULL, &s);
-    CHECK(rv == CKR_OK, "C_OpenSession rv=0x%lx", rv);
-    return s;
-}
+#include "p11_host.h"
 
 /* Handles of objects of class cls (and label, if given). Returns the count. */
 static CK_ULONG find(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, const char *label, CK_OBJECT_HANDLE *out,

@@ -648,8 +648,8 @@ class KbsService(StackService):
             raise handled(502, "Error retrieving token from Trust Authority service")
         try:
             if gen2026:     # ITA v2, no verifier nonce: REPORTDATA = SHA-512(runtime_data)
-                return self.ita.get_token_v2(key_id, body.get("quote"), body.get("runtime_data"),
-                                             policy_ids, body.get("event_log"))
+                return self.ita.get_token(key_id, body.get("quote"), None, body.get("runtime_data"),
+                                          policy_ids, body.get("event_log"), layout="v2")
             return self.ita.get_token(key_id, body.get("quote"), body.get("nonce"),
                                       body.get("user_data"), policy_ids, body.get("event_log"))
         except ItaError:

@@ -146,47 +146,37 @@ class ItaClient:
             raise ItaError(f"nonce response: {e}") from None
         return {k: nonce.get(k, b"") for k in ("val", "iat", "signature")}
 
-    def get_token(self, request_id, quote, nonce, runtime_data, policy_ids, event_log):
-        """An ITA v1 token for the evidence (fields left out when empty, as Go's omitempty)."""
-        body = {"quote": b64(quote or b"")}
+    # per ITA API version: the attest path and the error of an answer without a token
+    ATTEST = {"v1": ("/appraisal/v1/attest", "attest response carries no token"),
+              "v2": ("/appraisal/v2/attest", "ITA returned no attestation token")}
+
+    def get_token(self, request_id, quote, nonce, runtime_data, policy_ids, event_log, layout="v1"):
+        """An ITA token for TDX evidence, fields left out when empty (as Go's omitempty). layout
+        "v1": POST /appraisal/v1/attest {quote, verifier_nonce?, runtime_data?, policy_ids?,
+        event_log?}; "v2", as the 2026 KBS asks for it without a verifier nonce (getTokenV2):
+        POST /appraisal/v2/attest {"policy_ids"?, "tdx": {quote, runtime_data?, event_log?}}."""
+        path, missing = self.ATTEST[layout]
+        evidence = {"quote": b64(quote or b"")}
         if nonce:
-            body["verifier_nonce"] = {k: b64(nonce.get(k, b"")) for k in ("val", "iat",
-                                                                          "signature")}
+            evidence["verifier_nonce"] = {k: b64(nonce.get(k, b"")) for k in ("val", "iat",
+                                                                              "signature")}
         if runtime_data:
-            body["runtime_data"] = b64(runtime_data)
-        if policy_ids:
-            body["policy_ids"] = policy_ids
+            evidence["runtime_data"] = b64(runtime_data)
+        if policy_ids and layout == "v1":
+            evidence["policy_ids"] = policy_ids
         if event_log:
-            body["event_log"] = b64(event_log)
-        data = self._call("POST", "/appraisal/v1/attest", request_id,
-                          json.dumps(body).encode(), limit=64 * 1024)
+            evidence["event_log"] = b64(event_log)
+        if layout == "v1":
+            body = evidence
+        else:
+            body = {"policy_ids": policy_ids, "tdx": evidence} if policy_ids else {"tdx": evidence}
+        data = self._call("POST", path, request_id, json.dumps(body).encode(), limit=64 * 1024)
         try:
             token = decode_body(data, ITA_TOKEN_SCHEMA).get("token", "")
         except DecodeError as e:
             raise ItaError(f"attest response: {e}") from None
         if not token:
-            raise ItaError("attest response carries no token")
-        return token
-
-
-    def get_token_v2(self, request_id, quote, runtime_data, policy_ids, event_log):
-        """An ITA v2 token for TDX evidence without a verifier nonce, as the 2026 KBS asks for it
-        (getTokenV2: POST /appraisal/v2/attest {"policy_ids"?, "tdx": {quote, runtime_data?,
-        event_log?}})."""
-        tdx = {"quote": b64(quote or b"")}
-        if runtime_data:
-            tdx["runtime_data"] = b64(runtime_data)
-        if event_log:
-            tdx["event_log"] = b64(event_log)
-        body = {"policy_ids": policy_ids, "tdx": tdx} if policy_ids else {"tdx": tdx}
-        data = self._call("POST", "/appraisal/v2/attest", request_id, json.dumps(body).encode(),
-                          limit=64 * 1024)
-        try:
-            token = decode_body(data, ITA_TOKEN_SCHEMA).get("token", "")
-        except DecodeError as e:
-            raise ItaError(f"attest response: {e}") from None
-        if not token:
-            raise ItaError("ITA returned no attestation token")
+            raise ItaError(missing)
         return token
 
 

@@ -30,16 +30,9 @@
 #include <string.h>
 #include <time.h>
 
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                             \
-            fprintf(stderr, __VA_ARGS__);                                                                    \
-            fprintf(stderr, "\n");                                                                           \
-            ERR_print_errors_fp(stderr);                                                                     \
-            exit(1);                                                                                         \
-        }                                                                                                    \
-    } while (0)
+/* a failed check also prints OpenSSL's error queue (the provider half) */
+#define P11_HOST_ON_FAIL() ERR_print_errors_fp(stderr)
+#include "p11_host.h"
 
 static double now_ms(void)
 {
@@ -97,7 +90,6 @@ static int run_p11(const char *module, const char *label, int n, long wait_ms)
 
     for (int i = 0; i < n; i++) {
         CK_C_GetFunctionList get;
-        CK_FUNCTION_LIST *f;
         CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
         CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
         CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_LABEL, (void *)label, strlen(label)}};
