@@ -51,6 +51,27 @@ const kg_conf_key kg_config_keys[] = {
      "release in a process (provider or PKCS#11 module) releases all of them with one attestation and "
      "parallel transfers, so that later loads find them ready; empty = each key at its own first use",
      F(preload)},
+    {"backend", KG_CONF_T_ENUM, "local", "local|agent",
+     "provider and PKCS#11 module: release and hold keys in this process (local), or have the keygate agent "
+     "do every private-key operation over agent_socket (agent: no key bytes, no ITA/KBS access here)",
+     F(backend)},
+    {"agent_socket", KG_CONF_T_PATH, "/run/keygate/agent.sock", "",
+     "the keygate agent's unix socket (mode 0660, in a directory only root may write)", F(agent_socket)},
+    {"agent_keys", KG_CONF_T_STRING, "", "",
+     "keygate agent: the keys it serves and who may use each, comma-separated "
+     "REFERENCE[:uid=N|gid=N|user=NAME|group=NAME]... (REFERENCE an absolute path or glob pattern; a client "
+     "is allowed when its SO_PEERCRED uid or gid is listed)",
+     F(agent_keys)},
+    {"agent_socket_group", KG_CONF_T_STRING, "", "",
+     "keygate agent: group (name or number) owning the socket; empty = the agent's own group",
+     F(agent_socket_group)},
+    {"agent_max_clients", KG_CONF_T_INT, "64", "1..4096",
+     "keygate agent: connections served at once; more are answered BUSY and closed", F(agent_max_clients)},
+    {"agent_rate", KG_CONF_T_INT, "100000", "1..10000000",
+     "keygate agent: private-key operations per second per connection (token bucket, burst of one second)",
+     F(agent_rate)},
+    {"agent_timeout_ms", KG_CONF_T_INT, "5000", "100..600000",
+     "backend = agent: timeout of one operation, connect included", F(agent_timeout_ms)},
     {"pkcs11_release", KG_CONF_T_ENUM, "first-use", "first-use|login",
      "PKCS#11 module: attest and release a key at its first private-key operation, or all keys at C_Login",
      F(pkcs11_release)},

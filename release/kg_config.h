@@ -35,10 +35,17 @@ typedef struct kg_config {
     char pkcs11_keys[4096];  /* PKCS#11 module: LABEL:REFERENCE[:CERTIFICATE], comma-separated */
     char pkcs11_release[12]; /* first-use | login (PKCS#11 module) */
     char preload[4096];      /* absolute key-reference paths or glob patterns, comma-separated */
-    long key_lease_s;        /* lease of a released key (kg_lease) */
-    long key_lease_max_s;    /* upper bound for key_lease_s */
-    long refresh_before_s;   /* background refresh this long before the lease ends */
-    char on_revoke[8];       /* wipe | keep */
+    char backend[8];         /* local | agent (provider, PKCS#11 module: issue 22) */
+    char agent_socket[KG_CONF_STR];
+    char agent_keys[4096]; /* keygate agent: REFERENCE[:uid=N|gid=N|user=NAME|group=NAME]..., comma list */
+    char agent_socket_group[64]; /* keygate agent: the socket's group; "" = the agent's */
+    long agent_max_clients;      /* keygate agent: connections served at once */
+    long agent_rate;             /* keygate agent: operations per second per client */
+    long agent_timeout_ms;       /* agent backend: per operation, connect included */
+    long key_lease_s;            /* lease of a released key (kg_lease) */
+    long key_lease_max_s;        /* upper bound for key_lease_s */
+    long refresh_before_s;       /* background refresh this long before the lease ends */
+    char on_revoke[8];           /* wipe | keep */
     long token_leeway_s;
     char cache_dir[KG_CONF_STR];       /* verification cache (ita_cache.h); "" or "none" = none */
     char tls_ca_file[KG_CONF_STR];     /* both services, unless one has its own below */
