@@ -82,6 +82,7 @@ int kg_cmd_verify(int argc, char **argv, const kg_cli_common *common);
 int kg_cmd_release(int argc, char **argv, const kg_cli_common *common);
 int kg_cmd_ref(int argc, char **argv, const kg_cli_common *common);
 int kg_cmd_status(int argc, char **argv, const kg_cli_common *common);
+int kg_cmd_agent(int argc, char **argv, const kg_cli_common *common);
 int kg_cmd_doctor(int argc, char **argv, const kg_cli_common *common);
 int kg_cmd_version(int argc, char **argv, const kg_cli_common *common);
 

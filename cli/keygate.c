@@ -26,6 +26,7 @@ static const struct {
     {"release", kg_cmd_release, "release keys from the KBS after attestation; prints their public keys"},
     {"status", kg_cmd_status, "would the current policies still release a key? (dry run)"},
     {"ref", kg_cmd_ref, "create or show a key reference (KEYGATE KEY REFERENCE PEM)"},
+    {"agent", kg_cmd_agent, "hold released keys and serve private-key operations on a local socket"},
     {"doctor", kg_cmd_doctor, "check platform, clock, ITA/KBS, trust anchor, openssl.cnf, p11-kit, files"},
     {"version", kg_cmd_version, "print version information"},
 };
