@@ -178,7 +178,8 @@ class Agent:
         raise AssertionError("agent not ready: " + self.text())
 
     def text(self):
-        self.out.flush()
+        if not self.out.closed:
+            self.out.flush()
         return open(self.log).read()
 
     def client(self):

@@ -16,7 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
-from kglib import Site
+from conftest import run
+from kglib import Site, pub_pem
 from kglib_agent import Agent, AgentClient, header, ref_der, request
 from tests.stack.kbs_fixture import create_policy, kbs_admin_token, set_key_policy
 
@@ -167,11 +168,9 @@ def test_derive(agent):
 
 def test_unknown_key(agent, keygate_bin, tmp_path):
     # a reference to a key the agent does not serve: the RSA key's id with the P-256 public key
-    from kglib import pub_pem
     pub = tmp_path / "mix.pub.pem"
     pub.write_text(pub_pem(agent.site.keys["p256"]))
     out = tmp_path / "mix.ref.pem"
-    from conftest import run
     r = run([keygate_bin, "-c", str(agent.conf), "ref", "create", "--key-id", agent.site.ids["rsa2048"], "--pubkey",
              str(pub), "-o", str(out)])
     assert r.returncode == 0, r.stderr
@@ -180,3 +179,168 @@ def test_unknown_key(agent, keygate_bin, tmp_path):
         assert r.status == "UNKNOWN_KEY", r
         assert c.pubkey(agent.refs["p256"]).status == "OK"  # the connection goes on
     agent.log_line(r"SIGN request \d+: UNKNOWN_KEY: key \S+ is not served here")
+
+
+def as_nobody(fn):
+    """Runs fn() in a forked child with uid and gid 65534 and returns what it returned (a str)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            out = fn()
+        except BaseException as e:  # the parent sees it as the result
+            out = f"child error: {e!r}"
+        os.write(w, out.encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+def sign_status(path, ref):
+    with AgentClient(path) as c:
+        assert c.hello().status == "OK"
+        return c.sign(ref, "ECDSA", b"\x02" * 32).status
+
+
+def test_uid_not_in_the_allow_list_is_denied(agent):
+    ref = agent.refs["p256"]
+    assert as_nobody(lambda: sign_status(agent.sock, ref)) == "DENIED"
+    agent.log_line(rf"uid={NOBODY} gid={NOBODY}: SIGN request \d+: DENIED: key \S+ does not allow uid {NOBODY}")
+    assert sign_status(agent.sock, ref) == "OK"  # root is listed
+
+
+@pytest.mark.parametrize("grant", [f":uid={NOBODY}", ":user=nobody", f":gid={NOBODY}", ":group=nogroup"])
+def test_uid_or_gid_in_the_allow_list_is_allowed(asite, grant):
+    asite.set_conf(agent_keys=f"{asite.site.refs['p256']}:uid=0{grant}")
+    asite.start()
+    ref = asite.refs["p256"]
+    assert as_nobody(lambda: sign_status(asite.sock, ref)) == "OK"
+
+
+def test_rate_limit(asite):
+    asite.set_conf(agent_rate=5)
+    asite.start()
+    with asite.client() as c:
+        statuses = [c.pubkey(asite.refs["p256"]).status for _ in range(12)]
+        assert statuses[:5] == ["OK"] * 5 and "RATE_LIMITED" in statuses[5:], statuses
+        time.sleep(1.1)  # the bucket refills at agent_rate per second
+        assert c.pubkey(asite.refs["p256"]).status == "OK"
+    asite.log_line(r"PUBKEY request \d+: RATE_LIMITED \(over agent_rate = 5 per second\)")
+
+
+def test_max_clients_busy(asite):
+    asite.set_conf(agent_max_clients=2)
+    asite.start()
+    a, b = asite.client(), asite.client()
+    with AgentClient(asite.sock) as c:
+        r = c.recv()
+        assert r is not None and r.op == 0x80 and r.id == 0 and r.status == "BUSY", r
+        assert c.closed()
+    asite.log_line(r"BUSY: agent_max_clients = 2 connections served already; closed")
+    a.close()
+    time.sleep(0.3)
+    with asite.client() as c:  # a slot is free again
+        assert c.pubkey(asite.refs["p256"]).status == "OK"
+    b.close()
+
+
+def test_oversize_header_refused_before_the_body(agent):
+    with agent.client() as c:
+        c.send_raw(header(3, 65537))  # no body follows: the agent must answer from the header
+        r = c.recv()
+        assert r.op == 0x80 and r.id == 0 and r.status == "TOO_LARGE", r
+        assert c.closed()
+    agent.log_line(r"TOO_LARGE: .*header: .*; closed")
+
+
+def test_garbage(agent):
+    with agent.client() as c:
+        c.send_raw(b"GET / HTTP/1.1\r\n\r\n")
+        r = c.recv()
+        assert r.op == 0x80 and r.status == "BAD_REQUEST", r
+        assert c.closed()
+    # a well-framed body that breaks the rules: answered with its id, the connection stays
+    with agent.client() as c:
+        c.send_raw(request("SIGN", 7, KEY_REF=agent.refs["p256"], SIGN_SCHEME=b"\x01\x01\x01", DATA=b"x" * 32))
+        r = c.recv()
+        assert r.op == 0x83 and r.id == 7 and r.status == "BAD_REQUEST" and "SIGN_SCHEME" in r.message, r
+        assert c.pubkey(agent.refs["p256"]).status == "OK"
+    agent.log_line(r"BAD_REQUEST: .*magic")
+    agent.log_line(r"SIGN request 7: BAD_REQUEST: .*field SIGN_SCHEME")
+
+
+def test_request_before_hello_refused(agent):
+    with AgentClient(agent.sock) as c:
+        r = c.pubkey(agent.refs["p256"])
+        assert r.status == "BAD_REQUEST" and "HELLO" in r.message, r
+        assert c.closed()
+    agent.log_line(r"PUBKEY request \d+: BAD_REQUEST: HELLO must come first; closed")
+
+
+def test_sigterm_unlinks_the_socket(agent):
+    c = agent.client()  # an open connection does not hold the agent up
+    assert os.path.exists(agent.sock)
+    assert agent.agent.stop() == 0
+    assert not os.path.exists(agent.sock)
+    assert "agent: stopped" in agent.agent.text()
+    assert c.closed()
+    c.close()
+
+
+def test_world_writable_socket_directory_refused(asite):
+    os.chmod(asite.dir, 0o777)
+    a = Agent(asite.bin, asite.conf, asite.sock, asite.tmp / "agent.log")
+    assert a.proc.wait(30) == 10, a.text()
+    assert re.search(r"agent_socket: directory \S+ \(owner uid 0, mode 0777\) is writable by others", a.text())
+    a.out.close()
+    assert not os.path.exists(asite.sock)
+
+
+@pytest.mark.parametrize("asite", [{"key_lease_s": 5, "refresh_before_s": 4}], indirect=True)
+def test_revocation_reaches_clients_within_one_lease(agent):
+    ref = agent.refs["p256"]
+    with agent.client() as c:
+        assert c.sign(ref, "ECDSA", b"\x03" * 32).status == "OK"
+        kbs = agent.stack.services["kbs"].url
+        admin = kbs_admin_token(kbs, agent.stack.state_dir)
+        other = create_policy(kbs, admin, {"mrtd": [OTHER_MRTD], "enforce_tcb_upto_date": False})
+        set_key_policy(kbs, admin, agent.site.ids["p256"], other)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5 + 3:
+            r = c.sign(ref, "ECDSA", b"\x03" * 32)
+            if r.status != "OK":
+                break
+            time.sleep(0.2)
+        assert r.status == "REVOKED" and "revoked" in r.message, r
+    with agent.client() as c:  # every client, at once
+        assert c.sign(ref, "ECDSA", b"\x03" * 32).status == "REVOKED"
+        assert c.sign(agent.refs["rsa2048"], "RSA_PKCS1", b"\x04" * 32, digest="SHA256").status == "OK"
+    agent.log_line(rf"SIGN request \d+: REVOKED: key {agent.site.ids['p256']}: ")
+
+
+def test_socket_activation(asite):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(asite.sock)
+    os.chmod(asite.sock, 0o660)
+    listener.listen(16)
+    fd = listener.fileno()
+
+    # LISTEN_PID must be the agent's own pid: the shell moves the socket to fd 3, sets LISTEN_PID to
+    # $$ and execs the agent in place (bash: dash takes no fd numbers over 9)
+    wrapper = ["bash", "-c", f'exec 3<&{fd}; [ {fd} = 3 ] || exec {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"]
+    asite.set_conf(agent_socket=os.path.join(asite.dir, "unused.sock"))
+    asite.start(pass_fds=(fd,), wrapper=wrapper)
+    listener.close()
+    assert "serving on the socket systemd passed" in asite.agent.text()
+    with asite.client() as c:
+        assert c.pubkey(asite.refs["p256"]).status == "OK"
+    assert not os.path.exists(os.path.join(asite.dir, "unused.sock"))
+    assert asite.agent.stop() == 0
+    assert os.path.exists(asite.sock)  # systemd's socket is not the agent's to remove
