@@ -60,7 +60,7 @@ const kg_conf_key kg_config_keys[] = {
     {"agent_keys", KG_CONF_T_STRING, "", "",
      "keygate agent: the keys it serves and who may use each, comma-separated "
      "REFERENCE[:uid=N|gid=N|user=NAME|group=NAME]... (REFERENCE an absolute path or glob pattern; a client "
-     "is allowed when its SO_PEERCRED uid or gid is listed)",
+     "is allowed when its SO_PEERCRED uid or primary gid is listed; supplementary groups are not consulted)",
      F(agent_keys)},
     {"agent_socket_group", KG_CONF_T_STRING, "", "",
      "keygate agent: group (name or number) owning the socket; empty = the agent's own group",
@@ -71,7 +71,9 @@ const kg_conf_key kg_config_keys[] = {
      "keygate agent: private-key operations per second per connection (token bucket, burst of one second)",
      F(agent_rate)},
     {"agent_timeout_ms", KG_CONF_T_INT, "5000", "100..600000",
-     "backend = agent: timeout of one operation, connect included", F(agent_timeout_ms)},
+     "backend = agent: timeout of one operation, connect included; keygate agent: a request frame once "
+     "started, and each reply, must complete within it (a stalled client holds only its own connection)",
+     F(agent_timeout_ms)},
     {"pkcs11_release", KG_CONF_T_ENUM, "first-use", "first-use|login",
      "PKCS#11 module: attest and release a key at its first private-key operation, or all keys at C_Login",
      F(pkcs11_release)},
