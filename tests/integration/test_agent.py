@@ -344,3 +344,17 @@ def test_socket_activation(asite):
     assert not os.path.exists(os.path.join(asite.dir, "unused.sock"))
     assert asite.agent.stop() == 0
     assert os.path.exists(asite.sock)  # systemd's socket is not the agent's to remove
+
+
+def test_stalled_client_blocks_nobody_and_is_closed(asite):
+    asite.set_conf(agent_timeout_ms=500)
+    asite.start()
+    with AgentClient(asite.sock) as stalled:
+        stalled.send_raw(request("HELLO", 1, VERSION=b"\x01")[:5])  # a header started, never finished
+        t0 = time.monotonic()
+        with asite.client() as c:  # served meanwhile
+            assert c.pubkey(asite.refs["p256"]).status == "OK"
+        assert time.monotonic() - t0 < 0.5
+        assert stalled.closed()  # after agent_timeout_ms
+        assert 0.4 < time.monotonic() - t0 < 5
+    asite.log_line(r"closed: a header cut short, a timeout \(agent_timeout_ms\) or a read error")
