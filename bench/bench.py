@@ -31,7 +31,7 @@ import report  # noqa: E402
 # Python stand-in; P3 keeps its normal mode (JWKS, CRLs and verification per transfer, as the real KBS).
 # p6_latency: the P6 goal is at 20 ms added RTT; p6_preload: keygate side with `preload` (if known).
 FULL = dict(p1_runs=7, p1_seconds=0.5, callgrind=True, p2_runs=5, p2_conns=300, p3_runs=7, p3_warm=5, p3_keygens=20,
-            p4_keys=100, intel_keys=10, p4_runs=5, p5_runs=3, p6_blocks=50, p6_runs=5, latencies=(0, 20),
+            p4_keys=100, intel_keys=10, p4_runs=5, p5_runs=3, p6_blocks=50, p6_runs=9, latencies=(0, 20),
             kbs_transfer_cost_ms=5, p6_latency=20, p6_preload=True)
 QUICK = dict(p1_runs=5, p1_seconds=0.05, callgrind=False, p2_runs=2, p2_conns=40, p3_runs=2, p3_warm=2, p3_keygens=3,
              p4_keys=10, intel_keys=3, p4_runs=1, p5_runs=1, p6_blocks=5, p6_runs=1, latencies=(0, 20),

@@ -22,7 +22,7 @@
 #include "kg_keyref.h"
 
 #define KG_SESSION_MIN_VALIDITY_S 30
-#define KG_RELEASE_MAX_PARALLEL 8
+#define KG_RELEASE_MAX_PARALLEL 16
 
 /* Wall time of each step in ms (0 when the step did not run, e.g. a reused attestation), and when
  * it started, in ms after the release began (origin): the wrapping key is generated on a thread
