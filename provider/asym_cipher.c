@@ -12,7 +12,9 @@
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
+#include <openssl/rsa.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kg_libctx.h"
 #include "provider.h"
@@ -57,9 +59,15 @@ static int asym_init(kg_asym_ctx *ctx, void *vkey, const OSSL_PARAM params[], in
     EVP_PKEY_CTX_free(ctx->inner);
     ctx->inner = NULL;
     ctx->key = NULL;
+    ctx->agent = 0;
     if (key == NULL) {
         KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: not a keygate RSA key");
         return 0;
+    }
+    if (decrypt && ctx->provctx->agent != NULL) {
+        /* the agent decrypts; an encryption context on the public key holds the parameters */
+        ctx->agent = 1;
+        decrypt = 0;
     }
     /* encryption needs only the reference's public key: no release for it */
     pkey = decrypt ? kg_key_private(key) : key->ref.pubkey;
@@ -82,7 +90,7 @@ err:
     EVP_PKEY_CTX_free(ctx->inner);
     ctx->inner = NULL;
     KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: %s init failed",
-                  decrypt ? "decrypt" : "encrypt");
+                  decrypt || ctx->agent ? "decrypt" : "encrypt");
     return 0;
 }
 
@@ -96,6 +104,68 @@ static int kg_asym_decrypt_init(void *vctx, void *vkey, const OSSL_PARAM params[
     return asym_init(vctx, vkey, params, 1);
 }
 
+/* backend = agent: the parameters of the context, and the agent's decryption. */
+static int agent_decrypt(kg_asym_ctx *ctx, unsigned char *out, size_t *outlen, size_t outsize,
+                         const unsigned char *in, size_t inlen)
+{
+    kg_agent_req req;
+    char oaep_md[64] = "", mgf1[64] = "";
+    int pad = 0;
+    unsigned int client_version = 0, negotiated_version = 0;
+    void *label = NULL;
+    size_t label_len = 0;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_int(OSSL_ASYM_CIPHER_PARAM_PAD_MODE, &pad),
+        OSSL_PARAM_utf8_string(OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST, oaep_md, sizeof(oaep_md)),
+        OSSL_PARAM_utf8_string(OSSL_ASYM_CIPHER_PARAM_MGF1_DIGEST, mgf1, sizeof(mgf1)),
+        OSSL_PARAM_octet_ptr(OSSL_ASYM_CIPHER_PARAM_OAEP_LABEL, &label, 0),
+        OSSL_PARAM_uint(OSSL_ASYM_CIPHER_PARAM_TLS_CLIENT_VERSION, &client_version),
+        OSSL_PARAM_uint(OSSL_ASYM_CIPHER_PARAM_TLS_NEGOTIATED_VERSION, &negotiated_version),
+        OSSL_PARAM_END};
+
+    if (out == NULL) { /* the size: at most the modulus */
+        *outlen = (size_t)EVP_PKEY_get_size(ctx->key->ref.pubkey);
+        return 1;
+    }
+    if (EVP_PKEY_CTX_get_params(ctx->inner, params) <= 0)
+        goto unsupported;
+    label_len = params[3].return_size;
+    memset(&req, 0, sizeof(req));
+    req.op = KG_AGENT_OP_DECRYPT;
+    req.data = in;
+    req.data_len = inlen;
+    switch (pad) {
+    case RSA_PKCS1_PADDING: req.padding = KG_AGENT_PAD_PKCS1; break;
+    case RSA_NO_PADDING: req.padding = KG_AGENT_PAD_NONE; break;
+    case RSA_PKCS1_OAEP_PADDING:
+        req.padding = KG_AGENT_PAD_OAEP;
+        req.digest = kg_agent_digest_named(oaep_md[0] ? oaep_md : "SHA1");
+        req.mgf1_digest = mgf1[0] ? kg_agent_digest_named(mgf1) : req.digest;
+        if (req.digest == 0 || req.mgf1_digest == 0)
+            goto unsupported;
+        if (label != NULL && label_len > 0) { /* absent = the empty label (one encoding) */
+            req.label = label;
+            req.label_len = label_len;
+        }
+        break;
+    case RSA_PKCS1_WITH_TLS_PADDING:
+        req.padding = KG_AGENT_PAD_PKCS1_TLS;
+        if (client_version == 0 || client_version > 0xffff || negotiated_version > 0xffff)
+            goto unsupported;
+        req.tls_client_version = (uint16_t)client_version;
+        req.tls_negotiated_version = (uint16_t)negotiated_version;
+        break;
+    default: goto unsupported;
+    }
+    return kg_key_agent_call(ctx->key, &req, out, outsize, outlen); /* raises the failure */
+unsupported:
+    KG_PROV_ERROR(ctx->provctx, KG_R_NOT_AVAILABLE,
+                  "keygate RSA cipher: backend = agent decrypts PKCS#1 v1.5, OAEP with SHA-1 or SHA-2, no "
+                  "padding and the TLS pre-master padding only (padding %d, OAEP digest %s, MGF1 %s)",
+                  pad, oaep_md[0] ? oaep_md : "default", mgf1[0] ? mgf1 : "default");
+    return 0;
+}
+
 /* Both directions: out == NULL asks for the maximum output size (two-call pattern); otherwise
  * outsize is the room in out. */
 static int asym_run(kg_asym_ctx *ctx, unsigned char *out, size_t *outlen, size_t outsize,
@@ -106,6 +176,12 @@ static int asym_run(kg_asym_ctx *ctx, unsigned char *out, size_t *outlen, size_t
 
     if (ctx->inner == NULL) {
         KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: not initialised");
+        return 0;
+    }
+    if (ctx->agent) { /* initialised for decryption by the agent */
+        if (decrypt)
+            return agent_decrypt(ctx, out, outlen, outsize, in, inlen);
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate RSA cipher: initialised for decryption");
         return 0;
     }
     rc = decrypt ? EVP_PKEY_decrypt(ctx->inner, out, &len, in, inlen)

@@ -186,7 +186,14 @@ static int kg_ref_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CAL
     /* release = eager: PEM_read_bio_PrivateKey (nginx, haproxy) asks for the private key, so
      * startup and `nginx -t` fail loudly when attestation fails. The store path (selection 0,
      * e.g. `openssl pkey -pubout`) defers the release to the first private operation. */
-    if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0 && !ctx->provctx->release_lazy) {
+    if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0 && !ctx->provctx->release_lazy &&
+        ctx->provctx->agent != NULL) {
+        /* backend = agent: no release here; the agent must hold this very key */
+        if (!kg_key_agent_check(reference.key)) {
+            ok = 0; /* raised, and kept for level 1 like a release failure */
+            goto end;
+        }
+    } else if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0 && !ctx->provctx->release_lazy) {
         EVP_PKEY *priv = kg_key_private_load(reference.key);
 
         if (priv == NULL) {

@@ -14,7 +14,9 @@
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
+#include <openssl/x509.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kg_libctx.h"
 #include "provider.h"
@@ -56,9 +58,21 @@ static int kg_kex_init(void *vctx, void *vkey, const OSSL_PARAM params[])
     EVP_PKEY_CTX_free(ctx->inner);
     ctx->inner = NULL;
     ctx->key = ctx->peer = NULL;
+    ctx->agent = 0;
     if (key == NULL) {
         KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate ECDH: not a keygate EC key");
         return 0;
+    }
+    if (ctx->provctx->agent != NULL) {
+        /* the agent derives; a context on the public key checks the peer and answers the size */
+        if (key->ref.pubkey == NULL)
+            goto err;
+        ctx->agent = 1;
+        ctx->inner = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), key->ref.pubkey, NULL);
+        if (ctx->inner == NULL || EVP_PKEY_derive_init_ex(ctx->inner, params) <= 0)
+            goto err;
+        ctx->key = key;
+        return 1;
     }
     if ((priv = kg_key_private(key)) == NULL)
         return 0; /* the release error is already raised */
@@ -97,6 +111,35 @@ static int kg_kex_set_peer(void *vctx, void *vpeer)
     return 1;
 }
 
+/* backend = agent: the agent derives with the peer's SubjectPublicKeyInfo. The default
+ * provider's KDF (X9.63) would need the raw secret here: not offered. */
+static int agent_derive(kg_kex_ctx *ctx, unsigned char *secret, size_t *secretlen, size_t outlen)
+{
+    char kdf[64] = "";
+    OSSL_PARAM params[] = {OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, kdf, sizeof(kdf)),
+                           OSSL_PARAM_END};
+    unsigned char *der = NULL;
+    kg_agent_req req;
+    int len, ok;
+
+    if (EVP_PKEY_CTX_get_params(ctx->inner, params) <= 0 || kdf[0] != '\0') {
+        KG_PROV_ERROR(ctx->provctx, KG_R_NOT_AVAILABLE,
+                      "keygate ECDH: backend = agent derives without a KDF only");
+        return 0;
+    }
+    if ((len = i2d_PUBKEY(ctx->peer->ref.pubkey, &der)) <= 0) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate ECDH: cannot encode the peer key");
+        return 0;
+    }
+    memset(&req, 0, sizeof(req));
+    req.op = KG_AGENT_OP_DERIVE;
+    req.peer_key = der;
+    req.peer_key_len = (size_t)len;
+    ok = kg_key_agent_call(ctx->key, &req, secret, outlen, secretlen); /* raises the failure */
+    OPENSSL_free(der);
+    return ok;
+}
+
 /* secret == NULL asks for the size (two-call pattern); otherwise outlen is the room in secret. */
 static int kg_kex_derive(void *vctx, unsigned char *secret, size_t *secretlen, size_t outlen)
 {
@@ -107,6 +150,8 @@ static int kg_kex_derive(void *vctx, unsigned char *secret, size_t *secretlen, s
         KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate ECDH: no key or no peer set");
         return 0;
     }
+    if (ctx->agent && secret != NULL)
+        return agent_derive(ctx, secret, secretlen, outlen);
     if (EVP_PKEY_derive(ctx->inner, secret, &len) <= 0) {
         KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate ECDH: derive failed");
         return 0;

@@ -11,6 +11,7 @@
 #include <openssl/core_dispatch.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ void kg_key_free(kg_key *key)
     if (key == NULL)
         return;
     kg_keyref_clear(&key->ref); /* the slot belongs to the provider's key source */
+    free(key->ref_der);
     key->magic = 0;
     free(key);
 }
@@ -127,7 +129,15 @@ static EVP_PKEY *key_private(kg_key *key, int op, const char *tag, kg_lease_prep
     char msg[1024];
     kg_err err;
 
-    kg_err_clear(&err); /* the message below prints its request-id/trace-id fields */
+    kg_err_clear(&err);       /* the message below prints its request-id/trace-id fields */
+    if (ctx->agent != NULL) { /* only a bare key id (store.c) comes here: it has no public key */
+        snprintf(msg, sizeof(msg),
+                 "keygate: key %s: backend = agent: no private key in this process, and a bare key id "
+                 "has no public key to ask the agent for: use the key's KEYGATE KEY REFERENCE",
+                 key->ref.key_id);
+        release_failed(ctx, __FILE__, __LINE__, __func__, key->ref.key_id, KG_R_CONFIG, msg);
+        return NULL;
+    }
     if (slot == NULL) {
         if (!key->has_ref) {
             KG_PROV_ERROR(ctx, KG_R_OPERATION, "keygate: this key object holds only a public key");
@@ -176,4 +186,101 @@ int kg_key_prep_publish(kg_key *key, const EVP_PKEY *priv, kg_lease_prep *prep)
 EVP_PKEY *kg_key_private_load(kg_key *key)
 {
     return key_private(key, 0, NULL, NULL);
+}
+
+/* ---- backend = agent ---- */
+
+static const struct {
+    const char *name;
+    kg_agent_digest digest;
+} agent_digests[] = {{"SHA1", KG_AGENT_DIGEST_SHA1},
+                     {"SHA224", KG_AGENT_DIGEST_SHA224},
+                     {"SHA256", KG_AGENT_DIGEST_SHA256},
+                     {"SHA384", KG_AGENT_DIGEST_SHA384},
+                     {"SHA512", KG_AGENT_DIGEST_SHA512}};
+
+kg_agent_digest kg_agent_digest_of(const EVP_MD *md)
+{
+    for (size_t i = 0; md != NULL && i < sizeof(agent_digests) / sizeof(agent_digests[0]); i++)
+        if (EVP_MD_is_a(md, agent_digests[i].name))
+            return agent_digests[i].digest;
+    return 0;
+}
+
+kg_agent_digest kg_agent_digest_named(const char *name)
+{
+    EVP_MD *md;
+    kg_agent_digest d;
+
+    if (name == NULL || *name == '\0' || (md = EVP_MD_fetch(kg_libctx(), name, NULL)) == NULL)
+        return 0;
+    d = kg_agent_digest_of(md);
+    EVP_MD_free(md);
+    return d;
+}
+
+/* The reference's DER, built once per key object (racing threads: one wins, the others free). */
+static const uint8_t *agent_ref_der(kg_key *key, size_t *len, kg_err *err)
+{
+    uint8_t *der = __atomic_load_n(&key->ref_der, __ATOMIC_ACQUIRE), *expected = NULL;
+    size_t n;
+
+    if (der == NULL) {
+        if (!kg_keyref_to_der(&key->ref, &der, &n, err))
+            return NULL;
+        key->ref_der_len = n; /* the same value whichever thread wins */
+        if (!__atomic_compare_exchange_n(&key->ref_der, &expected, der, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE)) {
+            free(der);
+            der = expected;
+        }
+    }
+    *len = key->ref_der_len;
+    return der;
+}
+
+int kg_key_agent_call(kg_key *key, kg_agent_req *req, unsigned char *out, size_t cap, size_t *out_len)
+{
+    kg_provctx *ctx = key->provctx;
+    kg_agent_status st = KG_AGENT_UNAVAILABLE;
+    char msg[1024];
+    kg_err err;
+
+    kg_err_clear(&err);
+    if (!key->has_ref) {
+        KG_PROV_ERROR(ctx, KG_R_OPERATION, "keygate: this key object holds only a public key");
+        return 0;
+    }
+    if ((req->key_ref = agent_ref_der(key, &req->key_ref_len, &err)) != NULL &&
+        kg_agent_client_call(ctx->agent, req, NULL, out, cap, out_len, &st, &err))
+        return 1;
+    kg_prov_step_message(key->ref.key_id, &err, msg, sizeof(msg));
+    release_failed(ctx, __FILE__, __LINE__, __func__, key->ref.key_id,
+                   st == KG_AGENT_REVOKED ? KG_R_REVOKED : KG_R_HANDOVER, msg);
+    return 0;
+}
+
+int kg_key_agent_check(kg_key *key)
+{
+    kg_agent_req req;
+    unsigned char spki[KG_AGENT_MAX_RESULT];
+    const unsigned char *p = spki;
+    size_t len = 0;
+    EVP_PKEY *pub = NULL;
+    int ok = 0;
+
+    memset(&req, 0, sizeof(req));
+    req.op = KG_AGENT_OP_PUBKEY;
+    if (!kg_key_agent_call(key, &req, spki, sizeof(spki), &len))
+        return 0;
+    pub = d2i_PUBKEY_ex(NULL, &p, (long)len, kg_libctx(), NULL);
+    ok = pub != NULL && p == spki + len && EVP_PKEY_eq(pub, key->ref.pubkey) == 1;
+    EVP_PKEY_free(pub);
+    if (!ok) {
+        char msg[600];
+        snprintf(msg, sizeof(msg), "keygate: key %s: match: the agent at %s holds another public key",
+                 key->ref.key_id, kg_agent_client_socket(key->provctx->agent));
+        release_failed(key->provctx, __FILE__, __LINE__, __func__, key->ref.key_id, KG_R_MATCH, msg);
+    }
+    return ok;
 }

@@ -35,6 +35,7 @@ static void kg_atfork_child(void)
         if (kg_instance_list[i] == NULL)
             continue;
         kg_keysource_atfork_child(kg_instance_list[i]->keys_src);
+        kg_agent_client_atfork_child(kg_instance_list[i]->agent);
     }
 }
 
@@ -177,6 +178,7 @@ static void kg_prov_teardown(void *provctx)
     /* stops and joins every lease refresh before anything they use goes (OSSL_PROVIDER_unload
      * may dlclose us next); the last key reference zeroizes (secure heap) */
     kg_keysource_free(ctx->keys_src);
+    kg_agent_client_free(ctx->agent);
     OSSL_LIB_CTX_free(ctx->corelibctx);
     OPENSSL_cleanse(&ctx->cfg, sizeof(ctx->cfg));
     free(ctx);
@@ -310,9 +312,18 @@ static int kg_prov_load_config(kg_provctx *ctx)
     }
     ctx->release_lazy = strcmp(ctx->cfg.release_mode, "lazy") == 0;
     kg_log_set_default_level(ctx->cfg.log_level);
-    /* the key source's release context reads the API key now: in nginx this is the master, as
-     * root, and the workers (nobody, cleared environment) must never need the file. No network. */
-    if ((ctx->keys_src = kg_keysource_new(&ctx->cfg, &err)) == NULL) {
+    if (strcmp(ctx->cfg.backend, "agent") == 0) {
+        /* the agent releases and holds the keys: no key source, no release context, no API key
+         * read, no connection yet (the first key load opens one) */
+        if ((ctx->agent = kg_agent_client_new(ctx->cfg.agent_socket, ctx->cfg.agent_timeout_ms, &err)) ==
+            NULL) {
+            KG_PROV_STEP_ERROR(ctx, NULL, &err);
+            return 0;
+        }
+    } else if ((ctx->keys_src = kg_keysource_new(&ctx->cfg, &err)) == NULL) {
+        /* the key source's release context reads the API key now: in nginx this is the master,
+         * as root, and the workers (nobody, cleared environment) must never need the file. No
+         * network. */
         KG_PROV_STEP_ERROR(ctx, NULL, &err);
         return 0;
     }

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "kg_agent_client.h"
 #include "kg_config.h"
 #include "kg_err.h"
 #include "kg_keyref.h"
@@ -52,7 +53,10 @@ typedef struct kg_provctx {
     kg_config cfg;
     int release_lazy;       /* release = lazy */
     kg_keysource *keys_src; /* the per-process cache of released keys, their releases and leases
-                               (release/kg_keysource.h, as in the PKCS#11 module) */
+                               (release/kg_keysource.h, as in the PKCS#11 module); NULL with
+                               backend = agent */
+    kg_agent_client *agent; /* backend = agent: the keygate agent's connections, which every
+                               private operation uses instead of keys_src; NULL in local mode */
 } kg_provctx;
 
 #define KG_KEY_MAGIC 0x6b67796bU /* "kgyk" */
@@ -64,6 +68,9 @@ typedef struct kg_key {
     int has_ref;      /* 0 for a public key imported from elsewhere (no key id) */
     kg_keyref ref;    /* key id, KBS, and ref.pubkey: the public key (kg_libctx) */
     kg_keyslot *slot; /* its slot in provctx->keys_src, bound at first private use; atomic */
+    uint8_t *ref_der; /* backend = agent: the reference's DER (the agent's KEY_REF), built at first
+                         use; atomic, owned */
+    size_t ref_der_len;
 } kg_key;
 
 /* The object reference the decoder hands to keymgmt load: versioned, with a magic number. */
@@ -124,6 +131,18 @@ EVP_PKEY *kg_key_private_prep(kg_key *key, const char *tag, kg_lease_prep **prep
  * 0 when priv is no longer the lease's key (refreshed or wiped meanwhile) or the tag is taken. */
 int kg_key_prep_publish(kg_key *key, const EVP_PKEY *priv, kg_lease_prep *prep);
 
+/* backend = agent (prov_key.c). kg_key_agent_check asks the agent for the key's public key and
+ * checks it is the reference's: what a load does instead of a release (decoder, release = eager),
+ * so `nginx -t` fails when the agent is down or lacks the key. kg_key_agent_call sends req (its
+ * KEY_REF set here) and copies the result to out (cap bytes). Both return 1/0 and raise the
+ * failure (kept for kg_key_failure_reraise like a release failure): the agent's status and
+ * message, or why it could not be reached, naming the socket. A revocation raises KG_R_REVOKED. */
+int kg_key_agent_check(kg_key *key);
+int kg_key_agent_call(kg_key *key, kg_agent_req *req, unsigned char *out, size_t cap, size_t *out_len);
+/* The agent's digest enum for an OpenSSL digest (SHA-1 and SHA-2 but SHA-512/224, /256), or 0. */
+kg_agent_digest kg_agent_digest_of(const EVP_MD *md);
+kg_agent_digest kg_agent_digest_named(const char *name);
+
 /* This thread's last release failure (raised by kg_key_private*), kept for the level-1 decoder,
  * which runs outside the error marks that drop it on the OSSL_STORE path (decoder.c). begin
  * forgets it; pending says whether one for key_id happened since; reraise raises it again
@@ -140,6 +159,8 @@ typedef struct kg_inner_ctx {
     kg_key *key;
     kg_key *peer;        /* keyexch only */
     EVP_PKEY_CTX *inner; /* kg_libctx(); NULL until an init */
+    int agent;           /* backend = agent: inner is on the public key and only holds the
+                            parameters; the private operation goes to the agent */
 } kg_inner_ctx;
 
 /* newctx/freectx/dupctx of both: dupctx is cheap, OpenSSL duplicates the inner context (padding,

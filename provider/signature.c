@@ -16,6 +16,7 @@
 #include <openssl/core_dispatch.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/rsa.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,8 @@ typedef struct kg_sig_ctx {
     EVP_MD_CTX *mdctx;  /* digest sign/verify */
     int pctx_owned;
     int spent; /* a digest signature was made: the inner context (FINALISE) cannot go on */
+    int agent; /* backend = agent, signing: pctx is a verify context on the public key that holds
+                  the parameters, mdctx (digest sign) a plain digest; the agent signs */
 } kg_sig_ctx;
 
 static OSSL_FUNC_signature_newctx_fn kg_rsa_sig_newctx, kg_ecdsa_sig_newctx;
@@ -82,6 +85,7 @@ static void sig_reset(kg_sig_ctx *ctx)
     ctx->pctx = NULL;
     ctx->pctx_owned = 0;
     ctx->spent = 0;
+    ctx->agent = 0;
 }
 
 static void kg_sig_freectx(void *vctx)
@@ -105,7 +109,14 @@ static void *kg_sig_dupctx(void *vctx)
     dst->pctx = NULL;
     dst->mdctx = NULL;
     dst->pctx_owned = 0;
-    if (src->mdctx != NULL) {
+    if (src->agent) { /* the digest and the parameters' context, apart */
+        if (src->mdctx != NULL &&
+            ((dst->mdctx = EVP_MD_CTX_new()) == NULL || !EVP_MD_CTX_copy_ex(dst->mdctx, src->mdctx)))
+            goto err;
+        if (src->pctx != NULL && (dst->pctx = EVP_PKEY_CTX_dup(src->pctx)) == NULL)
+            goto err;
+        dst->pctx_owned = dst->pctx != NULL;
+    } else if (src->mdctx != NULL) {
         if ((dst->mdctx = EVP_MD_CTX_new()) == NULL || !EVP_MD_CTX_copy_ex(dst->mdctx, src->mdctx))
             goto err;
         dst->pctx = EVP_MD_CTX_get_pkey_ctx(dst->mdctx);
@@ -179,12 +190,133 @@ static int no_params(const OSSL_PARAM params[])
     return params == NULL || params[0].key == NULL;
 }
 
+/* ---- backend = agent ---- */
+
+/* Sign init in agent mode: no private key here. A verify context on the reference's public key
+ * takes and answers the parameters (padding, PSS salt length, MGF1 digest, algorithm id) as
+ * OpenSSL's own implementation does; mdname != NULL (digest sign): mdctx hashes locally. */
+static int agent_init(kg_sig_ctx *ctx, void *keydata, const char *mdname, int digest,
+                      const OSSL_PARAM params[])
+{
+    kg_key *key = kg_key_cast(keydata, 0);
+    EVP_MD *md = NULL;
+
+    sig_reset(ctx);
+    if (key == NULL || key->ref.pubkey == NULL || !key->has_ref) {
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate %s signature: not a keygate key reference",
+                      ctx->alg);
+        return 0;
+    }
+    ctx->key = key;
+    ctx->agent = 1;
+    ctx->pctx_owned = 1;
+    if ((ctx->pctx = EVP_PKEY_CTX_new_from_pkey(kg_libctx(), key->ref.pubkey, NULL)) == NULL ||
+        EVP_PKEY_verify_init_ex(ctx->pctx, NULL) <= 0)
+        goto err;
+    if (digest) {
+        /* RSA and ECDSA keys' default digest, as EVP_DigestSignInit picks without one */
+        if ((md = EVP_MD_fetch(kg_libctx(), mdname != NULL && *mdname ? mdname : "SHA256", NULL)) == NULL ||
+            (ctx->mdctx = EVP_MD_CTX_new()) == NULL || !EVP_DigestInit_ex2(ctx->mdctx, md, NULL) ||
+            EVP_PKEY_CTX_set_signature_md(ctx->pctx, md) <= 0)
+            goto err;
+        EVP_MD_free(md);
+        md = NULL;
+    }
+    if (!no_params(params) && EVP_PKEY_CTX_set_params(ctx->pctx, params) <= 0)
+        goto err;
+    return 1;
+err:
+    EVP_MD_free(md);
+    sig_reset(ctx);
+    KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate %s signature: %ssign init failed (%s)", ctx->alg,
+                  digest ? "digest " : "", mdname != NULL ? mdname : "default digest");
+    return 0;
+}
+
+/* OpenSSL's PSS salt length (sign side) as the protocol's; 1 when it has one. */
+static int agent_salt(int saltlen, int32_t *out)
+{
+    switch (saltlen) {
+    case RSA_PSS_SALTLEN_DIGEST: *out = KG_AGENT_SALT_DIGEST; return 1;
+    case RSA_PSS_SALTLEN_AUTO: /* signing: the maximum */
+    case RSA_PSS_SALTLEN_MAX: *out = KG_AGENT_SALT_MAX; return 1;
+#ifdef RSA_PSS_SALTLEN_AUTO_DIGEST_MAX
+    case RSA_PSS_SALTLEN_AUTO_DIGEST_MAX: *out = KG_AGENT_SALT_DIGEST_MAX; return 1;
+#endif
+    default:
+        if (saltlen < 0 || saltlen > KG_AGENT_MAX_SALT)
+            return 0;
+        *out = saltlen;
+        return 1;
+    }
+}
+
+/* The agent signs tbs (a digest; with RSA PKCS#1 and no digest, the bytes to pad) with the
+ * scheme the context's parameters say. md: the digest sign's digest, NULL for a raw sign. */
+static int agent_sign(kg_sig_ctx *ctx, const EVP_MD *md, unsigned char *sig, size_t *siglen, size_t sigsize,
+                      const unsigned char *tbs, size_t tbslen)
+{
+    kg_agent_req req;
+    char mdname[64] = "", mgf1[64] = "";
+    int pad = 0, saltlen = 0;
+    OSSL_PARAM params[] = {OSSL_PARAM_int(OSSL_SIGNATURE_PARAM_PAD_MODE, &pad),
+                           OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, mdname, sizeof(mdname)),
+                           OSSL_PARAM_END};
+
+    if (sig == NULL) { /* the size: a DER ECDSA signature's maximum, or the modulus */
+        *siglen = (size_t)EVP_PKEY_get_size(ctx->key->ref.pubkey);
+        return 1;
+    }
+    memset(&req, 0, sizeof(req));
+    req.op = KG_AGENT_OP_SIGN;
+    req.data = tbs;
+    req.data_len = tbslen;
+    if (strcmp(ctx->alg, "ECDSA") == 0) {
+        req.scheme = KG_AGENT_SCHEME_ECDSA;
+    } else {
+        if (EVP_PKEY_CTX_get_params(ctx->pctx, params) <= 0)
+            goto unsupported;
+        req.digest = md != NULL  ? kg_agent_digest_of(md)
+                     : mdname[0] ? kg_agent_digest_named(mdname)
+                                 : KG_AGENT_DIGEST_NONE;
+        if (req.digest == 0)
+            goto unsupported;
+        if (pad == RSA_PKCS1_PADDING) {
+            req.scheme = KG_AGENT_SCHEME_RSA_PKCS1;
+        } else if (pad == RSA_PKCS1_PSS_PADDING && req.digest != KG_AGENT_DIGEST_NONE) {
+            OSSL_PARAM pss[] = {OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, mgf1, sizeof(mgf1)),
+                                OSSL_PARAM_int(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, &saltlen), OSSL_PARAM_END};
+            req.scheme = KG_AGENT_SCHEME_RSA_PSS;
+            if (EVP_PKEY_CTX_get_params(ctx->pctx, pss) <= 0 || !agent_salt(saltlen, &req.salt_len))
+                goto unsupported;
+            req.mgf1_digest = mgf1[0] ? kg_agent_digest_named(mgf1) : req.digest;
+            if (req.mgf1_digest == 0)
+                goto unsupported;
+        } else {
+            goto unsupported;
+        }
+    }
+    return kg_key_agent_call(ctx->key, &req, sig, sigsize, siglen); /* raises the failure */
+unsupported:
+    KG_PROV_ERROR(ctx->provctx, KG_R_NOT_AVAILABLE,
+                  "keygate %s signature: backend = agent signs ECDSA, RSA PKCS#1 v1.5 and PSS with SHA-1 "
+                  "or SHA-2 only (padding %d, digest %s, MGF1 %s, salt length %d)",
+                  ctx->alg, pad,
+                  mdname[0]    ? mdname
+                  : md != NULL ? EVP_MD_get0_name(md)
+                               : "none",
+                  mgf1[0] ? mgf1 : "default", saltlen);
+    return 0;
+}
+
 static int raw_init(kg_sig_ctx *ctx, void *keydata, const OSSL_PARAM params[], int sign)
 {
     const char *tag = sign && no_params(params) ? "raw" : NULL;
     kg_lease_prep *prep = NULL;
     EVP_PKEY *pk;
 
+    if (sign && ctx->provctx->agent != NULL)
+        return agent_init(ctx, keydata, NULL, 0, params);
     sig_reset(ctx);
     if ((pk = sig_key(ctx, keydata, sign, tag, &prep)) == NULL)
         return 0;
@@ -240,6 +372,8 @@ static int kg_sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t si
 
     if (ctx->pctx == NULL)
         return not_ready(ctx);
+    if (ctx->agent)
+        return agent_sign(ctx, NULL, sig, siglen, sigsize, tbs, tbslen);
     *siglen = sigsize;
     if (EVP_PKEY_sign(ctx->pctx, sig, siglen, tbs, tbslen) > 0)
         return 1;
@@ -268,6 +402,8 @@ static int digest_init(kg_sig_ctx *ctx, const char *mdname, void *keydata, const
     EVP_MD_CTX *copy = NULL;
     int ok, prepared;
 
+    if (sign && ctx->provctx->agent != NULL)
+        return agent_init(ctx, keydata, mdname, 1, params);
     sig_reset(ctx);
     if ((pk = sig_key(ctx, keydata, sign, prepare ? tag : NULL, &prep)) == NULL)
         return 0;
@@ -323,12 +459,37 @@ static int kg_sig_digest_update(void *vctx, const unsigned char *data, size_t da
     return EVP_DigestUpdate(ctx->mdctx, data, datalen) > 0;
 }
 
+/* Agent mode: the digest of what was hashed so far (on a copy: libcrypto may go on), signed by
+ * the agent. */
+static int agent_digest_sign_final(kg_sig_ctx *ctx, unsigned char *sig, size_t *siglen, size_t sigsize)
+{
+    unsigned char dgst[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    EVP_MD_CTX *copy;
+    int ok;
+
+    if (sig == NULL)
+        return agent_sign(ctx, NULL, NULL, siglen, sigsize, NULL, 0);
+    if ((copy = EVP_MD_CTX_new()) == NULL || !EVP_MD_CTX_copy_ex(copy, ctx->mdctx) ||
+        !EVP_DigestFinal_ex(copy, dgst, &dlen)) {
+        EVP_MD_CTX_free(copy);
+        KG_PROV_ERROR(ctx->provctx, KG_R_OPERATION, "keygate %s signature: digest failed", ctx->alg);
+        return 0;
+    }
+    EVP_MD_CTX_free(copy);
+    ok = agent_sign(ctx, EVP_MD_CTX_get0_md(ctx->mdctx), sig, siglen, sigsize, dgst, dlen);
+    ctx->spent = ok;
+    return ok;
+}
+
 static int kg_sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize)
 {
     kg_sig_ctx *ctx = vctx;
 
     if (ctx->mdctx == NULL || ctx->spent)
         return not_ready(ctx);
+    if (ctx->agent)
+        return agent_digest_sign_final(ctx, sig, siglen, sigsize);
     *siglen = sigsize;
     /* with a buffer, the inner final ends the inner context (FINALISE): libcrypto calls this on
      * a copy of ours, or once when the application set FINALISE on its own context */
