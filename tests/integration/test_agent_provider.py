@@ -191,3 +191,15 @@ def test_nginx_agent_held_key(aps, kind):
         assert aps.service_requests() == before
     finally:
         ng.stop()
+
+
+def test_bare_key_id_refused_in_agent_mode(aps):
+    """A keygate:KEY-ID URI has no public key to ask the agent for: a configuration error that
+    says what to use instead, and no release (no request to ITA or the KBS)."""
+    aps.start()
+    before = aps.service_requests()
+    r = aps.openssl("pkey", "-in", f"keygate:{aps.site.ids['p256']}", "-pubout")
+    assert r.returncode != 0
+    assert (f"keygate: key {aps.site.ids['p256']}: backend = agent: no private key in this process" in r.stderr
+            and "use the key's KEYGATE KEY REFERENCE" in r.stderr), r.stderr
+    assert aps.service_requests() == before
