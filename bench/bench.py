@@ -173,16 +173,19 @@ def goal_list(res):
                 f"{s['cache_critical_ms']:.0f} ms (≤ 4 RTT + 50 = {lim:.0f} ms)")
     for lat, d in res.get("p4", {}).items():
         cost = d.get("kbs_transfer_cost_ms")
-        add(f"P4 {d['keys']} keys ÷ 1 {lat} ms", d["ratio_many_one"], 2.0, f"{d['ratio_many_one']:.2f}× (≤ 2×"
-            + (f", KBS {cost:g} ms per transfer)" if cost is not None else ")"))
+        x = d.get("ratio_adj", d["ratio_many_one"])
+        add(f"P4 {d['keys']} keys ÷ 1 {lat} ms", x, 2.0, f"{x:.2f}× (≤ 2×"
+            + (f", KBS {cost:g} ms per transfer" if cost is not None else "")
+            + (", key generation at its mean)" if "ratio_adj" in d else ")"))
     if "p5" in res:
         mib = res["p5"]["keygate_added_kb"] / 1024
         add("P5 RSS provider+10 keys", mib, 4.0, f"{mib:.2f} MiB (≤ 4 MiB)")
     if "p6" in res:
         d = res["p6"]
         if "latency_ms" in d:
-            add(f"P6 nginx {d['blocks']} ÷ 1 blocks {d['latency_ms']:g} ms", d["ratio"], 1.5,
-                f"{d['ratio']:.2f}× (≤ 1.5×)")
+            x = d.get("ratio_adj", d["ratio"])
+            add(f"P6 nginx {d['blocks']} ÷ 1 blocks {d['latency_ms']:g} ms", x, 1.5,
+                f"{x:.2f}× (≤ 1.5×" + (", key generation at its mean)" if "ratio_adj" in d else ")"))
         else:  # a results.json from before issue 21
             add(f"P6 nginx {d['blocks']} ÷ 1 blocks", d["ratio"], 2.0, f"{d['ratio']:.2f}× (≤ 2×)")
     return g
@@ -375,6 +378,16 @@ def markdown(res, plots, results_path):
                      f"{f(w['intel_one'])} | {f(d['intel_ratio_one'], 2)}× | {f(w['intel_many'])} (M={d['intel_keys']}) | "
                      f"{f(w['keygate_intel_n'])} | {f(d['intel_ratio_n'], 2)}× | "
                      f"{f(r['one'], 0)} / {f(r['many'], 0)} / {f(r['intel_many'], 0)} |")
+        if any("ratio_adj" in d for d in res["p4"].values()):
+            L += ["", "The RSA-3072 wrapping-key generation varies by hundreds of ms from run to run (random prime "
+                  "search) and decides a ratio of medians by chance; the goal row uses each run's wall time with "
+                  "its own generation replaced by the mean generation of the runs (as P6):", "",
+                  "| added RTT | mean generation ms | 1 key ms | N keys ms | ratio (the goal) | raw ratio |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+            for lat, d in res["p4"].items():
+                if "ratio_adj" in d:
+                    L.append(f"| {lat} ms | {f(d['keygen_mean_ms'])} | {f(d['adj_wall_ms']['one'])} | "
+                             f"{f(d['adj_wall_ms']['many'])} | {f(d['ratio_adj'], 2)}× | {f(d['ratio_many_one'], 2)}× |")
         L += ["", "CPU time (ms, medians) of the client process (release_bench, all threads) and of the stack's "
               "processes (ITA + KBS stand-ins, /proc) during the same runs:", "",
               "| added RTT | client 1 key | client N keys | stack 1 key | stack N keys | wrapping-key step ms, 1 key | "
@@ -419,6 +432,15 @@ def markdown(res, plots, results_path):
               f"{f(d.get('stack_cpu_ms', {}).get('keygate_1', float('nan')))} / "
               f"{f(d.get('stack_cpu_ms', {}).get(f'keygate_{n}', float('nan')))} |",
               f"| file | {f(d['ms']['file_1'])} | {f(d['ms'][f'file_{n}'])} | {f(d['file_ratio'], 2)}× | – |"]
+        if "ratio_adj" in d:
+            L += ["", f"The one attestation's RSA-3072 wrapping-key generation (keygate's debug log in nginx's master) "
+                  f"took {f(min(min(v) for v in d['keygen_ms'].values()))}-{f(max(max(v) for v in d['keygen_ms'].values()))} ms "
+                  f"(mean {f(d['keygen_mean_ms'])} ms): a random prime search that lands in one case or the other "
+                  "by chance and swamps a ratio of medians. The goal row therefore uses each run's startup with its "
+                  "own generation replaced by the mean one (wall − its generation + mean, then medians; the "
+                  "generation outlasts the nonce it overlaps, so it is on the critical path): "
+                  f"1 block {f(d['adj_ms']['keygate_1'])} ms, {n} blocks {f(d['adj_ms'][f'keygate_{n}'])} ms, "
+                  f"**{f(d['ratio_adj'], 2)}×** (raw medians above: {f(d['ratio'], 2)}×)."]
     L += explain(res)
     for p in rel[1:]:
         L += ["", f"![{pathlib.Path(p).stem}]({p})"]
