@@ -252,7 +252,7 @@ def cli_instructions(st, k):
             raise RuntimeError(f"callgrind keygate release: {r.stderr[-1500:]}")
         a = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", out], capture_output=True,
                            text=True).stdout
-    want = {"total": "PROGRAM TOTALS", "wrapkey": ":kg_wrap_key_new ", "evidence": ":kg_collect_evidence ",
+    want = {"total": "PROGRAM TOTALS", "wrapkey": ":kg_wrap_key_generate ", "evidence": ":kg_collect_evidence ",
             "dynlink": ":_dl_start ", "verify": ":kg_verify_token ", "unwrap": ":kg_wrap_unwrap ",
             "http": ":kg_http_request "}
     res = {}
