@@ -5,6 +5,8 @@
  *   sign_bench --a FILE --b FILE [--runs N] [--seconds S] [--md sha256]
  *   sign_bench --a FILE --b FILE --ops N     (fixed work for callgrind: after the warm-up,
  *                                             loop_a signs N times with A, loop_b with B)
+ *   sign_bench ... --start-at T              (after the warm-up, wait until the unix time T, so
+ *                                             that parallel processes sign at the same time)
  *
  * Both keys are loaded in this process with PEM_read_bio_PrivateKey (OPENSSL_CONF decides
  * which providers exist: the harness loads keygate and default). Each operation is what a TLS
@@ -103,7 +105,7 @@ int main(int argc, char **argv)
     const char *a_path = NULL, *b_path = NULL, *md = "SHA256";
     int runs = 7;
     long ops = 0;
-    double seconds = 0.5;
+    double seconds = 0.5, start_at = 0, late = 0;
     double aw[64], ac[64], bw[64], bc[64];
     EVP_PKEY *a = NULL, *b = NULL;
     int rc = 1;
@@ -121,6 +123,8 @@ int main(int argc, char **argv)
             md = argv[i + 1];
         else if (strcmp(argv[i], "--ops") == 0)
             ops = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--start-at") == 0)
+            start_at = atof(argv[i + 1]);
         else
             break;
     }
@@ -142,6 +146,17 @@ int main(int argc, char **argv)
         rc = loop_a(a, md, ops) && loop_b(b, md, ops) ? 0 : 1;
         goto end;
     }
+    if (start_at > 0) {
+        double now = clock_s(CLOCK_REALTIME);
+        if (now < start_at) {
+            double wait = start_at - now;
+            struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+            while (nanosleep(&ts, &ts) != 0)
+                ;
+        } else {
+            late = now - start_at;
+        }
+    }
     for (int r = 0; r < runs; r++) {
         int a_first = (r % 2) == 0; /* ABBA: each side goes first half of the time */
         if (!run_for(a_first ? a : b, md, seconds, a_first ? &aw[r] : &bw[r], a_first ? &ac[r] : &bc[r]) ||
@@ -156,7 +171,7 @@ int main(int argc, char **argv)
     print_list("a_cpu", ac, runs, 0);
     print_list("b_wall", bw, runs, 0);
     print_list("b_cpu", bc, runs, 1);
-    printf("}\n");
+    printf(", \"late_s\": %.4f}\n", late);
     rc = 0;
 end:
     EVP_PKEY_free(a);
